@@ -1,0 +1,73 @@
+"""Command-line helpers: a YAML/JSON config file plus flag overrides for `HfArgumentParser`, eps given as fractions."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+_FRACTION = re.compile(r"^\s*(-?\d+(?:\.\d*)?)\s*/\s*(\d+(?:\.\d*)?)\s*$")
+
+
+def parse_fraction(value: str | float) -> float:
+    """'8/255' -> 0.0313...; plain numbers pass through as floats."""
+    if isinstance(value, str):
+        match = _FRACTION.match(value)
+        if match:
+            return float(match[1]) / float(match[2])
+    return float(value)
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON mapping of argument names to values."""
+    text = Path(path).read_text()
+    config = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    if not isinstance(config, dict):
+        raise ValueError(f"Config file {path} must contain a mapping of argument names to values.")
+    return config
+
+
+def config_to_argv(config: dict[str, Any]) -> list[str]:
+    """{"num_train_epochs": 2, "bf16": True, "acm_student_layers": [1, 2]} -> ['--num_train_epochs', '2', ...]."""
+    argv: list[str] = []
+    for key, value in config.items():
+        if value is None:
+            continue
+        argv.append(f"--{key}")
+        if isinstance(value, bool):
+            argv.append(str(value).lower())
+        elif isinstance(value, (list, tuple)):
+            argv.extend(str(item) for item in value)
+        else:
+            argv.append(str(value))
+    return argv
+
+
+def _fractions_to_floats(argv: Sequence[str]) -> list[str]:
+    return [str(parse_fraction(arg)) if _FRACTION.match(arg) else arg for arg in argv]
+
+
+def parse_with_config(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[Any, ...]:
+    """Parse `--config FILE` (YAML/JSON) then the other flags, which override the file's values."""
+    argv = list(argv)
+    config_argv: list[str] = []
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv):
+            raise ValueError("--config needs a file path.")
+        config_argv = config_to_argv(load_config(argv[index + 1]))
+        del argv[index : index + 2]
+    unknown_keys = _unknown_flags(parser, config_argv)
+    if unknown_keys:
+        raise ValueError(f"Unknown keys in the config file: {unknown_keys}. Run with --help for the valid names.")
+    return parser.parse_args_into_dataclasses(args=_fractions_to_floats(config_argv + argv))
+
+
+def _unknown_flags(parser: HfArgumentParser, argv: Sequence[str]) -> list[str]:
+    known = {option for action in parser._actions for option in action.option_strings}
+    return [arg for arg in argv if arg.startswith("--") and arg not in known]

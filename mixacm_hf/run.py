@@ -1,0 +1,188 @@
+"""The training job behind `training/run_mixacm.py`: argument dataclasses and `run_mixacm` (load, train, save)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForImageClassification, HfArgumentParser, PreTrainedModel, set_seed
+
+from .data import class_names, collate_image_batch, load_image_dataset
+from .models import WideResNetConfig, WideResNetForImageClassification
+from .trainer import ADVERSARIAL, MixACMTrainer, MixACMTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    student: str = field(
+        default="wrn-16-2",
+        metadata={"help": "Student: a preset name ('wrn-16-2', any 'wrn-D-K', 'dm-wrn-D-K') or a model folder/Hub id."},
+    )
+    teacher: str | None = field(
+        default=None,
+        metadata={"help": "Teacher: model folder, Hub id or checkpoint file (see --teacher_architecture)."},
+    )
+    teacher_architecture: str | None = field(
+        default=None, metadata={"help": "Architecture of a foreign teacher checkpoint, e.g. 'standard-wrn-34-10'."}
+    )
+    dropout: float = field(default=0.0, metadata={"help": "Dropout of a preset student."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from model folders/Hub repos."})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(
+        default="uoft-cs/cifar10", metadata={"help": "Dataset folder or Hub id (e.g. ../shared/datasets/cifar10)."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    train_split: str = field(default="train")
+    eval_split: str = field(default="test")
+    image_column: str | None = field(default=None, metadata={"help": "Image column (default: img|image)."})
+    label_column: str | None = field(
+        default=None, metadata={"help": "Label column (default: label|labels|fine_label)."}
+    )
+    image_size: int = field(default=32, metadata={"help": "Input resolution; > 32 selects ImageNet-style transforms."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training images."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation images."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the training data (needs max_steps)."})
+
+
+def argument_parser() -> HfArgumentParser:
+    return HfArgumentParser((ModelArguments, DataArguments, MixACMTrainingArguments))
+
+
+def load_student(
+    spec: str,
+    num_labels: int,
+    id2label: dict[int, str] | None = None,
+    image_size: int = 32,
+    dropout: float = 0.0,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """A new WideResNet from a preset name, or a pretrained classifier from a folder / Hub id."""
+    if Path(spec).is_dir() or not WideResNetConfig.is_name(spec):
+        return AutoModelForImageClassification.from_pretrained(spec, trust_remote_code=trust_remote_code)
+    labels = {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}} if id2label else {}
+    config = WideResNetConfig.from_name(spec, num_labels=num_labels, image_size=image_size, dropout=dropout, **labels)
+    return WideResNetForImageClassification(config)
+
+
+def load_teacher_model(model_args: ModelArguments) -> torch.nn.Module:
+    from .teachers import load_teacher
+
+    return load_teacher(
+        model_args.teacher, architecture=model_args.teacher_architecture, trust_remote_code=model_args.trust_remote_code
+    )
+
+
+def backward_passes_per_image(method: str, pgd_steps: int) -> int:
+    """Backward passes per training image: 1, plus the attack's for adversarial training."""
+    if method == "pgd-at":
+        return pgd_steps + 1
+    return 2 if method in ADVERSARIAL else 1
+
+
+def run_mixacm(
+    model_args: ModelArguments, data_args: DataArguments, training_args: MixACMTrainingArguments
+) -> dict[str, Any]:
+    """Train a student with `training_args.method`, evaluate clean accuracy, save it and return a summary."""
+    set_seed(training_args.seed)
+    if training_args.needs_teacher and not model_args.teacher:
+        raise ValueError(f"--method {training_args.method} learns from a teacher: pass --teacher PATH_OR_HUB_ID.")
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise ValueError("Streaming datasets have no length: pass --max_steps.")
+    common = {
+        "image_column": data_args.image_column,
+        "label_column": data_args.label_column,
+        "image_size": data_args.image_size,
+        "name": data_args.dataset_config,
+    }
+    train_dataset = load_image_dataset(
+        data_args.dataset, data_args.train_split, streaming=data_args.streaming, train=True,
+        max_samples=data_args.max_train_samples, seed=training_args.seed, **common,
+    )  # fmt: skip
+    eval_dataset = load_image_dataset(
+        data_args.dataset, data_args.eval_split, train=False, max_samples=data_args.max_eval_samples, **common
+    )
+    names = class_names(eval_dataset, data_args.label_column)
+    if names is None:
+        raise ValueError("The dataset's label column is not a ClassLabel: cannot tell the number of classes.")
+    student = load_student(
+        model_args.student, len(names), dict(enumerate(names)), data_args.image_size, model_args.dropout,
+        model_args.trust_remote_code,
+    )  # fmt: skip
+    teacher = load_teacher_model(model_args) if training_args.needs_teacher else None
+    trainer = MixACMTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collate_image_batch,
+        compute_metrics=_accuracy_metrics(),
+    )
+    start = time.perf_counter()
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_seconds = time.perf_counter() - start
+    eval_metrics = trainer.evaluate()
+    trainer.save_model()
+    summary = {
+        "method": training_args.method,
+        "student": model_args.student,
+        "teacher": model_args.teacher,
+        "params": sum(p.numel() for p in student.parameters()),
+        "epochs": train_result.metrics.get("epoch"),
+        "steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 2),
+        "images_per_second": train_result.metrics.get("train_samples_per_second"),
+        "backward_passes_per_image": backward_passes_per_image(training_args.method, training_args.pgd_steps),
+        "clean_accuracy": eval_metrics.get("eval_accuracy"),
+        "n_eval": len(eval_dataset),
+        "dataset": data_args.dataset,
+        "device": str(training_args.device),
+        "world_size": training_args.world_size,
+        "output_dir": training_args.output_dir,
+        "hyperparameters": _hyperparameters(training_args),
+    }
+    if trainer.is_world_process_zero():
+        Path(training_args.output_dir, "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _hyperparameters(args: MixACMTrainingArguments) -> dict[str, Any]:
+    keys = (
+        "method", "alpha_acm", "alpha_kld", "temperature", "mixup_alpha", "acm_channel_align", "acm_layer_mapping",
+        "acm_teacher_layers", "acm_student_layers", "pgd_eps", "pgd_step_size", "pgd_steps", "learning_rate",
+        "lr_scheduler_type", "weight_decay", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+        "gradient_accumulation_steps", "seed", "bf16",
+    )  # fmt: skip
+    values = asdict(args)
+    return {key: values[key] for key in keys}
+
+
+def _accuracy_metrics():
+    from .robustness.metric import compute_accuracy_metrics
+
+    return compute_accuracy_metrics
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few human-readable lines."""
+    accuracy = summary["clean_accuracy"]
+    lines = [
+        f"method {summary['method']}: student {summary['student']} ({summary['params'] / 1e6:.2f}M params)"
+        + (f", teacher {summary['teacher']}" if summary["teacher"] else ""),
+        f"trained {summary['steps']} steps ({summary['epochs']} epochs) in {summary['train_seconds']:.1f} s "
+        f"on {summary['device']} x{summary['world_size']}",
+        f"clean accuracy {accuracy:.4f} on {summary['n_eval']} images" if accuracy is not None else "no eval accuracy",
+        f"saved to {os.path.abspath(summary['output_dir'])}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,342 @@
+"""MixACM training: `MixACMTrainingArguments` and `MixACMTrainer`, one trainer for MixACM, its ablations and baselines.
+
+Methods (DESIGN.md): `mixacm` (mixup CE + soft labels + ACM), `mixacm-no-mixup`, `acm-only`, `kd` (soft labels only,
+the paper's RKD baseline), `natural` (plain CE, no teacher), `pgd-at` (Madry PGD adversarial training) and `n-fgsm`
+(single-step adversarial training with noise, de Jorge et al. 2022).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel, Trainer, TrainingArguments
+
+from .losses import (
+    CHANNEL_ALIGNMENTS,
+    LAYER_MAPPINGS,
+    acm_loss,
+    build_affine_maps,
+    kd_loss,
+    match_layers,
+    mixup,
+    mixup_cross_entropy,
+)
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("mixacm", "mixacm-no-mixup", "acm-only", "kd", "natural", "pgd-at", "n-fgsm")
+USES_MIXUP = {"mixacm"}
+USES_KLD = {"mixacm", "mixacm-no-mixup", "kd"}
+USES_ACM = {"mixacm", "mixacm-no-mixup", "acm-only"}
+ADVERSARIAL = {"pgd-at", "n-fgsm"}
+
+
+def check_eps(eps: float, name: str = "eps") -> None:
+    """Budgets live in [0, 1] pixel units: 8 almost surely meant 8/255."""
+    if not 0 <= eps <= 1:
+        raise ValueError(
+            f"{name}={eps} is outside [0, 1]: budgets are in pixel units of images scaled to [0, 1]. "
+            f"Did you mean {eps:g}/255 = {eps / 255:.5f}?"
+        )
+
+
+@dataclass
+class MixACMTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus the MixACM objective (defaults: the paper's CIFAR settings)."""
+
+    method: str = field(
+        default="mixacm",
+        metadata={"help": f"Training method, one of {METHODS}.", "choices": list(METHODS)},
+    )
+    alpha_acm: float = field(default=5000.0, metadata={"help": "Weight of the activated-channel-map loss."})
+    alpha_kld: float = field(
+        default=0.95, metadata={"help": "Weight of the soft-label KL term; the (mixup) CE gets 1 - alpha_kld."}
+    )
+    temperature: float = field(default=10.0, metadata={"help": "Softmax temperature gamma of the KL term."})
+    mixup_alpha: float = field(default=1.0, metadata={"help": "Mixup lambda ~ Beta(alpha, alpha); <= 0 disables."})
+    acm_teacher_layers: list[int] | None = field(
+        default=None, metadata={"help": "Teacher hidden-state indices to match (default: all, see acm_layer_mapping)."}
+    )
+    acm_student_layers: list[int] | None = field(
+        default=None, metadata={"help": "Student hidden-state indices, paired with acm_teacher_layers."}
+    )
+    acm_layer_mapping: str = field(
+        default="index",
+        metadata={
+            "help": "Pairing when no indices are given: 'index' (counts must agree) or 'relative_depth'.",
+            "choices": list(LAYER_MAPPINGS),
+        },
+    )
+    acm_channel_align: str = field(
+        default="adaptive_max_pool",
+        metadata={
+            "help": "Teacher->student channel alignment when counts differ: 'adaptive_max_pool' or 'affine' "
+            "(a learned linear map per layer, trained with the student, not saved).",
+            "choices": list(CHANNEL_ALIGNMENTS),
+        },
+    )
+    cross_dataset: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Teacher trained on other classes (paper Table 5): drop the KL term. Default: automatic, with "
+            "a warning, when the label counts differ; False makes a label mismatch an error."
+        },
+    )
+    pgd_eps: float = field(default=8 / 255, metadata={"help": "Linf budget of adversarial training, in [0, 1] units."})
+    pgd_step_size: float = field(default=2 / 255, metadata={"help": "PGD-AT step size."})
+    pgd_steps: int = field(default=7, metadata={"help": "PGD-AT steps (PGD-7 as in the paper's baseline)."})
+    nfgsm_noise: float = field(
+        default=2.0, metadata={"help": "N-FGSM: uniform noise in [-k eps, k eps] before the eps-sized FGSM step."}
+    )
+    channels_last: bool = field(default=False, metadata={"help": "Use channels_last memory format (faster on CPU)."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep raw columns: images are transformed on the fly."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.method not in METHODS:
+            raise ValueError(f"Unknown method {self.method!r}; choose one of {METHODS}.")
+        check_eps(self.pgd_eps, "pgd_eps")
+        check_eps(self.pgd_step_size, "pgd_step_size")
+        if not 0 <= self.alpha_kld <= 1:
+            raise ValueError(f"alpha_kld must be in [0, 1], got {self.alpha_kld}.")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}.")
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.method in USES_KLD | USES_ACM
+
+
+def adversarial_examples(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    step_size: float,
+    steps: int,
+    init_scale: float = 1.0,
+    project: bool = True,
+) -> torch.Tensor:
+    """Linf adversarial training examples: uniform start in [-init_scale eps, init_scale eps], `steps` signed-gradient
+    steps on the CE loss, projected onto the eps ball when `project` (PGD) and always clipped to [0, 1].
+
+    PGD-AT: init_scale=1, project=True. N-FGSM: init_scale=2, steps=1, step_size=eps, project=False.
+    """
+    delta = torch.empty_like(pixel_values).uniform_(-init_scale * eps, init_scale * eps)
+    delta = (pixel_values + delta).clamp(0, 1) - pixel_values
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        loss = F.cross_entropy(model(pixel_values=pixel_values + delta).logits.float(), labels)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = delta.detach() + step_size * grad.sign()
+        if project:
+            delta = delta.clamp(-eps, eps)
+        delta = (pixel_values + delta).clamp(0, 1) - pixel_values
+    return (pixel_values + delta).detach()
+
+
+class MixACMTrainer(Trainer):
+    """`Trainer` whose `compute_loss` implements every `method`, with a frozen teacher that is never wrapped or saved.
+
+    Logs each active loss term (`loss_mix` or `loss_ce`, `loss_kld`, `loss_acm`, `loss_adv`) beside `loss`.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel | nn.Module | None = None,
+        teacher_model: PreTrainedModel | nn.Module | str | None = None,
+        args: MixACMTrainingArguments | None = None,
+        **kwargs: Any,
+    ):
+        if args is None or not isinstance(args, MixACMTrainingArguments):
+            raise TypeError("MixACMTrainer needs `args` of type MixACMTrainingArguments.")
+        if args.needs_teacher and teacher_model is None:
+            raise ValueError(f"method={args.method!r} learns from a teacher: pass `teacher_model` (a path or model).")
+        super().__init__(model=model, args=args, **kwargs)
+        self.loss_is_scaled_for_ga = False  # our loss is a per-batch mean
+        if args.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.teacher_model = self._prepare_teacher(teacher_model) if args.needs_teacher else None
+        self.use_kld = args.method in USES_KLD and args.alpha_kld > 0 and self._teacher_shares_labels()
+        self.affine_maps = self._check_acm_layers() if args.method in USES_ACM else None
+        self._loss_terms: dict[str, list[torch.Tensor]] = defaultdict(list)
+
+    # -- teacher ---------------------------------------------------------------------------------------------------
+    def _prepare_teacher(self, teacher: PreTrainedModel | nn.Module | str) -> nn.Module:
+        if isinstance(teacher, str):
+            from .teachers import load_teacher
+
+            teacher = load_teacher(teacher)
+        teacher = teacher.to(self.args.device)
+        if self.args.channels_last:
+            teacher = teacher.to(memory_format=torch.channels_last)
+        teacher.eval()
+        teacher.requires_grad_(False)
+        return teacher
+
+    def _teacher_shares_labels(self) -> bool:
+        teacher_labels = _num_labels(self.teacher_model)
+        student_labels = _num_labels(self.model)
+        if teacher_labels is None or student_labels is None or teacher_labels == student_labels:
+            return True
+        message = (
+            f"The teacher predicts {teacher_labels} classes and the student {student_labels}: soft labels (KLD) "
+            "need the same classes."
+        )
+        if self.args.cross_dataset is False or self.args.method == "kd":
+            raise ValueError(
+                f"{message} Use a teacher trained on the student's classes, or, for cross-dataset transfer, a method "
+                "with ACM (e.g. mixacm) and --cross_dataset true, which drops the KLD term."
+            )
+        logger.warning("%s Cross-dataset transfer: dropping the KLD term (mixup CE and ACM remain).", message)
+        return False
+
+    def _probe_hidden_states(self) -> tuple[list[int], list[int]]:
+        """Channel counts of the teacher's and student's hidden states, from one zero image (checks the contract)."""
+        student = self.accelerator.unwrap_model(self.model)
+        size = getattr(getattr(student, "config", None), "image_size", 32)
+        probe = torch.zeros(1, 3, size, size, device=self.args.device)
+        was_training = student.training
+        student.eval()
+        with torch.no_grad():
+            teacher_states = _hidden_states(
+                self.teacher_model(pixel_values=probe, output_hidden_states=True), "teacher"
+            )
+            student_states = _hidden_states(student(pixel_values=probe, output_hidden_states=True), "student")
+        student.train(was_training)
+        return [h.shape[1] for h in teacher_states], [h.shape[1] for h in student_states]
+
+    def _check_acm_layers(self) -> nn.ModuleList | None:
+        """Validate the hidden states and the layer pairing up front; build the affine maps if asked for."""
+        teacher_channels, student_channels = self._probe_hidden_states()
+        args = self.args
+        pairs = match_layers(
+            len(teacher_channels), len(student_channels), args.acm_teacher_layers, args.acm_student_layers,
+            args.acm_layer_mapping,
+        )  # fmt: skip
+        if args.acm_channel_align != "affine":
+            return None
+        maps = build_affine_maps([teacher_channels[t] for t, _ in pairs], [student_channels[s] for _, s in pairs])
+        return maps.to(args.device)
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        optimizer = super().create_optimizer(model)
+        if self.affine_maps is not None:
+            optimizer.add_param_group({"params": list(self.affine_maps.parameters()), "weight_decay": 0.0})
+        return optimizer
+
+    # -- loss --------------------------------------------------------------------------------------------------------
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        pixel_values, labels = inputs["pixel_values"], inputs["labels"]
+        if self.args.channels_last:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
+        if not model.training:  # evaluation: plain cross-entropy on clean images
+            outputs = model(pixel_values=pixel_values, labels=labels)
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
+        weighted_terms, outputs = self._loss_terms_for(model, pixel_values, labels)
+        loss = sum(weight * term for weight, term in weighted_terms.values())
+        if not torch.isfinite(loss):
+            bad = [name for name, (_, term) in weighted_terms.items() if not torch.isfinite(term)]
+            raise FloatingPointError(
+                f"Non-finite training loss at step {self.state.global_step}: term(s) {bad or list(weighted_terms)}. "
+                "Lower the learning rate or the loss weights (alpha_acm), or check the inputs are finite in [0, 1]."
+            )
+        for name, (_, term) in weighted_terms.items():
+            self._loss_terms[name].append(term.detach())
+        return (loss, outputs) if return_outputs else loss
+
+    def _loss_terms_for(
+        self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[dict[str, tuple[float, torch.Tensor]], Any]:
+        """{term name: (weight, value)} for the configured method, and the student's outputs."""
+        args = self.args
+        if args.method in ADVERSARIAL:
+            adversarial = self._adversarial_examples(model, pixel_values, labels)
+            outputs = model(pixel_values=adversarial)
+            return {"loss_adv": (1.0, F.cross_entropy(outputs.logits.float(), labels))}, outputs
+        if args.method in USES_MIXUP:
+            pixel_values, labels_a, labels_b, lam = mixup(pixel_values, labels, args.mixup_alpha)
+            ce_name = "loss_mix"
+        else:
+            labels_a, labels_b, lam, ce_name = labels, labels, 1.0, "loss_ce"
+        uses_acm = args.method in USES_ACM
+        outputs = model(pixel_values=pixel_values, output_hidden_states=uses_acm)
+        ce_weight = 1 - args.alpha_kld if self.use_kld else 1.0
+        terms = {ce_name: (ce_weight, mixup_cross_entropy(outputs.logits, labels_a, labels_b, lam))}
+        if self.teacher_model is None:
+            return terms, outputs
+        with torch.no_grad():
+            teacher_outputs = self.teacher_model(pixel_values=pixel_values, output_hidden_states=uses_acm)
+        if self.use_kld:
+            terms["loss_kld"] = (args.alpha_kld, kd_loss(outputs.logits, teacher_outputs.logits, args.temperature))
+        if uses_acm:
+            acm = acm_loss(
+                _hidden_states(teacher_outputs, "teacher"),
+                _hidden_states(outputs, "student"),
+                align=args.acm_channel_align,
+                teacher_layers=args.acm_teacher_layers,
+                student_layers=args.acm_student_layers,
+                layer_mapping=args.acm_layer_mapping,
+                affine_maps=self.affine_maps,
+            )
+            terms["loss_acm"] = (args.alpha_acm, acm)
+        return terms, outputs
+
+    def _adversarial_examples(self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        args = self.args
+        attacked = self.accelerator.unwrap_model(model)  # input gradients only: bypass DDP's gradient hooks
+        if args.method == "n-fgsm":
+            return adversarial_examples(
+                attacked,
+                pixel_values,
+                labels,
+                args.pgd_eps,
+                args.pgd_eps,
+                1,
+                init_scale=args.nfgsm_noise,
+                project=False,
+            )
+        return adversarial_examples(attacked, pixel_values, labels, args.pgd_eps, args.pgd_step_size, args.pgd_steps)
+
+    # -- logging -----------------------------------------------------------------------------------------------------
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._loss_terms:
+            names = sorted(self._loss_terms)
+            means = torch.stack([torch.stack(self._loss_terms[name]).float().mean() for name in names])
+            means = self.accelerator.reduce(means, reduction="mean")
+            logs.update({name: round(float(value), 6) for name, value in zip(names, means.tolist())})
+            self._loss_terms.clear()
+        super().log(logs, start_time)
+
+
+def _num_labels(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "num_labels", None) if config is not None else None
+
+
+def _hidden_states(outputs: Any, who: str) -> tuple[torch.Tensor, ...]:
+    hidden_states = getattr(outputs, "hidden_states", None)
+    if not hidden_states:
+        raise ValueError(
+            f"The {who} returned no hidden_states with output_hidden_states=True, but ACM matching needs its stage "
+            "outputs. Load teachers with mixacm_hf.teachers.load_teacher (it adapts timm/ResNet models), or use "
+            "method='kd' / 'natural' which need no hidden states."
+        )
+    bad = [tuple(h.shape) for h in hidden_states if h.dim() != 4]
+    if bad:
+        raise ValueError(f"The {who}'s hidden_states must be (B, C, H, W) feature maps; got shapes {bad}.")
+    return tuple(hidden_states)

@@ -1,0 +1,231 @@
+"""MixACMTrainer: every method trains and logs exactly its loss terms; the teacher stays frozen; bad input errors."""
+
+import logging
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from torch import nn
+
+from mixacm_hf import MixACMTrainer, MixACMTrainingArguments
+from mixacm_hf.data import collate_image_batch, example_transform
+from mixacm_hf.trainer import adversarial_examples
+
+EXPECTED_TERMS = {
+    "mixacm": {"loss_mix", "loss_kld", "loss_acm"},
+    "mixacm-no-mixup": {"loss_ce", "loss_kld", "loss_acm"},
+    "acm-only": {"loss_ce", "loss_acm"},
+    "kd": {"loss_ce", "loss_kld"},
+    "natural": {"loss_ce"},
+    "pgd-at": {"loss_adv"},
+    "n-fgsm": {"loss_adv"},
+}
+
+
+def random_image_dataset(n: int = 32, size: int = 32, num_classes: int = 10, mode: str = "RGB") -> datasets.Dataset:
+    rng = np.random.default_rng(0)
+    channels = 3 if mode == "RGB" else 1
+    images = [
+        Image.fromarray(rng.integers(0, 256, (size, size, channels), dtype=np.uint8).squeeze(), mode=mode)
+        for _ in range(n)
+    ]
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=num_classes)})
+    dataset = datasets.Dataset.from_dict({"img": images, "label": [i % num_classes for i in range(n)]}, features)
+    dataset.set_transform(example_transform("img", "label", train=True))
+    return dataset
+
+
+def make_args(tmp_path, **overrides) -> MixACMTrainingArguments:
+    settings = {
+        "output_dir": str(tmp_path / "out"),
+        "max_steps": 2,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 0.01,
+        "logging_steps": 1,
+        "report_to": [],
+        "use_cpu": True,
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "pgd_steps": 2,
+        **overrides,
+    }
+    return MixACMTrainingArguments(**settings)
+
+
+def make_trainer(tmp_path, tiny_wrn, teacher=None, dataset=None, **overrides) -> MixACMTrainer:
+    args = make_args(tmp_path, **overrides)
+    if teacher is None and args.needs_teacher:
+        teacher = tiny_wrn("wrn-16-1", seed=1)
+    return MixACMTrainer(
+        model=tiny_wrn("wrn-10-1").train(),
+        teacher_model=teacher,
+        args=args,
+        train_dataset=dataset if dataset is not None else random_image_dataset(),
+        data_collator=collate_image_batch,
+    )
+
+
+@pytest.mark.parametrize("method", list(EXPECTED_TERMS))
+def test_every_method_trains_and_logs_exactly_its_terms(tmp_path, tiny_wrn, method):
+    trainer = make_trainer(tmp_path, tiny_wrn, method=method)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    teacher_before = [p.detach().clone() for p in trainer.teacher_model.parameters()] if trainer.teacher_model else []
+    trainer.train()
+    step_logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert len(step_logs) == 2
+    for log in step_logs:
+        assert {key for key in log if key.startswith("loss_")} == EXPECTED_TERMS[method]
+        assert all(np.isfinite(log[key]) for key in EXPECTED_TERMS[method])
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    if trainer.teacher_model is not None:
+        assert not trainer.teacher_model.training
+        assert all(not p.requires_grad for p in trainer.teacher_model.parameters())
+        assert all(torch.equal(a, b) for a, b in zip(teacher_before, trainer.teacher_model.parameters()))
+
+
+def test_logged_loss_is_the_weighted_sum_of_terms(tmp_path, tiny_wrn):
+    trainer = make_trainer(tmp_path, tiny_wrn, method="mixacm", max_steps=1, learning_rate=0.0)
+    trainer.train()
+    log = next(log for log in trainer.state.log_history if "loss" in log)
+    expected = 0.05 * log["loss_mix"] + 0.95 * log["loss_kld"] + 5000 * log["loss_acm"]
+    assert log["loss"] == pytest.approx(expected, rel=1e-3)
+
+
+def test_bf16_channels_last_and_gradient_accumulation(tmp_path, tiny_wrn):
+    trainer = make_trainer(
+        tmp_path, tiny_wrn, method="mixacm", bf16=True, channels_last=True, gradient_accumulation_steps=2,
+        per_device_train_batch_size=4,
+    )  # fmt: skip
+    trainer.train()
+    assert trainer.state.global_step == 2
+    log = next(log for log in trainer.state.log_history if "loss" in log)
+    assert set(EXPECTED_TERMS["mixacm"]) <= set(log) and np.isfinite(log["loss"])
+    assert trainer.model.wide_resnet.stem.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_affine_alignment_trains_its_maps(tmp_path, tiny_wrn):
+    trainer = make_trainer(tmp_path, tiny_wrn, method="acm-only", acm_channel_align="affine")
+    assert [m.weight.shape for m in trainer.affine_maps] == [(16, 16), (16, 16), (32, 32), (64, 64)]
+    before = trainer.affine_maps[1].weight.detach().clone()
+    trainer.train()
+    assert not torch.equal(before, trainer.affine_maps[1].weight)
+
+
+def test_checkpoints_contain_only_the_student(tmp_path, tiny_wrn):
+    trainer = make_trainer(tmp_path, tiny_wrn, method="mixacm", save_strategy="steps", save_steps=2)
+    trainer.train()
+    weights = load_file(tmp_path / "out" / "checkpoint-2" / "model.safetensors")
+    student_keys = set(trainer.model.state_dict())
+    assert set(weights) <= student_keys and "classifier.weight" in weights
+    assert sum(v.numel() for v in weights.values()) == sum(v.numel() for v in trainer.model.state_dict().values())
+
+
+def test_adversarial_examples_stay_in_the_ball(tiny_wrn):
+    model = tiny_wrn()
+    x, y = torch.rand(4, 3, 32, 32), torch.arange(4)
+    eps = 8 / 255
+    pgd = adversarial_examples(model, x, y, eps, 2 / 255, 3)
+    assert (pgd - x).abs().max() <= eps + 1e-6 and pgd.min() >= 0 and pgd.max() <= 1
+    with torch.no_grad():
+        assert nn.functional.cross_entropy(model(pgd).logits, y) > nn.functional.cross_entropy(model(x).logits, y)
+    nfgsm = adversarial_examples(model, x, y, eps, eps, 1, init_scale=2.0, project=False)
+    assert (nfgsm - x).abs().max() <= 3 * eps + 1e-6 and nfgsm.min() >= 0 and nfgsm.max() <= 1
+
+
+# -- bad input ---------------------------------------------------------------------------------------------------------
+def test_eps_given_in_pixel_levels_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="Did you mean 8/255"):
+        make_args(tmp_path, method="pgd-at", pgd_eps=8)
+
+
+def test_unknown_method_lists_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="mixacm-no-mixup"):
+        make_args(tmp_path, method="trades")
+
+
+def test_teacher_needed(tmp_path, tiny_wrn):
+    with pytest.raises(ValueError, match="pass `teacher_model`"):
+        MixACMTrainer(model=tiny_wrn(), args=make_args(tmp_path, method="mixacm"))
+
+
+def test_label_mismatch_with_kld(tmp_path, tiny_wrn, caplog):
+    teacher = tiny_wrn("wrn-10-1", num_labels=100)
+    with pytest.raises(ValueError, match="100 classes and the student 10"):
+        make_trainer(tmp_path, tiny_wrn, teacher=teacher, method="mixacm", cross_dataset=False)
+    with pytest.raises(ValueError, match="100 classes and the student 10"):
+        make_trainer(tmp_path, tiny_wrn, teacher=teacher, method="kd")
+    with caplog.at_level(logging.WARNING):
+        trainer = make_trainer(tmp_path, tiny_wrn, teacher=teacher, method="mixacm")
+    assert "dropping the KLD term" in caplog.text and not trainer.use_kld
+    trainer.train()
+    log = next(log for log in trainer.state.log_history if "loss" in log)
+    assert {k for k in log if k.startswith("loss_")} == {"loss_mix", "loss_acm"}
+    assert log["loss"] == pytest.approx(log["loss_mix"] + 5000 * log["loss_acm"], rel=1e-3)
+
+
+class LogitsOnly(nn.Module):
+    """A teacher that ignores output_hidden_states."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values, output_hidden_states=False):
+        return self.model(pixel_values=pixel_values)
+
+
+def test_teacher_without_hidden_states(tmp_path, tiny_wrn):
+    with pytest.raises(ValueError, match="teacher returned no hidden_states"):
+        make_trainer(tmp_path, tiny_wrn, teacher=LogitsOnly(tiny_wrn()), method="mixacm")
+    make_trainer(tmp_path, tiny_wrn, teacher=LogitsOnly(tiny_wrn()), method="kd").train()  # KD needs none
+
+
+class ExtraStage(nn.Module):
+    """A teacher with five hidden states (like ResNet-50's stem + 4 stages)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def forward(self, pixel_values, output_hidden_states=False):
+        out = self.model(pixel_values=pixel_values, output_hidden_states=output_hidden_states)
+        if output_hidden_states:
+            out.hidden_states = (*out.hidden_states, out.hidden_states[-1] * 2)
+        return out
+
+
+def test_layer_count_mismatch_needs_mapping(tmp_path, tiny_wrn):
+    teacher = ExtraStage(tiny_wrn("wrn-16-1"))
+    with pytest.raises(ValueError, match="acm_teacher_layers"):
+        make_trainer(tmp_path, tiny_wrn, teacher=teacher, method="mixacm")
+    make_trainer(
+        tmp_path, tiny_wrn, teacher=teacher, method="mixacm", acm_teacher_layers=[1, 2, 3, 4],
+        acm_student_layers=[0, 1, 2, 3],
+    ).train()  # fmt: skip
+    make_trainer(tmp_path, tiny_wrn, teacher=teacher, method="mixacm", acm_layer_mapping="relative_depth").train()
+
+
+def test_non_finite_loss_stops_and_names_the_term(tmp_path, tiny_wrn):
+    class InfiniteLogits(nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.config = model, model.config
+
+        def forward(self, pixel_values, output_hidden_states=False):
+            out = self.model(pixel_values=pixel_values, output_hidden_states=output_hidden_states)
+            out.logits = out.logits * float("nan")
+            return out
+
+    trainer = make_trainer(tmp_path, tiny_wrn, teacher=InfiniteLogits(tiny_wrn("wrn-16-1")), method="mixacm")
+    with pytest.raises(FloatingPointError, match="loss_kld"):
+        trainer.train()
+
+
+def test_grayscale_images_are_converted(tmp_path, tiny_wrn):
+    dataset = random_image_dataset(mode="L")
+    assert dataset[0]["pixel_values"].shape == (3, 32, 32)
+    make_trainer(tmp_path, tiny_wrn, dataset=dataset, method="natural").train()

@@ -1,0 +1,25 @@
+"""Train a robust student with MixACM (or a baseline) and save it as a Hugging Face model folder.
+
+accelerate launch training/run_mixacm.py --config training/configs/cifar10_cpu_wrn16-2.yaml [--flag value ...]
+"""
+
+import logging
+import sys
+
+import transformers
+
+from mixacm_hf.cli import parse_with_config
+from mixacm_hf.run import argument_parser, format_summary, run_mixacm
+
+
+def main(argv: list[str] | None = None) -> None:
+    model_args, data_args, training_args = parse_with_config(argument_parser(), sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    summary = run_mixacm(model_args, data_args, training_args)
+    if training_args.process_index == 0:
+        print(format_summary(summary))
+
+
+if __name__ == "__main__":
+    main()

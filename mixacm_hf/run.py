@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForImageClassification, HfArgumentParser, PreTrainedModel, set_seed
+from transformers.trainer_utils import get_last_checkpoint
 
 from .data import class_names, collate_image_batch, load_image_dataset
 from .models import WideResNetConfig, WideResNetForImageClassification
@@ -83,6 +84,13 @@ def load_teacher_model(model_args: ModelArguments) -> torch.nn.Module:
     )
 
 
+def resume_checkpoint(args: MixACMTrainingArguments) -> str | None:
+    """`--resume_from_checkpoint last` picks the newest checkpoint in output_dir (None when there is none yet)."""
+    if args.resume_from_checkpoint == "last":
+        return get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+    return args.resume_from_checkpoint
+
+
 def backward_passes_per_image(method: str, pgd_steps: int) -> int:
     """Backward passes per training image: 1, plus the attack's for adversarial training."""
     if method == "pgd-at":
@@ -130,14 +138,14 @@ def run_mixacm(
         compute_metrics=_accuracy_metrics(),
     )
     start = time.perf_counter()
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
     train_seconds = time.perf_counter() - start
     eval_metrics = trainer.evaluate()
     trainer.save_model()
     summary = {
         "method": training_args.method,
         "student": model_args.student,
-        "teacher": model_args.teacher,
+        "teacher": model_args.teacher if training_args.needs_teacher else None,
         "params": sum(p.numel() for p in student.parameters()),
         "epochs": train_result.metrics.get("epoch"),
         "steps": trainer.state.global_step,

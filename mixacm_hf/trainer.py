@@ -203,7 +203,8 @@ class MixACMTrainer(Trainer):
         """Channel counts of the teacher's and student's hidden states, from one zero image (checks the contract)."""
         student = self.accelerator.unwrap_model(self.model)
         size = getattr(getattr(student, "config", None), "image_size", 32)
-        probe = torch.zeros(1, 3, size, size, device=self.args.device)
+        channels = getattr(getattr(student, "config", None), "num_channels", 3)
+        probe = torch.zeros(1, channels, size, size, device=self.args.device)
         was_training = student.training
         student.eval()
         with torch.no_grad():
@@ -232,6 +233,18 @@ class MixACMTrainer(Trainer):
         if self.affine_maps is not None:
             optimizer.add_param_group({"params": list(self.affine_maps.parameters()), "weight_decay": 0.0})
         return optimizer
+
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.affine_maps is not None and self.accelerator.num_processes > 1:
+            # The affine maps live outside the DDP-wrapped student: average their gradients by hand.
+            for param in self.affine_maps.parameters():
+                if param.grad is not None:
+                    torch.distributed.all_reduce(param.grad)
+                    param.grad /= self.accelerator.num_processes
+        return loss
 
     # -- loss --------------------------------------------------------------------------------------------------------
     def compute_loss(

@@ -1,0 +1,426 @@
+"""Teachers: converters peer-checked against RobustBench / torchvision / timm code, load_teacher's contract, errors,
+and MixACM training end to end with teachers of other depth, width, stage count and label set."""
+
+import argparse
+import importlib.util
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from transformers import (
+    ConvNextImageProcessor,
+    ResNetConfig,
+    ResNetForImageClassification,
+    TimmWrapperConfig,
+    TimmWrapperForImageClassification,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTImageProcessor,
+)
+from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
+
+from mixacm_hf import WideResNetForImageClassification
+from mixacm_hf.losses import acm_loss
+from mixacm_hf.teachers import (
+    CIFAR100_NORMALIZATION,
+    PixelSpaceClassifier,
+    check_teacher,
+    convert_state_dict,
+    load_teacher,
+    save_converted_teacher,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def load_module_from_file(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def robustbench_archs():
+    """RobustBench's WideResNet and DMWideResNet modules, loaded by file path (its package __init__ needs extras)."""
+    spec = importlib.util.find_spec("robustbench")
+    if spec is None:
+        pytest.skip("robustbench is not installed (pip install --no-deps robustbench; it is in the dev extra)")
+    folder = Path(spec.submodule_search_locations[0]) / "model_zoo" / "architectures"
+    return (
+        load_module_from_file("rb_wide_resnet", folder / "wide_resnet.py"),
+        load_module_from_file("rb_dm_wide_resnet", folder / "dm_wide_resnet.py"),
+    )
+
+
+def randomize_batchnorm(model: nn.Module) -> nn.Module:
+    """Non-trivial affine parameters and running statistics, so eval-mode BN is really compared."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.normal_(0, 0.1)
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def record_outputs(modules: list[nn.Module]) -> list[torch.Tensor]:
+    outputs = []
+    for module in modules:
+        module.register_forward_hook(lambda _m, _i, output: outputs.append(output.detach().clone()))
+    return outputs
+
+
+def assert_frozen(teacher: nn.Module) -> None:
+    assert not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def assert_matches(teacher: nn.Module, reference: nn.Module, stages: list[nn.Module], x: torch.Tensor, **tol) -> None:
+    """Logits and every stage output of `teacher` equal `reference`'s (stages hooked in order)."""
+    expected_states = record_outputs(stages)
+    with torch.no_grad():
+        expected = reference(x)
+        outputs = teacher(pixel_values=x, output_hidden_states=True)
+    torch.testing.assert_close(outputs.logits, expected, **tol)
+    assert isinstance(outputs.hidden_states, tuple) and len(outputs.hidden_states) == len(expected_states)
+    for ours, theirs in zip(outputs.hidden_states, expected_states):
+        torch.testing.assert_close(ours, theirs, **tol)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Peer checks against the source code of each format
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: sd,
+        lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
+        lambda sd: {"model_state_dict": sd, "epoch": 3},
+        lambda sd: {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")},  # saved by torch < 0.4.1
+    ],
+    ids=["raw", "state_dict-module-prefix", "model_state_dict", "no-batch-counters"],
+)
+def test_standard_wrn_matches_robustbench(robustbench_archs, tmp_path, wrap):
+    wide_resnet, _ = robustbench_archs
+    torch.manual_seed(0)
+    reference = randomize_batchnorm(wide_resnet.WideResNet(depth=16, num_classes=10, widen_factor=2, sub_block1=True))
+    torch.save(wrap(reference.state_dict()), tmp_path / "trades.pt")
+    teacher = load_teacher(tmp_path / "trades.pt", "standard-wrn-16-2")
+    assert isinstance(teacher, WideResNetForImageClassification) and teacher.config.variant == "standard"
+    assert_frozen(teacher)
+    stages = [reference.conv1, reference.block1, reference.block2, reference.block3]
+    assert_matches(teacher, reference, stages, torch.rand(4, 3, 32, 32), **TOL)
+
+
+@pytest.mark.parametrize("normalization", [None, CIFAR100_NORMALIZATION], ids=["cifar10-default", "cifar100"])
+def test_dm_wrn_matches_robustbench(robustbench_archs, tmp_path, normalization):
+    _, dm_wide_resnet = robustbench_archs
+    torch.manual_seed(0)
+    num_classes, stats = (10, {}) if normalization is None else (100, dict(zip(("mean", "std"), normalization)))
+    reference = dm_wide_resnet.DMWideResNet(
+        num_classes=num_classes, depth=16, width=2, activation_fn=dm_wide_resnet.Swish, **stats
+    )
+    randomize_batchnorm(reference)
+    torch.save(reference.state_dict(), tmp_path / "dm.pt")
+    mean, std = normalization or (None, None)
+    teacher = load_teacher(tmp_path / "dm.pt", "dm-wrn-16-2", image_mean=mean, image_std=std)
+    assert teacher.config.activation == "swish" and teacher.config.num_labels == num_classes
+    assert_frozen(teacher)
+    stages = [reference.init_conv, *reference.layer]
+    assert_matches(teacher, reference, stages, torch.rand(4, 3, 32, 32), **TOL)
+
+
+@pytest.mark.parametrize(
+    "arch, build",
+    [
+        ("standard-wrn-34-10", lambda rb, dm: rb.WideResNet(depth=34, widen_factor=10, sub_block1=True)),
+        ("standard-wrn-28-10", lambda rb, dm: rb.WideResNet(depth=28, widen_factor=10, num_classes=100)),
+        ("dm-wrn-28-10", lambda rb, dm: dm.DMWideResNet(depth=28, width=10, activation_fn=dm.Swish)),
+        ("dm-wrn-34-20", lambda rb, dm: dm.DMWideResNet(depth=34, width=20, activation_fn=dm.Swish)),
+        ("dm-wrn-70-16", lambda rb, dm: dm.DMWideResNet(depth=70, width=16, activation_fn=dm.Swish)),
+    ],
+)
+def test_paper_teacher_layouts_convert(robustbench_archs, arch, build):
+    """Full-size layouts of the paper's teachers map key for key and shape for shape (on the meta device)."""
+    with torch.device("meta"):
+        source = build(*robustbench_archs)
+        model, _ = convert_state_dict(source.state_dict(), arch)
+    assert model.config.num_labels == (source.fc if arch.startswith("standard") else source.logits).out_features
+
+
+def robustness_checkpoint(model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> dict:
+    """A `robustness`-library checkpoint: model, attacker copy and normaliser buffers under `module.`."""
+    weights = {}
+    for key, value in model.state_dict().items():
+        weights[f"module.model.{key}"] = value
+        weights[f"module.attacker.model.{key}"] = value
+    for prefix in ("module.normalizer", "module.attacker.normalize"):
+        weights[f"{prefix}.new_mean"], weights[f"{prefix}.new_std"] = mean.view(3, 1, 1), std.view(3, 1, 1)
+    return {"model": weights, "epoch": 90}
+
+
+def test_robustness_resnet50_matches_torchvision(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    reference = randomize_batchnorm(torchvision.models.resnet50(num_classes=1000))
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    torch.save(robustness_checkpoint(reference, mean, std), tmp_path / "imagenet_linf_4.pt")
+    teacher = load_teacher(tmp_path / "imagenet_linf_4.pt", "robustness-resnet50", image_size=32)
+    assert isinstance(teacher, PixelSpaceClassifier) and isinstance(teacher.model, ResNetForImageClassification)
+    assert_frozen(teacher)
+    x = torch.rand(2, 3, 32, 32)
+    normalized_reference = nn.Sequential(Normalize(mean, std), reference)
+    stages = [reference.maxpool, reference.layer1, reference.layer2, reference.layer3, reference.layer4]
+    assert_matches(teacher, normalized_reference, stages, x, rtol=1e-4, atol=1e-4)
+
+    # The converted folder keeps the normaliser in its image processor and loads back to the same function.
+    save_converted_teacher(tmp_path / "imagenet_linf_4.pt", "robustness-resnet50", tmp_path / "hf")
+    assert (tmp_path / "hf" / "model.safetensors").is_file() and (
+        tmp_path / "hf" / "preprocessor_config.json"
+    ).is_file()
+    reloaded = load_teacher(tmp_path / "hf", image_size=32)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=x).logits, teacher(pixel_values=x).logits, rtol=0, atol=0)
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.mean, self.std = mean.view(1, 3, 1, 1), std.view(1, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def test_timm_teacher_yields_stage_maps_for_acm(tmp_path, tiny_wrn):
+    """A timm model, by name + local weights and as a TimmWrapper folder, gives per-stage maps that ACM consumes."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    reference = randomize_batchnorm(timm.create_model("test_resnet", pretrained=False, num_classes=10))
+    save_file(reference.state_dict(), tmp_path / "test_resnet.safetensors")
+    by_name = load_teacher(tmp_path / "test_resnet.safetensors", "timm:test_resnet", image_size=32)
+    assert isinstance(by_name, PixelSpaceClassifier) and isinstance(by_name.model, TimmWrapperForImageClassification)
+    assert_frozen(by_name)
+
+    folder = tmp_path / "timm-folder"
+    wrapper = TimmWrapperForImageClassification(
+        TimmWrapperConfig(architecture="test_resnet", num_labels=10, pretrained_cfg=dict(reference.pretrained_cfg))
+    )
+    wrapper.timm_model.load_state_dict(reference.state_dict())
+    wrapper.save_pretrained(folder)
+    from_folder = load_teacher(folder, image_size=32)
+
+    mean = torch.tensor(reference.pretrained_cfg["mean"])
+    std = torch.tensor(reference.pretrained_cfg["std"])
+    x = torch.rand(4, 3, 32, 32)
+    for teacher in (by_name, from_folder):
+        with torch.no_grad():
+            outputs = teacher(pixel_values=x, output_hidden_states=True)
+            expected = reference(Normalize(mean, std)(x))
+        torch.testing.assert_close(outputs.logits, expected, **TOL)
+        states = outputs.hidden_states
+        assert isinstance(states, tuple) and len(states) == 5 and all(h.dim() == 4 for h in states)
+        assert [h.shape[1] for h in states] == [f["num_chs"] for f in reference.feature_info]
+        student_states = tiny_wrn("wrn-10-1")(pixel_values=x, output_hidden_states=True).hidden_states
+        for kwargs in ({"layer_mapping": "relative_depth"}, {"teacher_layers": [1, 2, 3], "student_layers": [1, 2, 3]}):
+            loss = acm_loss(states, student_states, **kwargs)
+            assert torch.isfinite(loss) and loss > 0
+
+
+def tiny_hf_resnet(num_labels: int = 10) -> ResNetForImageClassification:
+    config = ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], layer_type="basic", num_labels=num_labels
+    )
+    torch.manual_seed(0)
+    return randomize_batchnorm(ResNetForImageClassification(config))
+
+
+def test_hf_resnet_folder_normalises_from_its_processor(tmp_path):
+    model = tiny_hf_resnet()
+    model.save_pretrained(tmp_path / "bare")
+    with pytest.raises(ValueError, match="image_mean and image_std"):
+        load_teacher(tmp_path / "bare")
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    explicit = load_teacher(tmp_path / "bare", image_mean=mean, image_std=std)
+
+    model.save_pretrained(tmp_path / "with-processor")
+    ConvNextImageProcessor(image_mean=list(mean), image_std=list(std)).save_pretrained(tmp_path / "with-processor")
+    from_processor = load_teacher(tmp_path / "with-processor")
+
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(pixel_values=Normalize(torch.tensor(mean), torch.tensor(std))(x)).logits
+        for teacher in (explicit, from_processor):
+            assert_frozen(teacher)
+            outputs = teacher(pixel_values=x, output_hidden_states=True)
+            torch.testing.assert_close(outputs.logits, expected, rtol=0, atol=0)
+            assert len(outputs.hidden_states) == 5  # stem + 4 stages
+
+
+def test_convert_teacher_script_writes_hf_folder_with_card(robustbench_archs, tmp_path):
+    wide_resnet, _ = robustbench_archs
+    torch.manual_seed(0)
+    reference = randomize_batchnorm(wide_resnet.WideResNet(depth=10, num_classes=10, widen_factor=1))
+    torch.save({"state_dict": reference.state_dict()}, tmp_path / "madry.pth")
+    script = load_module_from_file("convert_teacher", REPO / "training" / "convert_teacher.py")
+    output = tmp_path / "madry-wrn-10-1"
+    script.main(
+        [str(tmp_path / "madry.pth"), "--arch", "standard-wrn-10-1", "--output", str(output)]
+        + ["--source", "https://example.org/madry.pth", "--reported-robustness", "PGD-20 47.0% (eps 8/255)"]
+    )
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in output.iterdir()}
+    card = (output / "README.md").read_text()
+    assert "PGD-20 47.0% (eps 8/255)" in card and "https://example.org/madry.pth" in card and "sha256" in card
+    teacher = load_teacher(output)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(teacher(pixel_values=x).logits, reference(x), **TOL)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Errors
+
+
+@pytest.fixture
+def wrn_checkpoint(robustbench_archs, tmp_path) -> Path:
+    wide_resnet, _ = robustbench_archs
+    torch.manual_seed(0)
+    path = tmp_path / "wrn-16-2.pt"
+    torch.save(wide_resnet.WideResNet(depth=16, widen_factor=2).state_dict(), path)
+    return path
+
+
+def test_pickled_objects_are_refused(wrn_checkpoint, tmp_path):
+    state_dict = torch.load(wrn_checkpoint, weights_only=True)
+    torch.save({"state_dict": state_dict, "args": argparse.Namespace(lr=0.1)}, tmp_path / "with-args.pt")
+    with pytest.raises(ValueError, match=r"weights_only=True.*re-save"):
+        load_teacher(tmp_path / "with-args.pt", "standard-wrn-16-2")
+    torch.save({**state_dict, "epoch": 3}, tmp_path / "mixed.pt")
+    with pytest.raises(ValueError, match=r"\['epoch'\] are not tensors"):
+        load_teacher(tmp_path / "mixed.pt", "standard-wrn-16-2")
+
+
+def test_unknown_architecture_lists_supported_ones(wrn_checkpoint):
+    with pytest.raises(ValueError, match=r"Unknown teacher architecture 'wrn-16-2'.*standard-wrn-D-K.*dm-wrn-D-K"):
+        load_teacher(wrn_checkpoint, "wrn-16-2")
+    with pytest.raises(ValueError, match=r"is a checkpoint file.*robustness-resnet50"):
+        load_teacher(wrn_checkpoint)
+
+
+def test_conversion_errors_name_the_key(wrn_checkpoint):
+    with pytest.raises(ValueError, match=r"Shape mismatch for checkpoint key 'block1\.layer\.0\.conv1\.weight'"):
+        load_teacher(wrn_checkpoint, "standard-wrn-16-4")
+    with pytest.raises(ValueError, match=r"\['block1\.layer\.1\.bn1\.weight'.*no place in 'standard-wrn-10-2'"):
+        load_teacher(wrn_checkpoint, "standard-wrn-10-2")
+    with pytest.raises(ValueError, match=r"lacks \['wide_resnet\.groups\.0\.layers\.2\.norm1\.weight'"):
+        load_teacher(wrn_checkpoint, "standard-wrn-22-2")
+    with pytest.raises(ValueError, match=r"key 'conv1\.weight' is not part of the 'dm-wrn-16-2' layout"):
+        load_teacher(wrn_checkpoint, "dm-wrn-16-2")
+
+
+class LogitsOnly(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 10)
+
+    def forward(self, pixel_values, output_hidden_states=None):
+        return ImageClassifierOutputWithNoAttention(logits=self.linear(pixel_values.mean(dim=(2, 3))))
+
+
+def test_teacher_without_feature_maps_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="returned no hidden states"):
+        check_teacher(LogitsOnly(), 32, "logits-only")
+    config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+    )
+    ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
+    ViTImageProcessor().save_pretrained(tmp_path / "vit")
+    with pytest.raises(ValueError, match=r"hidden state 0 is \(1, 17, 16\), not a \(B, C, H, W\)"):
+        load_teacher(tmp_path / "vit")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# MixACM end to end with foreign teachers
+
+
+def random_images(num_labels: int = 10, count: int = 24) -> list[dict]:
+    generator = torch.Generator().manual_seed(0)
+    return [
+        {"pixel_values": torch.rand(3, 32, 32, generator=generator), "labels": i % num_labels} for i in range(count)
+    ]
+
+
+def train_three_steps(student: nn.Module, teacher: nn.Module, output_dir: Path, **kwargs) -> list[dict]:
+    """Three MixACM steps on random 32x32 images; checks the student learns and the teacher stays untouched."""
+    from mixacm_hf import MixACMTrainer, MixACMTrainingArguments
+    from mixacm_hf.data import collate_image_batch
+
+    args = MixACMTrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=8, max_steps=3, learning_rate=0.05, logging_steps=1,
+        save_strategy="no", use_cpu=True, report_to=[], seed=0, **kwargs,
+    )  # fmt: skip
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student_before = {k: v.clone() for k, v in student.state_dict().items()}
+    trainer = MixACMTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=random_images(),
+        data_collator=collate_image_batch,
+    )
+    trainer.train()
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_before.items())
+    assert any(not torch.equal(v, student.state_dict()[k]) for k, v in student_before.items())
+    logs = [entry for entry in trainer.state.log_history if "loss_acm" in entry]
+    assert len(logs) == 3 and all(torch.isfinite(torch.tensor(entry["loss"])) for entry in logs)
+    return logs
+
+
+def test_mixacm_trains_wrn_student_from_deeper_wider_wrn_teacher(tmp_path, tiny_wrn):
+    tiny_wrn("wrn-28-2", seed=1).save_pretrained(tmp_path / "teacher")
+    teacher = load_teacher(tmp_path / "teacher")
+    assert teacher.config.hidden_sizes != [16, 16, 32, 64]
+    logs = train_three_steps(tiny_wrn("wrn-16-1").train(), teacher, tmp_path / "run")
+    assert all({"loss_mix", "loss_kld", "loss_acm"} <= set(entry) for entry in logs)
+
+
+@pytest.mark.parametrize(
+    "teacher_kind, pairing",
+    [
+        ("hf-resnet", {"acm_teacher_layers": [0, 2, 3, 4], "acm_student_layers": [0, 1, 2, 3]}),
+        ("hf-resnet", {"acm_layer_mapping": "relative_depth"}),
+        ("timm", {"acm_layer_mapping": "relative_depth"}),
+    ],
+)
+def test_mixacm_trains_wrn_student_from_teacher_with_other_stage_count(tmp_path, tiny_wrn, teacher_kind, pairing):
+    if teacher_kind == "hf-resnet":
+        tiny_hf_resnet().save_pretrained(tmp_path / "teacher")
+        ConvNextImageProcessor().save_pretrained(tmp_path / "teacher")
+        teacher = load_teacher(tmp_path / "teacher")
+    else:
+        timm = pytest.importorskip("timm")
+        torch.manual_seed(0)
+        save_file(timm.create_model("test_resnet", num_classes=10).state_dict(), tmp_path / "weights.safetensors")
+        teacher = load_teacher(tmp_path / "weights.safetensors", "timm:test_resnet", image_size=32)
+    with torch.no_grad():
+        num_states = len(teacher(pixel_values=torch.rand(1, 3, 32, 32), output_hidden_states=True).hidden_states)
+    assert num_states == 5  # stem + 4 stages, against the student's stem + 3 groups
+    logs = train_three_steps(tiny_wrn("wrn-16-1").train(), teacher, tmp_path / "run", **pairing)
+    assert all(entry["loss_acm"] > 0 for entry in logs)
+
+
+def test_cross_dataset_teacher_drops_kld_with_warning(tmp_path, tiny_wrn, caplog):
+    tiny_wrn("wrn-16-2", num_labels=100, seed=1).save_pretrained(tmp_path / "cifar100-teacher")
+    teacher = load_teacher(tmp_path / "cifar100-teacher")
+    with caplog.at_level(logging.WARNING):
+        logs = train_three_steps(tiny_wrn("wrn-16-1").train(), teacher, tmp_path / "run", alpha_acm=1.0)
+    assert "dropping the KLD term" in caplog.text
+    for entry in logs:
+        assert "loss_kld" not in entry and {"loss_mix", "loss_acm"} <= set(entry)
+        assert entry["loss"] == pytest.approx(entry["loss_mix"] + entry["loss_acm"], abs=1e-3)  # mixup CE weight 1

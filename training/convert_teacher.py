@@ -1,0 +1,44 @@
+"""Convert a foreign robust checkpoint into a Hugging Face model folder usable as a MixACM teacher.
+
+python training/convert_teacher.py Carmon2019Unlabeled.pt --arch standard-wrn-28-10 --output teachers/carmon2019 \\
+    --source "RobustBench cifar10 Linf Carmon2019Unlabeled" --reported-robustness "AutoAttack NN.NN% (Linf 8/255)"
+
+Architectures: standard-wrn-D-K, dm-wrn-D-K, robustness-resnet50, timm:NAME (see `mixacm_hf.teachers.ARCHITECTURES`).
+The checkpoint is read with `torch.load(weights_only=True)`; the folder holds safetensors, config, image processor
+and a model card with the provenance.
+"""
+
+import argparse
+
+from mixacm_hf.teachers import ARCHITECTURES, save_converted_teacher
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="checkpoint file (.pt/.pth/.safetensors)")
+    parser.add_argument("--arch", required=True, help=f"source architecture, one of: {', '.join(ARCHITECTURES)}")
+    parser.add_argument("--output", required=True, help="folder to write the Hugging Face model to")
+    parser.add_argument("--image-mean", type=float, nargs=3, help="input mean the source model was trained with")
+    parser.add_argument("--image-std", type=float, nargs=3, help="input std the source model was trained with")
+    parser.add_argument("--source", help="where the checkpoint comes from (URL, paper, RobustBench id), for the card")
+    parser.add_argument("--reported-robustness", help="robust accuracy the source reports, for the card")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser()
+    args = parser.parse_args(argv)
+    if (args.image_mean is None) != (args.image_std is None):
+        parser.error("pass both --image-mean and --image-std, or neither")
+    normalization = None if args.image_mean is None else (args.image_mean, args.image_std)
+    try:
+        model = save_converted_teacher(
+            args.checkpoint, args.arch, args.output, normalization, args.source, args.reported_robustness
+        )
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    print(f"Wrote {type(model).__name__} ({model.config.num_labels} classes) to {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .data import class_names, collate_image_batch, load_image_dataset
 from .models import WideResNetConfig, WideResNetForImageClassification
-from .trainer import ADVERSARIAL, MixACMTrainer, MixACMTrainingArguments
+from .trainer import ADVERSARIAL, MixACMTrainer, MixACMTrainingArguments, TrainingClock
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +33,10 @@ class ModelArguments:
     teacher_architecture: str | None = field(
         default=None, metadata={"help": "Architecture of a foreign teacher checkpoint, e.g. 'standard-wrn-34-10'."}
     )
+    teacher_image_mean: list[float] | None = field(
+        default=None, metadata={"help": "Mean a foreign teacher normalises with (default: its own)."}
+    )
+    teacher_image_std: list[float] | None = field(default=None, metadata={"help": "Std, with teacher_image_mean."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout of a preset student."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from model folders/Hub repos."})
 
@@ -80,7 +83,11 @@ def load_teacher_model(model_args: ModelArguments) -> torch.nn.Module:
     from .teachers import load_teacher
 
     return load_teacher(
-        model_args.teacher, architecture=model_args.teacher_architecture, trust_remote_code=model_args.trust_remote_code
+        model_args.teacher,
+        architecture=model_args.teacher_architecture,
+        image_mean=model_args.teacher_image_mean,
+        image_std=model_args.teacher_image_std,
+        trust_remote_code=model_args.trust_remote_code,
     )
 
 
@@ -136,10 +143,12 @@ def run_mixacm(
         eval_dataset=eval_dataset,
         data_collator=collate_image_batch,
         compute_metrics=_accuracy_metrics(),
+        callbacks=[TrainingClock()],
     )
-    start = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
-    train_seconds = time.perf_counter() - start
+    clock = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingClock))
+    train_seconds = clock.seconds
+    images_seen = trainer.state.global_step * trainer.get_total_train_batch_size(training_args)
     eval_metrics = trainer.evaluate()
     trainer.save_model()
     summary = {
@@ -150,7 +159,7 @@ def run_mixacm(
         "epochs": train_result.metrics.get("epoch"),
         "steps": trainer.state.global_step,
         "train_seconds": round(train_seconds, 2),
-        "images_per_second": train_result.metrics.get("train_samples_per_second"),
+        "images_per_second": round(images_seen / train_seconds, 2) if train_seconds else None,
         "backward_passes_per_image": backward_passes_per_image(training_args.method, training_args.pgd_steps),
         "clean_accuracy": eval_metrics.get("eval_accuracy"),
         "n_eval": len(eval_dataset),

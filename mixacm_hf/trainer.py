@@ -8,6 +8,7 @@ the paper's RKD baseline), `natural` (plain CE, no teacher), `pgd-at` (Madry PGD
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ExportableState
 
 from .losses import (
     CHANNEL_ALIGNMENTS,
@@ -334,6 +336,28 @@ class MixACMTrainer(Trainer):
             logs.update({name: round(float(value), 6) for name, value in zip(names, means.tolist())})
             self._loss_terms.clear()
         super().log(logs, start_time)
+
+
+class TrainingClock(TrainerCallback, ExportableState):
+    """Training wall time summed over resumed runs (saved in checkpoints; restored by `resume_from_checkpoint`)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started: float | None = None
+
+    @property
+    def total_seconds(self) -> float:
+        running = time.perf_counter() - self._started if self._started is not None else 0.0
+        return self.seconds + running
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_end(self, args, state, control, **kwargs) -> None:
+        self.seconds, self._started = self.total_seconds, None
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {}, "attributes": {"seconds": self.total_seconds}}
 
 
 def _num_labels(model: nn.Module) -> int | None:

@@ -25,6 +25,17 @@ RESULTS = REPO / "benchmarks" / "results"
 EPOCHS = 10
 SEED = 0
 TEACHER = "teacher-wrn16-2-nfgsm"
+N_EVAL = 1000
+N_AUTOATTACK = 500
+# The paper's Table 3 (CIFAR-10, WRN-28-10 teacher -> WRN-16-10 students, 200 epochs, original CIFAR-10 files):
+# clean, FGSM, PGD-20, AutoAttack. For orientation only: different scale, epochs and data copy.
+PAPER_TABLE3 = {
+    "natural": (93.79, 5.34, 0.0, 0.0),
+    "pgd-at": (83.90, 53.07, 47.55, 44.51),
+    "kd": (88.60, 27.37, 0.12, 0.0),
+    "mixacm-no-mixup": (90.47, 56.98, 40.69, 36.42),
+    "mixacm": (89.93, 59.48, 48.09, 43.64),
+}
 
 
 @dataclass
@@ -34,6 +45,7 @@ class Stage:
     method: str
     arch: str
     flags: list[str] = field(default_factory=list)
+    autoattack: bool = True
 
     @property
     def output_dir(self) -> Path:
@@ -58,8 +70,8 @@ STAGES = [
     Stage("wrn16-2-kd", "student", "kd", "wrn-16-2"),
     Stage("wrn16-2-pgd7-at", "student", "pgd-at", "wrn-16-2", ["--pgd_steps", "7", "--pgd_step_size", "2/255"]),
     Stage("wrn16-2-mixacm-no-mixup", "student", "mixacm-no-mixup", "wrn-16-2"),
-    Stage("wrn16-2-natural", "student", "natural", "wrn-16-2"),
-    Stage("wrn16-1-mixacm", "student", "mixacm", "wrn-16-1"),
+    Stage("wrn16-2-natural", "student", "natural", "wrn-16-2", autoattack=False),
+    Stage("wrn16-1-mixacm", "student", "mixacm", "wrn-16-1", autoattack=False),
 ]
 
 
@@ -76,6 +88,125 @@ def train(stage: Stage, dataset: str, dry_run: bool) -> None:
             subprocess.run(executable, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
+def evaluate(stage: Stage, dataset: str) -> None:
+    """Clean, FGSM and PGD-20 on the first N_EVAL test images; AutoAttack on the first N_AUTOATTACK."""
+    from mixacm_hf.robustness import evaluate_robustness
+
+    if not (stage.output_dir / "train_summary.json").exists():
+        return
+    jobs = [("robustness.json", ["clean", "fgsm", "pgd-20"], N_EVAL)]
+    if stage.autoattack:
+        jobs.append(("robustness_autoattack.json", ["clean", "autoattack"], N_AUTOATTACK))
+    for filename, attacks, n in jobs:
+        path = stage.output_dir / filename
+        if path.exists():
+            print(f"[skip] {stage.name}: {filename}")
+            continue
+        print(f"[evaluate] {stage.name}: {attacks} on {n} images", flush=True)
+        report = evaluate_robustness(
+            str(stage.output_dir), dataset, attacks, n_examples=n, batch_size=250, seed=SEED, device="cpu"
+        )
+        report.save(path)
+
+
+def result_row(stage: Stage, dataset: str) -> dict | None:
+    """One row of results/cifar10_cpu.json, or None while the stage is incomplete."""
+    summary_path, report_path = stage.output_dir / "train_summary.json", stage.output_dir / "robustness.json"
+    if not (summary_path.exists() and report_path.exists()):
+        return None
+    summary = json.loads(summary_path.read_text())
+    report = json.loads(report_path.read_text())
+    autoattack_path = stage.output_dir / "robustness_autoattack.json"
+    autoattack = json.loads(autoattack_path.read_text()) if autoattack_path.exists() else None
+    return {
+        "name": stage.name,
+        "role": stage.role,
+        "method": stage.method,
+        "arch": stage.arch,
+        "params": summary["params"],
+        "epochs": summary["epochs"],
+        "train_seconds": summary["train_seconds"],
+        "images_per_second": summary["images_per_second"],
+        "clean": report["clean_accuracy"],
+        "fgsm": report["robust_accuracy"]["fgsm"],
+        "pgd20": report["robust_accuracy"]["pgd-20"],
+        "autoattack": autoattack["robust_accuracy"]["autoattack"] if autoattack else None,
+        "n_eval": report["n_examples"],
+        "n_eval_autoattack": autoattack["n_examples"] if autoattack else 0,
+        "seed": SEED,
+        "command": shlex.join(stage.command(dataset)),
+    }
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows laid out like the paper's Tables 3/4, with the paper's numbers beside ours."""
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    lines = [
+        "| model | method | params | epochs | train time | clean | FGSM | PGD-20 | AutoAttack (n) "
+        "| paper clean / PGD-20 / AA |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        paper = PAPER_TABLE3.get("pgd-at" if row["name"] == "wrn16-2-pgd7-at" else row["method"])
+        paper_text = f"{paper[0]:.1f} / {paper[2]:.1f} / {paper[3]:.1f}" if paper and row["role"] == "student" else ""
+        autoattack = f"{pct(row['autoattack'])} ({row['n_eval_autoattack']})" if row["autoattack"] is not None else "-"
+        lines.append(
+            f"| {row['name']} ({row['role']}) | {row['method']} | {row['params'] / 1e6:.2f}M | {row['epochs']:g} "
+            f"| {row['train_seconds'] / 60:.0f} min | {pct(row['clean'])} | {pct(row['fgsm'])} | {pct(row['pgd20'])} "
+            f"| {autoattack} | {paper_text} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_results(rows: list[dict], path: Path) -> None:
+    """Robust vs clean accuracy per method, and robust accuracy vs training cost."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4))
+    FigureCanvasAgg(figure)
+    left, right = figure.subplots(1, 2)
+    for row in rows:
+        robust = row["autoattack"] if row["autoattack"] is not None else row["pgd20"]
+        marker = "*" if row["role"] == "teacher" else "o"
+        left.scatter(100 * row["clean"], 100 * robust, marker=marker, s=80)
+        left.annotate(
+            row["name"], (100 * row["clean"], 100 * robust), fontsize=7, xytext=(3, 3), textcoords="offset points"
+        )
+        right.scatter(row["train_seconds"] / 60, 100 * robust, marker=marker, s=80)
+        right.annotate(
+            row["name"],
+            (row["train_seconds"] / 60, 100 * robust),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    left.set(
+        xlabel="clean accuracy (%)", ylabel="robust accuracy (%): AutoAttack, else PGD-20", title="Robust vs clean"
+    )
+    right.set(xlabel="training wall time (min, 2-core CPU)", ylabel="robust accuracy (%)", title="Robustness vs cost")
+    for axes in (left, right):
+        axes.grid(alpha=0.3)
+    figure.suptitle(f"CIFAR-10, eps = 8/255, first {N_EVAL} test images (AutoAttack: first {N_AUTOATTACK})")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+
+
+def write_results(dataset: str) -> list[dict]:
+    rows = [row for row in (result_row(stage, dataset) for stage in STAGES) if row is not None]
+    if not rows:
+        return rows
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "cifar10_cpu.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    (RESULTS / "cifar10_cpu.md").write_text(markdown_table(rows) + "\n")
+    plot_results(rows, RESULTS / "cifar10_cpu.png")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default=str(REPO.parent / "shared" / "datasets" / "cifar10"))
@@ -83,9 +214,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="Print the commands without running them.")
     args = parser.parse_args(argv)
     stages = [s for s in STAGES if not args.only or s.name in args.only]
-    for stage in stages:
+    for stage in stages:  # evaluate each model as soon as it is trained, so results arrive early
         train(stage, args.dataset, args.dry_run)
-    print(json.dumps({"trained": [s.name for s in stages if (s.output_dir / "train_summary.json").exists()]}))
+        if not args.dry_run:
+            evaluate(stage, args.dataset)
+    if args.dry_run:
+        return
+    rows = write_results(args.dataset)
+    print(markdown_table(rows) if rows else "no complete rows yet")
 
 
 if __name__ == "__main__":

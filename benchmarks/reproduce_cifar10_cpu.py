@@ -5,7 +5,8 @@
 Stages: (1) a robust WRN-16-2 teacher by N-FGSM adversarial training (its row doubles as the fast single-step AT
 baseline), (2) students with the same epochs and schedule: natural, kd (RKD), mixacm-no-mixup, mixacm (WRN-16-2),
 mixacm (WRN-16-1) and the PGD-7 adversarial-training baseline, (3) robustness evaluation of every model, (4) the
-results table `benchmarks/results/cifar10_cpu.json` and plots. Each training run is one `run_mixacm.py` command,
+results table `benchmarks/results/cifar10_cpu.json` and plots; the teacher and the MixACM students are copied
+with their model cards to `model_cards/`. Each training run is one `run_mixacm.py` command,
 recorded in its row; a killed run resumes from its last epoch checkpoint.
 """
 
@@ -14,19 +15,27 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mixacm_hf.robustness import RobustnessReport
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "benchmarks" / "runs"
 RESULTS = REPO / "benchmarks" / "results"
+MODEL_CARDS = REPO / "model_cards"
 EPOCHS = 10
 SEED = 0
 TEACHER = "teacher-wrn16-2-nfgsm"
 N_EVAL = 1000
 N_AUTOATTACK = 500
+EPS_SWEEP = [0, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
+DATASET_ID = "uoft-cs/cifar10"  # the Hub dataset the local copy mirrors, named in the cards
 # The paper's Table 3 (CIFAR-10, WRN-28-10 teacher -> WRN-16-10 students, 200 epochs, original CIFAR-10 files):
 # clean, FGSM, PGD-20, AutoAttack. For orientation only: different scale, epochs and data copy.
 PAPER_TABLE3 = {
@@ -46,6 +55,7 @@ class Stage:
     arch: str
     flags: list[str] = field(default_factory=list)
     autoattack: bool = True
+    publish: bool = False  # copied to model_cards/ with its card; evaluated along an eps sweep for the card's plot
 
     @property
     def output_dir(self) -> Path:
@@ -59,19 +69,20 @@ class Stage:
             "--dataset", dataset, "--student", self.arch, "--method", self.method,
             "--num_train_epochs", str(EPOCHS), "--seed", str(SEED),
             "--output_dir", str(self.output_dir.relative_to(REPO)), "--resume_from_checkpoint", "last",
+            "--eval_attacks", "clean", "--eval_n", str(N_EVAL), "--eval_eps_sweep", "", "--card_dataset_id", DATASET_ID,
             *teacher, *self.flags,
         ]  # fmt: skip
 
 
 TEACHER_METHODS = {"mixacm", "mixacm-no-mixup", "acm-only", "kd"}
 STAGES = [
-    Stage(TEACHER, "teacher", "n-fgsm", "wrn-16-2"),
-    Stage("wrn16-2-mixacm", "student", "mixacm", "wrn-16-2"),
+    Stage(TEACHER, "teacher", "n-fgsm", "wrn-16-2", publish=True),
+    Stage("wrn16-2-mixacm", "student", "mixacm", "wrn-16-2", publish=True),
     Stage("wrn16-2-kd", "student", "kd", "wrn-16-2"),
     Stage("wrn16-2-pgd7-at", "student", "pgd-at", "wrn-16-2", ["--pgd_steps", "7", "--pgd_step_size", "2/255"]),
     Stage("wrn16-2-mixacm-no-mixup", "student", "mixacm-no-mixup", "wrn-16-2"),
     Stage("wrn16-2-natural", "student", "natural", "wrn-16-2", autoattack=False),
-    Stage("wrn16-1-mixacm", "student", "mixacm", "wrn-16-1", autoattack=False),
+    Stage("wrn16-1-mixacm", "student", "mixacm", "wrn-16-1", autoattack=False, publish=True),
 ]
 
 
@@ -88,36 +99,55 @@ def train(stage: Stage, dataset: str, dry_run: bool) -> None:
             subprocess.run(executable, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
+def measured(stage: Stage, attack: str) -> RobustnessReport | None:
+    """The newest report in the stage's model folder that measured `attack`."""
+    from mixacm_hf.hub import load_reports
+
+    return next((r for r in reversed(load_reports(stage.output_dir)) if attack in r.robust_accuracy), None)
+
+
 def evaluate(stage: Stage, dataset: str) -> None:
-    """Clean, FGSM and PGD-20 on the first N_EVAL test images; AutoAttack on the first N_AUTOATTACK."""
+    """FGSM and PGD-20 on the first N_EVAL test images; AutoAttack (with PGD-20 beside it, for the sanity check that
+    AutoAttack <= PGD) on the first N_AUTOATTACK. Each report is merged into the model card of the stage's folder."""
+    from mixacm_hf.hub import update_model_card
     from mixacm_hf.robustness import evaluate_robustness
 
     if not (stage.output_dir / "train_summary.json").exists():
         return
-    jobs = [("robustness.json", ["clean", "fgsm", "pgd-20"], N_EVAL)]
+    jobs = [("fgsm", ["clean", "fgsm", "pgd-20"], N_EVAL, EPS_SWEEP if stage.publish else None)]
     if stage.autoattack:
-        jobs.append(("robustness_autoattack.json", ["clean", "autoattack"], N_AUTOATTACK))
-    for filename, attacks, n in jobs:
-        path = stage.output_dir / filename
-        if path.exists():
-            print(f"[skip] {stage.name}: {filename}")
+        jobs.append(("autoattack", ["clean", "pgd-20", "autoattack"], N_AUTOATTACK, None))
+    for key, attacks, n, sweep in jobs:
+        if measured(stage, key) is not None:
+            print(f"[skip] {stage.name}: {key} measured")
             continue
         print(f"[evaluate] {stage.name}: {attacks} on {n} images", flush=True)
         report = evaluate_robustness(
-            str(stage.output_dir), dataset, attacks, n_examples=n, batch_size=250, seed=SEED, device="cpu"
-        )
-        report.save(path)
+            str(stage.output_dir), dataset, attacks, n_examples=n, batch_size=250, seed=SEED, device="cpu",
+            eps_sweep=sweep,
+        )  # fmt: skip
+        update_model_card(stage.output_dir, report, dataset_id=DATASET_ID)
+
+
+def publish(stage: Stage) -> None:
+    """Copy a finished, fully evaluated model folder to model_cards/ (no checkpoints, logs or pickles)."""
+    done = measured(stage, "fgsm") is not None and (not stage.autoattack or measured(stage, "autoattack") is not None)
+    if not (stage.publish and done):
+        return
+    target = MODEL_CARDS / stage.name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(stage.output_dir, target, ignore=shutil.ignore_patterns("checkpoint-*", "*.bin", "*.log", "runs"))
+    print(f"[publish] {stage.name} -> {target.relative_to(REPO)}")
 
 
 def result_row(stage: Stage, dataset: str) -> dict | None:
     """One row of results/cifar10_cpu.json, or None while the stage is incomplete."""
-    summary_path, report_path = stage.output_dir / "train_summary.json", stage.output_dir / "robustness.json"
-    if not (summary_path.exists() and report_path.exists()):
+    summary_path = stage.output_dir / "train_summary.json"
+    report = measured(stage, "fgsm") if summary_path.exists() else None
+    if report is None:
         return None
     summary = json.loads(summary_path.read_text())
-    report = json.loads(report_path.read_text())
-    autoattack_path = stage.output_dir / "robustness_autoattack.json"
-    autoattack = json.loads(autoattack_path.read_text()) if autoattack_path.exists() else None
+    autoattack = measured(stage, "autoattack")
     return {
         "name": stage.name,
         "role": stage.role,
@@ -127,12 +157,12 @@ def result_row(stage: Stage, dataset: str) -> dict | None:
         "epochs": summary["epochs"],
         "train_seconds": summary["train_seconds"],
         "images_per_second": summary["images_per_second"],
-        "clean": report["clean_accuracy"],
-        "fgsm": report["robust_accuracy"]["fgsm"],
-        "pgd20": report["robust_accuracy"]["pgd-20"],
-        "autoattack": autoattack["robust_accuracy"]["autoattack"] if autoattack else None,
-        "n_eval": report["n_examples"],
-        "n_eval_autoattack": autoattack["n_examples"] if autoattack else 0,
+        "clean": report.clean_accuracy,
+        "fgsm": report.robust_accuracy["fgsm"],
+        "pgd20": report.robust_accuracy["pgd-20"],
+        "autoattack": autoattack.robust_accuracy["autoattack"] if autoattack else None,
+        "n_eval": report.n_examples,
+        "n_eval_autoattack": autoattack.n_examples if autoattack else 0,
         "seed": SEED,
         "command": shlex.join(stage.command(dataset)),
     }
@@ -209,7 +239,7 @@ def write_results(dataset: str) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default=str(REPO.parent / "shared" / "datasets" / "cifar10"))
+    parser.add_argument("--dataset", default="../shared/datasets/cifar10", help="path (relative to the repo) or Hub id")
     parser.add_argument("--only", nargs="*", help="Run only these stages (names as in STAGES).")
     parser.add_argument("--dry-run", action="store_true", help="Print the commands without running them.")
     args = parser.parse_args(argv)
@@ -218,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         train(stage, args.dataset, args.dry_run)
         if not args.dry_run:
             evaluate(stage, args.dataset)
+            publish(stage)
     if args.dry_run:
         return
     rows = write_results(args.dataset)

@@ -5,7 +5,8 @@ Every example comes out as `pixel_values` (float32 (3, H, W) in [0, 1]) and `lab
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import datasets
@@ -132,13 +133,47 @@ def _prepare_stream(
     if train:
         dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        from datasets.distributed import split_dataset_by_node
-
-        dataset = split_dataset_by_node(
-            dataset, rank=torch.distributed.get_rank(), world_size=torch.distributed.get_world_size()
-        )
+        dataset = split_stream(dataset, torch.distributed.get_rank(), torch.distributed.get_world_size())
     columns = list(dataset.features or {}) or None
     return dataset.map(transform, batched=True, batch_size=64, remove_columns=columns)
+
+
+def split_stream(dataset: datasets.IterableDataset, rank: int, world_size: int) -> datasets.IterableDataset:
+    """Process `rank`'s part of a stream read by `world_size` processes, disjoint from the others' and shuffled alike.
+
+    `split_dataset_by_node`: whole shards (files) per process when their count is a multiple of `world_size`, else
+    every `world_size`-th example. A stream that is already split is returned unchanged.
+    """
+    if world_size == 1 or dataset._distributed is not None:
+        return dataset
+    from datasets.distributed import split_dataset_by_node
+
+    return split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+
+
+class EndlessStream(torch.utils.data.IterableDataset):
+    """Pass after pass over a `datasets` stream, each pass reshuffled (`set_epoch`): training runs for `max_steps`.
+
+    Processes reading parts of different lengths then never run out at different steps, which would desynchronise
+    their collective operations (DDP's gradient all-reduce, the Trainer's gathers) and hang or crash the run.
+    """
+
+    def __init__(self, dataset: datasets.IterableDataset):
+        self.dataset = dataset
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for epoch in itertools.count(self.epoch):
+            self.dataset.set_epoch(epoch)
+            empty = True
+            for example in self.dataset:
+                empty = False
+                yield example
+            if empty:  # nothing to read (e.g. a dataloader worker without shards): stop instead of spinning
+                return
 
 
 def class_names(

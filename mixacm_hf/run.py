@@ -5,16 +5,28 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForImageClassification, HfArgumentParser, PreTrainedModel, set_seed
+from transformers import (
+    AutoConfig,
+    AutoModelForImageClassification,
+    HfArgumentParser,
+    PreTrainedModel,
+    TrainerCallback,
+    set_seed,
+)
 from transformers.trainer_utils import get_last_checkpoint
 
 from .data import class_names, collate_image_batch, load_image_dataset
+from .hub import push_robust_model, write_model_card
 from .models import WideResNetConfig, WideResNetForImageClassification
+from .robustness import RobustnessReport, evaluate_robustness, parse_eps
 from .trainer import ADVERSARIAL, MixACMTrainer, MixACMTrainingArguments, TrainingClock
 
 logger = logging.getLogger(__name__)
@@ -25,6 +37,13 @@ class ModelArguments:
     student: str = field(
         default="wrn-16-2",
         metadata={"help": "Student: a preset name ('wrn-16-2', any 'wrn-D-K', 'dm-wrn-D-K') or a model folder/Hub id."},
+    )
+    student_from_config: bool = field(
+        default=False,
+        metadata={
+            "help": "Build a folder/Hub-id student from its config with new random weights (e.g. microsoft/resnet-50 "
+            "for the paper's ImageNet runs) instead of loading its weights."
+        },
     )
     teacher: str | None = field(
         default=None,
@@ -59,8 +78,30 @@ class DataArguments:
     streaming: bool = field(default=False, metadata={"help": "Stream the training data (needs max_steps)."})
 
 
+@dataclass
+class EvaluationArguments:
+    """The robustness evaluation that ends a run; its results go into the model card."""
+
+    eval_attacks: str = field(
+        default="clean,pgd-20", metadata={"help": "Comma-separated attacks (clean, fgsm, pgd-<steps>...); '' for none."}
+    )
+    eval_autoattack: bool = field(default=False, metadata={"help": "Also run AutoAttack (standard version)."})
+    eval_n: int = field(default=1000, metadata={"help": "Attack the first N evaluation images."})
+    eval_batch_size: int = field(default=128, metadata={"help": "Batch size of the attacks."})
+    eval_eps: float = field(default=8 / 255, metadata={"help": "Attack budget in pixel units (8/255)."})
+    eval_norm: str = field(default="Linf", metadata={"help": "Threat model.", "choices": ["Linf", "L2"]})
+    eval_eps_sweep: str = field(
+        default="0,2/255,4/255,8/255,16/255",
+        metadata={"help": "Budgets of the card's robustness-vs-eps plot (not run for AutoAttack); '' for none."},
+    )
+    card_dataset_id: str | None = field(
+        default=None, metadata={"help": "Hub dataset id for the card, e.g. uoft-cs/cifar10 when --dataset is a copy."}
+    )
+    card_license: str = field(default="apache-2.0", metadata={"help": "License in the model card."})
+
+
 def argument_parser() -> HfArgumentParser:
-    return HfArgumentParser((ModelArguments, DataArguments, MixACMTrainingArguments))
+    return HfArgumentParser((ModelArguments, DataArguments, MixACMTrainingArguments, EvaluationArguments))
 
 
 def load_student(
@@ -70,11 +111,18 @@ def load_student(
     image_size: int = 32,
     dropout: float = 0.0,
     trust_remote_code: bool = False,
+    from_config: bool = False,
 ) -> PreTrainedModel:
-    """A new WideResNet from a preset name, or a pretrained classifier from a folder / Hub id."""
-    if Path(spec).is_dir() or not WideResNetConfig.is_name(spec):
-        return AutoModelForImageClassification.from_pretrained(spec, trust_remote_code=trust_remote_code)
+    """A new WideResNet from a preset name; a pretrained classifier from a folder / Hub id, or with `from_config` a
+    new one (random weights, the dataset's labels) of the architecture in its config."""
     labels = {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}} if id2label else {}
+    if Path(spec).is_dir() or not WideResNetConfig.is_name(spec):
+        if from_config:
+            config = AutoConfig.from_pretrained(
+                spec, trust_remote_code=trust_remote_code, **(labels or {"num_labels": num_labels})
+            )
+            return AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code)
+        return AutoModelForImageClassification.from_pretrained(spec, trust_remote_code=trust_remote_code)
     config = WideResNetConfig.from_name(spec, num_labels=num_labels, image_size=image_size, dropout=dropout, **labels)
     return WideResNetForImageClassification(config)
 
@@ -105,10 +153,38 @@ def backward_passes_per_image(method: str, pgd_steps: int) -> int:
     return 2 if method in ADVERSARIAL else 1
 
 
+def evaluate_student(
+    model: PreTrainedModel,
+    dataset: Any,
+    eval_args: EvaluationArguments,
+    data_args: DataArguments,
+    training_args: MixACMTrainingArguments,
+) -> list[RobustnessReport]:
+    """The end-of-run evaluation on the first `eval_n` evaluation images: the attacks with the eps sweep, then, with
+    `eval_autoattack`, the same attacks plus AutoAttack at `eval_eps` only (a sweep of AutoAttack costs too much)."""
+    attacks = [name.strip() for name in eval_args.eval_attacks.split(",") if name.strip()]
+    sweep = [parse_eps(eps) for eps in eval_args.eval_eps_sweep.split(",") if eps.strip()] or None
+    common = {
+        "eps": eval_args.eval_eps, "norm": eval_args.eval_norm, "n_examples": min(eval_args.eval_n, len(dataset)),
+        "batch_size": eval_args.eval_batch_size, "seed": training_args.seed, "device": training_args.device,
+        "split": data_args.eval_split, "dataset_name": data_args.dataset, "progress": not training_args.disable_tqdm,
+    }  # fmt: skip
+    reports = [evaluate_robustness(model, dataset, attacks, eps_sweep=sweep, **common)] if attacks else []
+    if eval_args.eval_autoattack:
+        reports.append(evaluate_robustness(model, dataset, [*attacks, "autoattack"], **common))
+    return reports
+
+
 def run_mixacm(
-    model_args: ModelArguments, data_args: DataArguments, training_args: MixACMTrainingArguments
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: MixACMTrainingArguments,
+    eval_args: EvaluationArguments | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
-    """Train a student with `training_args.method`, evaluate clean accuracy, save it and return a summary."""
+    """Train a student with `training_args.method`, evaluate its clean and robust accuracy, save it with its model
+    card, push it with `--push_to_hub` (one commit; `HubPushError` when that fails) and return a summary."""
+    eval_args = eval_args or EvaluationArguments()
     set_seed(training_args.seed)
     if training_args.needs_teacher and not model_args.teacher:
         raise ValueError(f"--method {training_args.method} learns from a teacher: pass --teacher PATH_OR_HUB_ID.")
@@ -132,18 +208,19 @@ def run_mixacm(
         raise ValueError("The dataset's label column is not a ClassLabel: cannot tell the number of classes.")
     student = load_student(
         model_args.student, len(names), dict(enumerate(names)), data_args.image_size, model_args.dropout,
-        model_args.trust_remote_code,
+        model_args.trust_remote_code, model_args.student_from_config,
     )  # fmt: skip
     teacher = load_teacher_model(model_args) if training_args.needs_teacher else None
     trainer = MixACMTrainer(
         model=student,
         teacher_model=teacher,
-        args=training_args,
+        # The Trainer's own push would commit every checkpoint: the finished folder is pushed once, below.
+        args=replace(training_args, push_to_hub=False) if training_args.push_to_hub else training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=collate_image_batch,
         compute_metrics=_accuracy_metrics(),
-        callbacks=[TrainingClock()],
+        callbacks=[TrainingClock(), *callbacks],
     )
     train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
     clock = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingClock))
@@ -158,6 +235,7 @@ def run_mixacm(
         "params": sum(p.numel() for p in student.parameters()),
         "epochs": train_result.metrics.get("epoch"),
         "steps": trainer.state.global_step,
+        "n_train": None if data_args.streaming else len(train_dataset),
         "train_seconds": round(train_seconds, 2),
         "images_per_second": round(images_seen / train_seconds, 2) if train_seconds else None,
         "backward_passes_per_image": backward_passes_per_image(training_args.method, training_args.pgd_steps),
@@ -168,9 +246,23 @@ def run_mixacm(
         "world_size": training_args.world_size,
         "output_dir": training_args.output_dir,
         "hyperparameters": _hyperparameters(training_args),
+        "command": shlex.join(sys.argv),
     }
     if trainer.is_world_process_zero():
         Path(training_args.output_dir, "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        student.name_or_path = training_args.output_dir  # how the robustness reports name the model
+        reports = evaluate_student(student, eval_dataset, eval_args, data_args, training_args)
+        hub_id = training_args.hub_model_id or Path(training_args.output_dir).name
+        hub_id = hub_id if training_args.push_to_hub else None
+        write_model_card(
+            training_args.output_dir, reports, summary, repo_id=hub_id, dataset_id=eval_args.card_dataset_id,
+            license=eval_args.card_license,
+        )  # fmt: skip
+        summary["robustness"] = reports
+        if hub_id:
+            summary["hub_commit"] = push_robust_model(
+                training_args.output_dir, hub_id, bool(training_args.hub_private_repo), training_args.hub_token
+            )
     return summary
 
 
@@ -181,7 +273,7 @@ def _hyperparameters(args: MixACMTrainingArguments) -> dict[str, Any]:
         "lr_scheduler_type", "weight_decay", "num_train_epochs", "max_steps", "per_device_train_batch_size",
         "gradient_accumulation_steps", "seed", "bf16",
     )  # fmt: skip
-    values = asdict(args)
+    values = args.to_dict()  # enums as their values (lr_scheduler_type: "cosine")
     return {key: values[key] for key in keys}
 
 
@@ -200,6 +292,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"trained {summary['steps']} steps ({summary['epochs']} epochs) in {summary['train_seconds']:.1f} s "
         f"on {summary['device']} x{summary['world_size']}",
         f"clean accuracy {accuracy:.4f} on {summary['n_eval']} images" if accuracy is not None else "no eval accuracy",
-        f"saved to {os.path.abspath(summary['output_dir'])}",
+        *(report.summary() for report in summary.get("robustness", [])),
+        f"saved to {os.path.abspath(summary['output_dir'])} with its model card",
+        *([f"pushed to the Hub: {summary['hub_commit']}"] if "hub_commit" in summary else []),
     ]
     return "\n".join(lines)

@@ -13,12 +13,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import datasets
 import torch
 import torch.nn.functional as F
+from accelerate.data_loader import prepare_data_loader
 from torch import nn
+from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
 
+from .data import EndlessStream, split_stream
 from .losses import (
     CHANNEL_ALIGNMENTS,
     LAYER_MAPPINGS,
@@ -236,6 +240,31 @@ class MixACMTrainer(Trainer):
             optimizer.add_param_group({"params": list(self.affine_maps.parameters()), "weight_decay": 0.0})
         return optimizer
 
+    def get_train_dataloader(self) -> DataLoader:
+        """A `datasets` stream is read by every process from its own part (`split_stream`), pass after pass
+        (`EndlessStream`) until `max_steps`, through a loader of the process's own.
+
+        For iterable datasets accelerate would by default read each batch on process 0 only and scatter it, so the other
+        processes' parts of a split stream would never be seen (with `dispatch_batches=False` it would split the stream
+        again). Map-style datasets take the usual `Trainer` path (a sampler sharded across processes).
+        """
+        if not isinstance(self.train_dataset, datasets.IterableDataset):
+            return super().get_train_dataloader()
+        args = self.args
+        loader = DataLoader(
+            EndlessStream(split_stream(self.train_dataset, args.process_index, args.world_size)),
+            batch_size=self._train_batch_size,
+            collate_fn=self.data_collator,
+            drop_last=args.dataloader_drop_last,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers,
+            prefetch_factor=args.dataloader_prefetch_factor,
+        )
+        return prepare_data_loader(
+            loader, args.device, num_processes=1, process_index=0, put_on_device=True, dispatch_batches=False
+        )
+
     def training_step(
         self, model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: torch.Tensor | int | None = None
     ) -> torch.Tensor:
@@ -294,7 +323,7 @@ class MixACMTrainer(Trainer):
         terms = {ce_name: (ce_weight, mixup_cross_entropy(outputs.logits, labels_a, labels_b, lam))}
         if self.teacher_model is None:
             return terms, outputs
-        with torch.no_grad():
+        with torch.no_grad(), self.accelerator.autocast():  # the student's mixed precision (loss terms stay fp32)
             teacher_outputs = self.teacher_model(pixel_values=pixel_values, output_hidden_states=uses_acm)
         if self.use_kld:
             terms["loss_kld"] = (args.alpha_kld, kd_loss(outputs.logits, teacher_outputs.logits, args.temperature))

@@ -66,7 +66,8 @@ def test_run_mixacm_smoke(tmp_path, cifar10_path):
 
     common = ["--dataset", str(cifar10_path), "--max_train_samples", "512", "--max_eval_samples", "64",
               "--per_device_train_batch_size", "32", "--max_steps", "3", "--report_to", "none", "--use_cpu", "true",
-              "--save_strategy", "no", "--disable_tqdm", "true"]  # fmt: skip
+              "--save_strategy", "no", "--disable_tqdm", "true",
+              "--eval_n", "16", "--eval_eps_sweep", "0,8/255"]  # fmt: skip
     main(["--student", "wrn-10-1", "--method", "natural", "--output_dir", str(tmp_path / "teacher"), *common])
     main(
         ["--config", "training/configs/cifar10_cpu_wrn16-2.yaml", "--student", "wrn-10-1",

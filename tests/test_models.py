@@ -108,12 +108,8 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
 )
 
 
-def test_trust_remote_code_without_package(tmp_path, tiny_wrn):
-    model = tiny_wrn("wrn-10-1")
-    model.config.id2label = {i: f"class_{i}" for i in range(10)}
-    folder = tmp_path / "model"
-    model.save_pretrained(folder)
-    x = torch.rand(2, 3, 32, 32)
+def load_without_package(folder, x: torch.Tensor, tmp_path) -> dict:
+    """REMOTE_CODE_SCRIPT's results for `folder` on inputs `x`, from a process that cannot import mixacm_hf."""
     torch.save(x, tmp_path / "x.pt")
     script = tmp_path / "load.py"
     script.write_text(REMOTE_CODE_SCRIPT)
@@ -123,7 +119,16 @@ def test_trust_remote_code_without_package(tmp_path, tiny_wrn):
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_trust_remote_code_without_package(tmp_path, tiny_wrn):
+    model = tiny_wrn("wrn-10-1")
+    model.config.id2label = {i: f"class_{i}" for i in range(10)}
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    x = torch.rand(2, 3, 32, 32)
+    result = load_without_package(folder, x, tmp_path)
     with torch.no_grad():
         assert torch.allclose(torch.tensor(result["logits"]), model(x).logits, atol=1e-6)
         assert torch.allclose(torch.tensor(result["pooled"]), model.wide_resnet(x).pooler_output, atol=1e-6)

@@ -9,14 +9,20 @@ import sys
 import transformers
 
 from mixacm_hf.cli import parse_with_config
+from mixacm_hf.hub import HubPushError
 from mixacm_hf.run import argument_parser, format_summary, run_mixacm
 
 
 def main(argv: list[str] | None = None) -> None:
-    model_args, data_args, training_args = parse_with_config(argument_parser(), sys.argv[1:] if argv is None else argv)
+    model_args, data_args, training_args, eval_args = parse_with_config(
+        argument_parser(), sys.argv[1:] if argv is None else argv
+    )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-    summary = run_mixacm(model_args, data_args, training_args)
+    try:
+        summary = run_mixacm(model_args, data_args, training_args, eval_args)
+    except HubPushError as error:  # the model and its card are saved: say so, how to retry, and exit with status 1
+        sys.exit(f"error: {error}")
     if training_args.process_index == 0:
         print(format_summary(summary))
 

@@ -1,0 +1,165 @@
+"""Attack throughput: `pgd` against a bare PyTorch PGD loop, and `autoattack` against calling pyautoattack directly.
+
+    python benchmarks/attack_throughput.py [--dataset ../shared/datasets/cifar10] [--arch wrn-16-1]
+        [--batch-size 64] [--repeats 5] [--aa-repeats 3] [--threads 1]
+        [--output benchmarks/results/attack_throughput.json]
+
+Both comparisons use the same model and the same batch; runs alternate between the two sides and the fastest run
+counts (the machine may be shared: noise only adds time); one torch thread by default, since on a busy
+machine multi-threaded timings swing by 4x. The model is a WRN trained naturally for a moment on
+CIFAR-10, so that AutoAttack ("standard") behaves as on a real, non-robust model (APGD-CE breaks the examples).
+Targets: PGD-20 throughput of `pgd` >= 0.9x the bare loop; AutoAttack wrapper overhead <= 5%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pyautoattack import AutoAttack
+from torch import nn
+
+from mixacm_hf import WideResNetConfig, WideResNetForImageClassification
+from mixacm_hf.robustness import LogitsModel, autoattack, pgd
+from mixacm_hf.robustness.evaluate import load_examples, load_split
+
+REPO = Path(__file__).resolve().parents[1]
+EPS = 8 / 255
+STEPS = 20
+
+
+def bare_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int) -> torch.Tensor:
+    """The textbook Linf PGD loop (random start, sign steps, projection), nothing else."""
+    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv).logits, y), x_adv)
+        x_adv = torch.min(torch.max(x_adv.detach() + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    return x_adv
+
+
+def train_natural(arch: str, x: torch.Tensor, y: torch.Tensor, epochs: int = 3) -> nn.Module:
+    """A quickly trained, non-robust classifier (a few CPU minutes at most)."""
+    torch.manual_seed(0)
+    model = WideResNetForImageClassification(WideResNetConfig.from_name(arch, num_labels=10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.2, total_steps=epochs * -(-len(x) // 100))
+    model.train()
+    for _ in range(epochs):
+        for index in torch.randperm(len(x)).split(100):
+            loss = F.cross_entropy(model(x[index]).logits, y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return model.eval()
+
+
+def alternate(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, dict[str, list[float]]]:
+    """Wall and CPU seconds of each callable, `repeats` times, alternating between them after one warm-up each."""
+    for run in runs.values():
+        run()
+    seconds = {name: {"wall": [], "cpu": []} for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            run()
+            seconds[name]["wall"].append(time.perf_counter() - wall)
+            seconds[name]["cpu"].append(time.process_time() - cpu)
+    return seconds
+
+
+def fastest(seconds: dict[str, dict[str, list[float]]], clock: str) -> dict[str, float]:
+    """Minimum over repeats: the least disturbed run (the machine is shared; noise only adds time)."""
+    return {name: min(values[clock]) for name, values in seconds.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default=str(REPO.parent / "shared" / "datasets" / "cifar10"))
+    parser.add_argument("--arch", default="wrn-16-1")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5, help="timed PGD runs per side")
+    parser.add_argument("--aa-repeats", type=int, default=3, help="timed AutoAttack runs per side")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared CPU)")
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "attack_throughput.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    x_train, y_train = load_examples(load_split(args.dataset, "train", 32), 2000)
+    x, y = load_examples(load_split(args.dataset, "test", 32), args.batch_size)
+    model = train_natural(args.arch, x_train, y_train)
+    direct_model = LogitsModel(model)
+
+    def direct_autoattack() -> torch.Tensor:
+        adversary = AutoAttack(direct_model, eps=EPS, norm="Linf", version="standard", seed=0, device="cpu")
+        return adversary.run_standard_evaluation(x, y, batch_size=len(x))[0]
+
+    pgd_seconds = alternate(
+        {
+            "pgd": lambda: pgd(model, x, y, eps=EPS, steps=STEPS, seed=0),
+            "bare": lambda: bare_pgd(model, x, y, EPS, EPS / 4, STEPS),
+        },
+        args.repeats,
+    )
+    aa_seconds = alternate(
+        {"wrapper": lambda: autoattack(model, x, y, eps=EPS, seed=0), "direct": direct_autoattack}, args.aa_repeats
+    )
+    wall = fastest({**pgd_seconds, **aa_seconds}, "wall")
+    cpu = fastest({**pgd_seconds, **aa_seconds}, "cpu")
+    with torch.no_grad():
+        clean = (model(x).logits.argmax(1) == y).float().mean().item()
+    results = {
+        "command": "python benchmarks/attack_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "model": args.arch,
+        "batch_size": len(x),
+        "clean_accuracy_of_batch": clean,
+        "timing": "minimum over alternating repeats, after one warm-up run each",
+        "pgd": {
+            "steps": STEPS,
+            "eps": EPS,
+            "repeats": args.repeats,
+            "seconds": pgd_seconds,
+            "images_per_second": {name: len(x) / wall[name] for name in pgd_seconds},
+            "throughput_ratio": wall["bare"] / wall["pgd"],
+            "throughput_ratio_cpu_time": cpu["bare"] / cpu["pgd"],
+            "target": ">= 0.9",
+        },
+        "autoattack": {
+            "version": "standard",
+            "eps": EPS,
+            "repeats": args.aa_repeats,
+            "seconds": aa_seconds,
+            "overhead": wall["wrapper"] / wall["direct"] - 1,
+            "overhead_cpu_time": cpu["wrapper"] / cpu["direct"] - 1,
+            "target": "<= 0.05",
+        },
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(
+        f"PGD-{STEPS} throughput ({args.arch}, batch {len(x)}): pgd {results['pgd']['images_per_second']['pgd']:.1f} "
+        f"img/s, bare loop {results['pgd']['images_per_second']['bare']:.1f} img/s, "
+        f"ratio {results['pgd']['throughput_ratio']:.3f} (CPU time {results['pgd']['throughput_ratio_cpu_time']:.3f}; "
+        "target >= 0.9)"
+    )
+    print(
+        f"AutoAttack standard (batch {len(x)}, clean accuracy {clean:.2f}): wrapper {wall['wrapper']:.2f}s, "
+        f"direct {wall['direct']:.2f}s, overhead {results['autoattack']['overhead']:+.1%} "
+        f"(CPU time {results['autoattack']['overhead_cpu_time']:+.1%}; target <= 5%)"
+    )
+    print(f"Wrote {args.output}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

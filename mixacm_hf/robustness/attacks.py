@@ -1,0 +1,199 @@
+"""FGSM and PGD (Linf, L2) in pixel space [0, 1] for Hugging Face classifiers and plain modules.
+
+Budgets are in pixel units (eps = 8/255 means 8/255: normalisation happens inside the model). Attacks run the model
+in eval mode and in fp32 (autocast off), and restore each submodule's training flag afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Norm = Literal["Linf", "L2"]
+NORMS: tuple[str, ...] = ("Linf", "L2")
+
+
+def parse_eps(value: str | float) -> float:
+    """Parse a budget given as a float or a fraction: `"8/255"` -> 0.0313..., `"0.5"` -> 0.5."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = value.strip()
+    try:
+        if "/" in text:
+            numerator, denominator = text.split("/")
+            return float(numerator) / float(denominator)
+        return float(text)
+    except (ValueError, ZeroDivisionError) as error:
+        raise ValueError(f"Cannot parse eps {value!r}: give a float (0.031) or a fraction (8/255).") from error
+
+
+def check_eps(eps: float, norm: str) -> float:
+    """Validate a pixel-space budget; Linf eps > 1 is almost certainly eps in 0..255 units."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}.")
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}.")
+    if norm == "Linf" and eps > 1:
+        raise ValueError(
+            f"eps={eps:g} is larger than the whole [0, 1] pixel range: budgets are in pixel units. "
+            f"Did you mean {eps:g}/255 (= {eps / 255:.6f})?"
+        )
+    return float(eps)
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits tensor of a model output: a tensor itself, or `.logits` / `["logits"]` of an HF output."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, Mapping):
+        logits = output.get("logits")
+    if isinstance(logits, torch.Tensor):
+        return logits
+    raise TypeError(
+        f"The model returned a {type(output).__name__} without logits. Attacks need a classifier that returns a "
+        "logits tensor (B, num_classes) or an output with `.logits` (e.g. transformers' ImageClassifierOutput); "
+        "for HF models keep return_dict=True."
+    )
+
+
+class LogitsModel(nn.Module):
+    """Wrap a classifier so that calling it on pixel_values returns the logits tensor (what attack code expects)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return logits_of(self.model(pixel_values))
+
+
+@contextmanager
+def attack_mode(model: nn.Module, device_type: str) -> Iterator[None]:
+    """Eval mode and fp32 (autocast disabled) for the duration; restores every submodule's training flag."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.autocast(device_type=device_type, enabled=False):
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _expand(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape per-example values (B,) to broadcast against inputs (B, ...)."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _l2_norm(values: torch.Tensor) -> torch.Tensor:
+    return values.flatten(1).norm(dim=1).clamp_min(1e-12)
+
+
+def _steepest_ascent(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """Unit-norm direction maximising the linearised loss under the norm."""
+    if norm == "Linf":
+        return grad.sign()
+    return grad / _expand(_l2_norm(grad), grad)
+
+
+def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project perturbations onto the eps ball of the norm (per example)."""
+    if norm == "Linf":
+        return delta.clamp(-eps, eps)
+    return delta * _expand((eps / _l2_norm(delta)).clamp(max=1.0), delta)
+
+
+def _random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform in the Linf box; for L2 a uniform direction with a radius uniform in [0, eps]."""
+    if norm == "Linf":
+        return (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+    direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    radius = torch.rand(len(x), generator=generator, device=x.device, dtype=x.dtype) * eps
+    return direction * _expand(radius / _l2_norm(direction), x)
+
+
+def _pgd_run(
+    forward: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    norm: str,
+    steps: int,
+    step_size: float,
+    random_start: bool,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One PGD run. Returns, per example, the first iterate that fooled the model (else the last) and the flags."""
+    x_adv = (x + _random_start(x, eps, norm, generator)).clamp(0, 1) if random_start else x.clone()
+    best = x_adv.detach()
+    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        logits = forward(x_adv)
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x_adv)
+        x_adv = x_adv.detach()
+        newly_fooled = (logits.detach().argmax(1) != y) & ~fooled
+        best = torch.where(_expand(newly_fooled, x), x_adv, best)
+        fooled |= newly_fooled
+        delta = project(x_adv + step_size * _steepest_ascent(grad, norm) - x, eps, norm)
+        x_adv = (x + delta).clamp(0, 1)
+    with torch.no_grad():
+        fooled_last = forward(x_adv).argmax(1) != y
+    return torch.where(_expand(fooled, x), best, x_adv), fooled | fooled_last
+
+
+def pgd(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    eps: float,
+    norm: Norm = "Linf",
+    steps: int = 20,
+    step_size: float | None = None,
+    restarts: int = 1,
+    random_start: bool = True,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """Projected gradient descent on the cross-entropy (Madry et al.), Linf or L2, in pixel space [0, 1].
+
+    `step_size` defaults to eps / 4 (2/255 at eps = 8/255). Each restart attacks only the examples that survived
+    the previous ones, so an example is robust only if it survives every restart. Returns adversarial examples
+    (B, ...) in the eps ball around `pixel_values` and in [0, 1]: per example the first iterate that fooled the
+    model, or the last iterate of the last restart.
+    """
+    eps = check_eps(eps, norm)
+    if steps < 1 or restarts < 1:
+        raise ValueError(f"steps and restarts must be >= 1, got steps={steps}, restarts={restarts}.")
+    step_size = eps / 4 if step_size is None else step_size
+    x = pixel_values.detach().float()
+    y = labels.to(x.device)
+    generator = None if seed is None else torch.Generator(x.device).manual_seed(seed)
+    forward = LogitsModel(model)
+    x_adv = x.clone()
+    robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    with attack_mode(model, x.device.type), torch.enable_grad():
+        for _ in range(restarts):
+            index = robust.nonzero().squeeze(1)
+            if index.numel() == 0:
+                break
+            candidate, fooled = _pgd_run(
+                forward, x[index], y[index], eps, norm, steps, step_size, random_start, generator
+            )
+            x_adv[index] = candidate
+            robust[index] = ~fooled
+    return x_adv
+
+
+def fgsm(
+    model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor, *, eps: float, norm: Norm = "Linf"
+) -> torch.Tensor:
+    """Fast gradient (sign) method: one step of size eps from the clean image (Goodfellow et al.; L2: FGM)."""
+    return pgd(model, pixel_values, labels, eps=eps, norm=norm, steps=1, step_size=eps, random_start=False)

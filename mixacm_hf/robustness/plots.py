@@ -1,0 +1,33 @@
+"""Plot of robust accuracy against eps from a report's sweep (matplotlib, Agg canvas: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .report import RobustnessReport
+
+
+def plot_eps_sweep(report: RobustnessReport, path: str | Path) -> Path:
+    """Write a PNG of accuracy versus eps, one line per attack plus clean accuracy; returns the path."""
+    if report.eps_sweep is None:
+        raise ValueError("The report has no eps sweep: run evaluate_robustness with eps_sweep=[...].")
+    scale, unit = (255, " (x/255)") if report.norm == "Linf" else (1, "")
+    figure = Figure(figsize=(5, 3.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    eps = report.eps_sweep["eps"]
+    for name, accuracy in report.eps_sweep["robust_accuracy"].items():
+        points = [(e * scale, a) for e, a in zip(eps, accuracy) if a is not None]
+        axes.plot(*zip(*points), marker="o", label=name)
+    axes.axhline(report.clean_accuracy, color="gray", linestyle="--", label="clean")
+    axes.set(xlabel=f"{report.norm} eps{unit}", ylabel="accuracy", ylim=(0, 1), title=report.model.get("name"))
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    return path

@@ -1,0 +1,154 @@
+"""`RobustnessReport` (JSON round trip), Wilson intervals and the sanity checks that expose gradient masking."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+Check = dict[str, Any]
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
+    """Wilson score interval [low, high] for a binomial proportion (95% for z = 1.96)."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = successes / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, center - half), min(1.0, center + half)]
+
+
+def significantly_higher(a: torch.Tensor, b: torch.Tensor, z: float = 1.96) -> tuple[bool, str]:
+    """Whether accuracy `a` exceeds `b` beyond noise, from per-example correctness flags on the same examples.
+
+    McNemar-style: with n_ab examples correct only under a and n_ba only under b, a is higher beyond noise when
+    n_ab - n_ba > z * sqrt(n_ab + n_ba).
+    """
+    only_a = int((a & ~b).sum())
+    only_b = int((~a & b).sum())
+    detail = f"{only_a} examples correct only under the first, {only_b} only under the second"
+    return only_a - only_b > z * math.sqrt(only_a + only_b), detail
+
+
+def make_check(name: str, passed: bool, detail: str) -> Check:
+    return {"name": name, "passed": bool(passed), "detail": detail}
+
+
+def check_not_above_clean(clean_accuracy: float, robust_accuracy: dict[str, float]) -> list[Check]:
+    """Robust accuracy above clean accuracy means the attack helps the model: a broken attack or masked gradients."""
+    return [
+        make_check(f"{name} <= clean", acc <= clean_accuracy, f"{name} {acc:.4f} vs clean {clean_accuracy:.4f}")
+        for name, acc in robust_accuracy.items()
+    ]
+
+
+def check_ordered(stronger: str, weaker: str, accuracy: dict[str, float]) -> Check:
+    """An attack that should be at least as strong must not leave higher accuracy (e.g. AutoAttack vs PGD)."""
+    a, b = accuracy[stronger], accuracy[weaker]
+    return make_check(f"{stronger} <= {weaker}", a <= b, f"{stronger} {a:.4f} vs {weaker} {b:.4f}")
+
+
+def check_within_noise(stronger: str, weaker: str, correct: dict[str, torch.Tensor]) -> Check:
+    """More steps must not leave accuracy higher beyond noise (e.g. PGD-100 vs PGD-20)."""
+    higher, counts = significantly_higher(correct[stronger], correct[weaker])
+    detail = (
+        f"{stronger} {correct[stronger].float().mean():.4f} vs {weaker} {correct[weaker].float().mean():.4f}; {counts}"
+    )
+    return make_check(f"{stronger} <= {weaker} (within noise)", not higher, detail)
+
+
+def check_eps_zero(clean: torch.Tensor, at_zero: dict[str, torch.Tensor]) -> Check:
+    """At eps = 0 every attack must leave exactly the clean per-example correctness (else the model is randomised,
+    not in eval mode, or the attack leaves the eps ball)."""
+    differing = {name: int((flags != clean).sum()) for name, flags in at_zero.items()}
+    values = ", ".join(
+        f"{name} {flags.float().mean():.4f} ({differing[name]} examples differ)" for name, flags in at_zero.items()
+    )
+    return make_check(
+        "accuracy at eps=0 equals clean", not any(differing.values()), f"clean {clean.float().mean():.4f}; {values}"
+    )
+
+
+def check_monotone(name: str, eps: list[float], correct: list[torch.Tensor]) -> Check:
+    """Accuracy must not rise (beyond noise) from one eps of a sweep to the next larger one."""
+    order = sorted(range(len(eps)), key=eps.__getitem__)
+    rises = []
+    for i, j in zip(order, order[1:]):
+        higher, counts = significantly_higher(correct[j], correct[i])
+        if higher:
+            rises.append(f"eps {eps[i]:.5f} -> {eps[j]:.5f} ({counts})")
+    curve = ", ".join(f"{eps[i]:.5f}: {correct[i].float().mean():.4f}" for i in order)
+    detail = f"{curve}" + (f"; rises at {'; '.join(rises)}" if rises else "")
+    return make_check(f"{name}: accuracy does not rise with eps", not rises, detail)
+
+
+@dataclass
+class RobustnessReport:
+    """Clean and robust accuracy of one model on one dataset, with everything needed to reproduce and trust it.
+
+    `robust_accuracy` maps attack name -> accuracy, plus "all" (an example counts only if it is classified
+    correctly clean and under every attack). `intervals` holds Wilson 95% intervals for "clean", each attack and
+    "all". `eps_sweep` (optional) is {"eps": [...], "robust_accuracy": {attack: [accuracy or None per eps]}}.
+    """
+
+    clean_accuracy: float
+    robust_accuracy: dict[str, float]
+    n_examples: int
+    eps: float
+    norm: str
+    attacks: dict[str, dict[str, Any]]
+    seconds: dict[str, float]
+    seed: int
+    model: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    sanity_checks: list[Check] = field(default_factory=list)
+    eps_sweep: dict[str, Any] | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def flags(self) -> list[str]:
+        """Names of the sanity checks that failed (hints of gradient masking or a broken evaluation)."""
+        return [check["name"] for check in self.sanity_checks if not check["passed"]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RobustnessReport:
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> RobustnessReport:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> RobustnessReport:
+        return cls.from_json(Path(path).read_text())
+
+    def summary(self) -> str:
+        """Human-readable lines: accuracies with intervals, timings and failed checks."""
+        eps = f"{self.eps * 255:g}/255" if self.norm == "Linf" else f"{self.eps:g}"
+        lines = [f"{self.model.get('name')} on {self.dataset.get('name')} [{self.dataset.get('split')}], "
+                 f"n={self.n_examples}, {self.norm} eps={eps}, seed={self.seed}"]  # fmt: skip
+        for name, accuracy in {"clean": self.clean_accuracy, **self.robust_accuracy}.items():
+            low, high = self.intervals.get(name, [float("nan")] * 2)
+            seconds = f"  {self.seconds[name]:.1f}s" if name in self.seconds else ""
+            lines.append(f"  {name:>24}: {accuracy:7.2%}  [{low:.2%}, {high:.2%}]{seconds}")
+        lines += [f"  FLAG {check['name']}: {check['detail']}" for check in self.sanity_checks if not check["passed"]]
+        return "\n".join(lines)

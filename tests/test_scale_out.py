@@ -1,0 +1,299 @@
+"""Scale-out: 2-process DDP launches of training/run_mixacm.py (CIFAR-10; a streamed dataset in the ImageNet schema),
+kill-and-resume, mixed precision, and the accelerate / paper configs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from accelerate.commands.config.config_args import load_config_from_file
+from conftest import CIFAR10
+from PIL import Image
+from safetensors.torch import load_file
+from test_trainer import make_trainer
+from torchvision.transforms.v2 import functional as TF
+from transformers import AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification, get_scheduler
+
+from mixacm_hf import WideResNetConfig, WideResNetForImageClassification
+from mixacm_hf.cli import parse_with_config
+from mixacm_hf.data import collate_image_batch, image_transform, load_image_dataset
+from mixacm_hf.losses import acm_loss, activated_channel_map, kd_loss
+from mixacm_hf.run import argument_parser, load_student
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CONFIGS = sorted((REPO / "training" / "configs").glob("*.yaml"))
+ACCELERATE_CONFIGS = sorted((REPO / "training" / "accelerate").glob("*.yaml"))
+TWO_CPU_PROCESSES = [str(BIN / "accelerate"), "launch", "--config_file", "training/accelerate/cpu_2proc.yaml"]
+COMMON = ["--student", "wrn-10-1", "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
+          "--log_level", "info", "--logging_steps", "1", "--eval_attacks", "", "--eval_eps_sweep", ""]  # fmt: skip
+
+# training/run_mixacm.py with a probe: every process writes the ids of the images it trained on (the test images are
+# plain colours whose red level is 4 x id) and its final student weights; KILL_AT_STEP makes it SIGKILL itself.
+PROBED_RUN = """
+import json, os, signal, sys
+from pathlib import Path
+from safetensors.torch import save_file
+from transformers import TrainerCallback
+from mixacm_hf.cli import parse_with_config
+from mixacm_hf.run import argument_parser, run_mixacm
+
+
+class Probe(TrainerCallback):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.ids = []
+        self.hook = model.register_forward_pre_hook(self.record, with_kwargs=True)
+
+    def record(self, module, inputs, kwargs):
+        self.ids += (kwargs["pixel_values"][:, 0, 0, 0] * 255 / 4).round().int().tolist()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == int(os.environ.get("KILL_AT_STEP", -1)):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.hook.remove()
+        out = Path(args.output_dir, f"rank{args.process_index}")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}.safetensors")
+        Path(f"{out}.json").write_text(json.dumps({"ids": self.ids, "steps": state.global_step}))
+
+
+run_mixacm(*parse_with_config(argument_parser(), sys.argv[1:]), callbacks=[Probe()])
+"""
+
+
+class Run(NamedTuple):
+    """A started training run: its launcher process, output folder and log file."""
+
+    process: subprocess.Popen
+    output_dir: Path
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """The probed script, two tiny teachers (WRN-16-1 at 32 px: its weights differ in keys from the WRN-10-1
+    students', so a saved teacher would show; WRN-10-1 at 56 px) and a small dataset in the ILSVRC/imagenet-1k schema
+    (`image`, `label`): 64 plain-colour 64x64 images (red level = 4 x id) in 4 parquet train shards, and a validation
+    split."""
+    root = tmp_path_factory.mktemp("scale_out")
+    (root / "probed_run.py").write_text(PROBED_RUN)
+    torch.manual_seed(1)
+    for name, size in (("wrn-16-1", 32), ("wrn-10-1", 56)):
+        config = WideResNetConfig.from_name(name, num_labels=10, image_size=size)
+        WideResNetForImageClassification(config).save_pretrained(root / f"teacher-{size}")
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
+    images = [Image.fromarray(np.full((64, 64, 3), (4 * i, 255 - 4 * i, 0), dtype=np.uint8)) for i in range(64)]
+    dataset = datasets.Dataset.from_dict({"image": images, "label": [i % 10 for i in range(64)]}, features)
+    data = root / "imagenet-like"
+    for shard in range(4):
+        dataset.shard(4, shard, contiguous=True).to_parquet(data / f"train-0000{shard}-of-00004.parquet")
+    dataset.select(range(16)).to_parquet(data / "validation-00000-of-00001.parquet")
+    return root
+
+
+def start(launcher: list[str], workdir: Path, name: str, args: list, kill_at_step: int | None = None) -> Run:
+    """Start the probed training script under `launcher`, writing to `workdir / name` (its log: `name.log`)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    if kill_at_step is not None:
+        env["KILL_AT_STEP"] = str(kill_at_step)
+    command = [*launcher, str(workdir / "probed_run.py"), *COMMON, "--output_dir", workdir / name, *args]
+    with open(workdir / f"{name}.log", "w") as log:
+        process = subprocess.Popen(
+            list(map(str, command)), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Run(process, workdir / name, workdir / f"{name}.log")
+
+
+def resume_run(workdir: Path, name: str, kill_at_step: int | None = None) -> Run:
+    """One process, 4 steps per epoch, checkpoints at epoch ends (2 kept), resuming from the newest one."""
+    args = [
+        "--teacher", workdir / "teacher-32", "--dataset", CIFAR10, "--max_train_samples", 32, "--max_eval_samples", 8,
+        "--per_device_train_batch_size", 8, "--max_steps", 10, "--save_strategy", "epoch", "--save_total_limit", 2,
+        "--dataloader_num_workers", 1, "--resume_from_checkpoint", "last",
+    ]  # fmt: skip
+    return start([sys.executable], workdir, name, args, kill_at_step)
+
+
+@pytest.fixture(scope="module")
+def runs(workdir) -> Iterator[dict[str, Run]]:
+    """The module's training runs, started together: they are mostly interpreter start-up, which overlaps."""
+    stream = [
+        "--teacher", workdir / "teacher-56", "--dataset", workdir / "imagenet-like", "--streaming", "true",
+        "--image_size", 56, "--eval_split", "validation", "--mixup_alpha", 0, "--max_steps", 4,
+        "--per_device_train_batch_size", 8, "--save_strategy", "no",
+    ]  # fmt: skip
+    started = {"stream": start([str(BIN / "torchrun"), "--nproc_per_node", 2], workdir, "stream", stream)}
+    if (CIFAR10 / "plain_text").is_dir():  # else the tests that need them skip (the cifar10_path fixture)
+        ddp = [
+            "--teacher", workdir / "teacher-32", "--dataset", CIFAR10, "--max_train_samples", 64,
+            "--max_eval_samples", 37, "--per_device_train_batch_size", 4, "--gradient_accumulation_steps", 2,
+            "--max_steps", 3, "--save_strategy", "no",
+        ]  # fmt: skip
+        started["ddp"] = start(TWO_CPU_PROCESSES, workdir, "ddp", ddp)
+        started["uninterrupted"] = resume_run(workdir, "uninterrupted")
+        started["killed"] = resume_run(workdir, "resumed", kill_at_step=6)
+    yield started
+    for run in started.values():
+        if run.process.poll() is None:  # a test failed early: stop the launcher and the processes it started
+            os.killpg(run.process.pid, signal.SIGKILL)
+
+
+def finish(run: Run, returncode: int = 0) -> str:
+    run.process.wait(timeout=600)
+    log = run.log.read_text()
+    assert run.process.returncode == returncode, log[-4000:]
+    return log
+
+
+def probe_result(output_dir: Path, rank: int = 0) -> tuple[dict[str, torch.Tensor], dict]:
+    weights = load_file(output_dir / f"rank{rank}.safetensors")
+    return weights, json.loads((output_dir / f"rank{rank}.json").read_text())
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], keys=None) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in keys or a)
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(runs, workdir, cifar10_path):
+    """A run SIGKILLed mid-epoch (step 6 of 4-step epochs) resumes from its newest checkpoint (epoch 1, step 4) and
+    ends like the run that was never interrupted: 10 steps, the same weights, save_total_limit kept, no teacher saved.
+
+    Checkpoints are taken at epoch ends: after a mid-epoch checkpoint `Trainer` restores the random state only once the
+    first batch is drawn, so that batch's augmentation (and the rest of the epoch's with dataloader workers) differs.
+    """
+    finish(runs["killed"], returncode=-signal.SIGKILL)
+    assert [p.name for p in runs["killed"].output_dir.glob("checkpoint-*")] == ["checkpoint-4"]
+    resumed = resume_run(workdir, "resumed")
+    finish(resumed)
+    finish(runs["uninterrupted"])
+    expected, expected_state = probe_result(runs["uninterrupted"].output_dir)
+    weights, state = probe_result(resumed.output_dir)
+    assert expected_state["steps"] == state["steps"] == 10
+    assert same_weights(weights, expected)
+    for output_dir in (runs["uninterrupted"].output_dir, resumed.output_dir):
+        checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+        assert [c.name for c in checkpoints] == ["checkpoint-8", "checkpoint-10"]
+        assert [p.name for p in checkpoints[-1].glob("*.safetensors")] == ["model.safetensors"]
+        assert same_weights(load_file(checkpoints[-1] / "model.safetensors"), weights)  # the student only
+
+
+def test_two_process_ddp_run(runs, cifar10_path):
+    """accelerate launch (training/accelerate/cpu_2proc.yaml): world size 2, per-device batch x 2 processes x gradient
+    accumulation, identical weights on both ranks, evaluation metrics gathered from both processes."""
+    log, out = finish(runs["ddp"]), runs["ddp"].output_dir
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 16" in log
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 3
+    (rank0, state0), (rank1, state1) = probe_result(out, 0), probe_result(out, 1)
+    assert state0["steps"] == state1["steps"] == 3 and len(state0["ids"]) == len(state1["ids"]) == 3 * 2 * 4
+    model = AutoModelForImageClassification.from_pretrained(out).eval()
+    # DDP keeps the parameters equal; BatchNorm running statistics are process-local between forwards (DDP copies
+    # process 0's into the others at each forward), and the saved model has process 0's.
+    assert same_weights(rank0, rank1, keys=[name for name, _ in model.named_parameters()])
+    assert same_weights(rank0, load_file(out / "model.safetensors"))
+    test = load_image_dataset(str(cifar10_path), "test", max_samples=37)
+    batch = collate_image_batch([test[i] for i in range(37)])
+    with torch.no_grad():
+        accuracy = (model(batch["pixel_values"]).logits.argmax(-1) == batch["labels"]).float().mean().item()
+    assert summary["clean_accuracy"] == pytest.approx(accuracy)  # all 37 images, not one process's share
+
+
+def test_streaming_two_processes_see_each_image_once(runs):
+    """torchrun, 2 processes, streaming: 4 steps x 8 images x 2 processes = one pass over the 64 images, and every
+    image is trained on exactly once, by one of the processes."""
+    finish(runs["stream"])
+    (_, rank0), (_, rank1) = probe_result(runs["stream"].output_dir, 0), probe_result(runs["stream"].output_dir, 1)
+    assert rank0["steps"] == rank1["steps"] == 4
+    assert len(rank0["ids"]) == len(rank1["ids"]) == 32
+    assert sorted(rank0["ids"] + rank1["ids"]) == list(range(64))
+
+
+def test_bf16_autocast_runs_the_models_in_bf16_and_the_loss_terms_in_fp32(tmp_path, tiny_wrn):
+    trainer = make_trainer(tmp_path, tiny_wrn, method="mixacm", bf16=True, max_steps=1, logging_steps=10)
+    dtypes = {}
+
+    def record_dtype(name: str):
+        def hook(module, inputs, output) -> None:
+            dtypes[name] = output.dtype
+
+        return hook
+
+    for name, model in (("student", trainer.model), ("teacher", trainer.teacher_model)):
+        model.classifier.register_forward_hook(record_dtype(name))
+    trainer.train()
+    assert dtypes == {"student": torch.bfloat16, "teacher": torch.bfloat16}
+    assert {name: terms[0].dtype for name, terms in trainer._loss_terms.items()} == dict.fromkeys(
+        ("loss_mix", "loss_kld", "loss_acm"), torch.float32
+    )
+    features = [torch.randn(2, c, 8, 8, dtype=torch.bfloat16) for c in (16, 32)]
+    logits = torch.randn(2, 10, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert activated_channel_map(features[0]).dtype == torch.float32
+        assert acm_loss(features, [f.flip(0) for f in features]).dtype == torch.float32
+        assert kd_loss(logits, logits.flip(0)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_run_configs_parse(path):
+    parse_with_config(argument_parser(), ["--config", str(path), "--use_cpu", "true"])  # no GPU here
+
+
+def test_imagenet_config_schedule():
+    """Paper Table 2: lr 0.8, linear warmup from 0.16 over 5 epochs, cosine decay to 0 at 120 epochs of 2048 images."""
+    config = ["--config", "training/configs/imagenet_resnet50_mixacm.yaml", "--use_cpu", "true"]
+    args = parse_with_config(argument_parser(), config)[2]  # the MixACMTrainingArguments
+    epoch = 1_281_167 / 2048
+    assert args.max_steps == pytest.approx(120 * epoch, abs=1) and args.warmup_steps == pytest.approx(5 * epoch, abs=1)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=args.learning_rate)
+    scheduler = get_scheduler(
+        args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(args.max_steps),
+        num_training_steps=args.max_steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+    )  # fmt: skip
+    lrs = []
+    for _ in range(args.max_steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    warmup = int(args.warmup_steps)
+    assert lrs[0] == pytest.approx(0.16) and lrs[warmup - 1] == pytest.approx(0.8) and max(lrs) == pytest.approx(0.8)
+    assert lrs[(warmup + args.max_steps) // 2] == pytest.approx(0.4, abs=1e-3) and lrs[-1] == pytest.approx(0, abs=1e-6)
+
+
+def test_student_from_config_is_new(tmp_path):
+    """`--student_from_config`: the folder's / Hub id's architecture (here a tiny HF ResNet) with new weights and the
+    dataset's labels, e.g. `microsoft/resnet-50` for the paper's ImageNet student."""
+    config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=3)
+    pretrained = ResNetForImageClassification(config)
+    pretrained.save_pretrained(tmp_path / "resnet")
+    student = load_student(str(tmp_path / "resnet"), 5, {i: f"class{i}" for i in range(5)}, from_config=True)
+    assert isinstance(student, ResNetForImageClassification) and student.config.id2label[4] == "class4"
+    assert student.classifier[-1].out_features == 5
+    stem = "resnet.embedder.embedder.convolution.weight"
+    assert not torch.equal(student.state_dict()[stem], pretrained.state_dict()[stem])
+    loaded = load_student(str(tmp_path / "resnet"), 3)
+    assert torch.equal(loaded.state_dict()[stem], pretrained.state_dict()[stem])
+
+
+@pytest.mark.parametrize("path", ACCELERATE_CONFIGS, ids=lambda p: p.name)
+def test_accelerate_configs_load(path):
+    config = load_config_from_file(str(path))
+    assert config.num_processes == {"single_gpu": 1, "ddp_8gpu_bf16": 8, "cpu_2proc": 2}[path.stem]
+
+
+def test_imagenet_transforms():
+    """image_size 224: train RandomResizedCrop + flip, eval resize to 256 + center crop 224."""
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    expected = TF.to_dtype(TF.to_image(TF.center_crop(TF.resize(image, 256), 224)), torch.float32, scale=True)
+    assert torch.equal(image_transform(train=False, image_size=224)(image), expected)
+    torch.manual_seed(0)
+    crops = [image_transform(train=True, image_size=224)(image) for _ in range(3)]
+    assert all(c.shape == (3, 224, 224) for c in crops) and not torch.equal(crops[0], crops[1])

@@ -1,0 +1,66 @@
+"""Attack an image classifier and write a JSON robustness report (and an eps-sweep plot).
+
+python training/evaluate_robustness.py --model out/wrn16-10-mixacm --dataset ../shared/datasets/cifar10 \
+    --split test --attacks clean,fgsm,pgd-20,pgd-100,autoattack --eps 8/255 --n 1000 --output report.json
+
+Attacks: clean, fgsm, pgd-<steps>[x<restarts>], autoattack (standard) or autoattack:<a>+<b> (custom components).
+Budgets are in pixel units ([0, 1] images): eps as a float (0.031) or a fraction (8/255).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mixacm_hf.robustness import RobustnessReport, evaluate_robustness, parse_eps, plot_eps_sweep
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model folder or Hub id")
+    parser.add_argument("--model-revision", help="Hub revision of the model")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub repo")
+    parser.add_argument("--dataset", required=True, help="dataset folder or Hub id")
+    parser.add_argument("--dataset-revision", help="Hub revision of the dataset")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--attacks", default="clean,pgd-20", help="comma-separated attack names")
+    parser.add_argument("--eps", type=parse_eps, default=8 / 255, help="budget: 8/255 or 0.0314")
+    parser.add_argument("--norm", choices=("Linf", "L2"), default="Linf")
+    parser.add_argument("--n", type=int, help="evaluate the first N examples of the split (default: all)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    parser.add_argument("--eps-sweep", type=lambda text: [parse_eps(e) for e in text.split(",")],
+                        help="comma-separated budgets, e.g. 0,2/255,4/255,8/255,16/255")  # fmt: skip
+    parser.add_argument("--plot", type=Path, help="PNG for the eps sweep (default: the output path with .png)")
+    parser.add_argument("--output", type=Path, default=Path("report.json"), help="JSON report path")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> RobustnessReport:
+    args = argument_parser().parse_args(argv)
+    report = evaluate_robustness(
+        args.model,
+        args.dataset,
+        attacks=args.attacks.split(","),
+        eps=args.eps,
+        norm=args.norm,
+        n_examples=args.n,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        eps_sweep=args.eps_sweep,
+        split=args.split,
+        model_revision=args.model_revision,
+        dataset_revision=args.dataset_revision,
+        trust_remote_code=args.trust_remote_code,
+    )
+    print(report.summary())
+    print(f"Wrote {report.save(args.output)}")
+    if report.eps_sweep is not None:
+        print(f"Wrote {plot_eps_sweep(report, args.plot or args.output.with_suffix('.png'))}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

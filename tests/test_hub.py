@@ -234,3 +234,26 @@ def test_run_mixacm_ends_with_card_and_a_failed_push_keeps_it(tmp_path, cifar10_
     assert [(r.dataset_type, r.metric_config, r.metric_value) for r in results] == [
         ("uoft-cs/cifar10", "clean", 50.0), ("uoft-cs/cifar10", "pgd-5", 25.0),
     ]  # fmt: skip
+
+
+def test_evaluate_robustness_cli_updates_the_card_then_fails_push_cleanly(saved, tmp_path, cifar10_path, capsys):
+    from training.evaluate_robustness import main as evaluate_main
+
+    folder = tmp_path / "model"
+    shutil.copytree(saved[0], folder)
+    before = {
+        r.metric_config: r.metric_args["n_examples"] for r in ModelCard.load(folder / "README.md").data.eval_results
+    }
+    argv = ["--model", str(folder), "--dataset", str(cifar10_path), "--attacks", "clean,pgd-1", "--n", "8",
+            "--output", str(tmp_path / "report.json"), "--update-card",
+            "--card-dataset-id", "uoft-cs/cifar10"]  # fmt: skip
+    report = evaluate_main(argv)
+    after = {r.metric_config: r for r in ModelCard.load(folder / "README.md").data.eval_results}
+    assert after["pgd-1"].metric_value == round(100 * report.robust_accuracy["pgd-1"], 2)
+    assert after["clean"].metric_args["n_examples"] == 8 and after["fgsm"].metric_args["n_examples"] == before["fgsm"]
+    snapshot = _snapshot(folder)
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main([*argv[:-3], "--push_to_hub", "--hub_model_id", "org/model"])
+    assert exit_info.value.code not in (0, None)
+    assert _snapshot(folder).keys() == snapshot.keys()
+    assert "org/model" in capsys.readouterr().err + str(exit_info.value.code)

@@ -132,6 +132,25 @@ def test_adversarial_examples_lie_in_ball_and_box(attack, norm, eps):
         assert (model(x_adv).logits.argmax(1) != y).sum() > (model(x).logits.argmax(1) != y).sum()
 
 
+def test_evaluation_rejects_examples_outside_the_ball_or_box():
+    from mixacm_hf.robustness.evaluate import _check_adversarial
+
+    x, _ = tiny_images(4)
+    _check_adversarial((x + 8 / 255).clamp(0, 1), x, 8 / 255, "Linf", "ok")
+    with pytest.raises(RuntimeError, match="outside"):
+        _check_adversarial((x + 9 / 255).clamp(0, 1), x, 8 / 255, "Linf", "too far")
+    bright = torch.full((1, 3, 8, 8), 0.99)
+    with pytest.raises(RuntimeError, match="outside"):
+        _check_adversarial(bright + 0.02, bright, 8 / 255, "Linf", "in the ball but above 1")
+
+
+def test_autoattack_leaves_the_global_rng_alone():
+    x, y = tiny_images()
+    state = torch.get_rng_state()
+    autoattack(tiny_classifier(), x, y, eps=8 / 255, attacks=["apgd-ce"], seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_hf_outputs_and_plain_modules_give_the_same_attack():
     module = tiny_classifier()
     x, y = tiny_images()
@@ -169,10 +188,10 @@ def cifar_test(cifar10_path):
 
 @pytest.fixture(scope="module")
 def natural_wrn(cifar10_path):
-    """WRN-10-1 trained without attacks on 2,000 CIFAR-10 training images for 3 epochs (about 50 CPU-seconds)."""
+    """WRN-10-1 trained without attacks on 4,000 CIFAR-10 training images for 3 epochs (about 20 CPU-seconds)."""
     from mixacm_hf import WideResNetConfig, WideResNetForImageClassification
 
-    x, y = load_examples(load_split(str(cifar10_path), "train", image_size=32), 2000)
+    x, y = load_examples(load_split(str(cifar10_path), "train", image_size=32), 4000)
     torch.manual_seed(0)
     model = WideResNetForImageClassification(WideResNetConfig.from_name("wrn-10-1", num_labels=10))
     epochs, batch_size = 3, 100
@@ -196,7 +215,7 @@ def natural_report(natural_wrn, cifar_test):
         cifar_test,
         ["clean", "fgsm", "pgd-20", "autoattack"],
         eps=8 / 255,
-        n_examples=32,
+        n_examples=64,
         batch_size=32,
         seed=0,
         device="cpu",
@@ -239,7 +258,7 @@ def test_report_has_the_documented_fields_and_round_trips(natural_report, tmp_pa
     assert set(data["robust_accuracy"]) == {"fgsm", "pgd-20", "autoattack", "all"}
     assert set(data["seconds"]) == {"clean", "fgsm", "pgd-20", "autoattack"}
     assert data["attacks"]["pgd-20"]["steps"] == 20 and data["attacks"]["pgd-20"]["step_size"] == pytest.approx(2 / 255)
-    assert data["n_examples"] == 32 and data["norm"] == "Linf" and data["seed"] == 0
+    assert data["n_examples"] == 64 and data["norm"] == "Linf" and data["seed"] == 0
     assert data["dataset"] == {"name": "cifar10", "split": "test", "revision": None}
     assert data["model"]["class"] == "WideResNetForImageClassification"
     for name in ("clean", "fgsm", "pgd-20", "autoattack", "all"):
@@ -285,6 +304,23 @@ def test_command_line_writes_report_and_plot(natural_wrn, cifar10_path, tmp_path
     assert data["model"]["name"] == str(tmp_path / "model")
     assert output.with_suffix(".png").exists()
     assert "fgsm" in capsys.readouterr().out
+
+
+def test_model_revision_is_the_cached_hub_commit(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from mixacm_hf.robustness.evaluate import hub_commit, model_info
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--org--robust-wrn"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert hub_commit("org/robust-wrn") == commit
+    assert hub_commit(str(tmp_path)) is None  # a local folder has no Hub revision
+    assert model_info(tiny_classifier(), commit) == {"name": "Sequential", "revision": commit, "class": "Sequential"}
 
 
 # ---------------------------------------------------------------- sanity checks and their flags

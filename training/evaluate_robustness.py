@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mixacm_hf.hub import push_or_exit, update_model_card
 from mixacm_hf.robustness import RobustnessReport, evaluate_robustness, parse_eps, plot_eps_sweep
 
 
@@ -34,11 +35,21 @@ def argument_parser() -> argparse.ArgumentParser:
                         help="comma-separated budgets, e.g. 0,2/255,4/255,8/255,16/255")  # fmt: skip
     parser.add_argument("--plot", type=Path, help="PNG for the eps sweep (default: the output path with .png)")
     parser.add_argument("--output", type=Path, default=Path("report.json"), help="JSON report path")
+    parser.add_argument("--update-card", action="store_true",
+                        help="merge the results into the model card of --model (a local folder)")  # fmt: skip
+    parser.add_argument("--card-dataset-id", help="Hub dataset id for the card, e.g. uoft-cs/cifar10 for a copy")
+    parser.add_argument("--push_to_hub", "--push-to-hub", action="store_true",
+                        help="then upload the --model folder to the Hub in one commit")  # fmt: skip
+    parser.add_argument("--hub_model_id", "--hub-model-id", help="Hub repo for --push_to_hub (default: folder name)")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     return parser
 
 
 def main(argv: list[str] | None = None) -> RobustnessReport:
-    args = argument_parser().parse_args(argv)
+    parser = argument_parser()
+    args = parser.parse_args(argv)
+    if (args.update_card or args.push_to_hub) and not Path(args.model).is_dir():
+        parser.error("--update-card and --push_to_hub need --model to be a local model folder")
     report = evaluate_robustness(
         args.model,
         args.dataset,
@@ -59,6 +70,12 @@ def main(argv: list[str] | None = None) -> RobustnessReport:
     print(f"Wrote {report.save(args.output)}")
     if report.eps_sweep is not None:
         print(f"Wrote {plot_eps_sweep(report, args.plot or args.output.with_suffix('.png'))}")
+    if args.update_card:
+        update_model_card(args.model, report, dataset_id=args.card_dataset_id)
+        print(f"Updated {Path(args.model) / 'README.md'}")
+    if args.push_to_hub:
+        repo_id = args.hub_model_id or Path(args.model).resolve().name
+        print(f"Pushed {args.model} to {repo_id}: {push_or_exit(args.model, repo_id, args.private)}")
     return report
 
 

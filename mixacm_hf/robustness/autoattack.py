@@ -66,13 +66,15 @@ def autoattack(
     """Run AutoAttack ("standard": APGD-CE, APGD-T, FAB-T, Square; or the components in `attacks`).
 
     Only correctly classified examples are attacked (AutoAttack's protocol), so examples the model already gets
-    wrong are returned unchanged. Returns adversarial examples in the eps ball and in [0, 1].
+    wrong are returned unchanged. Returns adversarial examples in the eps ball and in [0, 1]. The global RNG state
+    (which pyautoattack reseeds) is restored afterwards.
     """
     eps = check_eps(eps, norm)
     x = pixel_values.detach().float()
     y = labels.to(x.device)
     forward = LogitsModel(model)
-    with attack_mode(model, x.device.type):
+    cuda_devices = [x.device] if x.device.type == "cuda" else []
+    with attack_mode(model, x.device.type), torch.random.fork_rng(devices=cuda_devices):
         with torch.no_grad():
             num_classes = forward(x[:1]).shape[1]
         adversary = build_autoattack(

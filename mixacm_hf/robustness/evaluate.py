@@ -8,6 +8,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -19,9 +20,10 @@ from tqdm.auto import tqdm
 
 from ..data import resolve_columns
 from .attacks import Norm, attack_mode, check_eps, fgsm, logits_of, pgd
-from .autoattack import AUTOATTACK_ATTACKS, autoattack, check_autoattack_attacks
+from .autoattack import AUTOATTACK_ATTACKS, STANDARD_ATTACKS, autoattack, check_autoattack_attacks
 from .report import (
     RobustnessReport,
+    accuracy,
     check_eps_zero,
     check_monotone,
     check_not_above_clean,
@@ -32,14 +34,17 @@ from .report import (
 
 ATTACK_HELP = (
     "clean, fgsm, pgd-<steps>[x<restarts>] (e.g. pgd-20, pgd-100, pgd-20x5), autoattack (standard: "
-    "apgd-ce+apgd-t+fab-t+square), autoattack:<a>+<b>+... with components from " + ", ".join(AUTOATTACK_ATTACKS)
+    f"{'+'.join(STANDARD_ATTACKS)}), autoattack:<a>+<b>+... with components from {', '.join(AUTOATTACK_ATTACKS)}"
 )
 _PGD = re.compile(r"^pgd-(?P<steps>\d+)(?:x(?P<restarts>\d+))?$")
 
 
 @dataclass(frozen=True)
 class AttackSpec:
-    """One attack of an evaluation. `step_size` of PGD is relative to eps (0.25: 2/255 at eps = 8/255)."""
+    """One attack of an evaluation. PGD's step is `relative_step_size` * eps (0.25: 2/255 at eps = 8/255).
+
+    Random starts and AutoAttack are seeded with the evaluation's seed plus the batch index.
+    """
 
     name: str
     kind: str  # clean | fgsm | pgd | autoattack
@@ -63,7 +68,7 @@ class AttackSpec:
             }  # fmt: skip
         return {
             **common, "package": "pyautoattack", "version": "standard" if self.components is None else "custom",
-            "attacks": list(self.components or ("apgd-ce", "apgd-t", "fab-t", "square")), "seed": seed,
+            "attacks": list(self.components or STANDARD_ATTACKS), "seed": seed,
         }  # fmt: skip
 
     def run(
@@ -147,13 +152,22 @@ def load_split(path: str, split: str, image_size: int, revision: str | None = No
     return load_image_dataset(path, split=split, train=False, image_size=image_size, revision=revision)
 
 
-def model_info(model: nn.Module) -> dict[str, Any]:
-    """Name (Hub id or folder) and revision (commit hash, when loaded from the Hub) of a model."""
+def hub_commit(name_or_path: str, revision: str | None = None) -> str | None:
+    """Commit hash of a Hub model's cached snapshot (offline); `revision` for local folders or when not cached."""
+    if Path(name_or_path).exists():
+        return revision
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(name_or_path, "config.json", revision=revision)
+    return Path(config).parent.name if isinstance(config, str) else revision
+
+
+def model_info(model: nn.Module, revision: str | None = None) -> dict[str, Any]:
+    """Name (Hub id or folder), revision (commit hash when known) and class of a model."""
     config = getattr(model, "config", None)
-    name = getattr(model, "name_or_path", None) or getattr(config, "_name_or_path", None)
-    revision = config.to_dict().get("_commit_hash") if hasattr(config, "to_dict") else None
-    revision = revision or getattr(config, "_commit_hash", None)
-    return {"name": name or type(model).__name__, "revision": revision, "class": type(model).__name__}
+    name = getattr(model, "name_or_path", None) or getattr(config, "_name_or_path", None) or type(model).__name__
+    revision = revision or getattr(config, "_commit_hash", None)  # transformers < 5 kept the hash on the config
+    return {"name": name, "revision": revision, "class": type(model).__name__}
 
 
 def _versions() -> dict[str, str]:
@@ -248,11 +262,11 @@ def _sanity_checks(
 ) -> list[dict[str, Any]]:
     """robust <= clean; AutoAttack <= PGD/FGSM; more steps not above fewer beyond noise; eps = 0 equals clean;
     accuracy does not rise with eps along the sweep."""
-    clean_accuracy = clean.float().mean().item()
-    accuracy = {name: flags.float().mean().item() for name, flags in correct.items()}
+    clean_accuracy = accuracy(clean)
+    accuracies = {name: accuracy(flags) for name, flags in correct.items()}
     gradient = sorted((s for s in specs if s.kind in ("fgsm", "pgd")), key=lambda s: max(s.steps, 1) * s.restarts)
-    checks = check_not_above_clean(clean_accuracy, accuracy)
-    checks += [check_ordered(a.name, g.name, accuracy) for a in specs if a.kind == "autoattack" for g in gradient]
+    checks = check_not_above_clean(clean_accuracy, accuracies)
+    checks += [check_ordered(a.name, g.name, accuracies) for a in specs if a.kind == "autoattack" for g in gradient]
     checks += [check_within_noise(b.name, a.name, correct) for i, a in enumerate(gradient) for b in gradient[i + 1 :]]
     zero = check_eps_zero(clean, at_zero[0])
     checks.append({**zero, "detail": f"{zero['detail']} ({at_zero[1]})"})
@@ -270,21 +284,22 @@ def _resolve(
     model_revision: str | None,
     dataset_revision: str | None,
     trust_remote_code: bool,
-) -> tuple[nn.Module, datasets.Dataset | tuple[torch.Tensor, torch.Tensor], dict[str, Any]]:
-    """Load a model / dataset given by path or Hub id; describe the dataset for the report."""
+) -> tuple[nn.Module, datasets.Dataset | tuple[torch.Tensor, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Load a model / dataset given by path or Hub id; describe both for the report."""
     if isinstance(model, str):
-        model = load_classifier(model, model_revision, trust_remote_code)
+        name_or_path, model = model, load_classifier(model, model_revision, trust_remote_code)
+        model_revision = hub_commit(name_or_path, model_revision)
     if isinstance(dataset, str):
         dataset_name = dataset_name or dataset
         image_size = getattr(getattr(model, "config", None), "image_size", 32)
         dataset = load_split(dataset, split, image_size, dataset_revision)
     info = getattr(dataset, "info", None)
-    meta = {
+    dataset_meta = {
         "name": dataset_name or getattr(info, "dataset_name", None) or type(dataset).__name__,
         "split": str(getattr(dataset, "split", None) or split),
         "revision": dataset_revision,
     }
-    return model, dataset, meta
+    return model, dataset, model_info(model, model_revision), dataset_meta
 
 
 def evaluate_robustness(
@@ -319,7 +334,7 @@ def evaluate_robustness(
     attacked = [spec for spec in specs if spec.kind != "clean"]
     sweep_eps = None if eps_sweep is None else [check_eps(float(e), norm) for e in eps_sweep]
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, dataset, dataset_meta = _resolve(
+    model, dataset, model_meta, dataset_meta = _resolve(
         model, dataset, split, dataset_name, model_revision, dataset_revision, trust_remote_code
     )
     x, y = load_examples(dataset, n_examples)
@@ -337,17 +352,17 @@ def evaluate_robustness(
         at_zero = _correct_at_zero(run, sweep_eps, sweep)
 
     worst = torch.stack([clean, *correct.values()]).all(0)
-    accuracy = {name: flags.float().mean().item() for name, flags in {**correct, "all": worst}.items()}
+    robust = {name: accuracy(flags) for name, flags in {**correct, "all": worst}.items()}
     report = RobustnessReport(
-        clean_accuracy=clean.float().mean().item(),
-        robust_accuracy=accuracy,
+        clean_accuracy=accuracy(clean),
+        robust_accuracy=robust,
         n_examples=len(x),
         eps=eps,
         norm=norm,
         attacks={spec.name: spec.settings(eps, norm, seed) for spec in specs},
         seconds=seconds,
         seed=seed,
-        model=model_info(model),
+        model=model_meta,
         dataset=dataset_meta,
         intervals={
             name: wilson_interval(int(flags.sum()), len(x))
@@ -357,7 +372,7 @@ def evaluate_robustness(
         eps_sweep=None if sweep is None else {
             "eps": sweep_eps,
             "robust_accuracy": {
-                name: [None if f is None else f.float().mean().item() for f in flags] for name, flags in sweep.items()
+                name: [None if f is None else accuracy(f) for f in flags] for name, flags in sweep.items()
             },
         },
         versions=_versions(),

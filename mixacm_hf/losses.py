@@ -88,6 +88,9 @@ def acm_loss(
 ) -> torch.Tensor:
     """Sum over matched layers of mean over (batch, channels) of (a_T - a_S)^2 for normalised activated channel maps.
 
+    Teacher entries may be (B, C, H, W) feature maps or their raw (unnormalised) channel maps (B, C), e.g. reduced
+    right after the teacher's forward pass to free its feature maps early.
+
     When channel counts differ, the teacher's map is resampled to the student's count before normalisation:
     `align="adaptive_max_pool"`, or `"affine"` with `affine_maps[k]` (a learned `nn.Linear(C_T, C_S)` per pair).
     """
@@ -100,7 +103,10 @@ def acm_loss(
         raise ValueError("align='affine' needs one affine map per matched layer pair (see `build_affine_maps`).")
     total = torch.zeros((), device=student_hidden_states[0].device)
     for k, (t, s) in enumerate(pairs):
-        teacher_map = activated_channel_map(teacher_hidden_states[t].detach(), normalize=False)
+        teacher_state = teacher_hidden_states[t].detach()
+        teacher_map = (
+            activated_channel_map(teacher_state, normalize=False) if teacher_state.dim() == 4 else teacher_state
+        )
         student_map = activated_channel_map(student_hidden_states[s])
         if align == "affine":
             teacher_map = affine_maps[k](teacher_map)

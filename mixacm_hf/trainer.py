@@ -27,6 +27,7 @@ from .losses import (
     CHANNEL_ALIGNMENTS,
     LAYER_MAPPINGS,
     acm_loss,
+    activated_channel_map,
     build_affine_maps,
     kd_loss,
     match_layers,
@@ -318,18 +319,15 @@ class MixACMTrainer(Trainer):
         else:
             labels_a, labels_b, lam, ce_name = labels, labels, 1.0, "loss_ce"
         uses_acm = args.method in USES_ACM
+        teacher_logits, teacher_maps = self._teacher_signals(pixel_values, uses_acm)
         outputs = model(pixel_values=pixel_values, output_hidden_states=uses_acm)
         ce_weight = 1 - args.alpha_kld if self.use_kld else 1.0
         terms = {ce_name: (ce_weight, mixup_cross_entropy(outputs.logits, labels_a, labels_b, lam))}
-        if self.teacher_model is None:
-            return terms, outputs
-        with torch.no_grad(), self.accelerator.autocast():  # the student's mixed precision (loss terms stay fp32)
-            teacher_outputs = self.teacher_model(pixel_values=pixel_values, output_hidden_states=uses_acm)
         if self.use_kld:
-            terms["loss_kld"] = (args.alpha_kld, kd_loss(outputs.logits, teacher_outputs.logits, args.temperature))
+            terms["loss_kld"] = (args.alpha_kld, kd_loss(outputs.logits, teacher_logits, args.temperature))
         if uses_acm:
             acm = acm_loss(
-                _hidden_states(teacher_outputs, "teacher"),
+                teacher_maps,
                 _hidden_states(outputs, "student"),
                 align=args.acm_channel_align,
                 teacher_layers=args.acm_teacher_layers,
@@ -339,6 +337,23 @@ class MixACMTrainer(Trainer):
             )
             terms["loss_acm"] = (args.alpha_acm, acm)
         return terms, outputs
+
+    def _teacher_signals(
+        self, pixel_values: torch.Tensor, uses_acm: bool
+    ) -> tuple[torch.Tensor | None, list[torch.Tensor] | None]:
+        """The teacher's logits and (for ACM) raw activated channel maps (B, C) per hidden state.
+
+        Run before the student and reduced to channel maps at once, so its feature maps are freed before the
+        student allocates its own (measurably faster on CPU than keeping both alive).
+        """
+        if self.teacher_model is None:
+            return None, None
+        with torch.no_grad(), self.accelerator.autocast():  # the student's mixed precision (loss terms stay fp32)
+            outputs = self.teacher_model(pixel_values=pixel_values, output_hidden_states=uses_acm)
+            maps = None
+            if uses_acm:
+                maps = [activated_channel_map(h, normalize=False) for h in _hidden_states(outputs, "teacher")]
+        return outputs.logits, maps
 
     def _adversarial_examples(self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         args = self.args

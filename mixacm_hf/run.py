@@ -27,6 +27,7 @@ from .data import class_names, collate_image_batch, load_image_dataset
 from .hub import push_robust_model, write_model_card
 from .models import WideResNetConfig, WideResNetForImageClassification
 from .robustness import RobustnessReport, evaluate_robustness, parse_eps
+from .robustness.metric import compute_accuracy_metrics
 from .trainer import ADVERSARIAL, MixACMTrainer, MixACMTrainingArguments, TrainingClock
 
 logger = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ def run_mixacm(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=collate_image_batch,
-        compute_metrics=_accuracy_metrics(),
+        compute_metrics=compute_accuracy_metrics,
         callbacks=[TrainingClock(), *callbacks],
     )
     train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
@@ -275,12 +276,6 @@ def _hyperparameters(args: MixACMTrainingArguments) -> dict[str, Any]:
     )  # fmt: skip
     values = args.to_dict()  # enums as their values (lr_scheduler_type: "cosine")
     return {key: values[key] for key in keys}
-
-
-def _accuracy_metrics():
-    from .robustness.metric import compute_accuracy_metrics
-
-    return compute_accuracy_metrics
 
 
 def format_summary(summary: dict[str, Any]) -> str:

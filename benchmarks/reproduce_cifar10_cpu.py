@@ -35,6 +35,7 @@ TEACHER = "teacher-wrn16-2-nfgsm"
 N_EVAL = 1000
 N_AUTOATTACK = 500
 EPS_SWEEP = [0, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
+DEFAULT_DATASET = "../shared/datasets/cifar10"
 DATASET_ID = "uoft-cs/cifar10"  # the Hub dataset the local copy mirrors, named in the cards
 # The paper's Table 3 (CIFAR-10, WRN-28-10 teacher -> WRN-16-10 students, 200 epochs, original CIFAR-10 files):
 # clean, FGSM, PGD-20, AutoAttack. For orientation only: different scale, epochs and data copy.
@@ -76,10 +77,11 @@ class Stage:
 
 TEACHER_METHODS = {"mixacm", "mixacm-no-mixup", "acm-only", "kd"}
 STAGES = [
-    Stage(TEACHER, "teacher", "n-fgsm", "wrn-16-2", publish=True),
+    # The teacher was trained (session 1) in fp32, before the config switched to bf16 autocast + channels_last.
+    Stage(TEACHER, "teacher", "n-fgsm", "wrn-16-2", ["--bf16", "false", "--channels_last", "false"], publish=True),
     Stage("wrn16-2-mixacm", "student", "mixacm", "wrn-16-2", publish=True),
-    Stage("wrn16-2-kd", "student", "kd", "wrn-16-2"),
     Stage("wrn16-2-pgd7-at", "student", "pgd-at", "wrn-16-2", ["--pgd_steps", "7", "--pgd_step_size", "2/255"]),
+    Stage("wrn16-2-kd", "student", "kd", "wrn-16-2"),
     Stage("wrn16-2-mixacm-no-mixup", "student", "mixacm-no-mixup", "wrn-16-2"),
     Stage("wrn16-2-natural", "student", "natural", "wrn-16-2", autoattack=False),
     Stage("wrn16-1-mixacm", "student", "mixacm", "wrn-16-1", autoattack=False, publish=True),
@@ -130,14 +132,27 @@ def evaluate(stage: Stage, dataset: str) -> None:
 
 
 def publish(stage: Stage) -> None:
-    """Copy a finished, fully evaluated model folder to model_cards/ (no checkpoints, logs or pickles)."""
+    """Copy a finished, fully evaluated model folder to model_cards/ (no checkpoints, logs or pickles), its card
+    rendered anew from all its reports with the usage snippets pointing at the published folder."""
+    from mixacm_hf.hub import load_reports, write_model_card
+
     done = measured(stage, "fgsm") is not None and (not stage.autoattack or measured(stage, "autoattack") is not None)
     if not (stage.publish and done):
         return
     target = MODEL_CARDS / stage.name
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(stage.output_dir, target, ignore=shutil.ignore_patterns("checkpoint-*", "*.bin", "*.log", "runs"))
-    print(f"[publish] {stage.name} -> {target.relative_to(REPO)}")
+    summary = json.loads((target / "train_summary.json").read_text())
+    repo_path = str(target.relative_to(REPO))
+    write_model_card(target, load_reports(target), summary, repo_id=repo_path, dataset_id=DATASET_ID)
+    print(f"[publish] {stage.name} -> {repo_path}")
+
+
+def reproduce_command(stage: Stage, dataset: str) -> str:
+    """The one command behind a row: trains the stage (its `run_mixacm.py` command is in its train.log and card) and
+    runs its evaluations. A stage is skipped when its outputs exist: move `benchmarks/runs/<name>` away to redo it."""
+    dataset_flag = [] if dataset == DEFAULT_DATASET else ["--dataset", dataset]
+    return shlex.join(["python", "benchmarks/reproduce_cifar10_cpu.py", "--only", stage.name, *dataset_flag])
 
 
 def result_row(stage: Stage, dataset: str) -> dict | None:
@@ -164,7 +179,7 @@ def result_row(stage: Stage, dataset: str) -> dict | None:
         "n_eval": report.n_examples,
         "n_eval_autoattack": autoattack.n_examples if autoattack else 0,
         "seed": SEED,
-        "command": shlex.join(stage.command(dataset)),
+        "command": reproduce_command(stage, dataset),
     }
 
 
@@ -239,20 +254,23 @@ def write_results(dataset: str) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="../shared/datasets/cifar10", help="path (relative to the repo) or Hub id")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="path (relative to the repo) or Hub id")
     parser.add_argument("--only", nargs="*", help="Run only these stages (names as in STAGES).")
     parser.add_argument("--dry-run", action="store_true", help="Print the commands without running them.")
     args = parser.parse_args(argv)
+    unknown = set(args.only or []) - {stage.name for stage in STAGES}
+    if unknown:
+        parser.error(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(stage.name for stage in STAGES)}")
     stages = [s for s in STAGES if not args.only or s.name in args.only]
-    for stage in stages:  # evaluate each model as soon as it is trained, so results arrive early
+    rows: list[dict] = []
+    for stage in stages:  # evaluate each model as soon as it is trained and rewrite the results, so they arrive early
         train(stage, args.dataset, args.dry_run)
         if not args.dry_run:
             evaluate(stage, args.dataset)
             publish(stage)
-    if args.dry_run:
-        return
-    rows = write_results(args.dataset)
-    print(markdown_table(rows) if rows else "no complete rows yet")
+            rows = write_results(args.dataset)
+    if not args.dry_run:
+        print(markdown_table(rows) if rows else "no complete rows yet")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""The CPU reproduction (benchmarks/reproduce_cifar10_cpu.py): result rows, committed results, the default teacher."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mixacm_hf.hub import load_reports
+from mixacm_hf.robustness import RobustnessReport
+
+REPO = Path(__file__).resolve().parents[1]
+ROW_KEYS = {
+    "name", "role", "method", "arch", "params", "epochs", "train_seconds", "images_per_second", "clean", "fgsm",
+    "pgd20", "autoattack", "n_eval", "n_eval_autoattack", "seed", "command",
+}  # fmt: skip
+RESULTS = REPO / "benchmarks" / "results" / "cifar10_cpu.json"
+CPU_CONFIG = REPO / "training" / "configs" / "cifar10_cpu_wrn16-2.yaml"
+
+
+@pytest.fixture
+def reproduction(monkeypatch):
+    spec = importlib.util.spec_from_file_location("reproduce_cifar10_cpu", REPO / "benchmarks/reproduce_cifar10_cpu.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report(accuracies: dict[str, float], n: int) -> dict:
+    return RobustnessReport(
+        clean_accuracy=0.6, robust_accuracy=accuracies, n_examples=n, eps=8 / 255, norm="Linf", attacks={},
+        seconds={}, seed=0,
+    ).to_dict()  # fmt: skip
+
+
+def test_result_row_has_the_issue_keys_and_measured_values(reproduction, tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduction, "RUNS", tmp_path)
+    stage = next(s for s in reproduction.STAGES if s.name == "wrn16-2-mixacm")
+    assert reproduction.result_row(stage, reproduction.DEFAULT_DATASET) is None  # not trained yet
+    folder = tmp_path / stage.name
+    folder.mkdir()
+    summary = {"params": 691674, "epochs": 10.0, "train_seconds": 2400.0, "images_per_second": 208.3}
+    (folder / "train_summary.json").write_text(json.dumps(summary))
+    assert reproduction.result_row(stage, reproduction.DEFAULT_DATASET) is None  # trained, not evaluated
+    reports = [_report({"fgsm": 0.4, "pgd-20": 0.35, "all": 0.35}, 1000)]
+    (folder / "robustness.json").write_text(json.dumps(reports))
+    row = reproduction.result_row(stage, reproduction.DEFAULT_DATASET)
+    assert set(row) == ROW_KEYS
+    assert (row["autoattack"], row["n_eval_autoattack"]) == (None, 0)  # AutoAttack still to come
+    reports.append(_report({"pgd-20": 0.36, "autoattack": 0.31, "all": 0.31}, 500))
+    (folder / "robustness.json").write_text(json.dumps(reports))
+    row = reproduction.result_row(stage, reproduction.DEFAULT_DATASET)
+    assert row["role"] == "student" and row["method"] == "mixacm" and row["arch"] == "wrn-16-2"
+    assert (row["clean"], row["fgsm"], row["pgd20"], row["n_eval"]) == (0.6, 0.4, 0.35, 1000)  # the 1000-image report
+    assert (row["autoattack"], row["n_eval_autoattack"]) == (0.31, 500)
+    assert (row["train_seconds"], row["params"], row["seed"]) == (2400.0, 691674, 0)
+    assert row["command"] == "python benchmarks/reproduce_cifar10_cpu.py --only wrn16-2-mixacm"
+    table = reproduction.markdown_table([row])
+    assert "| 60.0 | 40.0 | 35.0 | 31.0 (500) |" in table and "89.9 / 48.1 / 43.6" in table  # ours, then the paper's
+
+
+def test_student_commands_share_epochs_schedule_and_precision(reproduction):
+    students = [s for s in reproduction.STAGES if s.role == "student"]
+    commands = [s.command(reproduction.DEFAULT_DATASET) for s in students]
+    for stage, command in zip(students, commands):
+        assert command[command.index("--num_train_epochs") + 1] == str(reproduction.EPOCHS)
+        assert "--bf16" not in command and "--learning_rate" not in command  # all from the one config
+        assert ("--teacher" in command) == (stage.method in {"mixacm", "mixacm-no-mixup", "kd"})
+    pgd7 = commands[[s.name for s in students].index("wrn16-2-pgd7-at")]
+    assert pgd7[pgd7.index("--pgd_steps") + 1] == "7" and pgd7[pgd7.index("--pgd_step_size") + 1] == "2/255"
+
+
+@pytest.mark.skipif(not RESULTS.is_file(), reason="benchmarks/results/cifar10_cpu.json not produced yet")
+def test_committed_results_are_consistent_with_their_model_folders():
+    rows = json.loads(RESULTS.read_text())["rows"]
+    assert rows and rows[0]["role"] == "teacher"
+    for row in rows:
+        assert set(row) == ROW_KEYS, row["name"]
+        assert 0 <= row["pgd20"] <= row["fgsm"] + 0.05 and row["fgsm"] <= row["clean"] <= 1
+        assert row["n_eval"] == 1000 and row["seed"] == 0
+        assert row["command"].startswith("python benchmarks/reproduce_cifar10_cpu.py --only ")
+        folder = REPO / "benchmarks" / "runs" / row["name"]
+        summary = json.loads((folder / "train_summary.json").read_text())
+        assert all(summary[key] == row[key] for key in ("params", "epochs", "method")), row["name"]
+        measured = [(r.clean_accuracy, r.robust_accuracy.get("pgd-20")) for r in load_reports(folder)]
+        assert (row["clean"], row["pgd20"]) in measured
+        if row["autoattack"] is not None:
+            assert row["n_eval_autoattack"] >= 500 and row["autoattack"] <= row["clean"]
+
+
+def test_cpu_config_default_teacher_is_robust(cifar10_path):
+    """The README's main command trains from the config's default teacher: it must exist, load and resist PGD."""
+    from mixacm_hf.robustness import evaluate_robustness
+    from mixacm_hf.teachers import load_teacher
+
+    teacher_path = REPO / yaml.safe_load(CPU_CONFIG.read_text())["teacher"]
+    if not teacher_path.is_dir():
+        pytest.fail(f"the CPU config's default teacher {teacher_path} is missing")
+    teacher = load_teacher(str(teacher_path))
+    assert teacher.config.num_labels == 10
+    assert len(teacher(torch.rand(1, 3, 32, 32), output_hidden_states=True).hidden_states) == 4
+    assert any("autoattack" in r.robust_accuracy for r in load_reports(teacher_path))  # its card has AutoAttack
+    report = evaluate_robustness(
+        teacher, str(cifar10_path), ["clean", "pgd-10"], n_examples=100, batch_size=100, device="cpu", progress=False
+    )
+    assert report.clean_accuracy > 0.5 and report.robust_accuracy["pgd-10"] > 0.25  # a natural model: ~0

@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "benchmarks" / "runs"
 RESULTS = REPO / "benchmarks" / "results"
 MODEL_CARDS = REPO / "model_cards"
+READMES = [REPO / "README.md", REPO / "benchmarks" / "README.md"]  # their results tables are rewritten with the JSON
+TABLE_START, TABLE_END = "<!-- cifar10-cpu-results:start -->", "<!-- cifar10-cpu-results:end -->"
 EPOCHS = 10
 SEED = 0
 TEACHER = "teacher-wrn16-2-nfgsm"
@@ -207,36 +209,43 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def plot_results(rows: list[dict], path: Path) -> None:
-    """Robust vs clean accuracy per method, and robust accuracy vs training cost."""
+    """Robust vs clean accuracy per model, and robust accuracy vs training wall time (log scale). Filled markers:
+    PGD-20 on the first N_EVAL images (every model); hollow markers joined to them: AutoAttack on the first
+    N_AUTOATTACK (where measured). Stars are teachers."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
-    figure = Figure(figsize=(10, 4))
+    figure = Figure(figsize=(11, 4.5))
     FigureCanvasAgg(figure)
-    left, right = figure.subplots(1, 2)
-    for row in rows:
-        robust = row["autoattack"] if row["autoattack"] is not None else row["pgd20"]
+    axes_pair = figure.subplots(1, 2)
+    for index, row in enumerate(rows):
+        color = f"C{index % 10}"
         marker = "*" if row["role"] == "teacher" else "o"
-        left.scatter(100 * row["clean"], 100 * robust, marker=marker, s=80)
-        left.annotate(
-            row["name"], (100 * row["clean"], 100 * robust), fontsize=7, xytext=(3, 3), textcoords="offset points"
-        )
-        right.scatter(row["train_seconds"] / 60, 100 * robust, marker=marker, s=80)
-        right.annotate(
-            row["name"],
-            (row["train_seconds"] / 60, 100 * robust),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
-    left.set(
-        xlabel="clean accuracy (%)", ylabel="robust accuracy (%): AutoAttack, else PGD-20", title="Robust vs clean"
+        for axes, x, label in zip(axes_pair, (100 * row["clean"], row["train_seconds"] / 60), (row["name"], None)):
+            pgd20 = 100 * row["pgd20"]
+            axes.scatter(x, pgd20, marker=marker, s=90, color=color, label=label)
+            if row["autoattack"] is not None:
+                autoattack = 100 * row["autoattack"]
+                axes.plot([x, x], [pgd20, autoattack], color=color, linewidth=1)
+                axes.scatter(x, autoattack, marker=marker, s=90, facecolors="none", edgecolors=color)
+    axes_pair[0].set(xlabel="clean accuracy (%)", ylabel="robust accuracy (%)", title="Robust vs clean accuracy")
+    axes_pair[1].set(
+        xlabel="training wall time (min, 2-core CPU, log scale)", ylabel="robust accuracy (%)",
+        title="Robustness vs training cost", xscale="log",
+    )  # fmt: skip
+    minutes = FuncFormatter(lambda value, _: f"{value:g}")
+    axes_pair[1].xaxis.set_major_formatter(minutes)
+    axes_pair[1].xaxis.set_minor_formatter(minutes)
+    for axes in axes_pair:
+        axes.grid(alpha=0.3, which="both")
+    figure.legend(loc="lower center", ncol=4, fontsize=8, frameon=False)
+    figure.suptitle(
+        f"CIFAR-10, Linf eps = 8/255: PGD-20 on the first {N_EVAL} test images (filled), "
+        f"AutoAttack on the first {N_AUTOATTACK} (hollow)",
+        fontsize=10,
     )
-    right.set(xlabel="training wall time (min, 2-core CPU)", ylabel="robust accuracy (%)", title="Robustness vs cost")
-    for axes in (left, right):
-        axes.grid(alpha=0.3)
-    figure.suptitle(f"CIFAR-10, eps = 8/255, first {N_EVAL} test images (AutoAttack: first {N_AUTOATTACK})")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.1, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
 
@@ -247,9 +256,20 @@ def write_results(dataset: str) -> list[dict]:
         return rows
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "cifar10_cpu.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
-    (RESULTS / "cifar10_cpu.md").write_text(markdown_table(rows) + "\n")
+    table = markdown_table(rows)
+    (RESULTS / "cifar10_cpu.md").write_text(table + "\n")
     plot_results(rows, RESULTS / "cifar10_cpu.png")
+    for readme in READMES:
+        replace_between_markers(readme, table)
     return rows
+
+
+def replace_between_markers(path: Path, text: str) -> None:
+    """Put `text` between the results markers of a markdown file (left alone when it has none)."""
+    content = path.read_text()
+    if TABLE_START in content and TABLE_END in content:
+        head, rest = content.split(TABLE_START, 1)
+        path.write_text(f"{head}{TABLE_START}\n{text}\n{TABLE_END}{rest.split(TABLE_END, 1)[1]}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -108,3 +108,16 @@ def test_cpu_config_default_teacher_is_robust(cifar10_path):
         teacher, str(cifar10_path), ["clean", "pgd-10"], n_examples=100, batch_size=100, device="cpu", progress=False
     )
     assert report.clean_accuracy > 0.5 and report.robust_accuracy["pgd-10"] > 0.25  # a natural model: ~0
+
+
+def test_results_table_goes_between_the_readme_markers(reproduction, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{reproduction.TABLE_START}\nold table\n{reproduction.TABLE_END}\noutro\n")
+    reproduction.replace_between_markers(readme, "| new | table |")
+    assert (
+        readme.read_text() == f"intro\n{reproduction.TABLE_START}\n| new | table |\n{reproduction.TABLE_END}\noutro\n"
+    )
+    unmarked = tmp_path / "OTHER.md"
+    unmarked.write_text("no markers\n")
+    reproduction.replace_between_markers(unmarked, "| new | table |")
+    assert unmarked.read_text() == "no markers\n"

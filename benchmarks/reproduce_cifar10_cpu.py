@@ -135,7 +135,8 @@ def evaluate(stage: Stage, dataset: str) -> None:
 
 def publish(stage: Stage) -> None:
     """Copy a finished, fully evaluated model folder to model_cards/ (no checkpoints, logs or pickles), its card
-    rendered anew from all its reports with the usage snippets pointing at the published folder."""
+    rendered anew from all its reports with the usage snippets pointing at the published folder. Reports merge
+    smallest n first, so each metric shows its largest sample (clean and PGD-20 on N_EVAL, not on N_AUTOATTACK)."""
     from mixacm_hf.hub import load_reports, write_model_card
 
     done = measured(stage, "fgsm") is not None and (not stage.autoattack or measured(stage, "autoattack") is not None)
@@ -146,7 +147,8 @@ def publish(stage: Stage) -> None:
     shutil.copytree(stage.output_dir, target, ignore=shutil.ignore_patterns("checkpoint-*", "*.bin", "*.log", "runs"))
     summary = json.loads((target / "train_summary.json").read_text())
     repo_path = str(target.relative_to(REPO))
-    write_model_card(target, load_reports(target), summary, repo_id=repo_path, dataset_id=DATASET_ID)
+    reports = sorted(load_reports(target), key=lambda report: report.n_examples)
+    write_model_card(target, reports, summary, repo_id=repo_path, dataset_id=DATASET_ID)
     print(f"[publish] {stage.name} -> {repo_path}")
 
 

@@ -153,8 +153,9 @@ def publish(stage: Stage) -> None:
 
 
 def reproduce_command(stage: Stage, dataset: str) -> str:
-    """The one command behind a row: trains the stage (its `run_mixacm.py` command is in its train.log and card) and
-    runs its evaluations. A stage is skipped when its outputs exist: move `benchmarks/runs/<name>` away to redo it."""
+    """The one command behind a row: trains the stage (its `run_mixacm.py` command is recorded in the model's
+    train_summary.json and card) and runs its evaluations. A stage is skipped when its outputs exist: move
+    `benchmarks/runs/<name>` away to redo it."""
     dataset_flag = [] if dataset == DEFAULT_DATASET else ["--dataset", dataset]
     return shlex.join(["python", "benchmarks/reproduce_cifar10_cpu.py", "--only", stage.name, *dataset_flag])
 

@@ -87,6 +87,9 @@ STAGES = [
     Stage("wrn16-2-mixacm-no-mixup", "student", "mixacm-no-mixup", "wrn-16-2"),
     Stage("wrn16-2-natural", "student", "natural", "wrn-16-2", autoattack=False),
     Stage("wrn16-1-mixacm", "student", "mixacm", "wrn-16-1", autoattack=False, publish=True),
+    # Ablation: the paper's SGD has no gradient clipping; Trainer's default max_grad_norm=1 clips every MixACM step
+    # (its gradient norm is 4-16, PGD-7 AT's 0.5-1.3).
+    Stage("wrn16-2-mixacm-noclip", "student", "mixacm", "wrn-16-2", ["--max_grad_norm", "0"], autoattack=False),
 ]
 
 

@@ -105,6 +105,10 @@ class MixACMTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep raw columns: images are transformed on the fly."}
     )
+    restore_callback_states_from_checkpoint: bool = field(
+        default=True,
+        metadata={"help": "Restore callback states when resuming, so train_seconds (TrainingClock) sums over runs."},
+    )
 
     def __post_init__(self):
         super().__post_init__()

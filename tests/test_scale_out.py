@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -165,15 +166,26 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], keys=No
 
 def test_killed_run_resumes_to_the_uninterrupted_result(runs, workdir, cifar10_path):
     """A run SIGKILLed mid-epoch (step 6 of 4-step epochs) resumes from its newest checkpoint (epoch 1, step 4) and
-    ends like the run that was never interrupted: 10 steps, the same weights, save_total_limit kept, no teacher saved.
+    ends like the run that was never interrupted: 10 steps, the same weights, save_total_limit kept, no teacher saved,
+    and its train_seconds adds the resumed run's time to the checkpoint's.
 
     Checkpoints are taken at epoch ends: after a mid-epoch checkpoint `Trainer` restores the random state only once the
     first batch is drawn, so that batch's augmentation (and the rest of the epoch's with dataloader workers) differs.
     """
     finish(runs["killed"], returncode=-signal.SIGKILL)
     assert [p.name for p in runs["killed"].output_dir.glob("checkpoint-*")] == ["checkpoint-4"]
+    # The training clock saved at step 4, set to a sentinel: the resumed run's train_seconds must continue from it.
+    state_file = runs["killed"].output_dir / "checkpoint-4" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    assert state["stateful_callbacks"]["TrainingClock"]["attributes"]["seconds"] > 0
+    state["stateful_callbacks"]["TrainingClock"]["attributes"]["seconds"] = 1000.0
+    state_file.write_text(json.dumps(state))
+    started = time.perf_counter()
     resumed = resume_run(workdir, "resumed")
     finish(resumed)
+    resumed_seconds = time.perf_counter() - started
+    train_seconds = json.loads((resumed.output_dir / "train_summary.json").read_text())["train_seconds"]
+    assert 1000.0 < train_seconds < 1000.0 + resumed_seconds
     finish(runs["uninterrupted"])
     expected, expected_state = probe_result(runs["uninterrupted"].output_dir)
     weights, state = probe_result(resumed.output_dir)

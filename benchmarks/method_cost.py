@@ -1,46 +1,103 @@
-"""Training cost of every method of the trainer, per optimiser step, against PGD-7 adversarial training.
+"""Training cost of every method against PGD-7 adversarial training, measured in real training runs.
 
-    python benchmarks/method_cost.py [--batch-size 128] [--repeats 5] [--fp32]
+    python benchmarks/method_cost.py [--steps 45] [--dataset ../shared/datasets/cifar10]
 
-Times one full step (loss, backward, SGD update) of natural, kd, mixacm-no-mixup, mixacm, n-fgsm and pgd-at (PGD-7,
-step 2/255) training of a WRN-16-2 student (WRN-16-2 teacher) under bf16 autocast + channels_last, as the CPU
-reproduction trains, round-robin (medians) in one run so background load hits all alike. Prints each step's time
-relative to PGD-7 AT (target for mixacm: <= 0.25, the CPU reproduction's acceptance on wall time) and writes
-benchmarks/results/method_cost.json.
+Runs `run_mixacm` (the code behind training/run_mixacm.py) with training/configs/cifar10_cpu_wrn16-2.yaml (WRN-16-2
+student and teacher, batch 128, bf16 autocast + channels_last, one data-loader worker, CIFAR-10) for `--steps`
+optimiser steps of natural, kd, mixacm-no-mixup, mixacm, n-fgsm and pgd-at (PGD-7, step 2/255), one method after
+the other, and reports the median time per training iteration (data loading and Trainer bookkeeping included, the
+first 5 left out) and, for the teacher methods, the median time of the teacher's forward. Prints each method's
+iteration relative to PGD-7 AT (target for mixacm: <= 0.25, the CPU reproduction's acceptance on wall time) and
+writes benchmarks/results/method_cost.json. Run it on an otherwise idle machine: methods are timed one after the
+other, so background load is not shared evenly.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
 
-import torch
-from step_overhead import RESULTS, median_seconds, training_step, wrn_16_2
+from step_overhead import RESULTS
+from transformers import TrainerCallback
 
+from mixacm_hf.cli import parse_with_config
+from mixacm_hf.run import argument_parser, run_mixacm
+from mixacm_hf.trainer import MixACMTrainer
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "training" / "configs" / "cifar10_cpu_wrn16-2.yaml"
 # backward passes per training image: attack steps (PGD-k: k, N-FGSM: 1) + the training step
 METHODS = {"natural": 1, "kd": 1, "mixacm-no-mixup": 1, "mixacm": 1, "n-fgsm": 2, "pgd-at": 8}
+WARMUP = 5
 TARGET = 0.25
+
+
+class IterationClock(TrainerCallback):
+    """Wall time between consecutive optimiser steps (the whole training iteration)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._last: float | None = None
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            self.seconds.append(now - self._last)
+        self._last = now
+
+
+def time_teacher_forward(samples: list[float]) -> None:
+    """Record in `samples` the duration of every `MixACMTrainer._teacher_signals` call that runs a teacher."""
+    teacher_signals = MixACMTrainer._teacher_signals
+
+    def timed(self, *args, **kwargs):
+        start = time.perf_counter()
+        result = teacher_signals(self, *args, **kwargs)
+        if self.teacher_model is not None:
+            samples.append(time.perf_counter() - start)
+        return result
+
+    MixACMTrainer._teacher_signals = timed
+
+
+def measure(method: str, steps: int, dataset: str, teacher_seconds: list[float]) -> dict[str, float | None]:
+    clock, first_teacher_sample = IterationClock(), len(teacher_seconds)
+    with tempfile.TemporaryDirectory() as output_dir:
+        flags = [
+            "--config", str(CONFIG), "--dataset", dataset, "--method", method, "--max_steps", str(steps),
+            "--output_dir", output_dir, "--save_strategy", "no", "--disable_tqdm", "true", "--logging_steps", "1000",
+            "--pgd_steps", "7", "--pgd_step_size", "2/255", "--max_eval_samples", "16", "--eval_attacks", "",
+            "--eval_eps_sweep", "",
+        ]  # fmt: skip
+        run_mixacm(*parse_with_config(argument_parser(), flags), callbacks=[clock])
+    teacher = teacher_seconds[first_teacher_sample + WARMUP :]
+    return {
+        "seconds_per_step": statistics.median(clock.seconds[WARMUP:]),
+        "teacher_forward_seconds": statistics.median(teacher) if teacher else None,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--fp32", action="store_true", help="Time fp32 steps instead of bf16 + channels_last.")
+    parser.add_argument("--steps", type=int, default=45)
+    parser.add_argument("--dataset", default="../shared/datasets/cifar10")
     args = parser.parse_args()
-    batch = {"pixel_values": torch.rand(args.batch_size, 3, 32, 32), "labels": torch.randint(0, 10, (args.batch_size,))}
-    teacher = wrn_16_2(1).eval().requires_grad_(False)
-    flags = {} if args.fp32 else {"bf16": True, "channels_last": True}
-    candidates = {
-        method: training_step(method, batch, teacher, pgd_steps=7, pgd_step_size=2 / 255, **flags) for method in METHODS
-    }
-    seconds = median_seconds(candidates, args.repeats)
+    teacher_seconds: list[float] = []
+    time_teacher_forward(teacher_seconds)
+    measured = {method: measure(method, args.steps, args.dataset, teacher_seconds) for method in METHODS}
+    seconds = {method: values["seconds_per_step"] for method, values in measured.items()}
     relative = {method: seconds[method] / seconds["pgd-at"] for method in METHODS}
     result = {
-        "batch_size": args.batch_size,
-        "threads": torch.get_num_threads(),
-        "precision": "fp32" if args.fp32 else "bf16 autocast + channels_last",
+        "config": str(CONFIG.relative_to(REPO)),
+        "steps_timed": args.steps - 1 - WARMUP,
         "seconds_per_step": {k: round(v, 4) for k, v in seconds.items()},
+        "teacher_forward_seconds": {
+            k: round(v["teacher_forward_seconds"], 4) for k, v in measured.items() if v["teacher_forward_seconds"]
+        },
         "backward_passes_per_image": METHODS,
         "vs_pgd7_at": {k: round(v, 3) for k, v in relative.items()},
         "target_mixacm_vs_pgd7_at": TARGET,
@@ -48,7 +105,12 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "method_cost.json").write_text(json.dumps(result, indent=2) + "\n")
     for method in METHODS:
-        print(f"{method:16s} {seconds[method]:.4f} s/step  {relative[method]:.3f} x PGD-7 AT {METHODS[method]} bwd/img")
+        teacher = measured[method]["teacher_forward_seconds"]
+        teacher_text = f"  (teacher forward {teacher:.4f} s)" if teacher else ""
+        print(
+            f"{method:16s} {seconds[method]:.4f} s/step  {relative[method]:.3f} x PGD-7 AT  "
+            f"{METHODS[method]} bwd/img{teacher_text}"
+        )
     print(f"MixACM step / PGD-7 AT step = {relative['mixacm']:.3f} (target <= {TARGET})")
 
 

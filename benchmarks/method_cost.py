@@ -4,12 +4,12 @@
 
 Runs `run_mixacm` (the code behind training/run_mixacm.py) with training/configs/cifar10_cpu_wrn16-2.yaml (WRN-16-2
 student and teacher, batch 128, bf16 autocast + channels_last, one data-loader worker, CIFAR-10) for `--steps`
-optimiser steps of natural, kd, mixacm-no-mixup, mixacm, n-fgsm and pgd-at (PGD-7, step 2/255), one method after
-the other, and reports the median time per training iteration (data loading and Trainer bookkeeping included, the
-first 5 left out) and, for the teacher methods, the median time of the teacher's forward. Prints each method's
-iteration relative to PGD-7 AT (target for mixacm: <= 0.25, the CPU reproduction's acceptance on wall time) and
-writes benchmarks/results/method_cost.json. Run it on an otherwise idle machine: methods are timed one after the
-other, so background load is not shared evenly.
+optimiser steps of natural, kd, mixacm-no-mixup, mixacm, mixacm with the teacher compiled (--compile_teacher),
+n-fgsm and pgd-at (PGD-7, step 2/255), one after the other, and reports the median time per training iteration
+(data loading and Trainer bookkeeping included, the first 5 left out) and, for the teacher methods, the median time
+of the teacher's forward. Prints each iteration relative to PGD-7 AT's (target for mixacm: <= 0.25, the CPU
+reproduction's acceptance on wall time) and writes benchmarks/results/method_cost.json. Run it on an otherwise idle
+machine: methods are timed one after the other, so background load is not shared evenly.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "training" / "configs" / "cifar10_cpu_wrn16-2.yaml"
 # backward passes per training image: attack steps (PGD-k: k, N-FGSM: 1) + the training step
 METHODS = {"natural": 1, "kd": 1, "mixacm-no-mixup": 1, "mixacm": 1, "n-fgsm": 2, "pgd-at": 8}
+# name -> (method, extra flags); the compiled variant pays its one-off compile inside the left-out first steps
+VARIANTS = {method: (method, []) for method in METHODS} | {
+    "mixacm+compiled-teacher": ("mixacm", ["--compile_teacher", "true"])
+}
 WARMUP = 5
 TARGET = 0.25
 
@@ -64,14 +68,16 @@ def time_teacher_forward(samples: list[float]) -> None:
     MixACMTrainer._teacher_signals = timed
 
 
-def measure(method: str, steps: int, dataset: str, teacher_seconds: list[float]) -> dict[str, float | None]:
+def measure(
+    method: str, extra_flags: list[str], steps: int, dataset: str, teacher_seconds: list[float]
+) -> dict[str, float | None]:
     clock, first_teacher_sample = IterationClock(), len(teacher_seconds)
     with tempfile.TemporaryDirectory() as output_dir:
         flags = [
             "--config", str(CONFIG), "--dataset", dataset, "--method", method, "--max_steps", str(steps),
             "--output_dir", output_dir, "--save_strategy", "no", "--disable_tqdm", "true", "--logging_steps", "1000",
             "--pgd_steps", "7", "--pgd_step_size", "2/255", "--max_eval_samples", "16", "--eval_attacks", "",
-            "--eval_eps_sweep", "",
+            "--eval_eps_sweep", "", *extra_flags,
         ]  # fmt: skip
         run_mixacm(*parse_with_config(argument_parser(), flags), callbacks=[clock])
     teacher = teacher_seconds[first_teacher_sample + WARMUP :]
@@ -88,9 +94,12 @@ def main() -> None:
     args = parser.parse_args()
     teacher_seconds: list[float] = []
     time_teacher_forward(teacher_seconds)
-    measured = {method: measure(method, args.steps, args.dataset, teacher_seconds) for method in METHODS}
-    seconds = {method: values["seconds_per_step"] for method, values in measured.items()}
-    relative = {method: seconds[method] / seconds["pgd-at"] for method in METHODS}
+    measured = {
+        name: measure(method, flags, args.steps, args.dataset, teacher_seconds)
+        for name, (method, flags) in VARIANTS.items()
+    }
+    seconds = {name: values["seconds_per_step"] for name, values in measured.items()}
+    relative = {name: seconds[name] / seconds["pgd-at"] for name in VARIANTS}
     result = {
         "config": str(CONFIG.relative_to(REPO)),
         "steps_timed": args.steps - 1 - WARMUP,
@@ -98,20 +107,23 @@ def main() -> None:
         "teacher_forward_seconds": {
             k: round(v["teacher_forward_seconds"], 4) for k, v in measured.items() if v["teacher_forward_seconds"]
         },
-        "backward_passes_per_image": METHODS,
+        "backward_passes_per_image": {name: METHODS[method] for name, (method, _) in VARIANTS.items()},
         "vs_pgd7_at": {k: round(v, 3) for k, v in relative.items()},
         "target_mixacm_vs_pgd7_at": TARGET,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "method_cost.json").write_text(json.dumps(result, indent=2) + "\n")
-    for method in METHODS:
-        teacher = measured[method]["teacher_forward_seconds"]
+    for name, (method, _) in VARIANTS.items():
+        teacher = measured[name]["teacher_forward_seconds"]
         teacher_text = f"  (teacher forward {teacher:.4f} s)" if teacher else ""
         print(
-            f"{method:16s} {seconds[method]:.4f} s/step  {relative[method]:.3f} x PGD-7 AT  "
+            f"{name:24s} {seconds[name]:.4f} s/step  {relative[name]:.3f} x PGD-7 AT  "
             f"{METHODS[method]} bwd/img{teacher_text}"
         )
-    print(f"MixACM step / PGD-7 AT step = {relative['mixacm']:.3f} (target <= {TARGET})")
+    print(
+        f"MixACM step / PGD-7 AT step = {relative['mixacm']:.3f}, with the teacher compiled "
+        f"{relative['mixacm+compiled-teacher']:.3f} (target <= {TARGET})"
+    )
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 
     python benchmarks/reproduce_cifar10_cpu.py [--dataset ../shared/datasets/cifar10] [--only NAME ...] [--dry-run]
 
-Stages: (1) a robust WRN-16-2 teacher by N-FGSM adversarial training (its row doubles as the fast single-step AT
-baseline), (2) students with the same epochs and schedule: natural, kd (RKD), mixacm-no-mixup, mixacm (WRN-16-2),
-mixacm (WRN-16-1) and the PGD-7 adversarial-training baseline, (3) robustness evaluation of every model, (4) the
-results table `benchmarks/results/cifar10_cpu.json` and plots; the teacher and the MixACM students are copied
-with their model cards to `model_cards/`. Each training run is one `run_mixacm.py` command,
-recorded in its row; a killed run resumes from its last epoch checkpoint.
+Stages: (1) a robust WRN-16-2 teacher by 10 epochs of N-FGSM adversarial training (its row doubles as the fast
+single-step AT baseline), (2) students with the same 10 epochs and schedule: natural, kd (RKD), mixacm-no-mixup,
+mixacm (WRN-16-2), mixacm (WRN-16-1) and the PGD-7 adversarial-training baseline; (1') a stronger teacher (20 epochs
+of N-FGSM) and (2') the kd and mixacm WRN-16-2 students against it. Every selected stage is trained first, then
+(3) evaluated (FGSM and PGD-20 for all, then AutoAttack), and (4) the results table
+`benchmarks/results/cifar10_cpu.json` and plots are rewritten; the teachers and the MixACM students are copied with
+their model cards to `model_cards/`. Each training run is one `run_mixacm.py` command, recorded in its row; a killed
+run resumes from its last epoch checkpoint.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ TABLE_START, TABLE_END = "<!-- cifar10-cpu-results:start -->", "<!-- cifar10-cpu
 EPOCHS = 10
 SEED = 0
 TEACHER = "teacher-wrn16-2-nfgsm"
+STRONG_TEACHER = "teacher-wrn16-2-nfgsm-20ep"
 N_EVAL = 1000
 N_AUTOATTACK = 500
 EPS_SWEEP = [0, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
@@ -59,24 +62,27 @@ class Stage:
     flags: list[str] = field(default_factory=list)
     autoattack: bool = True
     publish: bool = False  # copied to model_cards/ with its card; evaluated along an eps sweep for the card's plot
+    teacher: str = TEACHER  # the stage distilled from (methods in TEACHER_METHODS)
+    epochs: int = EPOCHS
 
     @property
     def output_dir(self) -> Path:
         return RUNS / self.name
 
     def command(self, dataset: str) -> list[str]:
-        teacher = ["--teacher", str((RUNS / TEACHER).relative_to(REPO))] if self.method in TEACHER_METHODS else []
+        teacher = ["--teacher", str((RUNS / self.teacher).relative_to(REPO))] if self.method in TEACHER_METHODS else []
         return [
             "accelerate", "launch", "--num_processes", "1", "--cpu", "training/run_mixacm.py",
             "--config", "training/configs/cifar10_cpu_wrn16-2.yaml",
             "--dataset", dataset, "--student", self.arch, "--method", self.method,
-            "--num_train_epochs", str(EPOCHS), "--seed", str(SEED),
+            "--num_train_epochs", str(self.epochs), "--seed", str(SEED),
             "--output_dir", str(self.output_dir.relative_to(REPO)), "--resume_from_checkpoint", "last",
             "--eval_attacks", "clean", "--eval_n", str(N_EVAL), "--eval_eps_sweep", "", "--card_dataset_id", DATASET_ID,
             *teacher, *self.flags,
         ]  # fmt: skip
 
 
+COMPILED_TEACHER = ["--compile_teacher", "true"]
 TEACHER_METHODS = {"mixacm", "mixacm-no-mixup", "acm-only", "kd"}
 STAGES = [
     # The teacher was trained (session 1) in fp32, before the config switched to bf16 autocast + channels_last.
@@ -90,6 +96,14 @@ STAGES = [
     # Ablation: the paper's SGD has no gradient clipping; Trainer's default max_grad_norm=1 clips every MixACM step
     # (its gradient norm is 4-16, PGD-7 AT's 0.5-1.3).
     Stage("wrn16-2-mixacm-noclip", "student", "mixacm", "wrn-16-2", ["--max_grad_norm", "0"], autoattack=False),
+    # Teacher strength: the 10-epoch teacher is no stronger than the PGD-7 AT baseline, and the students track it.
+    # A teacher twice as long (N-FGSM, bf16 like the students, ~65 min), and the teacher-dependent students that
+    # decide the claim trained against it with the same 10 epochs, their frozen teacher compiled (inductor freezing).
+    Stage(STRONG_TEACHER, "teacher", "n-fgsm", "wrn-16-2", epochs=2 * EPOCHS, publish=True),
+    *(
+        Stage(name, "student", method, "wrn-16-2", COMPILED_TEACHER, teacher=STRONG_TEACHER, publish=publish)
+        for name, method, publish in [("wrn16-2-mixacm-t20", "mixacm", True), ("wrn16-2-kd-t20", "kd", False)]
+    ),
 ]
 
 
@@ -113,27 +127,25 @@ def measured(stage: Stage, attack: str) -> RobustnessReport | None:
     return next((r for r in reversed(load_reports(stage.output_dir)) if attack in r.robust_accuracy), None)
 
 
-def evaluate(stage: Stage, dataset: str) -> None:
-    """FGSM and PGD-20 on the first N_EVAL test images; AutoAttack (with PGD-20 beside it, for the sanity check that
-    AutoAttack <= PGD) on the first N_AUTOATTACK. Each report is merged into the model card of the stage's folder."""
+def evaluate(stage: Stage, dataset: str, key: str) -> None:
+    """key "fgsm": clean, FGSM and PGD-20 on the first N_EVAL test images (with the eps sweep of published stages);
+    key "autoattack": AutoAttack, with PGD-20 beside it for the sanity check AutoAttack <= PGD, on the first
+    N_AUTOATTACK. The report is merged into the model card of the stage's folder."""
     from mixacm_hf.hub import update_model_card
     from mixacm_hf.robustness import evaluate_robustness
 
-    if not (stage.output_dir / "train_summary.json").exists():
+    if not (stage.output_dir / "train_summary.json").exists() or (key == "autoattack" and not stage.autoattack):
         return
-    jobs = [("fgsm", ["clean", "fgsm", "pgd-20"], N_EVAL, EPS_SWEEP if stage.publish else None)]
-    if stage.autoattack:
-        jobs.append(("autoattack", ["clean", "pgd-20", "autoattack"], N_AUTOATTACK, None))
-    for key, attacks, n, sweep in jobs:
-        if measured(stage, key) is not None:
-            print(f"[skip] {stage.name}: {key} measured")
-            continue
-        print(f"[evaluate] {stage.name}: {attacks} on {n} images", flush=True)
-        report = evaluate_robustness(
-            str(stage.output_dir), dataset, attacks, n_examples=n, batch_size=250, seed=SEED, device="cpu",
-            eps_sweep=sweep,
-        )  # fmt: skip
-        update_model_card(stage.output_dir, report, dataset_id=DATASET_ID)
+    if measured(stage, key) is not None:
+        print(f"[skip] {stage.name}: {key} measured")
+        return
+    attacks, n = (["clean", "fgsm", "pgd-20"], N_EVAL) if key == "fgsm" else (["clean", "pgd-20", key], N_AUTOATTACK)
+    print(f"[evaluate] {stage.name}: {attacks} on {n} images", flush=True)
+    report = evaluate_robustness(
+        str(stage.output_dir), dataset, attacks, n_examples=n, batch_size=250, seed=SEED, device="cpu",
+        eps_sweep=EPS_SWEEP if stage.publish and key == "fgsm" else None,
+    )  # fmt: skip
+    update_model_card(stage.output_dir, report, dataset_id=DATASET_ID)
 
 
 def publish(stage: Stage) -> None:
@@ -281,22 +293,31 @@ def replace_between_markers(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default=DEFAULT_DATASET, help="path (relative to the repo) or Hub id")
-    parser.add_argument("--only", nargs="*", help="Run only these stages (names as in STAGES).")
+    parser.add_argument("--only", nargs="*", help="Run only these stages, in this order (names as in STAGES).")
     parser.add_argument("--dry-run", action="store_true", help="Print the commands without running them.")
     args = parser.parse_args(argv)
     unknown = set(args.only or []) - {stage.name for stage in STAGES}
     if unknown:
         parser.error(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(stage.name for stage in STAGES)}")
-    stages = [s for s in STAGES if not args.only or s.name in args.only]
+    by_name = {stage.name: stage for stage in STAGES}
+    stages = [by_name[name] for name in args.only] if args.only else STAGES
+    run(stages, args.dataset, args.dry_run)
+
+
+def run(stages: list[Stage], dataset: str, dry_run: bool) -> None:
+    """Train every stage first (one job at a time, so training wall times are uncontended), then the quick evaluations
+    of all, then AutoAttack of all (the slow part), rewriting the results after each evaluation so they arrive early."""
+    for stage in stages:
+        train(stage, dataset, dry_run)
+    if dry_run:
+        return
     rows: list[dict] = []
-    for stage in stages:  # evaluate each model as soon as it is trained and rewrite the results, so they arrive early
-        train(stage, args.dataset, args.dry_run)
-        if not args.dry_run:
-            evaluate(stage, args.dataset)
+    for key in ("fgsm", "autoattack"):
+        for stage in stages:
+            evaluate(stage, dataset, key)
             publish(stage)
-            rows = write_results(args.dataset)
-    if not args.dry_run:
-        print(markdown_table(rows) if rows else "no complete rows yet")
+            rows = write_results(dataset)
+    print(markdown_table(rows) if rows else "no complete rows yet")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +103,14 @@ class MixACMTrainingArguments(TrainingArguments):
         default=2.0, metadata={"help": "N-FGSM: uniform noise in [-k eps, k eps] before the eps-sized FGSM step."}
     )
     channels_last: bool = field(default=False, metadata={"help": "Use channels_last memory format (faster on CPU)."})
+    compile_teacher: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile the frozen teacher with inductor freezing (BN folded into convs, weights "
+            "prepacked): its forward takes ~0.7x the eager time on CPU, after a one-off compile (~30 s; a C++ "
+            "compiler is needed on CPU). The student stays eager."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep raw columns: images are transformed on the fly."}
     )
@@ -154,6 +163,20 @@ def adversarial_examples(
     return (pixel_values + delta).detach()
 
 
+def compile_frozen(model: nn.Module) -> Callable[..., Any]:
+    """`torch.compile` for a frozen model run under `no_grad`: inductor's freezing treats the weights as constants
+    (folds BatchNorm into the preceding convs, prepacks conv weights). One static graph per input shape."""
+    from torch._inductor import config as inductor_config
+
+    compiled = torch.compile(model, dynamic=False)
+
+    def forward(**inputs: Any) -> Any:
+        with inductor_config.patch(freezing=True):  # read when a graph is (re)compiled, i.e. inside the call
+            return compiled(**inputs)
+
+    return forward
+
+
 class MixACMTrainer(Trainer):
     """`Trainer` whose `compute_loss` implements every `method`, with a frozen teacher that is never wrapped or saved.
 
@@ -176,6 +199,9 @@ class MixACMTrainer(Trainer):
         if args.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.teacher_model = self._prepare_teacher(teacher_model) if args.needs_teacher else None
+        self._teacher_forward = (
+            compile_frozen(self.teacher_model) if args.compile_teacher and self.teacher_model else self.teacher_model
+        )
         self.use_kld = args.method in USES_KLD and args.alpha_kld > 0 and self._teacher_shares_labels()
         self.affine_maps = self._check_acm_layers() if args.method in USES_ACM else None
         self._loss_terms: dict[str, list[torch.Tensor]] = defaultdict(list)
@@ -353,7 +379,7 @@ class MixACMTrainer(Trainer):
         if self.teacher_model is None:
             return None, None
         with torch.no_grad(), self.accelerator.autocast():  # the student's mixed precision (loss terms stay fp32)
-            outputs = self.teacher_model(pixel_values=pixel_values, output_hidden_states=uses_acm)
+            outputs = self._teacher_forward(pixel_values=pixel_values, output_hidden_states=uses_acm)
             maps = None
             if uses_acm:
                 maps = [activated_channel_map(h, normalize=False) for h in _hidden_states(outputs, "teacher")]

@@ -121,3 +121,18 @@ def test_results_table_goes_between_the_readme_markers(reproduction, tmp_path):
     unmarked.write_text("no markers\n")
     reproduction.replace_between_markers(unmarked, "| new | table |")
     assert unmarked.read_text() == "no markers\n"
+
+
+def test_stages_train_first_then_quick_evaluations_then_autoattack(reproduction, monkeypatch):
+    calls = []
+    monkeypatch.setattr(reproduction, "train", lambda stage, dataset, dry_run: calls.append(("train", stage.name)))
+    monkeypatch.setattr(reproduction, "evaluate", lambda stage, dataset, key: calls.append((key, stage.name)))
+    monkeypatch.setattr(reproduction, "publish", lambda stage: None)
+    monkeypatch.setattr(reproduction, "write_results", lambda dataset: [])
+    reproduction.main(["--only", "wrn16-2-mixacm-t20", "teacher-wrn16-2-nfgsm-20ep"])  # in the order given
+    names = ["wrn16-2-mixacm-t20", "teacher-wrn16-2-nfgsm-20ep"]
+    assert calls == [(key, name) for key in ("train", "fgsm", "autoattack") for name in names]
+    mixacm_t20 = next(s for s in reproduction.STAGES if s.name == names[0]).command(reproduction.DEFAULT_DATASET)
+    assert mixacm_t20[mixacm_t20.index("--teacher") + 1] == "benchmarks/runs/teacher-wrn16-2-nfgsm-20ep"
+    teacher = next(s for s in reproduction.STAGES if s.name == names[1]).command(reproduction.DEFAULT_DATASET)
+    assert teacher[teacher.index("--num_train_epochs") + 1] == "20" and "--teacher" not in teacher

@@ -106,6 +106,21 @@ def test_bf16_channels_last_and_gradient_accumulation(tmp_path, tiny_wrn):
     assert trainer.model.wide_resnet.stem.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_compiled_teacher_gives_the_eager_teachers_signals(tmp_path, tiny_wrn):
+    teacher = tiny_wrn("wrn-16-1", seed=1)
+    compiled = make_trainer(tmp_path, tiny_wrn, teacher=teacher, method="mixacm", compile_teacher=True)
+    eager = make_trainer(tmp_path, tiny_wrn, teacher=teacher, method="mixacm")
+    assert compiled._teacher_forward is not compiled.teacher_model and eager._teacher_forward is eager.teacher_model
+    pixel_values = torch.rand(8, 3, 32, 32)
+    (logits, maps), (eager_logits, eager_maps) = (t._teacher_signals(pixel_values, True) for t in (compiled, eager))
+    torch.testing.assert_close(logits, eager_logits, rtol=1e-4, atol=1e-4)  # BN folded into the convs: not bitwise
+    assert len(maps) == len(eager_maps) == 4
+    for a, b in zip(maps, eager_maps):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    compiled.train()
+    assert compiled.state.global_step == 2 and all(not p.requires_grad for p in teacher.parameters())
+
+
 def test_affine_alignment_trains_its_maps(tmp_path, tiny_wrn):
     trainer = make_trainer(tmp_path, tiny_wrn, method="acm-only", acm_channel_align="affine")
     assert [m.weight.shape for m in trainer.affine_maps] == [(16, 16), (16, 16), (32, 32), (64, 64)]

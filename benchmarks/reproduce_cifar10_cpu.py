@@ -39,6 +39,7 @@ TEACHER = "teacher-wrn16-2-nfgsm"
 STRONG_TEACHER = "teacher-wrn16-2-nfgsm-20ep"
 N_EVAL = 1000
 N_AUTOATTACK = 500
+EVALUATIONS = ["fgsm", "autoattack"]  # the quick one first
 EPS_SWEEP = [0, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
 DEFAULT_DATASET = "../shared/datasets/cifar10"
 DATASET_ID = "uoft-cs/cifar10"  # the Hub dataset the local copy mirrors, named in the cards
@@ -294,6 +295,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default=DEFAULT_DATASET, help="path (relative to the repo) or Hub id")
     parser.add_argument("--only", nargs="*", help="Run only these stages, in this order (names as in STAGES).")
+    parser.add_argument(
+        "--evaluations", nargs="*", choices=EVALUATIONS, default=EVALUATIONS,
+        help="Which evaluations to run after training: fgsm (clean, FGSM, PGD-20) and/or autoattack (the slow one).",
+    )  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="Print the commands without running them.")
     args = parser.parse_args(argv)
     unknown = set(args.only or []) - {stage.name for stage in STAGES}
@@ -301,10 +306,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(stage.name for stage in STAGES)}")
     by_name = {stage.name: stage for stage in STAGES}
     stages = [by_name[name] for name in args.only] if args.only else STAGES
-    run(stages, args.dataset, args.dry_run)
+    run(stages, args.dataset, args.dry_run, args.evaluations)
 
 
-def run(stages: list[Stage], dataset: str, dry_run: bool) -> None:
+def run(stages: list[Stage], dataset: str, dry_run: bool, evaluations: list[str] = EVALUATIONS) -> None:
     """Train every stage first (one job at a time, so training wall times are uncontended), then the quick evaluations
     of all, then AutoAttack of all (the slow part), rewriting the results after each evaluation so they arrive early."""
     for stage in stages:
@@ -312,7 +317,7 @@ def run(stages: list[Stage], dataset: str, dry_run: bool) -> None:
     if dry_run:
         return
     rows: list[dict] = []
-    for key in ("fgsm", "autoattack"):
+    for key in evaluations:
         for stage in stages:
             evaluate(stage, dataset, key)
             publish(stage)

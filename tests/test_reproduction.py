@@ -132,6 +132,9 @@ def test_stages_train_first_then_quick_evaluations_then_autoattack(reproduction,
     reproduction.main(["--only", "wrn16-2-mixacm-t20", "teacher-wrn16-2-nfgsm-20ep"])  # in the order given
     names = ["wrn16-2-mixacm-t20", "teacher-wrn16-2-nfgsm-20ep"]
     assert calls == [(key, name) for key in ("train", "fgsm", "autoattack") for name in names]
+    calls.clear()
+    reproduction.main(["--only", *names, "--evaluations", "fgsm"])
+    assert calls == [(key, name) for key in ("train", "fgsm") for name in names]
     mixacm_t20 = next(s for s in reproduction.STAGES if s.name == names[0]).command(reproduction.DEFAULT_DATASET)
     assert mixacm_t20[mixacm_t20.index("--teacher") + 1] == "benchmarks/runs/teacher-wrn16-2-nfgsm-20ep"
     teacher = next(s for s in reproduction.STAGES if s.name == names[1]).command(reproduction.DEFAULT_DATASET)

@@ -31,6 +31,19 @@ def test_activated_channel_map_is_normalised_spatial_max():
     assert torch.allclose(activated_channel_map(x), torch.tensor([[0.6, 0.8]]))
 
 
+def test_activated_channel_map_matches_amax_and_routes_gradient_to_the_maximum():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 8, 6, 6, generator=generator).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    reference = x.detach().amax(dim=(2, 3))
+    assert torch.equal(activated_channel_map(x, normalize=False), reference)
+    activated_channel_map(x, normalize=False).sum().backward()
+    assert torch.equal(x.grad, (x.detach() == reference[:, :, None, None]).float())
+    # bf16 maps (autocast) reduce exactly, returned in fp32
+    half = x.detach().to(torch.bfloat16)
+    assert torch.equal(activated_channel_map(half, normalize=False), half.amax(dim=(2, 3)).float())
+
+
 def test_all_zero_maps_give_finite_loss_and_gradient():
     student = torch.zeros(2, 3, 4, 4, requires_grad=True)
     teacher = torch.zeros(2, 3, 4, 4)

@@ -19,6 +19,7 @@ from test_models import load_without_package
 from mixacm_hf import WideResNetConfig, WideResNetForImageClassification
 from mixacm_hf.hub import (
     HubPushError,
+    create_model_card,
     load_reports,
     main,
     push_robust_model,
@@ -98,6 +99,15 @@ def test_card_metadata_files_and_values(saved):
     assert not list(folder.glob("*.bin"))
     assert [r.to_dict() for r in load_reports(folder)] == [report.to_dict()]
     assert "| PGD-2 | Linf, eps=8/255 |" in card.text and "Sanity checks" in card.text
+
+
+def test_card_usage_snippet_is_valid_python_within_120_columns_for_a_long_repo_id(saved):
+    _, _, report = saved
+    repo_id = "model_cards/teacher-wrn16-2-nfgsm-20ep-with-a-much-longer-name-than-usual"
+    text = create_model_card("robust", [report], repo_id=repo_id).text
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    compile(snippet, "usage", "exec")
+    assert snippet.count(repo_id) == 1 and max(len(line) for line in snippet.splitlines()) <= 120
 
 
 def test_loads_with_remote_code_and_pipeline_without_the_package(saved, tmp_path):

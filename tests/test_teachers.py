@@ -179,14 +179,17 @@ def test_robustness_resnet50_matches_torchvision(tmp_path):
     stages = [reference.maxpool, reference.layer1, reference.layer2, reference.layer3, reference.layer4]
     assert_matches(teacher, normalized_reference, stages, x, rtol=1e-4, atol=1e-4)
 
-    # The converted folder keeps the normaliser in its image processor and loads back to the same function.
+    # The converted folder keeps the normaliser in its image processor and loads back to the same function (up to
+    # float reordering: the reloaded ResNet-50 may take other convolution kernels, e.g. with one thread).
     save_converted_teacher(tmp_path / "imagenet_linf_4.pt", "robustness-resnet50", tmp_path / "hf")
     assert (tmp_path / "hf" / "model.safetensors").is_file() and (
         tmp_path / "hf" / "preprocessor_config.json"
     ).is_file()
     reloaded = load_teacher(tmp_path / "hf", image_size=32)
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(pixel_values=x).logits, teacher(pixel_values=x).logits, rtol=0, atol=0)
+        torch.testing.assert_close(
+            reloaded(pixel_values=x).logits, teacher(pixel_values=x).logits, rtol=1e-4, atol=1e-4
+        )
 
 
 class Normalize(nn.Module):

@@ -1,15 +1,16 @@
 """Training cost of every method against PGD-7 adversarial training, measured in real training runs.
 
-    python benchmarks/method_cost.py [--steps 45] [--dataset ../shared/datasets/cifar10]
+    python benchmarks/method_cost.py [--steps 25] [--rounds 3] [--dataset ../shared/datasets/cifar10]
 
 Runs `run_mixacm` (the code behind training/run_mixacm.py) with training/configs/cifar10_cpu_wrn16-2.yaml (WRN-16-2
 student and teacher, batch 128, bf16 autocast + channels_last, one data-loader worker, CIFAR-10) for `--steps`
 optimiser steps of natural, kd, mixacm-no-mixup, mixacm, mixacm with the teacher compiled (--compile_teacher),
-n-fgsm and pgd-at (PGD-7, step 2/255), one after the other, and reports the median time per training iteration
-(data loading and Trainer bookkeeping included, the first 5 left out) and, for the teacher methods, the median time
-of the teacher's forward. Prints each iteration relative to PGD-7 AT's (target for mixacm: <= 0.25, the CPU
-reproduction's acceptance on wall time) and writes benchmarks/results/method_cost.json. Run it on an otherwise idle
-machine: methods are timed one after the other, so background load is not shared evenly.
+n-fgsm and pgd-at (PGD-7, step 2/255), in `--rounds` rounds that each run every method once (interleaved, so slow
+drift of the machine's speed hits all methods alike), and reports the median time per training iteration over all
+rounds (data loading and Trainer bookkeeping included, the first 5 of each run left out) and, for the teacher
+methods, the median time of the teacher's forward. Prints each iteration relative to PGD-7 AT's (target for mixacm:
+<= 0.25, the CPU reproduction's acceptance on wall time) and writes benchmarks/results/method_cost.json. Run it on
+an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def time_teacher_forward(samples: list[float]) -> None:
 
 def measure(
     method: str, extra_flags: list[str], steps: int, dataset: str, teacher_seconds: list[float]
-) -> dict[str, float | None]:
+) -> tuple[list[float], list[float]]:
+    """Iteration times and teacher-forward times of one short run, warm-up left out."""
     clock, first_teacher_sample = IterationClock(), len(teacher_seconds)
     with tempfile.TemporaryDirectory() as output_dir:
         flags = [
@@ -80,33 +82,33 @@ def measure(
             "--eval_eps_sweep", "", *extra_flags,
         ]  # fmt: skip
         run_mixacm(*parse_with_config(argument_parser(), flags), callbacks=[clock])
-    teacher = teacher_seconds[first_teacher_sample + WARMUP :]
-    return {
-        "seconds_per_step": statistics.median(clock.seconds[WARMUP:]),
-        "teacher_forward_seconds": statistics.median(teacher) if teacher else None,
-    }
+    return clock.seconds[WARMUP:], teacher_seconds[first_teacher_sample + WARMUP :]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=45)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dataset", default="../shared/datasets/cifar10")
     args = parser.parse_args()
     teacher_seconds: list[float] = []
     time_teacher_forward(teacher_seconds)
-    measured = {
-        name: measure(method, flags, args.steps, args.dataset, teacher_seconds)
-        for name, (method, flags) in VARIANTS.items()
-    }
-    seconds = {name: values["seconds_per_step"] for name, values in measured.items()}
+    step_samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    teacher_samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for _ in range(args.rounds):
+        for name, (method, flags) in VARIANTS.items():
+            steps, teacher = measure(method, flags, args.steps, args.dataset, teacher_seconds)
+            step_samples[name] += steps
+            teacher_samples[name] += teacher
+    seconds = {name: statistics.median(samples) for name, samples in step_samples.items()}
+    teacher_forward = {name: statistics.median(samples) for name, samples in teacher_samples.items() if samples}
     relative = {name: seconds[name] / seconds["pgd-at"] for name in VARIANTS}
     result = {
         "config": str(CONFIG.relative_to(REPO)),
-        "steps_timed": args.steps - 1 - WARMUP,
+        "steps_timed": args.rounds * (args.steps - 1 - WARMUP),
+        "rounds": args.rounds,
         "seconds_per_step": {k: round(v, 4) for k, v in seconds.items()},
-        "teacher_forward_seconds": {
-            k: round(v["teacher_forward_seconds"], 4) for k, v in measured.items() if v["teacher_forward_seconds"]
-        },
+        "teacher_forward_seconds": {k: round(v, 4) for k, v in teacher_forward.items()},
         "backward_passes_per_image": {name: METHODS[method] for name, (method, _) in VARIANTS.items()},
         "vs_pgd7_at": {k: round(v, 3) for k, v in relative.items()},
         "target_mixacm_vs_pgd7_at": TARGET,
@@ -114,7 +116,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "method_cost.json").write_text(json.dumps(result, indent=2) + "\n")
     for name, (method, _) in VARIANTS.items():
-        teacher = measured[name]["teacher_forward_seconds"]
+        teacher = teacher_forward.get(name)
         teacher_text = f"  (teacher forward {teacher:.4f} s)" if teacher else ""
         print(
             f"{name:24s} {seconds[name]:.4f} s/step  {relative[name]:.3f} x PGD-7 AT  "

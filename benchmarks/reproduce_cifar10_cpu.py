@@ -124,7 +124,8 @@ STAGES = [
         teacher=STRONG_TEACHER,
     ),
     # Mixup strength: with the 10-epoch teacher, no mixup beat mixup (Beta(1, 1)) on every measure at 10 epochs. A
-    # weaker mixup, Beta(0.2, 0.2) (the paper's ImageNet setting: most lambdas near 0 or 1), keeps the method MixACM.
+    # weaker mixup, Beta(0.2, 0.2) (most lambdas near 0 or 1; within the mixup paper's ImageNet range, as in this
+    # project's ImageNet config), keeps the method MixACM.
     Stage(
         "wrn16-2-mixacm-t20-mixup02",
         "student",

@@ -84,25 +84,42 @@ class Stage:
 
 
 COMPILED_TEACHER = ["--compile_teacher", "true"]
+# The paper's mixup, Beta(1, 1), for the stages trained while it was the CPU config's default (now Beta(0.2, 0.2)).
+PAPER_MIXUP = ["--mixup_alpha", "1.0"]
 TEACHER_METHODS = {"mixacm", "mixacm-no-mixup", "acm-only", "kd"}
 STAGES = [
     # The teacher was trained (session 1) in fp32, before the config switched to bf16 autocast + channels_last.
     Stage(TEACHER, "teacher", "n-fgsm", "wrn-16-2", ["--bf16", "false", "--channels_last", "false"], publish=True),
-    Stage("wrn16-2-mixacm", "student", "mixacm", "wrn-16-2", publish=True),
+    Stage("wrn16-2-mixacm", "student", "mixacm", "wrn-16-2", PAPER_MIXUP, publish=True),
     Stage("wrn16-2-pgd7-at", "student", "pgd-at", "wrn-16-2", ["--pgd_steps", "7", "--pgd_step_size", "2/255"]),
     Stage("wrn16-2-kd", "student", "kd", "wrn-16-2"),
     Stage("wrn16-2-mixacm-no-mixup", "student", "mixacm-no-mixup", "wrn-16-2"),
     Stage("wrn16-2-natural", "student", "natural", "wrn-16-2", autoattack=False),
-    Stage("wrn16-1-mixacm", "student", "mixacm", "wrn-16-1", autoattack=False, publish=True),
+    Stage("wrn16-1-mixacm", "student", "mixacm", "wrn-16-1", PAPER_MIXUP, autoattack=False, publish=True),
     # Ablation: the paper's SGD has no gradient clipping; Trainer's default max_grad_norm=1 clips every MixACM step
     # (its gradient norm is 4-16, PGD-7 AT's 0.5-1.3).
-    Stage("wrn16-2-mixacm-noclip", "student", "mixacm", "wrn-16-2", ["--max_grad_norm", "0"], autoattack=False),
+    Stage(
+        "wrn16-2-mixacm-noclip",
+        "student",
+        "mixacm",
+        "wrn-16-2",
+        [*PAPER_MIXUP, "--max_grad_norm", "0"],
+        autoattack=False,
+    ),
     # Teacher strength: the 10-epoch teacher is no stronger than the PGD-7 AT baseline, and the students track it.
     # A teacher twice as long (N-FGSM, bf16 like the students, ~65 min), and the teacher-dependent students that
     # decide the claim trained against it with the same 10 epochs, their frozen teacher compiled (inductor freezing).
     Stage(STRONG_TEACHER, "teacher", "n-fgsm", "wrn-16-2", epochs=2 * EPOCHS, publish=True),
     *(
-        Stage(name, "student", method, "wrn-16-2", COMPILED_TEACHER, teacher=STRONG_TEACHER, publish=publish)
+        Stage(
+            name,
+            "student",
+            method,
+            "wrn-16-2",
+            [*COMPILED_TEACHER, *(PAPER_MIXUP if method == "mixacm" else [])],
+            teacher=STRONG_TEACHER,
+            publish=publish,
+        )
         for name, method, publish in [
             ("wrn16-2-mixacm-t20", "mixacm", True),
             ("wrn16-2-kd-t20", "kd", False),
@@ -119,7 +136,7 @@ STAGES = [
         "student",
         "mixacm",
         "wrn-16-2",
-        [*COMPILED_TEACHER, "--alpha_acm", "20000"],
+        [*COMPILED_TEACHER, *PAPER_MIXUP, "--alpha_acm", "20000"],
         autoattack=False,
         teacher=STRONG_TEACHER,
     ),
@@ -133,6 +150,7 @@ STAGES = [
         "wrn-16-2",
         [*COMPILED_TEACHER, "--mixup_alpha", "0.2"],
         teacher=STRONG_TEACHER,
+        publish=True,
     ),
 ]
 

@@ -74,6 +74,30 @@ def test_student_commands_share_epochs_schedule_and_precision(reproduction):
     assert pgd7[pgd7.index("--pgd_steps") + 1] == "7" and pgd7[pgd7.index("--pgd_step_size") + 1] == "2/255"
 
 
+def test_stage_commands_give_the_hyperparameters_their_models_were_trained_with(reproduction, monkeypatch):
+    """Each stage's command, parsed against today's CPU config, reproduces the hyperparameters recorded when its
+    committed model was trained (the config's defaults may move on: old stages pin what they used)."""
+    from mixacm_hf.cli import parse_with_config
+    from mixacm_hf.hub import _relevant_hyperparameters
+    from mixacm_hf.run import argument_parser
+
+    monkeypatch.chdir(REPO)  # the commands' paths are relative to the repository
+    trained = [s for s in reproduction.STAGES if (s.output_dir / "train_summary.json").is_file()]
+    if not trained:
+        pytest.skip("no trained stage folder under benchmarks/runs")
+    for stage in trained:
+        command = stage.command(reproduction.DEFAULT_DATASET)
+        model_args, _, training_args, _ = parse_with_config(argument_parser(), command[command.index("--config") :])
+        summary = json.loads((stage.output_dir / "train_summary.json").read_text())
+        recorded = _relevant_hyperparameters(stage.method, summary["hyperparameters"])  # e.g. no mixup_alpha for AT
+        parsed = {key: getattr(training_args, key) for key in recorded}
+        parsed["lr_scheduler_type"] = str(training_args.lr_scheduler_type.value)
+        assert training_args.method == summary["method"] and parsed == pytest.approx(recorded), stage.name
+        assert model_args.student == summary["student"] and (model_args.teacher == summary["teacher"]) == (
+            summary["teacher"] is not None
+        ), stage.name
+
+
 @pytest.mark.skipif(not RESULTS.is_file(), reason="benchmarks/results/cifar10_cpu.json not produced yet")
 def test_committed_results_are_consistent_with_their_model_folders():
     rows = json.loads(RESULTS.read_text())["rows"]

@@ -198,8 +198,9 @@ def evaluate(stage: Stage, dataset: str, key: str) -> None:
 
 def publish(stage: Stage) -> None:
     """Copy a finished, fully evaluated model folder to model_cards/ (no checkpoints, logs or pickles), its card
-    rendered anew from all its reports with the usage snippets pointing at the published folder. Reports merge
-    smallest n first, so each metric shows its largest sample (clean and PGD-20 on N_EVAL, not on N_AUTOATTACK)."""
+    rendered anew from all its reports with the usage snippets pointing at the published folder and the teacher named
+    by its published folder. Reports merge smallest n first, so each metric shows its largest sample (clean and
+    PGD-20 on N_EVAL, not on N_AUTOATTACK)."""
     from mixacm_hf.hub import load_reports, write_model_card
 
     done = measured(stage, "fgsm") is not None and (not stage.autoattack or measured(stage, "autoattack") is not None)
@@ -209,6 +210,9 @@ def publish(stage: Stage) -> None:
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(stage.output_dir, target, ignore=shutil.ignore_patterns("checkpoint-*", "*.bin", "*.log", "runs"))
     summary = json.loads((target / "train_summary.json").read_text())
+    if summary.get("teacher") and (MODEL_CARDS / Path(summary["teacher"]).name).is_dir():  # its published folder
+        summary["teacher"] = str((MODEL_CARDS / Path(summary["teacher"]).name).relative_to(REPO))
+        (target / "train_summary.json").write_text(json.dumps(summary, indent=2))
     repo_path = str(target.relative_to(REPO))
     reports = sorted(load_reports(target), key=lambda report: report.n_examples)
     write_model_card(target, reports, summary, repo_id=repo_path, dataset_id=DATASET_ID)

@@ -116,6 +116,29 @@ def test_committed_results_are_consistent_with_their_model_folders():
             assert row["n_eval_autoattack"] >= 500 and row["autoattack"] <= row["clean"]
 
 
+def test_published_card_names_the_teacher_by_its_published_folder(reproduction, tmp_path, monkeypatch):
+    stage = next(s for s in reproduction.STAGES if s.name == "wrn16-2-mixacm-t20-mixup02")
+    run = REPO / "benchmarks" / "runs" / stage.name
+    if not (run / "train_summary.json").is_file():
+        pytest.skip(f"{run} not trained")
+    for name, path in [("REPO", tmp_path), ("RUNS", tmp_path / "runs"), ("MODEL_CARDS", tmp_path / "model_cards")]:
+        monkeypatch.setattr(reproduction, name, path)
+    folder = tmp_path / "runs" / stage.name
+    folder.mkdir(parents=True)
+    for file in ("config.json", "train_summary.json"):
+        (folder / file).write_text((run / file).read_text())
+    reports = [_report({"fgsm": 0.4, "pgd-20": 0.35, "all": 0.35}, 1000), _report({"autoattack": 0.3, "all": 0.3}, 500)]
+    (folder / "robustness.json").write_text(json.dumps(reports))
+    assert json.loads((folder / "train_summary.json").read_text())["teacher"].startswith("benchmarks/runs/")
+    (tmp_path / "model_cards" / reproduction.STRONG_TEACHER).mkdir(parents=True)  # the teacher is published
+    reproduction.publish(stage)
+    published = tmp_path / "model_cards" / stage.name
+    teacher = f"model_cards/{reproduction.STRONG_TEACHER}"
+    assert json.loads((published / "train_summary.json").read_text())["teacher"] == teacher
+    card = (published / "README.md").read_text()
+    assert f"teacher: {teacher}" in card  # the card's metadata (its training command keeps the path it ran with)
+
+
 def test_cpu_config_default_teacher_is_robust(cifar10_path):
     """The README's main command trains from the config's default teacher: it must exist, load and resist PGD."""
     from mixacm_hf.robustness import evaluate_robustness

@@ -210,8 +210,9 @@ def publish(stage: Stage) -> None:
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(stage.output_dir, target, ignore=shutil.ignore_patterns("checkpoint-*", "*.bin", "*.log", "runs"))
     summary = json.loads((target / "train_summary.json").read_text())
-    if summary.get("teacher") and (MODEL_CARDS / Path(summary["teacher"]).name).is_dir():  # its published folder
-        summary["teacher"] = str((MODEL_CARDS / Path(summary["teacher"]).name).relative_to(REPO))
+    published_teacher = MODEL_CARDS / Path(summary["teacher"]).name if summary.get("teacher") else None
+    if published_teacher and published_teacher.is_dir():
+        summary["teacher"] = str(published_teacher.relative_to(REPO))
         (target / "train_summary.json").write_text(json.dumps(summary, indent=2))
     repo_path = str(target.relative_to(REPO))
     reports = sorted(load_reports(target), key=lambda report: report.n_examples)

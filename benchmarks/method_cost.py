@@ -3,14 +3,15 @@
     python benchmarks/method_cost.py [--steps 25] [--rounds 3] [--dataset ../shared/datasets/cifar10]
 
 Runs `run_mixacm` (the code behind training/run_mixacm.py) with training/configs/cifar10_cpu_wrn16-2.yaml (WRN-16-2
-student and teacher, batch 128, bf16 autocast + channels_last, one data-loader worker, CIFAR-10) for `--steps`
-optimiser steps of natural, kd, mixacm-no-mixup, mixacm, mixacm with the teacher compiled (--compile_teacher),
-n-fgsm and pgd-at (PGD-7, step 2/255), in `--rounds` rounds that each run every method once (interleaved, so slow
-drift of the machine's speed hits all methods alike), and reports the median time per training iteration over all
-rounds (data loading and Trainer bookkeeping included, the first 5 of each run left out) and, for the teacher
-methods, the median time of the teacher's forward. Prints each iteration relative to PGD-7 AT's (target for mixacm:
-<= 0.25, the CPU reproduction's acceptance on wall time) and writes benchmarks/results/method_cost.json. Run it on
-an otherwise idle machine.
+student and teacher, batch 128, bf16 autocast + channels_last, CIFAR-10 decoded into memory and augmented a batch at
+a time, no data-loader worker) for `--steps` optimiser steps of natural, kd, mixacm-no-mixup, mixacm, mixacm with
+the teacher compiled (--compile_teacher), n-fgsm and pgd-at (PGD-7, step 2/255), and of mixacm (teacher compiled)
+and pgd-at with the per-image PIL input pipeline in one data-loader worker (the config's before), in `--rounds`
+rounds that each run every variant once (interleaved, so slow drift of the machine's speed hits all alike), and
+reports the median time per training iteration over all rounds (data loading and Trainer bookkeeping included, the
+first 5 of each run left out) and, for the teacher methods, the median time of the teacher's forward. Prints each
+iteration relative to PGD-7 AT's with the same input pipeline (target for mixacm: <= 0.25, the CPU reproduction's
+acceptance on wall time) and writes benchmarks/results/method_cost.json. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -33,9 +34,13 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "training" / "configs" / "cifar10_cpu_wrn16-2.yaml"
 # backward passes per training image: attack steps (PGD-k: k, N-FGSM: 1) + the training step
 METHODS = {"natural": 1, "kd": 1, "mixacm-no-mixup": 1, "mixacm": 1, "n-fgsm": 2, "pgd-at": 8}
-# name -> (method, extra flags); the compiled variant pays its one-off compile inside the left-out first steps
+COMPILED_TEACHER = ["--compile_teacher", "true"]
+PIL_PIPELINE = ["--in_memory_images", "false", "--dataloader_num_workers", "1"]
+# name -> (method, extra flags); the compiled variants pay their one-off compile inside the left-out first steps
 VARIANTS = {method: (method, []) for method in METHODS} | {
-    "mixacm+compiled-teacher": ("mixacm", ["--compile_teacher", "true"])
+    "mixacm+compiled-teacher": ("mixacm", COMPILED_TEACHER),
+    "mixacm+compiled-teacher+pil-pipeline": ("mixacm", [*COMPILED_TEACHER, *PIL_PIPELINE]),
+    "pgd-at+pil-pipeline": ("pgd-at", PIL_PIPELINE),
 }
 WARMUP = 5
 TARGET = 0.25
@@ -102,7 +107,7 @@ def main() -> None:
             teacher_samples[name] += teacher
     seconds = {name: statistics.median(samples) for name, samples in step_samples.items()}
     teacher_forward = {name: statistics.median(samples) for name, samples in teacher_samples.items() if samples}
-    relative = {name: seconds[name] / seconds["pgd-at"] for name in VARIANTS}
+    relative = {name: seconds[name] / seconds[pgd7_with_the_pipeline_of(name)] for name in VARIANTS}
     result = {
         "config": str(CONFIG.relative_to(REPO)),
         "steps_timed": args.rounds * (args.steps - 1 - WARMUP),
@@ -119,13 +124,18 @@ def main() -> None:
         teacher = teacher_forward.get(name)
         teacher_text = f"  (teacher forward {teacher:.4f} s)" if teacher else ""
         print(
-            f"{name:24s} {seconds[name]:.4f} s/step  {relative[name]:.3f} x PGD-7 AT  "
+            f"{name:38s} {seconds[name]:.4f} s/step  {relative[name]:.3f} x PGD-7 AT  "
             f"{METHODS[method]} bwd/img{teacher_text}"
         )
     print(
         f"MixACM step / PGD-7 AT step = {relative['mixacm']:.3f}, with the teacher compiled "
-        f"{relative['mixacm+compiled-teacher']:.3f} (target <= {TARGET})"
+        f"{relative['mixacm+compiled-teacher']:.3f}; with the per-image PIL pipeline "
+        f"{relative['mixacm+compiled-teacher+pil-pipeline']:.3f} (target <= {TARGET})"
     )
+
+
+def pgd7_with_the_pipeline_of(name: str) -> str:
+    return "pgd-at+pil-pipeline" if name.endswith("+pil-pipeline") else "pgd-at"
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ class Stage:
     publish: bool = False  # copied to model_cards/ with its card; evaluated along an eps sweep for the card's plot
     teacher: str = TEACHER  # the stage distilled from (methods in TEACHER_METHODS)
     epochs: int = EPOCHS
+    in_memory_images: bool = False  # the config's input pipeline; the stages trained before it pin PIL_PIPELINE
 
     @property
     def output_dir(self) -> Path:
@@ -79,19 +80,22 @@ class Stage:
             "--num_train_epochs", str(self.epochs), "--seed", str(SEED),
             "--output_dir", str(self.output_dir.relative_to(REPO)), "--resume_from_checkpoint", "last",
             "--eval_attacks", "clean", "--eval_n", str(N_EVAL), "--eval_eps_sweep", "", "--card_dataset_id", DATASET_ID,
-            *teacher, *self.flags,
+            *teacher, *self.flags, *([] if self.in_memory_images else PIL_PIPELINE),
         ]  # fmt: skip
 
 
 COMPILED_TEACHER = ["--compile_teacher", "true"]
+PGD7 = ["--pgd_steps", "7", "--pgd_step_size", "2/255"]  # the paper's adversarial-training baseline
 # The paper's mixup, Beta(1, 1), for the stages trained while it was the CPU config's default (now Beta(0.2, 0.2)).
 PAPER_MIXUP = ["--mixup_alpha", "1.0"]
+# The per-image PIL input pipeline in one dataloader worker, for the stages trained while it was the CPU config's.
+PIL_PIPELINE = ["--in_memory_images", "false", "--dataloader_num_workers", "1"]
 TEACHER_METHODS = {"mixacm", "mixacm-no-mixup", "acm-only", "kd"}
 STAGES = [
     # The teacher was trained (session 1) in fp32, before the config switched to bf16 autocast + channels_last.
     Stage(TEACHER, "teacher", "n-fgsm", "wrn-16-2", ["--bf16", "false", "--channels_last", "false"], publish=True),
     Stage("wrn16-2-mixacm", "student", "mixacm", "wrn-16-2", PAPER_MIXUP, publish=True),
-    Stage("wrn16-2-pgd7-at", "student", "pgd-at", "wrn-16-2", ["--pgd_steps", "7", "--pgd_step_size", "2/255"]),
+    Stage("wrn16-2-pgd7-at", "student", "pgd-at", "wrn-16-2", PGD7),
     Stage("wrn16-2-kd", "student", "kd", "wrn-16-2"),
     Stage("wrn16-2-mixacm-no-mixup", "student", "mixacm-no-mixup", "wrn-16-2"),
     Stage("wrn16-2-natural", "student", "natural", "wrn-16-2", autoattack=False),
@@ -151,6 +155,20 @@ STAGES = [
         [*COMPILED_TEACHER, "--mixup_alpha", "0.2"],
         teacher=STRONG_TEACHER,
         publish=True,
+    ),
+    # Wall time: per-image PIL decoding and augmentation in a dataloader worker took ~34 ms of one of the 2 cores per
+    # batch, which costs a MixACM step (0.40 s) relatively more than a PGD-7 AT step (1.6 s). The same student with the
+    # config's in-memory pipeline (decoded once, batches cropped/flipped as tensors in the training process, no
+    # worker); `benchmarks/method_cost.py` times PGD-7 AT with both pipelines (the same within noise).
+    Stage(
+        "wrn16-2-mixacm-t20-mixup02-inmem",
+        "student",
+        "mixacm",
+        "wrn-16-2",
+        COMPILED_TEACHER,
+        teacher=STRONG_TEACHER,
+        publish=True,
+        in_memory_images=True,
     ),
 ]
 

@@ -10,13 +10,17 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import v2
+from tqdm.auto import tqdm
 
 IMAGE_COLUMNS = ("img", "image", "pixel_values")
 LABEL_COLUMNS = ("label", "labels", "fine_label")
 CIFAR_IMAGE_SIZE = 32
+CIFAR_CROP_PADDING = 4
 
 
 def resolve_columns(
@@ -56,7 +60,7 @@ def image_transform(train: bool, image_size: int = CIFAR_IMAGE_SIZE) -> Callable
         if train:
             steps = [
                 v2.Resize((image_size, image_size)),
-                v2.RandomCrop(image_size, padding=4),
+                v2.RandomCrop(image_size, padding=CIFAR_CROP_PADDING),
                 v2.RandomHorizontalFlip(),
             ]
         else:
@@ -101,23 +105,101 @@ def load_image_dataset(
     seed: int = 0,
     name: str | None = None,
     revision: str | None = None,
-) -> datasets.Dataset | datasets.IterableDataset:
+    in_memory: bool = False,
+) -> datasets.Dataset | datasets.IterableDataset | InMemoryImageDataset:
     """Load a local folder (parquet layout, imagefolder) or a Hub id, with transforms yielding pixel_values/labels.
 
     `train` (default: split == "train") picks augmentation. Streaming datasets are shuffled with a buffer and
-    sharded per process when torch.distributed is initialised.
+    sharded per process when torch.distributed is initialised. `in_memory` decodes the images once and augments
+    whole batches (`InMemoryImageDataset`; CIFAR-sized images of a map-style dataset).
     """
     train = split == "train" if train is None else train
+    if in_memory and (streaming or image_size > CIFAR_IMAGE_SIZE):
+        raise ValueError(
+            f"in_memory_images is for map-style datasets of CIFAR-sized images (<= {CIFAR_IMAGE_SIZE} px), got "
+            f"streaming={streaming}, image_size={image_size}: drop --in_memory_images (per-image transforms)."
+        )
     dataset = datasets.load_dataset(path, name, split=split, streaming=streaming, revision=revision)
     features = dataset.features or {}
     image_column, label_column = resolve_columns(list(features) or dataset.column_names, image_column, label_column)
+    if not streaming and max_samples is not None:
+        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    if in_memory:
+        return InMemoryImageDataset(dataset, image_column, label_column, train, image_size)
     transform = example_transform(image_column, label_column, train, image_size)
     if streaming:
         return _prepare_stream(dataset, transform, train, max_samples, shuffle_buffer_size, seed)
-    if max_samples is not None:
-        dataset = dataset.select(range(min(max_samples, len(dataset))))
     dataset.set_transform(transform)
     return dataset
+
+
+class InMemoryImageDataset(torch.utils.data.Dataset):
+    """A map-style dataset of small images decoded once into memory (uint8 (N, 3, H, W): 150 MB for CIFAR-10's
+    training set), each batch converted and augmented as one tensor (`__getitems__`, which DataLoader calls with a
+    batch's indices): the same random crop with 4-px zero padding + horizontal flip as `image_transform`, at a
+    fraction of the per-image PIL pipeline's cost, so no dataloader worker needs to compete for a small CPU's cores.
+
+    Examples are {"pixel_values": float (3, H, W) in [0, 1], "labels": int}, as from `load_image_dataset`.
+    """
+
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        image_column: str,
+        label_column: str,
+        train: bool,
+        image_size: int = CIFAR_IMAGE_SIZE,
+        decode_batch_size: int = 1000,
+    ):
+        self.train = train
+        self.images = torch.empty(len(dataset), 3, image_size, image_size, dtype=torch.uint8)
+        labels = []
+        for start in tqdm(range(0, len(dataset), decode_batch_size), desc="Decoding images into memory"):
+            batch = dataset[start : start + decode_batch_size]
+            pixels = np.stack([_rgb_array(image, image_size) for image in batch[image_column]])
+            self.images[start : start + len(pixels)] = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+            labels += batch[label_column]
+        self.labels = torch.tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images = self.images[index]
+        if self.train:
+            images = random_crop_flip(images, CIFAR_CROP_PADDING)
+        pixel_values = images.float().mul_(1.0 / 255)  # as torchvision.transforms.v2.ToDtype(scale=True)
+        return [
+            {"pixel_values": pixels, "labels": int(label)} for pixels, label in zip(pixel_values, self.labels[index])
+        ]
+
+
+def _rgb_array(image: Image.Image, image_size: int) -> np.ndarray:
+    """PIL image (any mode, any size) -> uint8 (image_size, image_size, 3), resized like `image_transform`."""
+    image = image.convert("RGB")
+    if image.size != (image_size, image_size):
+        image = v2.functional.resize(image, [image_size, image_size])
+    return np.asarray(image)
+
+
+def random_crop_flip(images: torch.Tensor, padding: int) -> torch.Tensor:
+    """Batched `RandomCrop(size, padding)` + `RandomHorizontalFlip()` on (B, C, H, W): for every image its own
+    crop offsets of the zero-padded image (uniform in [0, 2 padding]) and its own coin flip (global torch RNG)."""
+    batch, _, height, width = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))
+    top = torch.randint(0, 2 * padding + 1, (batch, 1, 1, 1))
+    left = torch.randint(0, 2 * padding + 1, (batch, 1, 1, 1))
+    flip = torch.rand(batch, 1, 1, 1) < 0.5
+    columns = torch.arange(width).view(1, 1, 1, width)
+    columns = torch.where(flip, width - 1 - columns, columns)  # a flipped crop reads its columns backwards
+    rows = torch.arange(height).view(1, 1, height, 1)
+    samples = torch.arange(batch).view(batch, 1, 1, 1)
+    channels = torch.arange(images.shape[1]).view(1, -1, 1, 1)
+    return padded[samples, channels, top + rows, left + columns]
 
 
 def _prepare_stream(

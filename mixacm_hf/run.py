@@ -77,6 +77,14 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training images."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation images."})
     streaming: bool = field(default=False, metadata={"help": "Stream the training data (needs max_steps)."})
+    in_memory_images: bool = field(
+        default=False,
+        metadata={
+            "help": "Decode the training images once into memory and crop/flip whole batches as tensors: for "
+            "CIFAR-sized map-style datasets on a small CPU, where per-image PIL transforms in a dataloader worker "
+            "compete with training for the cores (use with dataloader_num_workers 0)."
+        },
+    )
 
 
 @dataclass
@@ -199,7 +207,8 @@ def run_mixacm(
     }
     train_dataset = load_image_dataset(
         data_args.dataset, data_args.train_split, streaming=data_args.streaming, train=True,
-        max_samples=data_args.max_train_samples, seed=training_args.seed, **common,
+        max_samples=data_args.max_train_samples, seed=training_args.seed, in_memory=data_args.in_memory_images,
+        **common,
     )  # fmt: skip
     eval_dataset = load_image_dataset(
         data_args.dataset, data_args.eval_split, train=False, max_samples=data_args.max_eval_samples, **common

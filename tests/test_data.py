@@ -8,10 +8,12 @@ from PIL import Image
 from transformers import AutoModelForImageClassification
 
 from mixacm_hf.data import (
+    InMemoryImageDataset,
     class_names,
     collate_image_batch,
     image_transform,
     load_image_dataset,
+    random_crop_flip,
     resolve_columns,
 )
 
@@ -60,6 +62,51 @@ def test_cifar10_map_style_and_streaming(cifar10_path):
         assert torch.equal(row["pixel_values"], item["pixel_values"]) and row["labels"] == item["labels"]
 
 
+def crop_and_flip_of(augmented: torch.Tensor, image: torch.Tensor, padding: int = 4) -> tuple[int, int, bool] | None:
+    """(top, left, flipped) such that `augmented` is that crop of the zero-padded `image`, or None."""
+    padded = torch.nn.functional.pad(image, (padding,) * 4)
+    height, width = image.shape[-2:]
+    for top in range(2 * padding + 1):
+        for left in range(2 * padding + 1):
+            crop = padded[..., top : top + height, left : left + width]
+            for flipped in (False, True):
+                if torch.equal(augmented, crop.flip(-1) if flipped else crop):
+                    return top, left, flipped
+    return None
+
+
+def test_random_crop_flip_gives_every_image_its_own_crop_of_the_padded_image():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(1, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=generator)  # no zeros: unambiguous
+    torch.manual_seed(0)
+    augmented = random_crop_flip(images, padding=4)
+    assert augmented.shape == images.shape and augmented.dtype == torch.uint8
+    found = [crop_and_flip_of(out, image) for out, image in zip(augmented, images)]
+    assert None not in found
+    tops, lefts, flips = zip(*found)
+    assert len(set(tops)) >= 6 and len(set(lefts)) >= 6 and min(tops + lefts) == 0 and max(tops + lefts) == 8
+    assert 16 <= sum(flips) <= 48  # fair coin per image
+
+
+def test_in_memory_dataset_matches_the_per_image_pipeline(cifar10_path):
+    reference = load_image_dataset(str(cifar10_path), "train", train=False, max_samples=48)
+    evaluation = load_image_dataset(str(cifar10_path), "train", train=False, max_samples=48, in_memory=True)
+    assert isinstance(evaluation, InMemoryImageDataset) and len(evaluation) == 48
+    for i in range(48):  # no augmentation: the very same tensors (decoding, RGB, [0, 1] scaling)
+        assert torch.equal(evaluation[i]["pixel_values"], reference[i]["pixel_values"])
+        assert evaluation[i]["labels"] == reference[i]["labels"]
+    training = load_image_dataset(str(cifar10_path), "train", max_samples=48, in_memory=True)
+    torch.manual_seed(0)
+    batch = collate_image_batch(training.__getitems__(list(range(48))))  # how DataLoader fetches a batch
+    assert batch["pixel_values"].shape == (48, 3, 32, 32) and batch["labels"].tolist() == evaluation.labels.tolist()
+    crops = [crop_and_flip_of(x, reference[i]["pixel_values"]) for i, x in enumerate(batch["pixel_values"])]
+    assert None not in crops and len(set(crops)) > 10
+    with pytest.raises(ValueError, match="drop --in_memory_images"):
+        load_image_dataset(str(cifar10_path), "train", streaming=True, in_memory=True)
+    with pytest.raises(ValueError, match="CIFAR-sized images"):
+        load_image_dataset(str(cifar10_path), "train", image_size=64, in_memory=True)
+
+
 def test_run_mixacm_smoke(tmp_path, cifar10_path):
     """run_mixacm.py: tiny natural teacher then a MixACM student, 512 images, a few steps; the folder loads back."""
     from training.run_mixacm import main
@@ -77,4 +124,4 @@ def test_run_mixacm_smoke(tmp_path, cifar10_path):
     assert student.config.id2label[0] == "airplane" and student.config.num_labels == 10
     assert student(torch.rand(2, 3, 32, 32)).logits.shape == (2, 10)
     summary = (tmp_path / "student" / "train_summary.json").read_text()
-    assert '"method": "mixacm"' in summary and '"steps": 3' in summary
+    assert '"method": "mixacm"' in summary and '"steps": 3' in summary and '"n_train": 512' in summary

@@ -4,7 +4,7 @@
 
 Prints, from one run, the throughput of two training input pipelines through MixACMTrainer's training dataloader, in
 images/s: the CPU config's (CIFAR-10 decoded once into memory, each batch cropped/flipped as one tensor in the
-training process, no dataloader worker) and the per-image one it replaced (PNG decode + PIL random crop/flip per
+training process, no dataloader worker) and the per-image one it replaced (image decode + PIL random crop/flip per
 image, in one dataloader worker), each over the throughput of the MixACM training step it feeds (WRN-16-2 teacher ->
 WRN-16-2 student, batch 128: loss, backward, SGD update); target ratio >= 3. Pipelines and training step are timed in
 alternating rounds (medians), so background load affects all alike. Each round of the worker pipeline first takes,

@@ -156,10 +156,10 @@ STAGES = [
         teacher=STRONG_TEACHER,
         publish=True,
     ),
-    # Wall time: per-image PIL decoding and augmentation in a dataloader worker took ~34 ms of one of the 2 cores per
+    # Wall time: per-image PIL decoding and augmentation in a dataloader worker took ~33 ms of one of the 2 cores per
     # batch, which costs a MixACM step (0.40 s) relatively more than a PGD-7 AT step (1.6 s). The same student with the
     # config's in-memory pipeline (decoded once, batches cropped/flipped as tensors in the training process, no
-    # worker); `benchmarks/method_cost.py` times PGD-7 AT with both pipelines (the same within noise).
+    # worker); `benchmarks/method_cost.py` times PGD-7 AT with both pipelines (2.4% apart), so the PGD-7 AT row stands.
     Stage(
         "wrn16-2-mixacm-t20-mixup02-inmem",
         "student",

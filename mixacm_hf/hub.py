@@ -157,7 +157,7 @@ def _evaluation(results: Sequence[EvalResult]) -> dict[str, Any] | None:
     }
 
 
-def _relevant_hyperparameters(method: str, hyperparameters: dict[str, Any]) -> dict[str, Any]:
+def relevant_hyperparameters(method: str, hyperparameters: dict[str, Any]) -> dict[str, Any]:
     """The hyperparameters `method` uses (MixACM's loss weights mean nothing for natural training)."""
     from .trainer import ADVERSARIAL, USES_ACM, USES_KLD, USES_MIXUP
 
@@ -195,7 +195,7 @@ def _training(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     return {
         "method": summary["method"],
         "teacher": _teacher(summary.get("teacher")),
-        "hyperparameters": _relevant_hyperparameters(summary["method"], summary.get("hyperparameters", {})),
+        "hyperparameters": relevant_hyperparameters(summary["method"], summary.get("hyperparameters", {})),
         "dataset": summary.get("dataset"),
         "n_train": summary.get("n_train"),
         "epochs": summary.get("epochs"),

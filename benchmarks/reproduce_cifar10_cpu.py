@@ -91,16 +91,19 @@ PGD7 = ["--pgd_steps", "7", "--pgd_step_size", "2/255"]  # the paper's adversari
 PAPER_MIXUP = ["--mixup_alpha", "1.0"]
 # The per-image PIL input pipeline in one dataloader worker, for the stages trained while it was the CPU config's.
 PIL_PIPELINE = ["--in_memory_images", "false", "--dataloader_num_workers", "1"]
+# The paper's main ACM weight, for the ACM stages trained while it was the CPU config's default (now 2000, the paper's
+# other value, with which the claim's student met every target).
+ACM_5000 = ["--alpha_acm", "5000"]
 TEACHER_METHODS = {"mixacm", "mixacm-no-mixup", "acm-only", "kd"}
 STAGES = [
     # The teacher was trained (session 1) in fp32, before the config switched to bf16 autocast + channels_last.
     Stage(TEACHER, "teacher", "n-fgsm", "wrn-16-2", ["--bf16", "false", "--channels_last", "false"], publish=True),
-    Stage("wrn16-2-mixacm", "student", "mixacm", "wrn-16-2", PAPER_MIXUP, publish=True),
+    Stage("wrn16-2-mixacm", "student", "mixacm", "wrn-16-2", [*PAPER_MIXUP, *ACM_5000], publish=True),
     Stage("wrn16-2-pgd7-at", "student", "pgd-at", "wrn-16-2", PGD7),
     Stage("wrn16-2-kd", "student", "kd", "wrn-16-2"),
-    Stage("wrn16-2-mixacm-no-mixup", "student", "mixacm-no-mixup", "wrn-16-2"),
+    Stage("wrn16-2-mixacm-no-mixup", "student", "mixacm-no-mixup", "wrn-16-2", ACM_5000),
     Stage("wrn16-2-natural", "student", "natural", "wrn-16-2", autoattack=False),
-    Stage("wrn16-1-mixacm", "student", "mixacm", "wrn-16-1", PAPER_MIXUP, autoattack=False, publish=True),
+    Stage("wrn16-1-mixacm", "student", "mixacm", "wrn-16-1", [*PAPER_MIXUP, *ACM_5000], autoattack=False, publish=True),
     # Ablation: the paper's SGD has no gradient clipping; Trainer's default max_grad_norm=1 clips every MixACM step
     # (its gradient norm is 4-16, PGD-7 AT's 0.5-1.3).
     Stage(
@@ -108,7 +111,7 @@ STAGES = [
         "student",
         "mixacm",
         "wrn-16-2",
-        [*PAPER_MIXUP, "--max_grad_norm", "0"],
+        [*PAPER_MIXUP, *ACM_5000, "--max_grad_norm", "0"],
         autoattack=False,
     ),
     # Teacher strength: the 10-epoch teacher is no stronger than the PGD-7 AT baseline, and the students track it.
@@ -121,7 +124,7 @@ STAGES = [
             "student",
             method,
             "wrn-16-2",
-            [*COMPILED_TEACHER, *(PAPER_MIXUP if method == "mixacm" else [])],
+            [*COMPILED_TEACHER, *(PAPER_MIXUP if method == "mixacm" else []), *(ACM_5000 if method != "kd" else [])],
             teacher=STRONG_TEACHER,
             publish=publish,
         )
@@ -153,7 +156,7 @@ STAGES = [
         "student",
         "mixacm",
         "wrn-16-2",
-        [*COMPILED_TEACHER, "--mixup_alpha", "0.2"],
+        [*COMPILED_TEACHER, *ACM_5000, "--mixup_alpha", "0.2"],
         teacher=STRONG_TEACHER,
         publish=True,
     ),
@@ -166,7 +169,7 @@ STAGES = [
         "student",
         "mixacm",
         "wrn-16-2",
-        COMPILED_TEACHER,
+        [*COMPILED_TEACHER, *ACM_5000],
         teacher=STRONG_TEACHER,
         publish=True,
         in_memory_images=True,
@@ -180,19 +183,21 @@ STAGES = [
         "student",
         "mixacm",
         "wrn-16-2",
-        [*COMPILED_TEACHER, "--mixup_alpha", "0.1"],
+        [*COMPILED_TEACHER, *ACM_5000, "--mixup_alpha", "0.1"],
         teacher=STRONG_TEACHER,
         in_memory_images=True,
     ),
     # Run-to-run spread and the ACM weight. The config's recipe with a second training seed (a fair mean of the
     # recipe), and the paper's other ACM weight, alpha_acm = 2000 (supplement A.1: the paper's runs use 2000 or 5000,
-    # whichever is better; 4x 5000 was worse here on every measure, so the other direction).
+    # whichever is better; 4x 5000 was worse here on every measure, so the other direction). Measured: seed 1 of the
+    # 5000 recipe 68.5 / FGSM 37.1 / PGD-20 31.1 / AutoAttack SEED1_AA; alpha_acm = 2000 70.0 / 38.4 / 32.9 / 29.8 in
+    # 1434 s, meeting every item of the claim (now the config's default; the stages before pin ACM_5000).
     Stage(
         "wrn16-2-mixacm-t20-mixup02-inmem-seed1",
         "student",
         "mixacm",
         "wrn-16-2",
-        COMPILED_TEACHER,
+        [*COMPILED_TEACHER, *ACM_5000],
         teacher=STRONG_TEACHER,
         in_memory_images=True,
         seed=1,
@@ -204,6 +209,7 @@ STAGES = [
         "wrn-16-2",
         [*COMPILED_TEACHER, "--alpha_acm", "2000"],
         teacher=STRONG_TEACHER,
+        publish=True,
         in_memory_images=True,
     ),
 ]
@@ -238,7 +244,9 @@ def evaluate(stage: Stage, dataset: str, key: str) -> None:
 
     if not (stage.output_dir / "train_summary.json").exists() or (key == "autoattack" and not stage.autoattack):
         return
-    if measured(stage, key) is not None:
+    previous = measured(stage, key)
+    sweep_missing = key == "fgsm" and stage.publish and previous is not None and previous.eps_sweep is None
+    if previous is not None and not sweep_missing:  # a stage published after its evaluation still gets its sweep
         print(f"[skip] {stage.name}: {key} measured")
         return
     attacks, n = (["clean", "fgsm", "pgd-20"], N_EVAL) if key == "fgsm" else (["clean", "pgd-20", key], N_AUTOATTACK)

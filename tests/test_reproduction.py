@@ -63,6 +63,29 @@ def test_result_row_has_the_issue_keys_and_measured_values(reproduction, tmp_pat
     assert "| 60.0 | 40.0 | 35.0 | 31.0 (500) |" in table and "89.9 / 48.1 / 43.6" in table  # ours, then the paper's
 
 
+def test_evaluation_is_skipped_when_measured_unless_a_published_stage_lacks_its_eps_sweep(
+    reproduction, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(reproduction, "RUNS", tmp_path)
+    calls = []
+    monkeypatch.setattr("mixacm_hf.hub.update_model_card", lambda *args, **kwargs: None)
+    monkeypatch.setattr(
+        "mixacm_hf.robustness.evaluate_robustness",
+        lambda path, dataset, attacks, **kwargs: calls.append((attacks[-1], kwargs["eps_sweep"])),
+    )
+    stage = reproduction.Stage("s", "student", "mixacm", "wrn-16-2")
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "train_summary.json").write_text("{}")
+    (folder / "robustness.json").write_text(json.dumps([_report({"fgsm": 0.4, "pgd-20": 0.35, "all": 0.35}, 1000)]))
+    reproduction.evaluate(stage, reproduction.DEFAULT_DATASET, "fgsm")
+    assert calls == []  # measured
+    stage.publish = True  # published after its evaluation: its card's eps-sweep plot is still missing
+    reproduction.evaluate(stage, reproduction.DEFAULT_DATASET, "fgsm")
+    reproduction.evaluate(stage, reproduction.DEFAULT_DATASET, "autoattack")
+    assert calls == [("pgd-20", reproduction.EPS_SWEEP), ("autoattack", None)]
+
+
 def test_student_commands_share_epochs_schedule_and_precision(reproduction):
     students = [s for s in reproduction.STAGES if s.role == "student"]
     commands = [s.command(reproduction.DEFAULT_DATASET) for s in students]

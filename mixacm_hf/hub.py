@@ -33,7 +33,8 @@ SUMMARY_NAME = "train_summary.json"
 PLOT_NAME = "robustness_vs_eps.png"
 TAGS = ("adversarial-robustness", "mixacm", "knowledge-distillation")
 RESULTS_START, RESULTS_END = "<!-- mixacm-hf:results:start -->", "<!-- mixacm-hf:results:end -->"
-HUB_IGNORE = ["checkpoint-*", "runs/*", "*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"]  # safetensors weights only
+# safetensors weights only; no checkpoints, logs, or the lock/temporary files of mixacm_hf.files
+HUB_IGNORE = ["checkpoint-*", "runs/*", ".*.lock", ".*.tmp", "*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"]
 LEADERBOARD_COLUMNS = (
     "model", "architecture", "params", "clean", "autoattack", "epochs", "backward_passes_per_image", "train_seconds",
     "device",

@@ -1,0 +1,62 @@
+"""Atomic, locked file writes: a reader never sees a half-written file, and read-modify-write cycles of concurrent
+processes do not lose each other's updates.
+
+Writes go to a temporary file in the target's folder and are moved over the target with `os.replace` (atomic on
+POSIX and Windows within one file system). Locks are `filelock.FileLock`s on a sibling `<name>.lock` file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from filelock import FileLock
+
+LOCK_TIMEOUT_SECONDS = 600.0
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Replace `path` with `data` in one step (temporary file in the same folder, fsync, `os.replace`).
+
+    Raises:
+        OSError: the folder is not writable; `path` is then left as it was.
+    """
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        if path.exists():
+            os.chmod(temporary, path.stat().st_mode & 0o777)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """`atomic_write_bytes` for UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+    """Hold an exclusive inter-process lock for `path` (a `<name>.lock` file beside it) around a read-modify-write.
+
+    Raises:
+        filelock.Timeout: another process held the lock for longer than `timeout` seconds.
+    """
+    path = Path(path)
+    with FileLock(str(path.parent / f".{path.name}.lock"), timeout=timeout):
+        yield

@@ -123,17 +123,121 @@ def build_affine_maps(teacher_channels: Sequence[int], student_channels: Sequenc
     return nn.ModuleList(nn.Linear(t, s) for t, s in zip(teacher_channels, student_channels))
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 10.0) -> torch.Tensor:
-    """gamma^2 KL(softmax(T / gamma) || softmax(S / gamma)), batch mean, in fp32."""
-    if student_logits.shape != teacher_logits.shape:
+WeightedTerms = dict[str, tuple[float, torch.Tensor]]
+"""{term name: (weight, value)}: a method's objective is sum(weight * value); each term is logged on its own."""
+
+
+def kl_divergence(target_logits: torch.Tensor, input_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(softmax(target / t) || softmax(input / t)) per example, batch mean, in fp32; gradients reach both sides.
+
+    Args:
+        target_logits: (B, K) logits of the distribution the KL is measured from (e.g. the teacher's soft labels).
+        input_logits: (B, K) logits of the distribution being fitted (e.g. the student's).
+        temperature: softmax temperature t > 0.
+    This is `nn.KLDivLoss(reduction="batchmean")(log_softmax(input), softmax(target))`, i.e. what papers written
+    against PyTorch denote KL(input, target) or KL(input || target): the expectation is always under `target`.
+
+    Raises:
+        ValueError: the logits' shapes differ.
+    """
+    if target_logits.shape != input_logits.shape:
         raise ValueError(
-            f"Student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ: "
-            "soft labels need a teacher trained on the same classes (drop KLD for cross-dataset transfer)."
+            f"KL divergence needs logits of one shape: target {tuple(target_logits.shape)} vs input "
+            f"{tuple(input_logits.shape)} (soft labels need a teacher trained on the same classes)."
         )
-    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    teacher_log_probs = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
-    kl = F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
-    return kl * temperature**2
+    input_log_probs = F.log_softmax(input_logits.float() / temperature, dim=-1)
+    target_log_probs = F.log_softmax(target_logits.float() / temperature, dim=-1)
+    return F.kl_div(input_log_probs, target_log_probs, reduction="batchmean", log_target=True)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 10.0) -> torch.Tensor:
+    """gamma^2 KL(softmax(T / gamma) || softmax(S / gamma)), batch mean, in fp32 (MixACM paper, Eq. 5; Hinton et al.).
+
+    Args:
+        student_logits, teacher_logits: (B, K) logits; the teacher's are detached.
+        temperature: gamma > 0.
+
+    Raises:
+        ValueError: the teacher has other classes than the student (drop the KL term for cross-dataset transfer).
+    """
+    return kl_divergence(teacher_logits.detach(), student_logits, temperature) * temperature**2
+
+
+TRADES_BETA = 6.0  # Zhang et al., ICML 2019, CIFAR-10 (1/lambda in the paper's notation)
+ARD_ALPHA, ARD_TEMPERATURE = 1.0, 30.0  # Goldblum et al., AAAI 2020, reference code's CIFAR-10 defaults
+RSLAD_ALPHA = 5 / 6  # Zi et al., ICCV 2021, Eq. 7 and reference code
+
+
+def trades_loss(
+    natural_logits: torch.Tensor, adversarial_logits: torch.Tensor, labels: torch.Tensor, beta: float = TRADES_BETA
+) -> WeightedTerms:
+    """TRADES (Zhang et al., ICML 2019, Eq. 5): CE(f(x), y) + beta * KL(f(x) || f(x_adv)).
+
+    Args:
+        natural_logits: (B, K) the model's logits on clean images x.
+        adversarial_logits: (B, K) its logits on x_adv (found by maximising the same KL in the eps ball).
+        labels: (B,) class indices.
+        beta: weight of the robustness (KL) term; 6 for CIFAR-10 in the paper.
+    Returns {"loss_ce": (1, CE), "loss_trades_kl": (beta, KL)}; gradients reach both logits (as in the paper's code).
+    """
+    return {
+        "loss_ce": (1.0, F.cross_entropy(natural_logits.float(), labels)),
+        "loss_trades_kl": (beta, kl_divergence(natural_logits, adversarial_logits)),
+    }
+
+
+def ard_loss(
+    student_adversarial_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    student_natural_logits: torch.Tensor | None = None,
+    alpha: float = ARD_ALPHA,
+    temperature: float = ARD_TEMPERATURE,
+) -> WeightedTerms:
+    """ARD (Goldblum et al., AAAI 2020, Eq. 2): (1 - alpha) CE(S(x), y) + alpha t^2 KL(T(x)/t || S(x_adv)/t).
+
+    Args:
+        student_adversarial_logits: (B, K) the student's logits on x_adv (PGD on the student's CE).
+        teacher_logits: (B, K) the frozen teacher's logits on clean x (detached here).
+        labels: (B,) class indices.
+        student_natural_logits: (B, K) the student's logits on clean x; needed only when alpha < 1.
+        alpha, temperature: the paper's reference defaults 1 and 30 for CIFAR-10.
+    Returns {"loss_kld": (alpha, t^2 KL)} plus {"loss_ce": (1 - alpha, CE)} when alpha < 1. The KL is the batch
+    mean of the per-example divergence; the reference code's `nn.KLDivLoss()` also divides by the number of classes.
+
+    Raises:
+        ValueError: alpha < 1 without `student_natural_logits`.
+    """
+    terms = {"loss_kld": (alpha, kd_loss(student_adversarial_logits, teacher_logits, temperature))}
+    if alpha < 1:
+        if student_natural_logits is None:
+            raise ValueError("ard_loss with alpha < 1 needs the student's logits on the clean images.")
+        terms["loss_ce"] = (1 - alpha, F.cross_entropy(student_natural_logits.float(), labels))
+    return terms
+
+
+def rslad_loss(
+    student_natural_logits: torch.Tensor,
+    student_adversarial_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    alpha: float = RSLAD_ALPHA,
+) -> WeightedTerms:
+    """RSLAD (Zi et al., ICCV 2021, Eq. 7): (1 - alpha) KL(T(x) || S(x)) + alpha KL(T(x) || S(x_adv)), temperature 1.
+
+    The paper writes KL(S(x), T(x)) for PyTorch's `KLDivLoss(log S, T)`, which is KL(T || S): the teacher's robust
+    soft labels are the target of both terms.
+
+    Args:
+        student_natural_logits, student_adversarial_logits: (B, K) the student's logits on x and on x_adv (PGD
+            maximising KL(T(x) || S(x'))).
+        teacher_logits: (B, K) the frozen teacher's logits on clean x (detached here).
+        alpha: 5/6 in the paper. The reference code averages over classes too (a constant factor 1/K).
+    Returns {"loss_rslad_natural": (1 - alpha, ...), "loss_rslad_adv": (alpha, ...)}.
+    """
+    return {
+        "loss_rslad_natural": (1 - alpha, kd_loss(student_natural_logits, teacher_logits, 1.0)),
+        "loss_rslad_adv": (alpha, kd_loss(student_adversarial_logits, teacher_logits, 1.0)),
+    }
 
 
 def mixup(

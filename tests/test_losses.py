@@ -9,11 +9,15 @@ import torch.nn.functional as F
 from mixacm_hf.losses import (
     acm_loss,
     activated_channel_map,
+    ard_loss,
     build_affine_maps,
     kd_loss,
+    kl_divergence,
     match_layers,
     mixup,
     mixup_cross_entropy,
+    rslad_loss,
+    trades_loss,
 )
 
 
@@ -152,3 +156,69 @@ def test_mixup_lambda_follows_beta_distribution():
     assert abs(lams.mean().item() - 0.5) < 0.03 and abs(lams.var().item() - 1 / 12) < 0.01  # Beta(1, 1) = U(0, 1)
     lams = torch.tensor([mixup(x, labels, alpha=0.2)[3] for _ in range(2000)])
     assert ((lams < 0.1) | (lams > 0.9)).float().mean() > 0.6  # Beta(0.2, 0.2) is U-shaped
+
+
+# -- baselines: TRADES, ARD, RSLAD ----------------------------------------------------------------------------------
+def _kl(p: list[float], q: list[float]) -> float:
+    """KL(p || q) by hand."""
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+
+
+def _softmax(logits: list[float], t: float = 1.0) -> list[float]:
+    exps = [math.exp(v / t) for v in logits]
+    return [e / sum(exps) for e in exps]
+
+
+P_LOGITS, Q_LOGITS = [2.0, 0.0, -1.0], [0.0, 1.0, 0.5]
+
+
+def test_kl_divergence_direction_and_temperature():
+    p, q = torch.tensor([P_LOGITS]), torch.tensor([Q_LOGITS])
+    assert kl_divergence(p, q).item() == pytest.approx(_kl(_softmax(P_LOGITS), _softmax(Q_LOGITS)), rel=1e-5)
+    # the other direction is a different number: the expectation is under the target
+    assert kl_divergence(q, p).item() == pytest.approx(_kl(_softmax(Q_LOGITS), _softmax(P_LOGITS)), rel=1e-5)
+    assert abs(kl_divergence(p, q).item() - kl_divergence(q, p).item()) > 0.05
+    at_t3 = _kl(_softmax(P_LOGITS, 3.0), _softmax(Q_LOGITS, 3.0))
+    assert kl_divergence(p, q, temperature=3.0).item() == pytest.approx(at_t3, rel=1e-5)
+    with pytest.raises(ValueError, match="one shape"):
+        kl_divergence(p, torch.zeros(1, 4))
+
+
+def test_trades_loss_hand_computed_with_gradient_through_both_sides():
+    natural = torch.tensor([P_LOGITS], requires_grad=True)
+    adversarial = torch.tensor([Q_LOGITS], requires_grad=True)
+    terms = trades_loss(natural, adversarial, torch.tensor([1]), beta=6.0)
+    assert set(terms) == {"loss_ce", "loss_trades_kl"}
+    assert terms["loss_ce"][0] == 1.0 and terms["loss_trades_kl"][0] == 6.0
+    assert terms["loss_ce"][1].item() == pytest.approx(-math.log(_softmax(P_LOGITS)[1]), rel=1e-5)
+    kl = _kl(_softmax(P_LOGITS), _softmax(Q_LOGITS))  # KL(f(x) || f(x_adv))
+    assert terms["loss_trades_kl"][1].item() == pytest.approx(kl, rel=1e-5)
+    sum(w * v for w, v in terms.values()).backward()
+    assert natural.grad.abs().sum() > 0 and adversarial.grad.abs().sum() > 0
+
+
+def test_ard_loss_temperature_factor_direction_and_alpha():
+    student_adv, teacher = torch.tensor([Q_LOGITS]), torch.tensor([P_LOGITS])
+    terms = ard_loss(student_adv, teacher, torch.tensor([0]), temperature=30.0)
+    assert set(terms) == {"loss_kld"} and terms["loss_kld"][0] == 1.0  # alpha = 1: no CE term
+    expected = 30.0**2 * _kl(_softmax(P_LOGITS, 30.0), _softmax(Q_LOGITS, 30.0))  # t^2 KL(T/t || S_adv/t)
+    assert terms["loss_kld"][1].item() == pytest.approx(expected, rel=1e-4)
+    natural = torch.tensor([[0.0, 0.0, 3.0]])
+    mixed = ard_loss(student_adv, teacher, torch.tensor([2]), natural, alpha=0.75, temperature=2.0)
+    assert mixed["loss_kld"][0] == 0.75 and mixed["loss_ce"][0] == pytest.approx(0.25)
+    assert mixed["loss_ce"][1].item() == pytest.approx(-math.log(_softmax([0.0, 0.0, 3.0])[2]), rel=1e-5)
+    assert mixed["loss_kld"][1].item() == pytest.approx(
+        4 * _kl(_softmax(P_LOGITS, 2.0), _softmax(Q_LOGITS, 2.0)), rel=1e-5
+    )
+    with pytest.raises(ValueError, match="clean images"):
+        ard_loss(student_adv, teacher, torch.tensor([0]), alpha=0.5)
+
+
+def test_rslad_loss_targets_the_teacher_in_both_terms():
+    natural, adversarial, teacher = torch.tensor([Q_LOGITS]), torch.tensor([[1.0, 1.0, 1.0]]), torch.tensor([P_LOGITS])
+    terms = rslad_loss(natural, adversarial, teacher)
+    assert terms["loss_rslad_natural"][0] == pytest.approx(1 / 6)
+    assert terms["loss_rslad_adv"][0] == pytest.approx(5 / 6)
+    teacher_probs = _softmax(P_LOGITS)
+    assert terms["loss_rslad_natural"][1].item() == pytest.approx(_kl(teacher_probs, _softmax(Q_LOGITS)), rel=1e-5)
+    assert terms["loss_rslad_adv"][1].item() == pytest.approx(_kl(teacher_probs, [1 / 3] * 3), rel=1e-5)

@@ -7,9 +7,15 @@ single-step AT baseline), (2) students with the same 10 epochs and schedule: nat
 mixacm (WRN-16-2), mixacm (WRN-16-1) and the PGD-7 adversarial-training baseline; (1') a stronger teacher (20 epochs
 of N-FGSM) and (2') the kd, mixacm-no-mixup and mixacm WRN-16-2 students against it, the latter also with 4x
 the ACM weight. Every selected stage is trained first, then (3) evaluated (FGSM and PGD-20 for all, then
-AutoAttack), and (4) the results table `benchmarks/results/cifar10_cpu.json` and plots are rewritten; the teachers
-and the MixACM students are copied with their model cards to `model_cards/`. Each training run is one
-`run_mixacm.py` command, recorded in its row; a killed run resumes from its last epoch checkpoint.
+AutoAttack), and (4) the results table `benchmarks/results/cifar10_cpu.json` and plots are rewritten
+(`benchmarks.reporting`). Each training run is one `run_mixacm.py` command, recorded in its row; a killed run resumes
+from its last epoch checkpoint.
+
+Layout (one copy of every artefact): a stage trains into `benchmarks/runs/<name>/`, which keeps the run's records
+(train_summary.json, robustness.json, config.json, its card, logs). The published stages (the teachers and the MixACM
+students) are then moved with their cards to `model_cards/<name>/`: their weights and model code (MODEL_FILES) live
+there only, and students are given the teacher's published folder. The other stages keep their weights in
+`benchmarks/runs/<name>/`, once. `model_folder` finds a stage's weights either way.
 """
 
 from __future__ import annotations
@@ -22,17 +28,21 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from mixacm_hf.robustness import RobustnessReport
 
 REPO = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as `python benchmarks/reproduce_cifar10_cpu.py`: make `benchmarks` importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import reporting  # noqa: E402
+
 RUNS = REPO / "benchmarks" / "runs"
 RESULTS = REPO / "benchmarks" / "results"
 MODEL_CARDS = REPO / "model_cards"
 READMES = [REPO / "README.md", REPO / "benchmarks" / "README.md"]  # their results tables are rewritten with the JSON
-TABLE_START, TABLE_END = "<!-- cifar10-cpu-results:start -->", "<!-- cifar10-cpu-results:end -->"
+# The files that make a folder a loadable model; a published stage keeps them in model_cards/<name>/ only.
+MODEL_FILES = ("*.safetensors", "modeling_*.py", "configuration_*.py", "preprocessor_config.json")
+# What a run folder holds that is never published: checkpoints, pickles, logs, TensorBoard runs.
+UNPUBLISHED = ("checkpoint-*", "*.bin", "*.log", "runs")
 EPOCHS = 10
 SEED = 0
 TEACHER = "teacher-wrn16-2-nfgsm"
@@ -43,15 +53,14 @@ EVALUATIONS = ["fgsm", "autoattack"]  # the quick one first
 EPS_SWEEP = [0, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
 DEFAULT_DATASET = "../shared/datasets/cifar10"
 DATASET_ID = "uoft-cs/cifar10"  # the Hub dataset the local copy mirrors, named in the cards
-# The paper's Table 3 (CIFAR-10, WRN-28-10 teacher -> WRN-16-10 students, 200 epochs, original CIFAR-10 files):
-# clean, FGSM, PGD-20, AutoAttack. For orientation only: different scale, epochs and data copy.
-PAPER_TABLE3 = {
-    "natural": (93.79, 5.34, 0.0, 0.0),
-    "pgd-at": (83.90, 53.07, 47.55, 44.51),
-    "kd": (88.60, 27.37, 0.12, 0.0),
-    "mixacm-no-mixup": (90.47, 56.98, 40.69, 36.42),
-    "mixacm": (89.93, 59.48, 48.09, 43.64),
-}
+
+
+def model_folder(name: str) -> Path:
+    """The folder holding stage `name`'s weights: `benchmarks/runs/<name>` while they are there (trained, not yet
+    published, or re-trained after publishing), else `model_cards/<name>` when published, else the run folder
+    (where training will write them)."""
+    run, published = RUNS / name, MODEL_CARDS / name
+    return published if not any(run.glob("*.safetensors")) and any(published.glob("*.safetensors")) else run
 
 
 @dataclass
@@ -73,7 +82,9 @@ class Stage:
         return RUNS / self.name
 
     def command(self, dataset: str) -> list[str]:
-        teacher = ["--teacher", str((RUNS / self.teacher).relative_to(REPO))] if self.method in TEACHER_METHODS else []
+        teacher = (
+            ["--teacher", str(model_folder(self.teacher).relative_to(REPO))] if self.method in TEACHER_METHODS else []
+        )
         return [
             "accelerate", "launch", "--num_processes", "1", "--cpu", "training/run_mixacm.py",
             "--config", "training/configs/cifar10_cpu_wrn16-2.yaml",
@@ -257,23 +268,16 @@ def train(stage: Stage, dataset: str, dry_run: bool) -> None:
             subprocess.run(executable, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
-def measured(stage: Stage, attack: str) -> RobustnessReport | None:
-    """The newest report in the stage's model folder that measured `attack`."""
-    from mixacm_hf.hub import load_reports
-
-    return next((r for r in reversed(load_reports(stage.output_dir)) if attack in r.robust_accuracy), None)
-
-
 def evaluate(stage: Stage, dataset: str, key: str) -> None:
     """key "fgsm": clean, FGSM and PGD-20 on the first N_EVAL test images (with the eps sweep of published stages);
     key "autoattack": AutoAttack, with PGD-20 beside it for the sanity check AutoAttack <= PGD, on the first
-    N_AUTOATTACK. The report is merged into the model card of the stage's folder."""
+    N_AUTOATTACK. The model is loaded from `model_folder`; the report is merged into the card of the run folder."""
     from mixacm_hf.hub import update_model_card
     from mixacm_hf.robustness import evaluate_robustness
 
     if not (stage.output_dir / "train_summary.json").exists() or (key == "autoattack" and not stage.autoattack):
         return
-    previous = measured(stage, key)
+    previous = reporting.measured(stage.output_dir, key)
     sweep_missing = key == "fgsm" and stage.publish and previous is not None and previous.eps_sweep is None
     if previous is not None and not sweep_missing:  # a stage published after its evaluation still gets its sweep
         print(f"[skip] {stage.name}: {key} measured")
@@ -281,25 +285,32 @@ def evaluate(stage: Stage, dataset: str, key: str) -> None:
     attacks, n = (["clean", "fgsm", "pgd-20"], N_EVAL) if key == "fgsm" else (["clean", "pgd-20", key], N_AUTOATTACK)
     print(f"[evaluate] {stage.name}: {attacks} on {n} images", flush=True)
     report = evaluate_robustness(
-        str(stage.output_dir), dataset, attacks, n_examples=n, batch_size=250, seed=SEED, device="cpu",
+        str(model_folder(stage.name)), dataset, attacks, n_examples=n, batch_size=250, seed=SEED, device="cpu",
         eps_sweep=EPS_SWEEP if stage.publish and key == "fgsm" else None,
     )  # fmt: skip
     update_model_card(stage.output_dir, report, dataset_id=DATASET_ID)
 
 
 def publish(stage: Stage) -> None:
-    """Copy a finished, fully evaluated model folder to model_cards/ (no checkpoints, logs or pickles), its card
-    rendered anew from all its reports with the usage snippets pointing at the published folder and the teacher named
-    by its published folder. Reports merge smallest n first, so each metric shows its largest sample (clean and
-    PGD-20 on N_EVAL, not on N_AUTOATTACK)."""
+    """Publish a finished, fully evaluated stage to model_cards/<name>/: its model files (MODEL_FILES) are moved
+    there from the run folder when it has them (so they exist once), its records copied (no checkpoints, logs or
+    pickles), and its card rendered anew from all its reports with the usage snippets pointing at the published
+    folder and the teacher named by its published folder. Reports merge smallest n first, so each metric shows its
+    largest sample (clean and PGD-20 on N_EVAL, not on N_AUTOATTACK)."""
     from mixacm_hf.hub import load_reports, write_model_card
 
-    done = measured(stage, "fgsm") is not None and (not stage.autoattack or measured(stage, "autoattack") is not None)
-    if not (stage.publish and done):
+    evaluations = ["fgsm", *(["autoattack"] if stage.autoattack else [])]
+    if not (stage.publish and all(reporting.measured(stage.output_dir, key) is not None for key in evaluations)):
         return
     target = MODEL_CARDS / stage.name
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(stage.output_dir, target, ignore=shutil.ignore_patterns("checkpoint-*", "*.bin", "*.log", "runs"))
+    target.mkdir(parents=True, exist_ok=True)
+    run_models = [path for pattern in MODEL_FILES for path in stage.output_dir.glob(pattern)]
+    if run_models:  # newly (re)trained: these weights replace any published before
+        for path in [path for pattern in MODEL_FILES for path in target.glob(pattern)]:
+            path.unlink()
+        for path in run_models:
+            shutil.move(path, target / path.name)
+    shutil.copytree(stage.output_dir, target, ignore=shutil.ignore_patterns(*UNPUBLISHED), dirs_exist_ok=True)
     summary = json.loads((target / "train_summary.json").read_text())
     published_teacher = MODEL_CARDS / Path(summary["teacher"]).name if summary.get("teacher") else None
     if published_teacher and published_teacher.is_dir():
@@ -319,134 +330,13 @@ def reproduce_command(stage: Stage, dataset: str) -> str:
     return shlex.join(["python", "benchmarks/reproduce_cifar10_cpu.py", "--only", stage.name, *dataset_flag])
 
 
-def result_row(stage: Stage, dataset: str) -> dict | None:
-    """One row of results/cifar10_cpu.json, or None while the stage is incomplete."""
-    summary_path = stage.output_dir / "train_summary.json"
-    report = measured(stage, "fgsm") if summary_path.exists() else None
-    if report is None:
-        return None
-    summary = json.loads(summary_path.read_text())
-    autoattack = measured(stage, "autoattack")
-    return {
-        "name": stage.name,
-        "role": stage.role,
-        "method": stage.method,
-        "arch": stage.arch,
-        "params": summary["params"],
-        "epochs": summary["epochs"],
-        "train_seconds": summary["train_seconds"],
-        "images_per_second": summary["images_per_second"],
-        "clean": report.clean_accuracy,
-        "fgsm": report.robust_accuracy["fgsm"],
-        "pgd20": report.robust_accuracy["pgd-20"],
-        "autoattack": autoattack.robust_accuracy["autoattack"] if autoattack else None,
-        "n_eval": report.n_examples,
-        "n_eval_autoattack": autoattack.n_examples if autoattack else 0,
-        "seed": stage.seed,
-        "command": reproduce_command(stage, dataset),
-    }
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """Rows laid out like the paper's Tables 3/4, with the paper's numbers beside ours."""
-
-    def pct(value: float | None) -> str:
-        return "-" if value is None else f"{100 * value:.1f}"
-
-    lines = [
-        "| model | method | params | epochs | train time | clean | FGSM | PGD-20 | AutoAttack (n) "
-        "| paper clean / PGD-20 / AA |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        paper = PAPER_TABLE3.get("pgd-at" if row["name"] == "wrn16-2-pgd7-at" else row["method"])
-        paper_text = f"{paper[0]:.1f} / {paper[2]:.1f} / {paper[3]:.1f}" if paper and row["role"] == "student" else ""
-        autoattack = f"{pct(row['autoattack'])} ({row['n_eval_autoattack']})" if row["autoattack"] is not None else "-"
-        lines.append(
-            f"| {row['name']} ({row['role']}) | {row['method']} | {row['params'] / 1e6:.2f}M | {row['epochs']:g} "
-            f"| {row['train_seconds'] / 60:.0f} min | {pct(row['clean'])} | {pct(row['fgsm'])} | {pct(row['pgd20'])} "
-            f"| {autoattack} | {paper_text} |"
-        )
-    return "\n".join(lines)
-
-
-METHOD_COLORS = {
-    "natural": "C7", "kd": "C3", "mixacm-no-mixup": "C4", "mixacm": "C0", "pgd-at": "C2", "n-fgsm": "C8",
-}  # fmt: skip
-
-
-def plot_results(rows: list[dict], path: Path) -> None:
-    """Robust vs clean accuracy per model, and robust accuracy vs training wall time (log scale). Colour: method;
-    stars: teachers; filled markers: PGD-20 on the first N_EVAL images (every model); hollow markers joined to them:
-    AutoAttack on the first N_AUTOATTACK (where measured). Each model is numbered, the key below the plots."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter
-
-    figure = Figure(figsize=(12, 7))
-    FigureCanvasAgg(figure)
-    axes_pair = figure.subplots(1, 2)
-    for number, row in enumerate(rows, start=1):
-        color = METHOD_COLORS.get(row["method"], "k")
-        marker = "*" if row["role"] == "teacher" else "o"
-        pgd20 = 100 * row["pgd20"]
-        for axes, x in zip(axes_pair, (100 * row["clean"], row["train_seconds"] / 60)):
-            axes.scatter(x, pgd20, marker=marker, s=70, color=color)
-            axes.annotate(str(number), (x, pgd20), xytext=(4, 3), textcoords="offset points", fontsize=7)
-            if row["autoattack"] is not None:
-                autoattack = 100 * row["autoattack"]
-                axes.plot([x, x], [pgd20, autoattack], color=color, linewidth=1)
-                axes.scatter(x, autoattack, marker=marker, s=70, facecolors="none", edgecolors=color)
-    axes_pair[0].set(xlabel="clean accuracy (%)", ylabel="robust accuracy (%)", title="Robust vs clean accuracy")
-    axes_pair[1].set(
-        xlabel="training wall time (min, 2-core CPU, log scale)", ylabel="robust accuracy (%)",
-        title="Robustness vs training cost", xscale="log",
-    )  # fmt: skip
-    minutes = FuncFormatter(lambda value, _: f"{value:g}")
-    axes_pair[1].xaxis.set_major_formatter(minutes)
-    axes_pair[1].xaxis.set_minor_formatter(minutes)
-    for axes in axes_pair:
-        axes.grid(alpha=0.3, which="both")
-    methods = [m for m in METHOD_COLORS if any(row["method"] == m for row in rows)]
-    handles = [Line2D([], [], marker="o", linestyle="", color=METHOD_COLORS[m], label=m) for m in methods]
-    axes_pair[0].legend(handles=handles, fontsize=8, loc="lower left")
-    key = [f"{number}  {row['name']}" for number, row in enumerate(rows, start=1)]
-    columns = 3
-    per_column = -(-len(key) // columns)
-    for column in range(columns):
-        lines = key[column * per_column : (column + 1) * per_column]
-        figure.text(0.04 + column * 0.32, 0.2, "\n".join(lines), fontsize=8, va="top", family="monospace")
-    figure.suptitle(
-        f"CIFAR-10, Linf eps = 8/255: PGD-20 on the first {N_EVAL} test images (filled), "
-        f"AutoAttack on the first {N_AUTOATTACK} (hollow)",
-        fontsize=10,
-    )
-    figure.tight_layout(rect=(0, 0.22, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-
-
 def write_results(dataset: str) -> list[dict]:
-    rows = [row for row in (result_row(stage, dataset) for stage in STAGES) if row is not None]
-    if not rows:
-        return rows
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cifar10_cpu.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
-    table = markdown_table(rows)
-    (RESULTS / "cifar10_cpu.md").write_text(table + "\n")
-    plot_results(rows, RESULTS / "cifar10_cpu.png")
-    for readme in READMES:
-        replace_between_markers(readme, table)
+    """Rewrite the results table, plot and READMEs' results blocks from every complete stage; returns the rows."""
+    rows = [reporting.result_row(stage, reproduce_command(stage, dataset)) for stage in STAGES]
+    rows = [row for row in rows if row is not None]
+    if rows:
+        reporting.write_results(rows, RESULTS, "cifar10_cpu", n_eval=N_EVAL, n_autoattack=N_AUTOATTACK, readmes=READMES)
     return rows
-
-
-def replace_between_markers(path: Path, text: str) -> None:
-    """Put `text` between the results markers of a markdown file (left alone when it has none)."""
-    content = path.read_text()
-    if TABLE_START in content and TABLE_END in content:
-        head, rest = content.split(TABLE_START, 1)
-        path.write_text(f"{head}{TABLE_START}\n{text}\n{TABLE_END}{rest.split(TABLE_END, 1)[1]}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -480,7 +370,7 @@ def run(stages: list[Stage], dataset: str, dry_run: bool, evaluations: list[str]
             evaluate(stage, dataset, key)
             publish(stage)
             rows = write_results(dataset)
-    print(markdown_table(rows) if rows else "no complete rows yet")
+    print(reporting.markdown_table(rows) if rows else "no complete rows yet")
 
 
 if __name__ == "__main__":

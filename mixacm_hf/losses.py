@@ -1,4 +1,5 @@
-"""MixACM loss terms (DESIGN.md, "The method, exactly"): activated channel maps, ACM loss, soft-label KD, mixup."""
+"""MixACM loss terms (docs/design.md, "The method, exactly"; paper Sections 5.1-5.4): activated channel maps, ACM
+loss, soft-label KD, mixup."""
 
 from __future__ import annotations
 

@@ -1,14 +1,17 @@
-"""The CPU reproduction (benchmarks/reproduce_cifar10_cpu.py): result rows, committed results, the default teacher."""
+"""The CPU reproduction (benchmarks/reproduce_cifar10_cpu.py, benchmarks/reporting.py): result rows, committed
+results, the layout of model folders (one copy of every artefact), the default teacher."""
 
-import importlib.util
+import hashlib
 import json
-import sys
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from benchmarks import reporting
+from benchmarks import reproduce_cifar10_cpu as reproduction
 from mixacm_hf.hub import load_reports
 from mixacm_hf.robustness import RobustnessReport
 
@@ -22,12 +25,11 @@ CPU_CONFIG = REPO / "training" / "configs" / "cifar10_cpu_wrn16-2.yaml"
 
 
 @pytest.fixture
-def reproduction(monkeypatch):
-    spec = importlib.util.spec_from_file_location("reproduce_cifar10_cpu", REPO / "benchmarks/reproduce_cifar10_cpu.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def layout(tmp_path, monkeypatch):
+    """The reproduction's folders (runs, model cards, results) under tmp_path."""
+    for name, path in [("REPO", tmp_path), ("RUNS", tmp_path / "runs"), ("MODEL_CARDS", tmp_path / "model_cards")]:
+        monkeypatch.setattr(reproduction, name, path)
+    return tmp_path
 
 
 def _report(accuracies: dict[str, float], n: int) -> dict:
@@ -37,56 +39,57 @@ def _report(accuracies: dict[str, float], n: int) -> dict:
     ).to_dict()  # fmt: skip
 
 
-def test_result_row_has_the_issue_keys_and_measured_values(reproduction, tmp_path, monkeypatch):
+def test_result_row_has_the_issue_keys_and_measured_values(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduction, "RUNS", tmp_path)
     stage = next(s for s in reproduction.STAGES if s.name == "wrn16-2-mixacm")
-    assert reproduction.result_row(stage, reproduction.DEFAULT_DATASET) is None  # not trained yet
+    command = reproduction.reproduce_command(stage, reproduction.DEFAULT_DATASET)
+    assert reporting.result_row(stage, command) is None  # not trained yet
     folder = tmp_path / stage.name
     folder.mkdir()
     summary = {"params": 691674, "epochs": 10.0, "train_seconds": 2400.0, "images_per_second": 208.3}
     (folder / "train_summary.json").write_text(json.dumps(summary))
-    assert reproduction.result_row(stage, reproduction.DEFAULT_DATASET) is None  # trained, not evaluated
+    assert reporting.result_row(stage, command) is None  # trained, not evaluated
     reports = [_report({"fgsm": 0.4, "pgd-20": 0.35, "all": 0.35}, 1000)]
     (folder / "robustness.json").write_text(json.dumps(reports))
-    row = reproduction.result_row(stage, reproduction.DEFAULT_DATASET)
+    row = reporting.result_row(stage, command)
     assert set(row) == ROW_KEYS
     assert (row["autoattack"], row["n_eval_autoattack"]) == (None, 0)  # AutoAttack still to come
     reports.append(_report({"pgd-20": 0.36, "autoattack": 0.31, "all": 0.31}, 500))
     (folder / "robustness.json").write_text(json.dumps(reports))
-    row = reproduction.result_row(stage, reproduction.DEFAULT_DATASET)
+    row = reporting.result_row(stage, command)
     assert row["role"] == "student" and row["method"] == "mixacm" and row["arch"] == "wrn-16-2"
     assert (row["clean"], row["fgsm"], row["pgd20"], row["n_eval"]) == (0.6, 0.4, 0.35, 1000)  # the 1000-image report
     assert (row["autoattack"], row["n_eval_autoattack"]) == (0.31, 500)
     assert (row["train_seconds"], row["params"], row["seed"]) == (2400.0, 691674, 0)
     assert row["command"] == "python benchmarks/reproduce_cifar10_cpu.py --only wrn16-2-mixacm"
-    table = reproduction.markdown_table([row])
+    table = reporting.markdown_table([row])
     assert "| 60.0 | 40.0 | 35.0 | 31.0 (500) |" in table and "89.9 / 48.1 / 43.6" in table  # ours, then the paper's
 
 
-def test_evaluation_is_skipped_when_measured_unless_a_published_stage_lacks_its_eps_sweep(
-    reproduction, tmp_path, monkeypatch
-):
-    monkeypatch.setattr(reproduction, "RUNS", tmp_path)
+def test_evaluation_is_skipped_when_measured_unless_a_published_stage_lacks_its_eps_sweep(layout, monkeypatch):
     calls = []
     monkeypatch.setattr("mixacm_hf.hub.update_model_card", lambda *args, **kwargs: None)
     monkeypatch.setattr(
         "mixacm_hf.robustness.evaluate_robustness",
-        lambda path, dataset, attacks, **kwargs: calls.append((attacks[-1], kwargs["eps_sweep"])),
+        lambda path, dataset, attacks, **kwargs: calls.append((path, attacks[-1], kwargs["eps_sweep"])),
     )
     stage = reproduction.Stage("s", "student", "mixacm", "wrn-16-2")
-    folder = tmp_path / "s"
-    folder.mkdir()
+    folder = layout / "runs" / "s"
+    folder.mkdir(parents=True)
     (folder / "train_summary.json").write_text("{}")
     (folder / "robustness.json").write_text(json.dumps([_report({"fgsm": 0.4, "pgd-20": 0.35, "all": 0.35}, 1000)]))
     reproduction.evaluate(stage, reproduction.DEFAULT_DATASET, "fgsm")
     assert calls == []  # measured
     stage.publish = True  # published after its evaluation: its card's eps-sweep plot is still missing
+    (layout / "model_cards" / "s").mkdir(parents=True)
+    (layout / "model_cards" / "s" / "model.safetensors").write_bytes(b"weights")  # the model is evaluated there
     reproduction.evaluate(stage, reproduction.DEFAULT_DATASET, "fgsm")
     reproduction.evaluate(stage, reproduction.DEFAULT_DATASET, "autoattack")
-    assert calls == [("pgd-20", reproduction.EPS_SWEEP), ("autoattack", None)]
+    published = str(layout / "model_cards" / "s")
+    assert calls == [(published, "pgd-20", reproduction.EPS_SWEEP), (published, "autoattack", None)]
 
 
-def test_student_commands_share_epochs_schedule_and_precision(reproduction):
+def test_student_commands_share_epochs_schedule_and_precision():
     students = [s for s in reproduction.STAGES if s.role == "student"]
     commands = [s.command(reproduction.DEFAULT_DATASET) for s in students]
     for stage, command in zip(students, commands):
@@ -97,7 +100,7 @@ def test_student_commands_share_epochs_schedule_and_precision(reproduction):
     assert pgd7[pgd7.index("--pgd_steps") + 1] == "7" and pgd7[pgd7.index("--pgd_step_size") + 1] == "2/255"
 
 
-def test_stage_commands_give_the_hyperparameters_their_models_were_trained_with(reproduction, monkeypatch):
+def test_stage_commands_give_the_hyperparameters_their_models_were_trained_with(monkeypatch):
     """Each stage's command, parsed against today's CPU config, reproduces the hyperparameters recorded when its
     committed model was trained (the config's defaults may move on: old stages pin what they used)."""
     from mixacm_hf.cli import parse_with_config
@@ -116,9 +119,10 @@ def test_stage_commands_give_the_hyperparameters_their_models_were_trained_with(
         parsed = {key: getattr(training_args, key) for key in recorded}
         parsed["lr_scheduler_type"] = str(training_args.lr_scheduler_type.value)
         assert training_args.method == summary["method"] and parsed == pytest.approx(recorded), stage.name
-        assert model_args.student == summary["student"] and (model_args.teacher == summary["teacher"]) == (
-            summary["teacher"] is not None
-        ), stage.name
+        assert model_args.student == summary["student"], stage.name
+        if summary["teacher"] is not None:  # the teacher's folder now (its published one), the run recorded
+            assert Path(summary["teacher"]).name == stage.teacher, stage.name
+            assert model_args.teacher == str(reproduction.model_folder(stage.teacher).relative_to(REPO)), stage.name
 
 
 @pytest.mark.skipif(not RESULTS.is_file(), reason="benchmarks/results/cifar10_cpu.json not produced yet")
@@ -134,29 +138,44 @@ def test_committed_results_are_consistent_with_their_model_folders():
         summary = json.loads((folder / "train_summary.json").read_text())
         assert all(summary[key] == row[key] for key in ("params", "epochs", "method")), row["name"]
         assert row["seed"] == summary["hyperparameters"]["seed"], row["name"]  # the training run's seed
+        assert any(reproduction.model_folder(row["name"]).glob("*.safetensors")), row["name"]  # re-evaluable
         measured = [(r.clean_accuracy, r.robust_accuracy.get("pgd-20")) for r in load_reports(folder)]
         assert (row["clean"], row["pgd20"]) in measured
         if row["autoattack"] is not None:
             assert row["n_eval_autoattack"] >= 500 and row["autoattack"] <= row["clean"]
 
 
-def test_published_card_names_the_teacher_by_its_published_folder(reproduction, tmp_path, monkeypatch):
+def test_publishing_moves_the_model_files_and_names_the_teacher_by_its_published_folder(layout):
     stage = next(s for s in reproduction.STAGES if s.name == "wrn16-2-mixacm-t20-mixup02")
     run = REPO / "benchmarks" / "runs" / stage.name
     if not (run / "train_summary.json").is_file():
         pytest.skip(f"{run} not trained")
-    for name, path in [("REPO", tmp_path), ("RUNS", tmp_path / "runs"), ("MODEL_CARDS", tmp_path / "model_cards")]:
-        monkeypatch.setattr(reproduction, name, path)
+    tmp_path = layout
     folder = tmp_path / "runs" / stage.name
     folder.mkdir(parents=True)
     for file in ("config.json", "train_summary.json"):
         (folder / file).write_text((run / file).read_text())
     reports = [_report({"fgsm": 0.4, "pgd-20": 0.35, "all": 0.35}, 1000), _report({"autoattack": 0.3, "all": 0.3}, 500)]
     (folder / "robustness.json").write_text(json.dumps(reports))
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "modeling_wide_resnet.py").write_text("# model code")
     assert json.loads((folder / "train_summary.json").read_text())["teacher"].startswith("benchmarks/runs/")
     (tmp_path / "model_cards" / reproduction.STRONG_TEACHER).mkdir(parents=True)  # the teacher is published
+    assert reproduction.model_folder(stage.name) == folder
     reproduction.publish(stage)
     published = tmp_path / "model_cards" / stage.name
+    assert reproduction.model_folder(stage.name) == published
+    assert (published / "model.safetensors").read_bytes() == b"weights"  # moved: one copy
+    assert (published / "modeling_wide_resnet.py").is_file() and not (folder / "modeling_wide_resnet.py").exists()
+    assert not any(folder.glob("*.safetensors"))
+    assert {"train_summary.json", "robustness.json", "config.json"} <= {p.name for p in folder.iterdir()}  # records
+    reproduction.publish(stage)  # publishing again keeps the published weights
+    assert (published / "model.safetensors").read_bytes() == b"weights"
+    (folder / "model.safetensors").write_bytes(b"retrained")  # re-trained after publishing: the new weights count
+    (folder / "modeling_wide_resnet.py").write_text("# model code")
+    assert reproduction.model_folder(stage.name) == folder
+    reproduction.publish(stage)
+    assert (published / "model.safetensors").read_bytes() == b"retrained" and not any(folder.glob("*.safetensors"))
     teacher = f"model_cards/{reproduction.STRONG_TEACHER}"
     assert json.loads((published / "train_summary.json").read_text())["teacher"] == teacher
     card = (published / "README.md").read_text()
@@ -181,20 +200,18 @@ def test_cpu_config_default_teacher_is_robust(cifar10_path):
     assert report.clean_accuracy > 0.5 and report.robust_accuracy["pgd-10"] > 0.25  # a natural model: ~0
 
 
-def test_results_table_goes_between_the_readme_markers(reproduction, tmp_path):
+def test_results_table_goes_between_the_readme_markers(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{reproduction.TABLE_START}\nold table\n{reproduction.TABLE_END}\noutro\n")
-    reproduction.replace_between_markers(readme, "| new | table |")
-    assert (
-        readme.read_text() == f"intro\n{reproduction.TABLE_START}\n| new | table |\n{reproduction.TABLE_END}\noutro\n"
-    )
+    readme.write_text(f"intro\n{reporting.TABLE_START}\nold table\n{reporting.TABLE_END}\noutro\n")
+    reporting.replace_between_markers(readme, "| new | table |")
+    assert readme.read_text() == f"intro\n{reporting.TABLE_START}\n| new | table |\n{reporting.TABLE_END}\noutro\n"
     unmarked = tmp_path / "OTHER.md"
     unmarked.write_text("no markers\n")
-    reproduction.replace_between_markers(unmarked, "| new | table |")
+    reporting.replace_between_markers(unmarked, "| new | table |")
     assert unmarked.read_text() == "no markers\n"
 
 
-def test_stages_train_first_then_quick_evaluations_then_autoattack(reproduction, monkeypatch):
+def test_stages_train_first_then_quick_evaluations_then_autoattack(monkeypatch):
     calls = []
     monkeypatch.setattr(reproduction, "train", lambda stage, dataset, dry_run: calls.append(("train", stage.name)))
     monkeypatch.setattr(reproduction, "evaluate", lambda stage, dataset, key: calls.append((key, stage.name)))
@@ -207,6 +224,23 @@ def test_stages_train_first_then_quick_evaluations_then_autoattack(reproduction,
     reproduction.main(["--only", *names, "--evaluations", "fgsm"])
     assert calls == [(key, name) for key in ("train", "fgsm") for name in names]
     mixacm_t20 = next(s for s in reproduction.STAGES if s.name == names[0]).command(reproduction.DEFAULT_DATASET)
-    assert mixacm_t20[mixacm_t20.index("--teacher") + 1] == "benchmarks/runs/teacher-wrn16-2-nfgsm-20ep"
+    assert mixacm_t20[mixacm_t20.index("--teacher") + 1] == "model_cards/teacher-wrn16-2-nfgsm-20ep"  # published
     teacher = next(s for s in reproduction.STAGES if s.name == names[1]).command(reproduction.DEFAULT_DATASET)
     assert teacher[teacher.index("--num_train_epochs") + 1] == "20" and "--teacher" not in teacher
+
+
+def test_committed_weights_are_stored_once():
+    """One copy of every artefact: no two committed safetensors files have the same content, and no published
+    stage's run folder keeps its model files (they live in model_cards/<name>/)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "*.safetensors"], cwd=REPO, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip(f"not a git checkout: {listed.stderr.strip()}")
+    by_hash: dict[str, list[str]] = {}
+    for path in filter(None, listed.stdout.split("\0")):
+        by_hash.setdefault(hashlib.sha256((REPO / path).read_bytes()).hexdigest(), []).append(path)
+    assert len(by_hash) > 1, "expected the committed model folders' weights"
+    assert [paths for paths in by_hash.values() if len(paths) > 1] == []
+    for stage in reproduction.STAGES:
+        if any((reproduction.MODEL_CARDS / stage.name).glob("*.safetensors")):
+            kept = [p.name for pattern in reproduction.MODEL_FILES for p in stage.output_dir.glob(pattern)]
+            assert kept == [], f"{stage.name}: model files in both model_cards/ and benchmarks/runs/"

@@ -1,0 +1,1 @@
+"""The project's benchmarks and CPU reproduction: scripts, plus `benchmarks.reporting` (the results table)."""

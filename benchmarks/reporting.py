@@ -1,0 +1,178 @@
+"""Reporting of the CPU reproduction (`reproduce_cifar10_cpu.py`): result rows from the run folders' records, the
+markdown table laid out like the paper's Tables 3/4, the results plot and the READMEs' results block.
+
+A row's accuracies are fractions in [0, 1] measured on the first `n_eval` CIFAR-10 test images (clean, FGSM, PGD-20,
+Linf eps = 8/255) and on the first `n_eval_autoattack` (AutoAttack standard); see `docs/design.md`, "Evaluation
+protocol".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from mixacm_hf.files import atomic_write_text
+from mixacm_hf.hub import load_reports
+from mixacm_hf.robustness import RobustnessReport
+
+TABLE_START, TABLE_END = "<!-- cifar10-cpu-results:start -->", "<!-- cifar10-cpu-results:end -->"
+# The paper's Table 3 (CIFAR-10, WRN-28-10 teacher -> WRN-16-10 students, 200 epochs, original CIFAR-10 files):
+# clean, FGSM, PGD-20, AutoAttack. For orientation only: different scale, epochs and data copy.
+PAPER_TABLE3 = {
+    "natural": (93.79, 5.34, 0.0, 0.0),
+    "pgd-at": (83.90, 53.07, 47.55, 44.51),
+    "kd": (88.60, 27.37, 0.12, 0.0),
+    "mixacm-no-mixup": (90.47, 56.98, 40.69, 36.42),
+    "mixacm": (89.93, 59.48, 48.09, 43.64),
+}
+METHOD_COLORS = {
+    "natural": "C7", "kd": "C3", "mixacm-no-mixup": "C4", "mixacm": "C0", "pgd-at": "C2", "n-fgsm": "C8",
+}  # fmt: skip
+
+
+class Stage(Protocol):
+    """What a row needs to know about a reproduction stage (`reproduce_cifar10_cpu.Stage`)."""
+
+    name: str
+    role: str
+    method: str
+    arch: str
+    seed: int
+
+    @property
+    def output_dir(self) -> Path: ...
+
+
+def measured(run_folder: Path, attack: str) -> RobustnessReport | None:
+    """The newest report in `run_folder`'s robustness.json that measured `attack` (e.g. "fgsm", "autoattack")."""
+    return next((r for r in reversed(load_reports(run_folder)) if attack in r.robust_accuracy), None)
+
+
+def result_row(stage: Stage, command: str) -> dict | None:
+    """One row of results/cifar10_cpu.json from the stage's run folder (train_summary.json and robustness.json), or
+    None while the stage is untrained or its clean/FGSM/PGD-20 evaluation is missing. `command` reproduces the row."""
+    summary_path = stage.output_dir / "train_summary.json"
+    report = measured(stage.output_dir, "fgsm") if summary_path.exists() else None
+    if report is None:
+        return None
+    summary = json.loads(summary_path.read_text())
+    autoattack = measured(stage.output_dir, "autoattack")
+    return {
+        "name": stage.name,
+        "role": stage.role,
+        "method": stage.method,
+        "arch": stage.arch,
+        "params": summary["params"],
+        "epochs": summary["epochs"],
+        "train_seconds": summary["train_seconds"],
+        "images_per_second": summary["images_per_second"],
+        "clean": report.clean_accuracy,
+        "fgsm": report.robust_accuracy["fgsm"],
+        "pgd20": report.robust_accuracy["pgd-20"],
+        "autoattack": autoattack.robust_accuracy["autoattack"] if autoattack else None,
+        "n_eval": report.n_examples,
+        "n_eval_autoattack": autoattack.n_examples if autoattack else 0,
+        "seed": stage.seed,
+        "command": command,
+    }
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows laid out like the paper's Tables 3/4 (accuracies in %), with the paper's Table 3 numbers beside ours."""
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    lines = [
+        "| model | method | params | epochs | train time | clean | FGSM | PGD-20 | AutoAttack (n) "
+        "| paper clean / PGD-20 / AA |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        paper = PAPER_TABLE3.get(row["method"])
+        paper_text = f"{paper[0]:.1f} / {paper[2]:.1f} / {paper[3]:.1f}" if paper and row["role"] == "student" else ""
+        autoattack = f"{pct(row['autoattack'])} ({row['n_eval_autoattack']})" if row["autoattack"] is not None else "-"
+        lines.append(
+            f"| {row['name']} ({row['role']}) | {row['method']} | {row['params'] / 1e6:.2f}M | {row['epochs']:g} "
+            f"| {row['train_seconds'] / 60:.0f} min | {pct(row['clean'])} | {pct(row['fgsm'])} | {pct(row['pgd20'])} "
+            f"| {autoattack} | {paper_text} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_results(rows: list[dict], path: Path, n_eval: int, n_autoattack: int) -> None:
+    """Robust vs clean accuracy per model, and robust accuracy vs training wall time (log scale), saved as a PNG.
+    Colour: method; stars: teachers; filled markers: PGD-20 on the first `n_eval` images (every model); hollow
+    markers joined to them: AutoAttack on the first `n_autoattack` (where measured). Each model is numbered, the key
+    below the plots."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
+
+    figure = Figure(figsize=(12, 7))
+    FigureCanvasAgg(figure)
+    axes_pair = figure.subplots(1, 2)
+    for number, row in enumerate(rows, start=1):
+        color = METHOD_COLORS.get(row["method"], "k")
+        marker = "*" if row["role"] == "teacher" else "o"
+        pgd20 = 100 * row["pgd20"]
+        for axes, x in zip(axes_pair, (100 * row["clean"], row["train_seconds"] / 60)):
+            axes.scatter(x, pgd20, marker=marker, s=70, color=color)
+            axes.annotate(str(number), (x, pgd20), xytext=(4, 3), textcoords="offset points", fontsize=7)
+            if row["autoattack"] is not None:
+                autoattack = 100 * row["autoattack"]
+                axes.plot([x, x], [pgd20, autoattack], color=color, linewidth=1)
+                axes.scatter(x, autoattack, marker=marker, s=70, facecolors="none", edgecolors=color)
+    axes_pair[0].set(xlabel="clean accuracy (%)", ylabel="robust accuracy (%)", title="Robust vs clean accuracy")
+    axes_pair[1].set(
+        xlabel="training wall time (min, 2-core CPU, log scale)", ylabel="robust accuracy (%)",
+        title="Robustness vs training cost", xscale="log",
+    )  # fmt: skip
+    minutes = FuncFormatter(lambda value, _: f"{value:g}")
+    axes_pair[1].xaxis.set_major_formatter(minutes)
+    axes_pair[1].xaxis.set_minor_formatter(minutes)
+    for axes in axes_pair:
+        axes.grid(alpha=0.3, which="both")
+    methods = [m for m in METHOD_COLORS if any(row["method"] == m for row in rows)]
+    handles = [Line2D([], [], marker="o", linestyle="", color=METHOD_COLORS[m], label=m) for m in methods]
+    axes_pair[0].legend(handles=handles, fontsize=8, loc="lower left")
+    key = [f"{number}  {row['name']}" for number, row in enumerate(rows, start=1)]
+    columns = 3
+    per_column = -(-len(key) // columns)
+    for column in range(columns):
+        lines = key[column * per_column : (column + 1) * per_column]
+        figure.text(0.04 + column * 0.32, 0.2, "\n".join(lines), fontsize=8, va="top", family="monospace")
+    figure.suptitle(
+        f"CIFAR-10, Linf eps = 8/255: PGD-20 on the first {n_eval} test images (filled), "
+        f"AutoAttack on the first {n_autoattack} (hollow)",
+        fontsize=10,
+    )
+    figure.tight_layout(rect=(0, 0.22, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+
+
+def replace_between_markers(path: Path, text: str) -> None:
+    """Put `text` between the results markers (TABLE_START, TABLE_END) of a markdown file; a file without both
+    markers is left alone."""
+    content = path.read_text()
+    if TABLE_START in content and TABLE_END in content:
+        head, rest = content.split(TABLE_START, 1)
+        atomic_write_text(path, f"{head}{TABLE_START}\n{text}\n{TABLE_END}{rest.split(TABLE_END, 1)[1]}")
+
+
+def write_results(
+    rows: list[dict], results: Path, name: str, *, n_eval: int, n_autoattack: int, readmes: Iterable[Path] = ()
+) -> None:
+    """Write `results/<name>.json` ({"rows": rows}), `<name>.md` (the table) and `<name>.png` (the plot of
+    `plot_results`), and put the table between the markers of each README."""
+    results.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(results / f"{name}.json", json.dumps({"rows": rows}, indent=2) + "\n")
+    table = markdown_table(rows)
+    atomic_write_text(results / f"{name}.md", table + "\n")
+    plot_results(rows, results / f"{name}.png", n_eval, n_autoattack)
+    for readme in readmes:
+        replace_between_markers(readme, table)

@@ -12,6 +12,7 @@ leaderboard read them back; the card body is rendered from `model_cards/template
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -354,10 +355,16 @@ def create_model_card(
         "local_copies": [{"path": path, **dataset_identity(path)} for path in local_paths if _local_dataset(path)],
         "training": _training(training_summary),
     }
+    return ModelCard(_card_template(Path(template_path).read_text(encoding="utf-8")).render(**context))
+
+
+@functools.lru_cache(maxsize=8)
+def _card_template(text: str) -> jinja2.Template:
+    """The compiled card template (compiled once per template text: cards are re-rendered on every update)."""
     environment = jinja2.Environment(
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True
     )
-    return ModelCard(environment.from_string(Path(template_path).read_text(encoding="utf-8")).render(**context))
+    return environment.from_string(text)
 
 
 def load_reports(folder: str | Path) -> list[RobustnessReport]:
@@ -394,12 +401,14 @@ def _render_folder(
     repo_id: str | None = None,
     dataset_id: str | None = None,
     license: str = "apache-2.0",
+    redraw_plot: bool = True,
 ) -> tuple[ModelCard, dict[str, bytes]]:
     """The card of the model saved in `folder` and the files to write beside it (robustness.json, and the eps plot
-    of the newest report with a sweep), all rendered in memory: nothing in `folder` is touched."""
+    of the newest report with a sweep: with `redraw_plot`, or when the folder has none), all rendered in memory:
+    nothing in `folder` is touched."""
     swept = [report for report in reports if report.eps_sweep is not None]
     files = {REPORTS_NAME: _reports_json(reports)}
-    if swept:
+    if swept and (redraw_plot or not (folder / PLOT_NAME).is_file()):
         files[PLOT_NAME] = _plot_png(swept[-1])
     config_file = folder / "config.json"
     card = create_model_card(
@@ -536,8 +545,9 @@ def update_model_card(
         name = dataset_identity(report.dataset.get("name"))["name"]
         dataset_id = dataset_id or next((r.dataset_type for r in previous if r.dataset_name == name), None)
         fresh, files = _render_folder(
-            folder, reports, summary, previous_results=previous, dataset_id=dataset_id, license=license
-        )
+            folder, reports, summary, previous_results=previous, dataset_id=dataset_id, license=license,
+            redraw_plot=report.eps_sweep is not None,
+        )  # fmt: skip
         card = old or fresh
         if old is not None:
             card.data.model_name = old.data.model_name or fresh.data.model_name

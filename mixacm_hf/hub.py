@@ -352,7 +352,13 @@ def create_model_card(
         "plot": plot,
         "asserted_id": dataset_id,
         "evaluation_dataset": dataset_id or (reports[-1].dataset.get("name") if reports else None) or dataset["type"],
-        "local_copies": [{"path": path, **dataset_identity(path)} for path in local_paths if _local_dataset(path)],
+        "local_copies": list(  # one entry per copy, however many paths name it
+            {
+                Path(path).resolve(): {"path": path, **dataset_identity(path)}
+                for path in reversed(local_paths)
+                if _local_dataset(path)
+            }.values()
+        ),
         "training": _training(training_summary),
     }
     return ModelCard(_card_template(Path(template_path).read_text(encoding="utf-8")).render(**context))

@@ -140,7 +140,8 @@ def merge_results(*groups: Iterable[EvalResult]) -> list[EvalResult]:
     return list(merged.values())
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """`4.2 s`, `42 s`, `23.9 min` or `2.2 h`."""
     if seconds < 120:
         return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
@@ -165,7 +166,7 @@ def _result_rows(results: Sequence[EvalResult]) -> list[dict[str, Any]]:
             "interval": f"[{_shown(interval[0], '{:.1f}')}, {_shown(interval[1], '{:.1f}')}]"
             if isinstance(interval, list | tuple) and len(interval) == 2 else _shown(interval or ""),
             "n": args.get("n_examples", ""),
-            "seconds": _duration(args["seconds"]) if isinstance(args.get("seconds"), int | float) else "",
+            "seconds": format_duration(args["seconds"]) if isinstance(args.get("seconds"), int | float) else "",
         })  # fmt: skip
     return rows
 
@@ -223,7 +224,7 @@ def _training(summary: dict[str, Any] | None) -> dict[str, Any] | None:
         "n_train": summary.get("n_train"),
         "epochs": summary.get("epochs"),
         "steps": summary.get("steps"),
-        "wall_time": _duration(summary["train_seconds"]),
+        "wall_time": format_duration(summary["train_seconds"]),
         "device": summary.get("device"),
         "world_size": summary.get("world_size", 1),
         "backward_passes": summary.get("backward_passes_per_image"),

@@ -31,7 +31,7 @@ import yaml
 from huggingface_hub import hf_hub_download
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
-from .hub import CARD_NAME, PLOT_NAME, REPORTS_NAME, _duration, dataset_identity, format_eps
+from .hub import CARD_NAME, PLOT_NAME, REPORTS_NAME, dataset_identity, format_duration, format_eps
 from .robustness.report import wilson_interval
 
 HTML_TEMPLATE = Path(__file__).with_name("leaderboard.html.j2")
@@ -100,6 +100,8 @@ class Table:
 
 @dataclass
 class Leaderboard:
+    """The tables (sorted by dataset, split, threat model, eps) and one note per skipped source or metric."""
+
     tables: list[Table]
     notes: list[str]
 
@@ -295,16 +297,20 @@ def leaderboard(
         try:
             text, folder, link = _read_source(source)
             metadata = _metadata(text, source)
+            found = _measurements(metadata, source, notes)
         except NotACard as error:
             notes.append(f"{error}; skipped")
             continue
-        found = _measurements(metadata, source, notes)
+        except (AttributeError, TypeError) as error:  # a model-index of the wrong shape (a string for a mapping...)
+            notes.append(f"{source}: malformed model-index ({type(error).__name__}: {error}); skipped")
+            continue
         clean = {key[:3]: value for key, value in found.items() if key[3] == "clean"}
         if any(value.value <= 1 for value in clean.values()):
             notes.append(f"{source}: clean accuracy <= 1: a fraction rather than a % value? card skipped")
             continue
         facts = metadata.get("mixacm") if isinstance(metadata.get("mixacm"), dict) else {}
-        name = str((metadata["model-index"][0] or {}).get("name") or Path(str(source)).name)
+        first = metadata["model-index"][0] if metadata["model-index"] else None
+        name = str(first.get("name") if isinstance(first, dict) and first.get("name") else Path(str(source)).name)
         threats = dict.fromkeys((*key[:3], key[4], key[5]) for key in found if key[3] != "clean")
         for data in clean.keys() - {threat[:3] for threat in threats}:
             threats[(*data, None, None)] = None
@@ -356,7 +362,7 @@ def _cost(facts: dict[str, Any]) -> str:
         return "–"
     cost = f"{coerce_number(epochs):g} epochs × {passes} backward/image"
     seconds = coerce_number(seconds)
-    return cost + (f", {_duration(seconds)} on {facts.get('device', '?')}" if seconds is not None else "")
+    return cost + (f", {format_duration(seconds)} on {facts.get('device', '?')}" if seconds is not None else "")
 
 
 def _params(facts: dict[str, Any]) -> str:

@@ -73,10 +73,13 @@ def foreign(tmp_path):
             tmp_path / "train-split", "train-split", [_metric(99.0, "clean"), _aa(95.0)], split="train"
         ),
         "bad-value": _card(tmp_path / "bad-value", "bad-value", [_metric(75.0, "clean"), _aa("n/a")]),
+        "fractions": _card(tmp_path / "fractions", "fractions", [_metric(0.8, "clean"), _aa(0.5)]),
     }  # fmt: skip
     (tmp_path / "notes.txt").write_text("not a card\n")
     (tmp_path / "template.md").write_text((REPO / "model_cards" / "template.md").read_text())
     (tmp_path / "empty").mkdir()
+    (tmp_path / "malformed").mkdir()
+    (tmp_path / "malformed" / "README.md").write_text("---\nmodel-index:\n- results: [oops]\n---\n")
     return tmp_path, cards
 
 
@@ -115,7 +118,7 @@ def test_readme_command_verbatim_on_the_committed_cards_prints_tables():
 def test_foreign_cards_give_separate_tables_and_notes_and_rank_the_valid_ones(foreign):
     folder, cards = foreign
     sources = [*(str(path) for path in cards.values()), *(str(folder / name) for name in ("notes.txt", "template.md",
-               "empty", "missing"))]  # fmt: skip
+               "empty", "missing", "malformed"))]  # fmt: skip
     board = leaderboard(sources)
     titles = {(t.dataset, t.split, t.norm, t.eps and round(t.eps * 255)): t for t in board.tables}
     assert set(titles) == {
@@ -139,8 +142,11 @@ def test_foreign_cards_give_separate_tables_and_notes_and_rank_the_valid_ones(fo
     assert f"{cards['no-args']}: metric 'AutoAttack robust accuracy' skipped: no threat model" in notes
     assert f"{cards['bad-value']}: metric 'autoattack accuracy' skipped: value 'n/a'" in notes
     for name, reason in [("notes.txt", "not a markdown model card"), ("template.md", "invalid YAML metadata"),
-                         ("empty", "no README.md"), ("missing", "no such file or folder")]:  # fmt: skip
+                         ("empty", "no README.md"), ("missing", "no such file or folder"),
+                         ("malformed", "malformed model-index (AttributeError")]:  # fmt: skip
         assert f"{folder / name}: {reason}" in notes, name
+    assert f"{cards['fractions']}: clean accuracy <= 1: a fraction rather than a % value? card skipped" in notes
+    assert all("fractions" not in row.model for table in board.tables for row in table.rows)
     assert all("\n" not in note for note in board.notes)
 
     markdown = format_leaderboard(board)

@@ -260,8 +260,12 @@ def _matching_record(reports: list[dict[str, Any]], table: Table, attack: str) -
         dataset = report.get("dataset") or {}
         identity = dataset_identity(dataset.get("name"))
         same_data = table.dataset in (identity["type"], dataset.get("name")) or identity["name"] == table.dataset_name
-        same_threat = coerce_norm(report.get("norm")) == table.norm and math.isclose(
-            coerce_number(report.get("eps")) or -1.0, table.eps or -2.0, rel_tol=1e-6
+        eps = coerce_number(report.get("eps"))
+        same_threat = (
+            coerce_norm(report.get("norm")) == table.norm
+            and eps is not None
+            and table.eps is not None
+            and math.isclose(eps, table.eps, rel_tol=1e-6, abs_tol=1e-12)
         )
         if same_data and same_threat and dataset.get("split") == table.split and attack in report["per_example"]:
             return report["per_example"]

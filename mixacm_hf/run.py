@@ -24,7 +24,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from .data import class_names, collate_image_batch, load_image_dataset
-from .hub import push_robust_model, write_model_card
+from .hub import push_robust_model, save_image_processor, write_model_card
 from .models import WideResNetConfig, WideResNetForImageClassification
 from .robustness import RobustnessReport, evaluate_robustness, parse_eps
 from .robustness.metric import compute_accuracy_metrics
@@ -260,6 +260,7 @@ def run_mixacm(
     }
     if trainer.is_world_process_zero():
         Path(training_args.output_dir, "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        save_image_processor(training_args.output_dir, data_args.image_size)  # pipeline-ready, whatever the student
         student.name_or_path = training_args.output_dir  # how the robustness reports name the model
         reports = evaluate_student(student, eval_dataset, eval_args, data_args, training_args)
         hub_id = training_args.hub_model_id or Path(training_args.output_dir).name

@@ -1,7 +1,5 @@
 """Hub integration: card metadata round trip, trust_remote_code loading, failed pushes, card updates, leaderboard."""
 
-import csv
-import io
 import json
 import os
 import shutil
@@ -21,11 +19,9 @@ from mixacm_hf.hub import (
     HubPushError,
     create_model_card,
     load_reports,
-    main,
     push_robust_model,
     save_robust_model,
     update_model_card,
-    write_model_card,
 )
 from mixacm_hf.robustness import evaluate_robustness, parse_attack
 
@@ -184,34 +180,6 @@ def test_update_card_keeps_other_metadata_and_replaces_remeasured_metrics(saved,
         and "| PGD-5 | Linf, eps=8/255 | 25.00 |" in reloaded.text
     )
     assert len(load_reports(folder)) == 2 and metadata_load(folder / "README.md")["base_model"]
-
-
-def test_leaderboard_sorted_by_autoattack(saved, tmp_path, capsys):
-    folder, _, report = saved
-    cards = {
-        "weak": _with_results(report, clean=0.60, n=100, autoattack=0.30),
-        "strong": _with_results(report, clean=0.55, n=100, autoattack=0.45),
-        "unattacked": _with_results(report, clean=0.90, n=100, **{"pgd-20": 0.1}),
-    }
-    for name, card_report in cards.items():
-        (tmp_path / name).mkdir()
-        shutil.copy(folder / "config.json", tmp_path / name)
-        write_model_card(tmp_path / name, [card_report], {**SUMMARY, "epochs": 3.0})
-    sources = [str(tmp_path / name) for name in cards]
-
-    main(["leaderboard", *sources])
-    lines = capsys.readouterr().out.splitlines()
-    assert "AutoAttack (%, Linf, eps=8/255)" in lines[0]
-    assert lines[2].startswith("| 1 | strong | WRN-10-1 | 0.08M | 55.00 | 45.00 | 3 epochs × 1 backward/image")
-    assert lines[3].startswith("| 2 | weak |") and lines[4].startswith("| 3 | unattacked |") and "| – |" in lines[4]
-
-    main(["leaderboard", *sources, "--format", "csv"])
-    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert [row["model"] for row in rows] == ["strong", "weak", "unattacked"]
-    assert rows[0]["autoattack"] == "45.0" and rows[0]["params"] == "77850" and rows[2]["autoattack"] == ""
-
-    with pytest.raises(SystemExit, match=f"No model card for {tmp_path / 'missing'}"):
-        main(["leaderboard", sources[0], str(tmp_path / "missing")])
 
 
 def test_run_mixacm_ends_with_card_and_a_failed_push_keeps_it(tmp_path, cifar10_path):

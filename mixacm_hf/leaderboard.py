@@ -1,0 +1,467 @@
+"""A RobustBench-style leaderboard read from model cards: one table per (dataset, split, threat model, eps).
+
+Cards come from local folders, README.md files or Hub ids; their `model-index` metadata gives the accuracies (in %),
+`mixacm` metadata the architecture and training cost. Cards written elsewhere are read as far as they are unambiguous:
+numeric strings, "61.2 ± 1.1" (-> 61.2) and "61.2%" values, "8/255" budgets and "linf"/"l2" norms are coerced; any
+other value skips that metric (or card) with a note naming the file. Files that are not model cards are skipped with
+a note. Results on different datasets, splits or threat models are never ranked together (RobustBench keeps one
+leaderboard per dataset and threat model).
+
+Where two neighbouring models of a table both have per-example AutoAttack records on common examples (a
+`per_example` dict `{"index": [...], "clean": [...], "<attack>": [...], "all": [...]}` in a report of their
+robustness.json), the table gives the exact McNemar p-value of their difference (two-sided binomial test on the
+discordant pairs; McNemar, 1947).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from huggingface_hub import hf_hub_download
+from huggingface_hub.repocard import REGEX_YAML_BLOCK
+
+from .hub import CARD_NAME, PLOT_NAME, REPORTS_NAME, dataset_identity, format_duration, format_eps
+from .robustness.report import wilson_interval
+
+HTML_TEMPLATE = Path(__file__).with_name("leaderboard.html.j2")
+HUB_URL = "https://huggingface.co"
+NORMS = {"linf": "Linf", "l_inf": "Linf", "l-inf": "Linf", "inf": "Linf", "l2": "L2", "l_2": "L2", "l-2": "L2"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+PLUS_MINUS = re.compile(r"\s*(?:±|\+/-|\+-)\s*")
+CSV_COLUMNS = (
+    "dataset", "split", "norm", "eps", "rank", "model", "architecture", "params", "clean", "clean_low", "clean_high",
+    "clean_n", "autoattack", "autoattack_low", "autoattack_high", "autoattack_n", "p_value_vs_next", "epochs",
+    "backward_passes_per_image", "train_seconds", "device", "link",
+)  # fmt: skip
+
+
+class NotACard(ValueError):
+    """A source that is not a readable model card with results (the leaderboard skips it with a note)."""
+
+
+@dataclass
+class Accuracy:
+    """One accuracy in % with its n and 95% interval (both None when the card does not say)."""
+
+    value: float
+    n: int | None = None
+    interval: tuple[float, float] | None = None
+
+
+@dataclass
+class Row:
+    """One model in one table."""
+
+    model: str
+    link: str
+    clean: Accuracy | None
+    autoattack: Accuracy | None
+    facts: dict[str, Any]
+    source: str
+    folder: Path | None = None
+    plot: str | None = None
+    per_example: dict[str, Any] | None = None
+    p_value_vs_next: float | None = None
+
+
+@dataclass
+class Table:
+    """The rows of one (dataset, split, threat model, eps), best AutoAttack accuracy first; norm/eps are None for
+    models with clean results only."""
+
+    dataset: str
+    dataset_name: str
+    split: str | None
+    norm: str | None
+    eps: float | None
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def threat(self) -> str:
+        """`Linf, eps=8/255`, or `clean only`."""
+        return f"{self.norm}, eps={format_eps(self.eps, self.norm)}" if self.norm else "clean only"
+
+    @property
+    def title(self) -> str:
+        name = f" ({self.dataset_name})" if self.dataset_name != self.dataset else ""
+        return f"{self.dataset}{name}, {self.split or 'unknown'} split, {self.threat}"
+
+
+@dataclass
+class Leaderboard:
+    """The tables (sorted by dataset, split, threat model, eps) and one note per skipped source or metric."""
+
+    tables: list[Table]
+    notes: list[str]
+
+
+def coerce_number(value: Any) -> float | None:
+    """A finite float from a number, a numeric string, "x ± y" / "x +- y" (-> x), "x%" (-> x) or a fraction "a/b";
+    None when the value is none of these (booleans included)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = PLUS_MINUS.split(value.strip())[0].removesuffix("%").strip()
+        numerator, slash, denominator = text.partition("/")
+        try:
+            value = float(numerator) / float(denominator) if slash else float(text)
+        except (ValueError, ZeroDivisionError):
+            return None
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def coerce_norm(value: Any) -> str | None:
+    """`Linf` / `L2` from the usual spellings (`linf`, `L_inf`, `inf`, `l2`...), else None."""
+    return NORMS.get(str(value).strip().lower()) if value is not None else None
+
+
+def mcnemar_p_value(first: Sequence[bool], second: Sequence[bool]) -> float:
+    """Exact two-sided McNemar p-value for paired correctness flags (the binomial test of the discordant pairs
+    with p = 1/2; McNemar, 1947). 1.0 when no pair is discordant."""
+    if len(first) != len(second):
+        raise ValueError(f"Paired flags must have the same length, got {len(first)} and {len(second)}.")
+    only_first = sum(1 for a, b in zip(first, second, strict=True) if a and not b)
+    only_second = sum(1 for a, b in zip(first, second, strict=True) if b and not a)
+    discordant = only_first + only_second
+    tail = sum(math.comb(discordant, k) for k in range(min(only_first, only_second) + 1))
+    return min(1.0, 2 * tail / 2**discordant)
+
+
+def paired_p_value(first: dict[str, Any], second: dict[str, Any], attack: str) -> float | None:
+    """McNemar p-value of `attack` between two `per_example` records on their common indices (None without any)."""
+    flags = []
+    for record in (first, second):
+        index, correct = record.get("index"), record.get(attack)
+        if not isinstance(index, list) or not isinstance(correct, list) or len(index) != len(correct):
+            return None
+        flags.append(dict(zip(index, correct, strict=True)))
+    common = sorted(flags[0].keys() & flags[1].keys())
+    if not common:
+        return None
+    return mcnemar_p_value([bool(flags[0][i]) for i in common], [bool(flags[1][i]) for i in common])
+
+
+def _read_source(source: str | Path) -> tuple[str, Path | None, str]:
+    """(card text, local folder or None, link to the card) of a folder, README.md file or Hub id."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / CARD_NAME
+        if not path.is_file():
+            raise NotACard(f"{source}: no {CARD_NAME}, not a model folder")
+    if path.is_file():
+        if path.suffix.lower() != ".md":
+            raise NotACard(f"{source}: not a markdown model card")
+        return path.read_text(encoding="utf-8", errors="replace"), path.parent, str(path)
+    if not HUB_ID.match(str(source)):
+        raise NotACard(f"{source}: no such file or folder, and not a Hub id")
+    try:
+        card = Path(hf_hub_download(str(source), CARD_NAME))
+    except Exception as error:  # offline, not found, gated, network: the source is skipped with the reason
+        raise NotACard(f"{source}: could not download its card from the Hub ({type(error).__name__})") from error
+    return card.read_text(encoding="utf-8", errors="replace"), None, f"{HUB_URL}/{source}"
+
+
+def _metadata(text: str, source: str | Path) -> dict[str, Any]:
+    match = REGEX_YAML_BLOCK.search(text)
+    if not match:
+        raise NotACard(f"{source}: no YAML metadata, not a model card")
+    try:
+        metadata = yaml.safe_load(match.group(2))
+    except yaml.YAMLError as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise NotACard(f"{source}: invalid YAML metadata ({first_line}), not a model card") from error
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("model-index"), list):
+        raise NotACard(f"{source}: no model-index in its metadata, not a results card")
+    return metadata
+
+
+def _attack(metric: dict[str, Any]) -> str | None:
+    """`clean`, `autoattack` or another attack name, from the metric's config, else from its name."""
+    config = metric.get("config")
+    if isinstance(config, str) and config:
+        return config.lower()
+    name = str(metric.get("name") or "").lower()
+    if "autoattack" in name and "clean" not in name:
+        return "autoattack"
+    return "clean" if "clean" in name and "autoattack" not in name else None
+
+
+def _accuracy(value: float, args: dict[str, Any]) -> Accuracy:
+    n = coerce_number(args.get("n_examples"))
+    n = int(n) if n is not None and n >= 1 and n == int(n) else None
+    bounds = args.get("interval_95")
+    interval = None
+    if isinstance(bounds, list | tuple) and len(bounds) == 2:
+        low, high = coerce_number(bounds[0]), coerce_number(bounds[1])
+        interval = (low, high) if low is not None and high is not None else None
+    if interval is None and n is not None:
+        low, high = wilson_interval(round(value / 100 * n), n)
+        interval = (round(100 * low, 2), round(100 * high, 2))
+    return Accuracy(value, n, interval)
+
+
+def _measurements(metadata: dict[str, Any], source: str | Path, notes: list[str]) -> dict[tuple, Accuracy]:
+    """{(dataset type, dataset name, split, attack, norm, eps): accuracy} of a card (first value of each slot)."""
+    found: dict[tuple, Accuracy] = {}
+    for model in metadata["model-index"]:
+        for result in (model or {}).get("results") or []:
+            dataset = result.get("dataset") or {}
+            if not dataset.get("type"):
+                notes.append(f"{source}: a result without dataset.type skipped")
+                continue
+            for metric in result.get("metrics") or []:
+                if str(metric.get("type", "")).lower() != "accuracy":
+                    continue
+                label = metric.get("name") or metric.get("config") or "accuracy"
+                attack, value = _attack(metric), coerce_number(metric.get("value"))
+                args = metric.get("args") if isinstance(metric.get("args"), dict) else {}
+                if attack is None:
+                    notes.append(f"{source}: metric {label!r} skipped: neither clean nor a named attack")
+                    continue
+                if value is None or not 0 <= value <= 100:
+                    notes.append(f"{source}: metric {label!r} skipped: value {metric.get('value')!r} is not a % value")
+                    continue
+                norm, eps = (None, None) if attack == "clean" else (coerce_norm(args.get("norm")), args.get("eps"))
+                eps = None if eps is None else coerce_number(eps)
+                if attack != "clean" and (norm is None or eps is None):
+                    notes.append(
+                        f"{source}: metric {label!r} skipped: no threat model in its args "
+                        f"(norm={args.get('norm')!r}, eps={args.get('eps')!r})"
+                    )
+                    continue
+                key = (str(dataset["type"]), str(dataset.get("name") or dataset["type"]), dataset.get("split"))
+                found.setdefault((*key, attack, norm, None if eps is None else round(eps, 8)), _accuracy(value, args))
+    return found
+
+
+def _per_example_records(folder: Path | None, source: str | Path) -> list[dict[str, Any]]:
+    """The reports of the card's robustness.json (local, else from the Hub when reachable; [] without one)."""
+    try:
+        path = folder / REPORTS_NAME if folder else Path(hf_hub_download(str(source), REPORTS_NAME))
+        reports = json.loads(path.read_text()) if path.is_file() else []
+    except Exception:  # no robustness.json (foreign card, offline Hub): no significance column for this model
+        return []
+    return [report for report in reports if isinstance(report, dict) and isinstance(report.get("per_example"), dict)]
+
+
+def _matching_record(reports: list[dict[str, Any]], table: Table, attack: str) -> dict[str, Any] | None:
+    for report in reversed(reports):
+        dataset = report.get("dataset") or {}
+        identity = dataset_identity(dataset.get("name"))
+        same_data = table.dataset in (identity["type"], dataset.get("name")) or identity["name"] == table.dataset_name
+        eps = coerce_number(report.get("eps"))
+        same_threat = (
+            coerce_norm(report.get("norm")) == table.norm
+            and eps is not None
+            and table.eps is not None
+            and math.isclose(eps, table.eps, rel_tol=1e-6, abs_tol=1e-12)
+        )
+        if same_data and same_threat and dataset.get("split") == table.split and attack in report["per_example"]:
+            return report["per_example"]
+    return None
+
+
+def _plot(folder: Path | None, source: str | Path, text: str) -> str | None:
+    if folder is not None:
+        return str(folder / PLOT_NAME) if (folder / PLOT_NAME).is_file() else None
+    return f"{HUB_URL}/{source}/resolve/main/{PLOT_NAME}" if PLOT_NAME in text else None
+
+
+def leaderboard(
+    sources: Iterable[str | Path],
+    *,
+    dataset: str | None = None,
+    split: str | None = None,
+    threat_model: str | None = None,
+    eps: float | None = None,
+) -> Leaderboard:
+    """Tables of the cards in `sources` (folders, README.md files or Hub ids), one per (dataset, split, norm, eps).
+
+    `dataset` keeps the tables whose dataset type or name is it (case-insensitive), `split`, `threat_model`
+    (`Linf`/`L2`) and `eps` (pixel units) likewise. Unreadable sources and unusable metrics become `notes` (one line
+    each, naming the file); nothing raises for a bad card. Raises `ValueError` for an unknown `threat_model`.
+    """
+    wanted_norm = coerce_norm(threat_model) if threat_model else None
+    if threat_model and wanted_norm is None:
+        raise ValueError(f"Unknown threat model {threat_model!r}: use Linf or L2.")
+    notes: list[str] = []
+    tables: dict[tuple, Table] = {}
+    for source in sources:
+        try:
+            text, folder, link = _read_source(source)
+            metadata = _metadata(text, source)
+            found = _measurements(metadata, source, notes)
+        except NotACard as error:
+            notes.append(f"{error}; skipped")
+            continue
+        except (AttributeError, TypeError) as error:  # a model-index of the wrong shape (a string for a mapping...)
+            notes.append(f"{source}: malformed model-index ({type(error).__name__}: {error}); skipped")
+            continue
+        clean = {key[:3]: value for key, value in found.items() if key[3] == "clean"}
+        if any(value.value <= 1 for value in clean.values()):
+            notes.append(f"{source}: clean accuracy <= 1: a fraction rather than a % value? card skipped")
+            continue
+        facts = metadata.get("mixacm") if isinstance(metadata.get("mixacm"), dict) else {}
+        first = metadata["model-index"][0] if metadata["model-index"] else None
+        name = str(first.get("name") if isinstance(first, dict) and first.get("name") else Path(str(source)).name)
+        threats = dict.fromkeys((*key[:3], key[4], key[5]) for key in found if key[3] != "clean")
+        for data in clean.keys() - {threat[:3] for threat in threats}:
+            threats[(*data, None, None)] = None
+        for data_type, data_name, data_split, norm, budget in threats:
+            tables.setdefault(
+                (data_type, data_split, norm, budget), Table(data_type, data_name, data_split, norm, budget)
+            ).rows.append(
+                Row(
+                    model=name, link=link, clean=clean.get((data_type, data_name, data_split)),
+                    autoattack=found.get((data_type, data_name, data_split, "autoattack", norm, budget)), facts=facts,
+                    source=str(source), folder=folder, plot=_plot(folder, source, text),
+                )
+            )  # fmt: skip
+        if not found:
+            notes.append(f"{source}: no usable accuracy in its model-index; skipped")
+    selected = [
+        table
+        for table in tables.values()
+        if (dataset is None or dataset.lower() in (table.dataset.lower(), table.dataset_name.lower()))
+        and (split is None or table.split == split)
+        and (wanted_norm is None or table.norm == wanted_norm)
+        and (eps is None or (table.eps is not None and math.isclose(table.eps, eps, rel_tol=1e-6)))
+    ]
+    for table in selected:
+        _rank(table)
+    return Leaderboard(sorted(selected, key=lambda t: (t.dataset, t.split or "", t.norm or "~", t.eps or 0)), notes)
+
+
+def _rank(table: Table) -> None:
+    """Sort by AutoAttack (models without one last), then clean; p-values between neighbours with records."""
+    table.rows.sort(
+        key=lambda row: (row.autoattack is None, -(row.autoattack.value if row.autoattack else 0), -_value(row.clean))
+    )
+    for row in table.rows:
+        if table.norm and row.autoattack:
+            row.per_example = _matching_record(_per_example_records(row.folder, row.source), table, "autoattack")
+    for row, below in zip(table.rows, table.rows[1:], strict=False):
+        if row.per_example and below.per_example:
+            row.p_value_vs_next = paired_p_value(row.per_example, below.per_example, "autoattack")
+
+
+def _value(accuracy: Accuracy | None) -> float:
+    return accuracy.value if accuracy else 0.0
+
+
+def _cost(facts: dict[str, Any]) -> str:
+    epochs, passes, seconds = facts.get("epochs"), facts.get("backward_passes_per_image"), facts.get("train_seconds")
+    if coerce_number(epochs) is None or passes is None:
+        return "–"
+    cost = f"{coerce_number(epochs):g} epochs × {passes} backward/image"
+    seconds = coerce_number(seconds)
+    return cost + (f", {format_duration(seconds)} on {facts.get('device', '?')}" if seconds is not None else "")
+
+
+def _params(facts: dict[str, Any]) -> str:
+    params = coerce_number(facts.get("params"))
+    return "–" if params is None else f"{params / 1e6:.2f}M"
+
+
+def _cells(row: Row) -> dict[str, str]:
+    def accuracy(value: Accuracy | None) -> tuple[str, str]:
+        if value is None:
+            return "–", "–"
+        interval = f"[{value.interval[0]:.1f}, {value.interval[1]:.1f}]" if value.interval else "–"
+        return f"{value.value:.2f}", interval
+
+    ns = [value.n for value in (row.clean, row.autoattack) if value is not None]
+    clean, clean_interval = accuracy(row.clean)
+    robust, robust_interval = accuracy(row.autoattack)
+    return {
+        "model": row.model, "architecture": str(row.facts.get("architecture") or "–"), "params": _params(row.facts),
+        "clean": clean, "clean_interval": clean_interval, "autoattack": robust, "autoattack_interval": robust_interval,
+        "n": " / ".join(dict.fromkeys("?" if n is None else str(n) for n in ns)) or "–",
+        "p": "" if row.p_value_vs_next is None else f"{row.p_value_vs_next:.3g}", "cost": _cost(row.facts),
+    }  # fmt: skip
+
+
+def table_records(table: Table) -> list[dict[str, str]]:
+    """The display cells of each row of `table`, rank first (what the markdown, HTML and Gradio tables show)."""
+    return [{"rank": str(rank), **_cells(row)} for rank, row in enumerate(table.rows, 1)]
+
+
+def _markdown(table: Table) -> str:
+    significance = any(row.p_value_vs_next is not None for row in table.rows)
+    header = "| Rank | Model | Architecture | Params | Clean (%) | 95% interval | AutoAttack (%) | 95% interval | n |"
+    header += " p vs next |" if significance else ""
+    separator = "|---:|---|---|---:|---:|---|---:|---|---:|" + ("---:|" if significance else "") + "---|"
+    lines = [f"### {table.title}", "", header + " Training cost |", separator]
+    for cells in table_records(table):
+        p = f" {cells['p'] or '–'} |" if significance else ""
+        lines.append(
+            f"| {cells['rank']} | {cells['model']} | {cells['architecture']} | {cells['params']} | {cells['clean']} "
+            f"| {cells['clean_interval']} | {cells['autoattack']} | {cells['autoattack_interval']} | {cells['n']} |"
+            f"{p} {cells['cost']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _csv(tables: Sequence[Table]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for table in tables:
+        for rank, row in enumerate(table.rows, 1):
+            clean, robust = row.clean, row.autoattack
+            writer.writerow({
+                "dataset": table.dataset, "split": table.split, "norm": table.norm, "eps": table.eps, "rank": rank,
+                "model": row.model, "clean": clean and clean.value, "clean_n": clean and clean.n,
+                "clean_low": clean and clean.interval and clean.interval[0],
+                "clean_high": clean and clean.interval and clean.interval[1],
+                "autoattack": robust and robust.value, "autoattack_n": robust and robust.n,
+                "autoattack_low": robust and robust.interval and robust.interval[0],
+                "autoattack_high": robust and robust.interval and robust.interval[1],
+                "p_value_vs_next": row.p_value_vs_next, "link": row.link,
+                **{key: row.facts.get(key) for key in CSV_COLUMNS if key in row.facts},
+            })  # fmt: skip
+    return out.getvalue()
+
+
+def _image_source(plot: str | None) -> str | None:
+    """A Hub URL as it is; a local PNG inlined as a data URI, so the HTML file stands alone."""
+    if plot is None or plot.startswith("http"):
+        return plot
+    return "data:image/png;base64," + base64.b64encode(Path(plot).read_bytes()).decode("ascii")
+
+
+def render_html(board: Leaderboard) -> str:
+    """A standalone HTML page: one sortable table per dataset/threat model, a search box, links to the cards and
+    each model's robustness-vs-eps plot (local plots inlined). Needs no server and no network."""
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    tables = [
+        {"title": table.title, "entries": list(zip(table_records(table), table.rows, strict=True)),
+         "significance": any(row.p_value_vs_next is not None for row in table.rows)}
+        for table in board.tables
+    ]  # fmt: skip
+    images = {row.link: _image_source(row.plot) for table in board.tables for row in table.rows}
+    return environment.from_string(HTML_TEMPLATE.read_text(encoding="utf-8")).render(
+        tables=tables, notes=board.notes, images=images
+    )
+
+
+def format_leaderboard(board: Leaderboard, fmt: str = "markdown") -> str:
+    """The tables as markdown (one `###` section each), CSV (one row per model and table, raw numbers) or HTML."""
+    if fmt == "csv":
+        return _csv(board.tables)
+    if fmt == "html":
+        return render_html(board)
+    if fmt != "markdown":
+        raise ValueError(f"Unknown leaderboard format {fmt!r}: use markdown, csv or html.")
+    return "\n".join(_markdown(table) for table in board.tables)

@@ -1,0 +1,111 @@
+"""Robustness leaderboard: a Gradio app (Hugging Face Space) over the model cards of robust image classifiers.
+
+    python spaces/leaderboard/app.py [FOLDER_OR_HUB_ID ...] [--host 127.0.0.1] [--port 7860]
+
+Sources are model folders, README.md files or Hub model ids (local glob patterns are expanded); without any, the
+space-separated `LEADERBOARD_SOURCES` environment variable (a Space variable), else the `model_cards/*` folders of
+the mixacm-hf repository. One table per dataset, split and threat model (as `python -m mixacm_hf.hub leaderboard`),
+sortable by any column, a search box over all tables, links to the cards and each model's robustness-vs-eps plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from mixacm_hf.leaderboard import Leaderboard, Row, Table, leaderboard, table_records
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_PATTERN = str(HERE.parents[1] / "model_cards" / "*")
+COLUMNS = {
+    "rank": "Rank", "model": "Model", "architecture": "Architecture", "params": "Params", "clean": "Clean (%)",
+    "clean_interval": "95% interval", "autoattack": "AutoAttack (%)", "autoattack_interval": "AutoAttack 95% interval",
+    "n": "n", "p": "p vs next", "cost": "Training cost",
+}  # fmt: skip
+
+
+def expand_sources(sources: Sequence[str]) -> list[str]:
+    """Local glob patterns expanded (sorted); Hub ids and plain paths as they are."""
+    expanded = []
+    for source in sources:
+        matches = sorted(glob.glob(source)) if glob.has_magic(source) else []
+        expanded.extend(matches or [source])
+    return expanded
+
+
+def default_sources() -> list[str]:
+    return expand_sources(os.environ.get("LEADERBOARD_SOURCES", DEFAULT_PATTERN).split())
+
+
+def _link(row: Row) -> str:
+    """A Hub card's URL; a local card through Gradio's file route (the folders are in `allowed_paths`)."""
+    return row.link if row.link.startswith("http") else f"/gradio_api/file={Path(row.link).resolve()}"
+
+
+def table_frame(table: Table, query: str = "") -> pd.DataFrame:
+    """The display cells of `table` (model names as markdown links), rows whose model contains `query` only."""
+    records = [
+        {**cells, "model": f"[{cells['model']}]({_link(row)})"}
+        for cells, row in zip(table_records(table), table.rows, strict=True)
+        if query.strip().lower() in row.model.lower()
+    ]
+    columns = [key for key in COLUMNS if key != "p" or any(row.p_value_vs_next is not None for row in table.rows)]
+    return pd.DataFrame(records, columns=columns).rename(columns=COLUMNS)
+
+
+def plots(board: Leaderboard) -> dict[str, str]:
+    """Model name -> its robustness-vs-eps plot (local path or Hub URL), for the models that have one."""
+    return {row.model: row.plot for table in board.tables for row in table.rows if row.plot}
+
+
+def build_app(sources: Sequence[str]) -> gr.Blocks:
+    """The leaderboard page of `sources` (read once, when the app is built)."""
+    board = leaderboard(sources)
+    images = plots(board)
+    with gr.Blocks(title="Robustness leaderboard") as app:
+        gr.Markdown(
+            "# Robustness leaderboard\n\nOne table per dataset, split and threat model: results measured on different "
+            "data or budgets are never ranked together. Accuracies in %, with 95% intervals; n = evaluated images "
+            "(clean / AutoAttack). Click a column header to sort; the model name links to its card."
+        )
+        search = gr.Textbox(label="Search models", placeholder="e.g. mixacm")
+        frames = []
+        for table in board.tables:
+            gr.Markdown(f"## {table.title}")
+            frame = table_frame(table)
+            datatypes = ["markdown" if column == COLUMNS["model"] else "str" for column in frame.columns]
+            frames.append(gr.Dataframe(value=frame, datatype=datatypes, interactive=False, wrap=True))
+        if images:
+            gr.Markdown("## Robust accuracy against the attack budget eps")
+            first = next(iter(images))
+            choice = gr.Dropdown(choices=list(images), value=first, label="Model")
+            plot = gr.Image(value=images[first], label="Accuracy vs eps", show_label=False)
+            choice.change(lambda name: images[name], inputs=choice, outputs=plot)
+        if board.notes:
+            gr.Markdown("## Skipped\n\n" + "\n".join(f"- {note}" for note in board.notes))
+        if frames:
+            search.change(
+                lambda query: [table_frame(table, query) for table in board.tables], inputs=search, outputs=frames
+            )
+    return app
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sources", nargs="*", help="model folders, README.md files or Hub ids (default: see above)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    args = parser.parse_args(argv)
+    sources = expand_sources(args.sources) if args.sources else default_sources()
+    folders = [str(Path(source).resolve()) for source in sources if Path(source).exists()]
+    build_app(sources).launch(server_name=args.host, server_port=args.port, allowed_paths=folders)
+
+
+if __name__ == "__main__":
+    main()

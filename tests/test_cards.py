@@ -1,0 +1,199 @@
+"""Card writes in the Hub's real world: all-or-nothing updates, string values of foreign cards, concurrent updates,
+honest dataset identity, and students of any architecture that load with `pipeline`."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard, metadata_load
+from PIL import Image
+
+from mixacm_hf import WideResNetConfig, WideResNetForImageClassification
+from mixacm_hf import hub as hub_module
+from mixacm_hf.hub import load_reports, save_robust_model, update_model_card
+from mixacm_hf.robustness import evaluate_robustness
+
+SUMMARY = {"method": "natural", "params": 77850, "epochs": 1.0, "train_seconds": 1.0, "backward_passes_per_image": 1}
+
+
+@pytest.fixture(scope="module")
+def model_and_report():
+    torch.manual_seed(0)
+    model = WideResNetForImageClassification(WideResNetConfig.from_name("wrn-10-1", num_labels=10)).eval()
+    x, y = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    report = evaluate_robustness(
+        model, (x, y), ["clean", "fgsm"], n_examples=8, eps_sweep=[0, 8 / 255], dataset_name="uoft-cs/cifar10",
+        progress=False,
+    )  # fmt: skip
+    return model, report
+
+
+@pytest.fixture
+def folder(model_and_report, tmp_path):
+    """A saved model whose card also holds a foreign result with string values ("61.2 ± 1.1", eps "8/255")."""
+    model, report = model_and_report
+    folder = tmp_path / "model"
+    save_robust_model(model, folder, [report], SUMMARY)
+    card = ModelCard.load(folder / "README.md")
+    metadata = card.data.to_dict()
+    metadata["model-index"][0]["results"][0]["metrics"].append(
+        {"type": "accuracy", "value": "61.2 ± 1.1", "name": "Robust accuracy (their PGD)", "config": "their-pgd",
+         "args": {"norm": "Linf", "eps": "8/255"}}
+    )  # fmt: skip
+    card = ModelCard(f"---\n{json.dumps(metadata)}\n---\n{card.text}")
+    card.save(folder / "README.md")
+    return folder
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def test_string_values_of_foreign_cards_are_kept_and_rendered_as_they_are(folder, model_and_report):
+    update_model_card(folder, replace(model_and_report[1], clean_accuracy=0.625))
+    metrics = metadata_load(folder / "README.md")["model-index"][0]["results"][0]["metrics"]
+    foreign = next(metric for metric in metrics if metric["config"] == "their-pgd")
+    assert foreign["value"] == "61.2 ± 1.1" and foreign["args"]["eps"] == "8/255"
+    assert next(metric["value"] for metric in metrics if metric["config"] == "clean") == 62.5
+    assert "| their-PGD | Linf, eps=8/255 | 61.2 ± 1.1 |" in (folder / "README.md").read_text()
+
+
+def test_failed_rendering_leaves_every_file_byte_identical(folder, model_and_report, monkeypatch):
+    before = _snapshot(folder)
+    shown = hub_module._shown
+
+    def fail_on_strings(value, pattern="{}"):
+        if isinstance(value, str) and "±" in value:
+            raise TypeError(f"cannot render {value!r}")
+        return shown(value, pattern)
+
+    monkeypatch.setattr(hub_module, "_shown", fail_on_strings)
+    with pytest.raises(TypeError, match="cannot render '61.2 ± 1.1'"):
+        update_model_card(folder, replace(model_and_report[1], clean_accuracy=0.125))
+    assert _snapshot(folder) == before  # the lock file of mixacm_hf.files.locked included: it is older
+
+
+def test_failed_write_rolls_back_the_files_already_replaced(folder, model_and_report, monkeypatch):
+    before = _snapshot(folder)
+    write = hub_module.atomic_write_bytes
+    attempts = []
+
+    def fail_on_card(path, data):
+        attempts.append(Path(path).name)
+        if Path(path).name == "README.md":
+            raise PermissionError(f"{path} is read-only")
+        return write(path, data)
+
+    monkeypatch.setattr(hub_module, "atomic_write_bytes", fail_on_card)
+    with pytest.raises(PermissionError, match="read-only"):
+        update_model_card(folder, replace(model_and_report[1], clean_accuracy=0.125))
+    assert attempts[:3] == ["robustness.json", "robustness_vs_eps.png", "README.md"]  # replaced, then put back
+    assert _snapshot(folder) == before
+
+
+WORKER = """
+import sys
+from dataclasses import replace
+from pathlib import Path
+from mixacm_hf.hub import update_model_card
+from mixacm_hf.robustness import RobustnessReport
+
+folder, tag = sys.argv[1], int(sys.argv[2])
+base = RobustnessReport.from_json(Path(sys.argv[3]).read_text())
+for i in range(50):
+    update_model_card(folder, replace(base, seed=1000 * tag + i, clean_accuracy=(i % 8) / 8))
+"""
+
+
+def test_concurrent_updates_lose_nothing_and_keep_files_valid(folder, model_and_report, tmp_path):
+    base = tmp_path / "base.json"
+    base.write_text(replace(model_and_report[1], eps_sweep=None).to_json())
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    workers = [
+        subprocess.Popen([sys.executable, str(script), str(folder), str(tag), str(base)], stderr=subprocess.PIPE)
+        for tag in (1, 2)
+    ]
+    for worker in workers:
+        assert worker.wait(timeout=600) == 0, worker.stderr.read().decode()[-3000:]
+    seeds = [report.seed for report in load_reports(folder)]
+    assert len(seeds) == 101 and sorted(seeds[1:]) == [*range(1000, 1050), *range(2000, 2050)]
+    card = ModelCard.load(folder / "README.md")
+    values = {result.metric_config: result.metric_value for result in card.data.eval_results}
+    assert values["clean"] == 100 * (49 % 8) / 8 and values["their-pgd"] == "61.2 ± 1.1"  # both ended with i = 49
+    assert not [path.name for path in folder.iterdir() if path.name.endswith(".tmp")]
+
+
+def test_local_copy_is_named_as_itself_unless_the_user_names_the_hub_dataset(model_and_report, tmp_path):
+    model, report = model_and_report
+    copy = tmp_path / "my-cifar"
+    copy.mkdir()
+    (copy / "README.md").write_text("---\npretty_name: CIFAR-10 (PNG copy)\n---\nA copy.\n")
+    (copy / "test.parquet").write_bytes(b"1234")
+    local = replace(report, dataset={"name": str(copy), "split": "test", "revision": None})
+
+    own = save_robust_model(model, tmp_path / "own", [local], SUMMARY)
+    (result, *_) = own.data.eval_results
+    assert (result.dataset_type, result.dataset_name) == ("my-cifar-local-copy", "CIFAR-10 (PNG copy)")
+    assert len(result.dataset_revision) == 12 and own.data.datasets is None  # a local copy is no Hub dataset
+    assert f"The data is `{copy}`, a local copy (CIFAR-10 (PNG copy), files fingerprint" in own.text
+    assert f"--dataset {copy}" in own.text and "uoft-cs" not in own.text
+
+    asserted = save_robust_model(model, tmp_path / "asserted", [local], SUMMARY, dataset_id="uoft-cs/cifar10")
+    (result, *_) = asserted.data.eval_results
+    assert (result.dataset_type, result.dataset_name) == ("uoft-cs/cifar10", "CIFAR-10 (PNG copy)")
+    assert asserted.data.datasets == ["uoft-cs/cifar10"]
+    assert f"`{copy}` is a local copy (CIFAR-10 (PNG copy), files fingerprint `{result.dataset_revision}`)" in (
+        asserted.text
+    )
+
+
+def test_published_cards_make_no_hub_claim_for_the_local_copy():
+    cards = [path for path in (Path(__file__).resolve().parents[1] / "model_cards").glob("*/README.md")]
+    assert cards
+    for path in cards:
+        metadata = metadata_load(path)
+        types = {result["dataset"]["type"] for result in metadata["model-index"][0]["results"]}
+        assert types == {"cifar10-local-copy"}, path
+        assert "uoft-cs/cifar10" not in metadata.get("datasets", []), path
+        assert "files fingerprint" in path.read_text(), path
+
+
+def test_hf_resnet_student_is_pipeline_ready_and_its_card_claims_no_normalisation(tmp_path, cifar10_path):
+    from transformers import AutoModelForImageClassification, ResNetConfig, pipeline
+
+    from training.run_mixacm import main as run_main
+
+    spec = tmp_path / "resnet-tiny"
+    ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic").save_pretrained(spec)
+    output = tmp_path / "student"
+    run_main(
+        ["--student", str(spec), "--student_from_config", "true", "--method", "natural", "--dataset",
+         str(cifar10_path), "--max_train_samples", "32", "--max_eval_samples", "16", "--per_device_train_batch_size",
+         "16", "--max_steps", "2", "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no",
+         "--disable_tqdm", "true", "--output_dir", str(output), "--eval_attacks", "clean,fgsm", "--eval_n", "8",
+         "--eval_eps_sweep", ""]
+    )  # fmt: skip
+    processor = json.loads((output / "preprocessor_config.json").read_text())
+    assert processor["do_normalize"] is False and processor["size"] == {"height": 32, "width": 32}
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    classify = pipeline("image-classification", model=str(output))
+    scores = classify(image, top_k=10, function_to_apply="none")  # raw logits, one per label
+    model = AutoModelForImageClassification.from_pretrained(output).eval()
+    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        logits = model(pixels).logits[0]
+    got = torch.tensor([next(s["score"] for s in scores if s["label"] == model.config.id2label[i]) for i in range(10)])
+    assert torch.allclose(got, logits, atol=1e-4)
+
+    text = (output / "README.md").read_text()
+    assert "normalises them inside the model" not in text
+    assert "no mean/std normalisation, neither inside the model nor in its image processor" in text
+    params = sum(p.numel() for p in model.parameters())
+    assert f"A ResNetForImageClassification image classifier ({params / 1e6:.2f}M parameters)" in text

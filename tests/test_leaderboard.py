@@ -1,0 +1,223 @@
+"""Leaderboard: the README's command on the committed cards, foreign cards (string values, fraction eps, no args,
+other datasets and splits), filters, CSV/HTML output and the McNemar significance column."""
+
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mixacm_hf.hub import main
+from mixacm_hf.leaderboard import coerce_norm, coerce_number, format_leaderboard, leaderboard, mcnemar_p_value
+
+REPO = Path(__file__).resolve().parents[1]
+EPS = 8 / 255
+
+
+def _metric(value, config, **args):
+    metric = {"type": "accuracy", "value": value, "name": f"{config} accuracy", "config": config}
+    return {**metric, "args": args} if args else metric
+
+
+def _card(folder: Path, name: str, metrics, dataset="uoft-cs/cifar10", split="test", mixacm=None) -> Path:
+    """A hand-written card in the model-index format of the Hub's spec (as other tools write them)."""
+    folder.mkdir(parents=True)
+    metadata = {
+        "model-index": [
+            {
+                "name": name,
+                "results": [
+                    {
+                        "task": {"type": "image-classification"},
+                        "dataset": {"type": dataset, "name": dataset.upper(), "split": split},
+                        "metrics": metrics,
+                    }
+                ],
+            }
+        ]
+    }
+    if mixacm:
+        metadata["mixacm"] = mixacm
+    (folder / "README.md").write_text(f"---\n{yaml.safe_dump(metadata, sort_keys=False)}---\n\n# {name}\n")
+    return folder
+
+
+def _aa(value, n=1000, eps=EPS, norm="Linf"):
+    return _metric(value, "autoattack", norm=norm, eps=eps, n_examples=n)
+
+
+@pytest.fixture
+def foreign(tmp_path):
+    """Cards as found in the wild, and files that are not cards."""
+    cards = {
+        "ours": _card(
+            tmp_path / "ours", "ours", [_metric(80.0, "clean", n_examples=1000), _aa(50.0)],
+            mixacm={"architecture": "WRN-16-2", "params": 691674, "epochs": 10.0, "backward_passes_per_image": 1},
+        ),
+        "strings": _card(
+            tmp_path / "strings", "strings",
+            [_metric("85.1 ± 1.1", "clean", n_examples="1000"), _aa("61.2 ± 1.1", eps="8/255", norm="linf")],
+        ),
+        "percent": _card(tmp_path / "percent", "percent", [_metric("70%", "clean"), _aa("55.5", n=500)]),
+        "no-args": _card(
+            tmp_path / "no-args", "no-args", [_metric(90.0, "clean"), {"type": "accuracy", "value": 40.0,
+                                                                      "name": "AutoAttack robust accuracy"}]
+        ),
+        "cifar100": _card(tmp_path / "cifar100", "cifar100", [_metric(60.0, "clean"), _aa(70.0)], "uoft-cs/cifar100"),
+        "train-split": _card(
+            tmp_path / "train-split", "train-split", [_metric(99.0, "clean"), _aa(95.0)], split="train"
+        ),
+        "bad-value": _card(tmp_path / "bad-value", "bad-value", [_metric(75.0, "clean"), _aa("n/a")]),
+        "fractions": _card(tmp_path / "fractions", "fractions", [_metric(0.8, "clean"), _aa(0.5)]),
+    }  # fmt: skip
+    (tmp_path / "notes.txt").write_text("not a card\n")
+    (tmp_path / "template.md").write_text((REPO / "model_cards" / "template.md").read_text())
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "malformed").mkdir()
+    (tmp_path / "malformed" / "README.md").write_text("---\nmodel-index:\n- results: [oops]\n---\n")
+    return tmp_path, cards
+
+
+def test_coercion_of_foreign_values():
+    assert coerce_number("61.2 ± 1.1") == 61.2 and coerce_number("61.2 +- 1.1") == 61.2
+    assert coerce_number(" 70% ") == 70.0 and coerce_number("8/255") == pytest.approx(8 / 255)
+    assert coerce_number(42) == 42.0 and coerce_number("0.5") == 0.5
+    for bad in ("n/a", "", None, True, "1/0", float("nan"), [1]):
+        assert coerce_number(bad) is None, bad
+    assert coerce_norm("linf") == coerce_norm("L_inf") == coerce_norm("Linf") == "Linf" and coerce_norm("l2") == "L2"
+    assert coerce_norm("L1") is None and coerce_norm(None) is None
+
+
+def test_readme_command_verbatim_on_the_committed_cards_prints_tables():
+    readme = (REPO / "README.md").read_text()
+    command = re.search(r"^python -m mixacm_hf\.hub leaderboard model_cards/\*.*$", readme, re.MULTILINE).group(0)
+    done = subprocess.run(
+        command.replace("python", f"'{sys.executable}'", 1), shell=True, cwd=REPO, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "note: model_cards/template.md: invalid YAML metadata" in done.stderr
+    tables = [line for line in done.stdout.splitlines() if line.startswith("### ")]
+    assert tables and all("Linf, eps=8/255" in line or "clean only" in line for line in tables)
+    committed = [path.name for path in (REPO / "model_cards").iterdir() if (path / "README.md").is_file()]
+    for name in committed:
+        assert f"| {name} |" in done.stdout, name
+    # ranked by AutoAttack: the numbers of the first table's AutoAttack column never increase
+    first = done.stdout.split("### ")[1]
+    robust = [float(cells[7]) for cells in (row.split("|") for row in first.splitlines()[4:] if row) if cells[7].strip()
+              != "–"]  # fmt: skip
+    assert len(robust) >= 2 and robust == sorted(robust, reverse=True)
+
+
+def test_foreign_cards_give_separate_tables_and_notes_and_rank_the_valid_ones(foreign):
+    folder, cards = foreign
+    sources = [*(str(path) for path in cards.values()), *(str(folder / name) for name in ("notes.txt", "template.md",
+               "empty", "missing", "malformed"))]  # fmt: skip
+    board = leaderboard(sources)
+    titles = {(t.dataset, t.split, t.norm, t.eps and round(t.eps * 255)): t for t in board.tables}
+    assert set(titles) == {
+        ("uoft-cs/cifar10", "test", "Linf", 8), ("uoft-cs/cifar10", "test", None, None),
+        ("uoft-cs/cifar100", "test", "Linf", 8), ("uoft-cs/cifar10", "train", "Linf", 8),
+    }  # fmt: skip
+    main_table = titles[("uoft-cs/cifar10", "test", "Linf", 8)]
+    assert [row.model for row in main_table.rows] == ["strings", "percent", "ours"]
+    values = {row.model: (row.clean and row.clean.value, row.autoattack and row.autoattack.value) for row in
+              main_table.rows}  # fmt: skip
+    assert values == {"strings": (85.1, 61.2), "percent": (70.0, 55.5), "ours": (80.0, 50.0)}
+    strings = main_table.rows[0]
+    assert strings.clean.n == 1000 and strings.clean.interval == pytest.approx((82.8, 87.2), abs=0.05)  # Wilson
+    assert main_table.rows[2].facts["architecture"] == "WRN-16-2"
+    # their robust metrics were unusable: clean accuracy only, in a table of its own
+    assert [row.model for row in titles[("uoft-cs/cifar10", "test", None, None)].rows] == ["no-args", "bad-value"]
+    assert [row.model for row in titles[("uoft-cs/cifar100", "test", "Linf", 8)].rows] == ["cifar100"]
+    assert [row.model for row in titles[("uoft-cs/cifar10", "train", "Linf", 8)].rows] == ["train-split"]
+
+    notes = "\n".join(board.notes)
+    assert f"{cards['no-args']}: metric 'AutoAttack robust accuracy' skipped: no threat model" in notes
+    assert f"{cards['bad-value']}: metric 'autoattack accuracy' skipped: value 'n/a'" in notes
+    for name, reason in [("notes.txt", "not a markdown model card"), ("template.md", "invalid YAML metadata"),
+                         ("empty", "no README.md"), ("missing", "no such file or folder"),
+                         ("malformed", "malformed model-index (AttributeError")]:  # fmt: skip
+        assert f"{folder / name}: {reason}" in notes, name
+    assert f"{cards['fractions']}: clean accuracy <= 1: a fraction rather than a % value? card skipped" in notes
+    assert all("fractions" not in row.model for table in board.tables for row in table.rows)
+    assert all("\n" not in note for note in board.notes)
+
+    markdown = format_leaderboard(board)
+    assert markdown.count("### ") == 4
+    assert "| 1 | strings | – | – | 85.10 | [82.8, 87.2] | 61.20 |" in markdown
+
+
+def test_cli_filters_and_csv(foreign, capsys):
+    folder, cards = foreign
+    sources = [str(path) for path in cards.values()]
+    main(["leaderboard", *sources, "--dataset", "uoft-cs/cifar100"])
+    out = capsys.readouterr().out
+    assert out.count("### ") == 1 and "| 1 | cifar100 |" in out
+    main(["leaderboard", *sources, "--split", "train", "--threat-model", "Linf", "--eps", "8/255"])
+    assert capsys.readouterr().out.count("| 1 | train-split |") == 1
+    with pytest.raises(SystemExit, match="no model card with usable results"):
+        main(["leaderboard", *sources, "--threat-model", "L2"])
+    with pytest.raises(SystemExit, match="Unknown threat model 'L7'"):
+        main(["leaderboard", *sources, "--threat-model", "L7"])
+    main(["leaderboard", *sources, "--format", "csv", "--dataset", "uoft-cs/cifar10", "--split", "test"])
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    ranked = [(row["norm"], row["rank"], row["model"], row["autoattack"]) for row in rows]
+    assert ranked == [
+        ("Linf", "1", "strings", "61.2"), ("Linf", "2", "percent", "55.5"), ("Linf", "3", "ours", "50.0"),
+        ("", "1", "no-args", ""), ("", "2", "bad-value", ""),
+    ]  # fmt: skip
+    assert rows[2]["params"] == "691674" and rows[2]["autoattack_n"] == "1000"
+
+
+def test_mcnemar_exact_p_values():
+    # b discordant pairs one way, c the other: p = 2 * P(Binomial(b + c, 1/2) <= min(b, c)), capped at 1
+    assert mcnemar_p_value([True] * 6, [False] * 6) == pytest.approx(2 / 64)
+    first = [True] * 9 + [False] + [True] * 5
+    second = [False] * 9 + [True] + [True] * 5
+    assert mcnemar_p_value(first, second) == pytest.approx(2 * 11 / 1024)
+    assert mcnemar_p_value([True, False], [True, False]) == 1.0
+    with pytest.raises(ValueError, match="same length"):
+        mcnemar_p_value([True], [True, False])
+
+
+def test_significance_column_from_per_example_records(tmp_path):
+    # model a: correct on 0..7 of 0..9; model b: correct on 8, 9 and on 10..19 (not evaluated by a)
+    records = {
+        "a": {"index": list(range(10)), "autoattack": [i < 8 for i in range(10)]},
+        "b": {"index": list(range(20)), "autoattack": [i >= 8 for i in range(20)]},
+        "c": None,
+    }
+    for name, accuracy in [("a", 80.0), ("b", 60.0), ("c", 10.0)]:
+        folder = _card(tmp_path / name, name, [_metric(90.0, "clean", n_examples=10), _aa(accuracy, n=10)])
+        if records[name]:
+            report = {"dataset": {"name": "uoft-cs/cifar10", "split": "test"}, "norm": "Linf", "eps": EPS,
+                      "per_example": {**records[name], "clean": [True] * len(records[name]["index"])}}  # fmt: skip
+            (folder / "robustness.json").write_text(json.dumps([report]))
+    (table,) = leaderboard([tmp_path / name for name in "abc"]).tables
+    assert [row.model for row in table.rows] == ["a", "b", "c"]
+    # common indices 0..9: a alone right on 0..7 (8 pairs), b alone right on 8, 9 (2 pairs): p = 2 * 56 / 1024
+    assert table.rows[0].p_value_vs_next == pytest.approx(2 * (1 + 10 + 45) / 1024)
+    assert table.rows[1].p_value_vs_next is None and table.rows[2].p_value_vs_next is None
+    markdown = format_leaderboard(leaderboard([tmp_path / name for name in "abc"]))
+    assert "p vs next" in markdown and "| 0.109 |" in markdown
+
+
+def test_static_html_has_every_table_model_link_and_plot(tmp_path):
+    folder = tmp_path / "model"
+    _card(folder, "model-with-plot", [_metric(80.0, "clean", n_examples=10), _aa(50.0, n=10)])
+    (folder / "robustness_vs_eps.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    _card(tmp_path / "other", "other<script>", [_metric(70.0, "clean")], "uoft-cs/cifar100")
+    output = tmp_path / "leaderboard.html"
+    main(["leaderboard", str(folder), str(tmp_path / "other"), "--format", "html", "-o", str(output)])
+    html = output.read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.count('<table class="leaderboard">') == 2
+    assert f'href="{folder / "README.md"}">model-with-plot</a>' in html
+    assert "data:image/png;base64,iVBORw0KGgpmYWtl" in html
+    assert "other&lt;script&gt;" in html and "other<script>" not in html

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from mixacm_hf.files import atomic_write_text
+from mixacm_hf.files import atomic_write_text, replace_marked_block
 from mixacm_hf.hub import load_reports
 from mixacm_hf.robustness import RobustnessReport
 
@@ -158,10 +158,9 @@ def plot_results(rows: list[dict], path: Path, n_eval: int, n_autoattack: int) -
 def replace_between_markers(path: Path, text: str) -> None:
     """Put `text` between the results markers (TABLE_START, TABLE_END) of a markdown file; a file without both
     markers is left alone."""
-    content = path.read_text()
-    if TABLE_START in content and TABLE_END in content:
-        head, rest = content.split(TABLE_START, 1)
-        atomic_write_text(path, f"{head}{TABLE_START}\n{text}\n{TABLE_END}{rest.split(TABLE_END, 1)[1]}")
+    replaced = replace_marked_block(path.read_text(), f"\n{text}\n", TABLE_START, TABLE_END)
+    if replaced is not None:
+        atomic_write_text(path, replaced)
 
 
 def write_results(

@@ -52,7 +52,9 @@ N_AUTOATTACK = 500
 EVALUATIONS = ["fgsm", "autoattack"]  # the quick one first
 EPS_SWEEP = [0, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
 DEFAULT_DATASET = "../shared/datasets/cifar10"
-DATASET_ID = "uoft-cs/cifar10"  # the Hub dataset the local copy mirrors, named in the cards
+# The cards name the local JPEG copy as itself (its README: not comparable with results on the original files), not
+# the Hub dataset it mirrors; the stages trained before recorded `--card_dataset_id uoft-cs/cifar10` in their commands.
+DATASET_ID = None
 
 
 def model_folder(name: str) -> Path:
@@ -91,7 +93,7 @@ class Stage:
             "--dataset", dataset, "--student", self.arch, "--method", self.method,
             "--num_train_epochs", str(self.epochs), "--seed", str(self.seed),
             "--output_dir", str(self.output_dir.relative_to(REPO)), "--resume_from_checkpoint", "last",
-            "--eval_attacks", "clean", "--eval_n", str(N_EVAL), "--eval_eps_sweep", "", "--card_dataset_id", DATASET_ID,
+            "--eval_attacks", "clean", "--eval_n", str(N_EVAL), "--eval_eps_sweep", "",
             *teacher, *self.flags, *([] if self.in_memory_images else PIL_PIPELINE),
         ]  # fmt: skip
 

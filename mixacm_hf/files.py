@@ -60,3 +60,12 @@ def locked(path: str | os.PathLike, timeout: float = LOCK_TIMEOUT_SECONDS) -> It
     path = Path(path)
     with FileLock(str(path.parent / f".{path.name}.lock"), timeout=timeout):
         yield
+
+
+def replace_marked_block(text: str, block: str, start: str, end: str) -> str | None:
+    """`text` with what lies between its `start` and `end` markers replaced by `block` (markers kept); None when
+    `text` lacks either marker (the caller decides: append, or leave the file alone)."""
+    if start not in text or end not in text:
+        return None
+    head, rest = text.split(start, 1)
+    return f"{head}{start}{block}{end}{rest.split(end, 1)[1]}"

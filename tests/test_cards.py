@@ -14,7 +14,8 @@ from huggingface_hub import ModelCard, metadata_load
 from PIL import Image
 
 from mixacm_hf import WideResNetConfig, WideResNetForImageClassification
-from mixacm_hf import hub as hub_module
+from mixacm_hf.hub import cards as cards_module
+from mixacm_hf.hub import folders as folders_module
 from mixacm_hf.hub import load_reports, save_robust_model, update_model_card
 from mixacm_hf.robustness import evaluate_robustness
 
@@ -65,14 +66,14 @@ def test_string_values_of_foreign_cards_are_kept_and_rendered_as_they_are(folder
 
 def test_failed_rendering_leaves_every_file_byte_identical(folder, model_and_report, monkeypatch):
     before = _snapshot(folder)
-    shown = hub_module._shown
+    shown = cards_module._shown
 
     def fail_on_strings(value, pattern="{}"):
         if isinstance(value, str) and "±" in value:
             raise TypeError(f"cannot render {value!r}")
         return shown(value, pattern)
 
-    monkeypatch.setattr(hub_module, "_shown", fail_on_strings)
+    monkeypatch.setattr(cards_module, "_shown", fail_on_strings)
     with pytest.raises(TypeError, match="cannot render '61.2 ± 1.1'"):
         update_model_card(folder, replace(model_and_report[1], clean_accuracy=0.125))
     assert _snapshot(folder) == before  # the lock file of mixacm_hf.files.locked included: it is older
@@ -80,7 +81,7 @@ def test_failed_rendering_leaves_every_file_byte_identical(folder, model_and_rep
 
 def test_failed_write_rolls_back_the_files_already_replaced(folder, model_and_report, monkeypatch):
     before = _snapshot(folder)
-    write = hub_module.atomic_write_bytes
+    write = folders_module.atomic_write_bytes
     attempts = []
 
     def fail_on_card(path, data):
@@ -89,7 +90,7 @@ def test_failed_write_rolls_back_the_files_already_replaced(folder, model_and_re
             raise PermissionError(f"{path} is read-only")
         return write(path, data)
 
-    monkeypatch.setattr(hub_module, "atomic_write_bytes", fail_on_card)
+    monkeypatch.setattr(folders_module, "atomic_write_bytes", fail_on_card)
     with pytest.raises(PermissionError, match="read-only"):
         update_model_card(folder, replace(model_and_report[1], clean_accuracy=0.125))
     assert attempts[:3] == ["robustness.json", "robustness_vs_eps.png", "README.md"]  # replaced, then put back

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mixacm_hf.hub import main
-from mixacm_hf.leaderboard import coerce_norm, coerce_number, format_leaderboard, leaderboard, mcnemar_p_value
+from mixacm_hf.hub import TEMPLATE, main
+from mixacm_hf.hub.leaderboard import coerce_norm, coerce_number, leaderboard, mcnemar_p_value
+from mixacm_hf.hub.leaderboard_format import format_leaderboard
 
 REPO = Path(__file__).resolve().parents[1]
 EPS = 8 / 255
@@ -76,7 +77,7 @@ def foreign(tmp_path):
         "fractions": _card(tmp_path / "fractions", "fractions", [_metric(0.8, "clean"), _aa(0.5)]),
     }  # fmt: skip
     (tmp_path / "notes.txt").write_text("not a card\n")
-    (tmp_path / "template.md").write_text((REPO / "model_cards" / "template.md").read_text())
+    (tmp_path / "template.md").write_text(TEMPLATE.read_text())
     (tmp_path / "empty").mkdir()
     (tmp_path / "malformed").mkdir()
     (tmp_path / "malformed" / "README.md").write_text("---\nmodel-index:\n- results: [oops]\n---\n")
@@ -102,7 +103,6 @@ def test_readme_command_verbatim_on_the_committed_cards_prints_tables():
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
-    assert "note: model_cards/template.md: invalid YAML metadata" in done.stderr
     tables = [line for line in done.stdout.splitlines() if line.startswith("### ")]
     assert tables and all("Linf, eps=8/255" in line or "clean only" in line for line in tables)
     committed = [path.name for path in (REPO / "model_cards").iterdir() if (path / "README.md").is_file()]

@@ -19,7 +19,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from mixacm_hf.leaderboard import Leaderboard, Row, Table, leaderboard, table_records
+from mixacm_hf.hub.leaderboard import Leaderboard, Row, Table, leaderboard
+from mixacm_hf.hub.leaderboard_format import table_records
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PATTERN = str(HERE.parents[1] / "model_cards" / "*")

@@ -1,0 +1,250 @@
+"""Model cards of robust classifiers: rendered from the package's Jinja2 template (`template.md`) with the attack
+results, the training recipe and facts computed from the model (architecture, parameters, input normalisation)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ..robustness import RobustnessReport
+from .results import (
+    CARD_NAME,
+    LOCAL_COPY_SUFFIX,
+    _local_dataset,
+    attack_title,
+    dataset_identity,
+    format_duration,
+    format_eps,
+    merge_results,
+    report_results,
+)
+
+TEMPLATE = Path(__file__).with_name("template.md")  # package data: a wheel install writes cards too
+TAGS = ("adversarial-robustness", "mixacm", "knowledge-distillation")
+
+
+def _shown(value: Any, pattern: str = "{}") -> str:
+    """A number formatted with `pattern`; any other value (a foreign card's "61.2 ± 1.1", "8/255") as it is."""
+    return pattern.format(value) if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+
+
+def _result_rows(results: Sequence[EvalResult]) -> list[dict[str, Any]]:
+    """The card's results table, values of other cards (strings, fractions) shown as they are."""
+    rows = []
+    for result in results:
+        args = result.metric_args or {}
+        interval, norm, eps = args.get("interval_95"), args.get("norm"), args.get("eps")
+        eps = format_eps(eps, norm) if isinstance(eps, float) else _shown(eps)
+        rows.append({
+            "name": attack_title(result.metric_config) if result.metric_config else result.metric_name,
+            "threat": f"{norm}, eps={eps}" if norm else "–",
+            "accuracy": _shown(result.metric_value, "{:.2f}"),
+            "interval": f"[{_shown(interval[0], '{:.1f}')}, {_shown(interval[1], '{:.1f}')}]"
+            if isinstance(interval, list | tuple) and len(interval) == 2 else _shown(interval or ""),
+            "n": args.get("n_examples", ""),
+            "seconds": format_duration(args["seconds"]) if isinstance(args.get("seconds"), int | float) else "",
+        })  # fmt: skip
+    return rows
+
+
+def _evaluation(results: Sequence[EvalResult]) -> dict[str, Any] | None:
+    if not results:
+        return None
+    data = dict.fromkeys(f"the `{r.dataset_split}` split of {r.dataset_name}" for r in results)
+    return {
+        "data": " and ".join(data),
+        "autoattack": any((r.metric_config or "").startswith("autoattack") for r in results),
+    }
+
+
+def relevant_hyperparameters(method: str, hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters `method` uses (MixACM's loss weights mean nothing for natural training)."""
+    from ..trainer import ADVERSARIAL, USES_ACM, USES_KLD, USES_MIXUP
+
+    used_by = {
+        "mixup_alpha": USES_MIXUP, "alpha_kld": USES_KLD, "temperature": USES_KLD, "alpha_acm": USES_ACM,
+        "acm_channel_align": USES_ACM, "acm_layer_mapping": USES_ACM, "acm_teacher_layers": USES_ACM,
+        "acm_student_layers": USES_ACM, "pgd_eps": ADVERSARIAL, "pgd_step_size": {"pgd-at"}, "pgd_steps": {"pgd-at"},
+    }  # fmt: skip
+    return {
+        key: value
+        for key, value in hyperparameters.items()
+        if key != "method" and value is not None and method in used_by.get(key, {method})
+    }
+
+
+def _teacher(name: str | None) -> dict[str, Any] | None:
+    """The teacher's name and, when it is a folder with a card, the results its card reports."""
+    if not name:
+        return None
+    card = Path(name) / CARD_NAME
+    results = (ModelCard.load(card).data.eval_results or []) if card.is_file() else []
+    lines = [
+        f"{r.metric_name or r.metric_type}: {r.metric_value}% on {r.dataset_name} "
+        f"(n={(r.metric_args or {}).get('n_examples', '?')})"
+        for r in results
+    ]
+    return {"name": name, "results": lines}
+
+
+def _training(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    if summary is None:
+        return None
+    from ..run import backward_passes_per_image
+
+    return {
+        "method": summary["method"],
+        "teacher": _teacher(summary.get("teacher")),
+        "hyperparameters": relevant_hyperparameters(summary["method"], summary.get("hyperparameters", {})),
+        "dataset": summary.get("dataset"),
+        "n_train": summary.get("n_train"),
+        "epochs": summary.get("epochs"),
+        "steps": summary.get("steps"),
+        "wall_time": format_duration(summary["train_seconds"]),
+        "device": summary.get("device"),
+        "world_size": summary.get("world_size", 1),
+        "backward_passes": summary.get("backward_passes_per_image"),
+        "pgd_backward_passes": backward_passes_per_image("pgd-at", 7),
+        "command": summary.get("command"),
+    }
+
+
+def _card_facts(architecture: str, params: int | None, summary: dict[str, Any] | None) -> dict[str, Any]:
+    """What the leaderboard needs beyond the metrics, stored in the card's `mixacm` metadata."""
+    summary = summary or {}
+    facts = {
+        "architecture": architecture, "params": params, "method": summary.get("method"),
+        "teacher": summary.get("teacher"), "epochs": summary.get("epochs"),
+        "train_seconds": summary.get("train_seconds"), "device": summary.get("device"),
+        "backward_passes_per_image": summary.get("backward_passes_per_image"),
+    }  # fmt: skip
+    return {key: value for key, value in facts.items() if value is not None}
+
+
+def architecture_name(config: dict[str, Any]) -> str:
+    """`WRN-16-2` / `DM-WRN-28-10` for WideResNets, else the config's first architecture (or its model type)."""
+    if config.get("model_type") == "wide_resnet":
+        prefix = "DM-" if config.get("variant") == "dm" else ""
+        return f"{prefix}WRN-{config['depth']}-{config['widen_factor']}"
+    return (config.get("architectures") or [config.get("model_type", "unknown")])[0]
+
+
+def input_sentence(config: dict[str, Any], processor: dict[str, Any] | None) -> str:
+    """What the card says about input pixels, from the model's config and its saved processor config: WideResNets
+    normalise inside (mean/std from the config); other models are described by their image processor (which may
+    normalise outside the model, or not at all)."""
+
+    def values(numbers: Sequence[float]) -> str:
+        return ", ".join(f"{number:.4g}" for number in numbers)
+
+    if config.get("model_type") == "wide_resnet":
+        stats = f" (mean {values(config['image_mean'])}, std {values(config['image_std'])})"
+        return (
+            f"It takes `pixel_values` in [0, 1] and normalises them inside the model{stats}, so attack budgets are "
+            "in pixel units."
+        )
+    if processor is None:
+        return "It has no saved image processor: how its inputs must be scaled and normalised is not recorded here."
+    if processor.get("do_normalize"):
+        return (
+            f"Its image processor normalises the pixels outside the model (mean {values(processor['image_mean'])}, "
+            f"std {values(processor['image_std'])}); the model itself does not normalise."
+        )
+    return (
+        "It takes `pixel_values` in [0, 1] as they are: there is no mean/std normalisation, neither inside the model "
+        "nor in its image processor (which only resizes and rescales), so attack budgets are in pixel units."
+    )
+
+
+def create_model_card(
+    model_name: str,
+    reports: Sequence[RobustnessReport],
+    training_summary: dict[str, Any] | None = None,
+    *,
+    config: dict[str, Any] | None = None,
+    params: int | None = None,
+    repo_id: str | None = None,
+    dataset_id: str | None = None,
+    license: str = "apache-2.0",
+    plot: str | None = None,
+    previous_results: Sequence[EvalResult] = (),
+    processor: dict[str, Any] | None = None,
+    template_path: str | Path = TEMPLATE,
+) -> ModelCard:
+    """A model card for a robust classifier, rendered from `template_path` (Jinja2).
+
+    Metadata: `library_name: transformers`, `pipeline_tag: image-classification`, tags, `datasets`, `license`, a
+    `model-index` with one result per metric of `previous_results` and `reports` (later ones replace re-measured
+    metrics), and `mixacm` (architecture, params, training cost) for the leaderboard. `training_summary` is
+    `run_mixacm`'s summary (method, teacher, hyperparameters, compute); `config` the model's config as a dict;
+    `plot` the file name of the robustness-vs-eps plot beside the card; `repo_id` the Hub id or path that the
+    card's usage snippet loads (default: `model_name`); `dataset_id` the Hub id that a local dataset copy stands
+    for (only when the user says so: otherwise the copy is named as itself); `processor` the saved
+    preprocessor_config.json as a dict. The sentences on architecture, parameters and input normalisation are
+    computed from `config`, `params` and `processor` (`input_sentence`).
+    """
+    config = config or {}
+    summary = training_summary or {}
+    results = merge_results(previous_results, *(report_results(report, dataset_id) for report in reports))
+    dataset = dataset_identity(reports[-1].dataset.get("name") if reports else summary.get("dataset"), dataset_id)
+    training_data = dataset_identity(summary["dataset"], dataset_id)["type"] if "dataset" in summary else None
+    hub_datasets = (training_data, *(r.dataset_type for r in results))  # local copies are no Hub datasets
+    datasets = list(dict.fromkeys(d for d in hub_datasets if d and not d.endswith(LOCAL_COPY_SUFFIX)))
+    architecture = architecture_name(config)
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        license=license,
+        tags=list(TAGS),
+        datasets=datasets or None,
+        metrics=["accuracy"],
+        model_name=model_name,
+        eval_results=results or None,
+        mixacm=_card_facts(architecture, params, training_summary),
+    )
+    checks = [check for report in reports for check in report.sanity_checks]
+    local_paths = dict.fromkeys(p for p in (summary.get("dataset"), *(r.dataset.get("name") for r in reports)) if p)
+    context = {
+        "card_data": card_data.to_yaml(),
+        "model_name": model_name,
+        "repo_id": repo_id or model_name,
+        "architecture": architecture,
+        "params": f"{params / 1e6:.2f}M" if params else "an unknown number of",
+        "image_size": config.get("image_size") or (processor or {}).get("size", {}).get("height", "H"),
+        "inputs": input_sentence(config, processor),
+        "dataset_label": dataset["name"],
+        "dataset_id": dataset["type"],
+        "results": _result_rows(results),
+        "evaluation": _evaluation(results),
+        "checks": {
+            "total": len(checks),
+            "passed": list(dict.fromkeys(check["name"] for check in checks if check["passed"])),
+            "failed": [check for check in checks if not check["passed"]],
+        },
+        "plot": plot,
+        "asserted_id": dataset_id,
+        "evaluation_dataset": dataset_id or (reports[-1].dataset.get("name") if reports else None) or dataset["type"],
+        "local_copies": list(  # one entry per copy, however many paths name it
+            {
+                Path(path).resolve(): {"path": path, **dataset_identity(path)}
+                for path in reversed(local_paths)
+                if _local_dataset(path)
+            }.values()
+        ),
+        "training": _training(training_summary),
+    }
+    return ModelCard(_card_template(Path(template_path).read_text(encoding="utf-8")).render(**context))
+
+
+@functools.lru_cache(maxsize=8)
+def _card_template(text: str) -> jinja2.Template:
+    """The compiled card template (compiled once per template text: cards are re-rendered on every update)."""
+    environment = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True
+    )
+    return environment.from_string(text)

@@ -1,0 +1,57 @@
+"""The hub command line.
+
+python -m mixacm_hf.hub leaderboard FOLDER_OR_HUB_ID [...] [--format markdown|csv|html] [-o FILE]
+    [--dataset ID] [--split test] [--threat-model Linf] [--eps 8/255]     (see mixacm_hf.hub.leaderboard)
+python -m mixacm_hf.hub push FOLDER REPO_ID [--private]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..files import atomic_write_text
+from ..robustness import parse_eps
+from .leaderboard import leaderboard
+from .leaderboard_format import format_leaderboard
+from .push import push_or_exit
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m mixacm_hf.hub", description="Robust models on the Hugging Face Hub: leaderboard and push."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    board = commands.add_parser("leaderboard", help="compare models by their cards' model-index")
+    board.add_argument("sources", nargs="+", help="model folders, README.md files or Hub model ids")
+    board.add_argument("--format", choices=("markdown", "csv", "html"), default="markdown")
+    board.add_argument("-o", "--output", help="write to this file (atomically) instead of stdout")
+    board.add_argument("--dataset", help="only this dataset (its Hub id / type or its name)")
+    board.add_argument("--split", help="only this split (e.g. test)")
+    board.add_argument("--threat-model", "--norm", dest="threat_model", help="only this threat model (Linf or L2)")
+    board.add_argument("--eps", type=parse_eps, help="only this budget (8/255)")
+    push = commands.add_parser("push", help="upload a saved robust model folder in one commit")
+    push.add_argument("folder")
+    push.add_argument("repo_id")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    args = parser.parse_args(argv)
+    if args.command == "leaderboard":
+        try:
+            board = leaderboard(
+                args.sources, dataset=args.dataset, split=args.split, threat_model=args.threat_model, eps=args.eps
+            )
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
+        for note in board.notes:
+            print(f"note: {note}", file=sys.stderr)
+        if not board.tables:
+            raise SystemExit("error: no model card with usable results among the sources (see the notes above).")
+        text = format_leaderboard(board, args.format)
+        if args.output:
+            atomic_write_text(args.output, text)
+        else:
+            print(text, end="")
+    else:
+        print(f"Pushed: {push_or_exit(args.folder, args.repo_id, args.private, endpoint=args.endpoint)}")

@@ -1,0 +1,216 @@
+"""Hub-ready model folders: save a robust model with its card, write or update the card files (README.md,
+robustness.json, the robustness-vs-eps plot) all-or-nothing under the folder's lock."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard
+from transformers import PreTrainedModel
+
+from ..files import atomic_write_bytes, atomic_write_text, locked, replace_marked_block
+from ..robustness import RobustnessReport, plot_eps_sweep
+from .cards import create_model_card
+from .results import CARD_NAME, PLOT_NAME, PROCESSOR_NAME, REPORTS_NAME, SUMMARY_NAME, dataset_identity
+
+RESULTS_START, RESULTS_END = "<!-- mixacm-hf:results:start -->", "<!-- mixacm-hf:results:end -->"
+
+
+def load_reports(folder: str | Path) -> list[RobustnessReport]:
+    """The reports in a model folder's robustness.json (oldest first; none when there is no file)."""
+    path = Path(folder) / REPORTS_NAME
+    return [RobustnessReport.from_dict(data) for data in json.loads(path.read_text())] if path.is_file() else []
+
+
+def _reports_json(reports: Sequence[RobustnessReport]) -> bytes:
+    return (json.dumps([report.to_dict() for report in reports], indent=2) + "\n").encode("utf-8")
+
+
+def _count_parameters(folder: Path) -> int:
+    import torch
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    with torch.device("meta"):
+        model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(folder))
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def _plot_png(report: RobustnessReport) -> bytes:
+    """The robustness-vs-eps plot of `report` as PNG bytes (drawn in a temporary folder, not beside the card)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        return plot_eps_sweep(report, Path(scratch) / PLOT_NAME).read_bytes()
+
+
+def _processor_config(folder: Path) -> dict[str, Any] | None:
+    path = folder / PROCESSOR_NAME
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _render_folder(
+    folder: Path,
+    reports: Sequence[RobustnessReport],
+    training_summary: dict[str, Any] | None,
+    *,
+    previous_results: Sequence[EvalResult] = (),
+    repo_id: str | None = None,
+    dataset_id: str | None = None,
+    license: str = "apache-2.0",
+    redraw_plot: bool = True,
+) -> tuple[ModelCard, dict[str, bytes]]:
+    """The card of the model saved in `folder` and the files to write beside it (robustness.json, and the eps plot
+    of the newest report with a sweep: with `redraw_plot`, or when the folder has none), all rendered in memory:
+    nothing in `folder` is touched."""
+    swept = [report for report in reports if report.eps_sweep is not None]
+    files = {REPORTS_NAME: _reports_json(reports)}
+    if swept and (redraw_plot or not (folder / PLOT_NAME).is_file()):
+        files[PLOT_NAME] = _plot_png(swept[-1])
+    config_file = folder / "config.json"
+    card = create_model_card(
+        repo_id.split("/")[-1] if repo_id else folder.resolve().name,
+        reports,
+        training_summary,
+        config=json.loads(config_file.read_text()) if config_file.is_file() else None,
+        params=(training_summary or {}).get("params") or _count_parameters(folder),
+        repo_id=repo_id or str(folder),
+        dataset_id=dataset_id,
+        license=license,
+        plot=PLOT_NAME if PLOT_NAME in files or (folder / PLOT_NAME).is_file() else None,
+        previous_results=previous_results,
+        processor=_processor_config(folder),
+    )
+    return card, files
+
+
+def replace_files(folder: str | Path, files: dict[str, bytes]) -> None:
+    """Replace each file of `folder` (name -> bytes) atomically (`atomic_write_bytes`); if one write fails, the
+    files already replaced get their old bytes back (new ones are removed), so the folder is left as it was.
+
+    Raises:
+        OSError: a write failed (after the rollback).
+    """
+    folder = Path(folder)
+    old = {name: (folder / name).read_bytes() if (folder / name).is_file() else None for name in files}
+    written = []
+    try:
+        for name, data in files.items():
+            atomic_write_bytes(folder / name, data)
+            written.append(name)
+    except BaseException:
+        for name in written:
+            if old[name] is None:
+                (folder / name).unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(folder / name, old[name])
+        raise
+
+
+def write_model_card(
+    folder: str | Path,
+    reports: Sequence[RobustnessReport],
+    training_summary: dict[str, Any] | None = None,
+    *,
+    repo_id: str | None = None,
+    dataset_id: str | None = None,
+    license: str = "apache-2.0",
+) -> ModelCard:
+    """The card files of a model already saved in `folder`: README.md, robustness.json and the eps plot (PNG).
+
+    All or nothing: everything is rendered first, then each file is replaced atomically under the folder's card
+    lock (`mixacm_hf.files.locked`); a failure leaves the folder as it was.
+    """
+    folder = Path(folder)
+    with locked(folder / CARD_NAME):
+        card, files = _render_folder(
+            folder, reports, training_summary, repo_id=repo_id, dataset_id=dataset_id, license=license
+        )
+        replace_files(folder, {**files, CARD_NAME: str(card).encode("utf-8")})
+    return card
+
+
+def save_image_processor(folder: str | Path, image_size: int) -> Path | None:
+    """Save a processor that only resizes to `image_size` and rescales to [0, 1] (no mean/std: the project's pixel
+    convention) unless `folder` already has a `preprocessor_config.json`; returns its path when one was written.
+
+    This is what makes `pipeline("image-classification", model=folder)` work for any architecture.
+    """
+    from ..models.configuration_wide_resnet import WideResNetConfig
+    from ..models.modeling_wide_resnet import image_processor_for
+
+    path = Path(folder) / PROCESSOR_NAME
+    if path.is_file():
+        return None
+    image_processor_for(WideResNetConfig(image_size=image_size)).save_pretrained(folder)
+    return path
+
+
+def save_robust_model(
+    model: PreTrainedModel,
+    output_dir: str | Path,
+    reports: Sequence[RobustnessReport],
+    training_summary: dict[str, Any] | None = None,
+    *,
+    repo_id: str | None = None,
+    dataset_id: str | None = None,
+    license: str = "apache-2.0",
+    image_size: int = 32,
+) -> ModelCard:
+    """A Hub-ready folder: `save_pretrained` (safetensors, model code for `trust_remote_code`), an image-processor
+    config (`save_image_processor` when the model saves none), train_summary.json, and the card files of
+    `write_model_card`. Returns the card."""
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    save_image_processor(output_dir, getattr(model.config, "image_size", image_size))
+    if training_summary is not None:
+        atomic_write_text(output_dir / SUMMARY_NAME, json.dumps(training_summary, indent=2, default=str))
+    return write_model_card(
+        output_dir, reports, training_summary, repo_id=repo_id, dataset_id=dataset_id, license=license
+    )
+
+
+def _replace_results_block(text: str, fresh: str) -> str:
+    """`text` with its results block (between the markers) replaced by `fresh`'s; appended when it has none."""
+    block = fresh[fresh.index(RESULTS_START) + len(RESULTS_START) : fresh.index(RESULTS_END)]
+    replaced = replace_marked_block(text, block, RESULTS_START, RESULTS_END)
+    if replaced is not None:
+        return replaced
+    return f"{text.rstrip()}\n\n## Robustness\n\n{RESULTS_START}{block}{RESULTS_END}\n"
+
+
+def update_model_card(
+    folder: str | Path, report: RobustnessReport, *, dataset_id: str | None = None, license: str = "apache-2.0"
+) -> ModelCard:
+    """Merge a new report into the card of the model saved in `folder` (a card is created when there is none).
+
+    The report's metrics replace the ones it re-measured (same dataset, split, attack, norm and eps); every other
+    metric (string values of foreign cards included, rendered as they are), all other metadata and the text
+    outside the results block are kept. Without `dataset_id`, a dataset the card already names (same pretty name)
+    keeps the Hub id the card gave it. The report is appended to robustness.json and the eps plot redrawn when it
+    has a sweep. All or nothing, and safe against concurrent updates: the read-modify-write holds the folder's
+    card lock, everything is rendered before any file is replaced (atomically), and a failure leaves the folder
+    as it was.
+    """
+    folder = Path(folder)
+    path = folder / CARD_NAME
+    with locked(path):
+        reports = [*load_reports(folder), report]
+        summary_file = folder / SUMMARY_NAME
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+        old = ModelCard.load(path) if path.is_file() else None
+        previous = (old.data.eval_results or []) if old else []
+        name = dataset_identity(report.dataset.get("name"))["name"]
+        dataset_id = dataset_id or next((r.dataset_type for r in previous if r.dataset_name == name), None)
+        fresh, files = _render_folder(
+            folder, reports, summary, previous_results=previous, dataset_id=dataset_id, license=license,
+            redraw_plot=report.eps_sweep is not None,
+        )  # fmt: skip
+        card = old or fresh
+        if old is not None:
+            card.data.model_name = old.data.model_name or fresh.data.model_name
+            card.data.eval_results = fresh.data.eval_results
+            card.text = _replace_results_block(old.text, fresh.text)
+        replace_files(folder, {**files, CARD_NAME: str(card).encode("utf-8")})
+    return card

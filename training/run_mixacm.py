@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> None:
         summary = run_mixacm(model_args, data_args, training_args, eval_args)
     except HubPushError as error:  # the model and its card are saved: say so, how to retry, and exit with status 1
         sys.exit(f"error: {error}")
+    except (ValueError, FileNotFoundError) as error:  # bad input: the message names it; no traceback
+        sys.exit(f"error: {error}")
     if training_args.process_index == 0:
         print(format_summary(summary))
 

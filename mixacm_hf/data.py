@@ -9,10 +9,12 @@ import hashlib
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -228,7 +230,7 @@ def load_image_dataset(
         )
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples={max_samples} for the {split!r} split: pass a positive number or None (all).")
-    dataset = datasets.load_dataset(path, name, split=split, streaming=streaming, revision=revision)
+    dataset = _load_split(path, name, split, streaming, revision)
     features = dataset.features or {}
     image_column, label_column = resolve_columns(list(features) or dataset.column_names, image_column, label_column)
     label_feature = features.get(label_column)
@@ -255,6 +257,23 @@ def load_image_dataset(
         return InMemoryImageDataset(dataset, image_column, label_column, train, image_size, split=split, seed=seed)
     dataset.set_transform(example_transform(image_column, label_column, train, image_size, split, num_labels))
     return dataset
+
+
+def _load_split(
+    path: str, name: str | None, split: str, streaming: bool, revision: str | None
+) -> datasets.Dataset | datasets.IterableDataset:
+    """`datasets.load_dataset`, whose error for a parquet file without rows ("BatchSize must be greater than 0") is
+    replaced by one naming the empty files."""
+    try:
+        return datasets.load_dataset(path, name, split=split, streaming=streaming, revision=revision)
+    except datasets.exceptions.DatasetGenerationError as error:
+        if "BatchSize must be greater than 0" not in str(error.__cause__):
+            raise
+        empty = [str(f) for f in sorted(Path(path).rglob("*.parquet")) if pq.read_metadata(f).num_rows == 0]
+        raise ValueError(
+            f"The dataset {path} has an empty split: {empty or 'a file without rows'}. Remove the empty file(s) or "
+            "give splits with images (--train_split, --eval_split)."
+        ) from error
 
 
 def _readable(value: Any) -> bool:

@@ -233,6 +233,8 @@ class MixACMTrainer(Trainer):
         self._batch_key = (-1, -1)  # (global step, micro-batch) of the last training batch
         if isinstance(self.train_dataset, InMemoryImageDataset):
             self.add_callback(_DatasetEpoch(self.train_dataset))
+        if self.affine_maps is not None:
+            self.add_callback(_ZeroGradients(self.affine_maps))
 
     def objective(self) -> dict[str, Any]:
         """What this trainer optimises, as it runs (not the arguments' defaults): {"method", "loss_terms": {name:
@@ -492,6 +494,17 @@ class _DatasetEpoch(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs) -> None:
         self.dataset.set_epoch(math.floor(state.epoch + 1e-6))  # a resumed run's state.epoch: e.g. 1.5 in epoch 1
+
+
+class _ZeroGradients(TrainerCallback):
+    """Clears the gradients of modules outside the model after each optimizer step: the `Trainer` zeroes only the
+    model's (`model.zero_grad()`), so the affine ACM maps' gradients would otherwise add up over all steps."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        self.module.zero_grad(set_to_none=True)
 
 
 class TrainingClock(TrainerCallback, ExportableState):

@@ -148,8 +148,11 @@ def _where(split: str, row: int | None) -> str:
     return f"row {row} of the {split!r} split" if row is not None else f"an example of the {split!r} split"
 
 
-def check_labels(labels: Sequence[int] | np.ndarray, num_labels: int | None, split: str, rows: Sequence[int]) -> None:
-    """Labels must be class indices in [0, num_labels) (no check when `num_labels` is None).
+def check_labels(
+    labels: Sequence[int] | np.ndarray, num_labels: int | None, split: str, rows: Sequence[int | None]
+) -> None:
+    """Labels must be class indices in [0, num_labels) (no check when `num_labels` is None); `rows` are the labels'
+    row numbers (None where unknown: a stream's batch).
 
     Raises:
         ValueError: naming the split, the first bad rows and their labels.
@@ -159,7 +162,10 @@ def check_labels(labels: Sequence[int] | np.ndarray, num_labels: int | None, spl
     labels = np.asarray(labels)
     bad = np.flatnonzero((labels < 0) | (labels >= num_labels))
     if len(bad):
-        shown = ", ".join(f"row {rows[i]}: {labels[i]}" for i in bad[:5])
+        shown = ", ".join(
+            f"row {rows[i]}: {labels[i]}" if rows[i] is not None else f"position {i} of a batch: {labels[i]}"
+            for i in bad[:5]
+        )
         raise ValueError(
             f"{len(bad)} label(s) of the {split!r} split are outside [0, {num_labels}) ({shown}): labels must be "
             "class indices of the dataset's classes. Fix the labels or the --label_column."

@@ -172,29 +172,57 @@ def check_labels(
         )
 
 
-def example_transform(
-    image_column: str,
-    label_column: str,
-    train: bool,
-    image_size: int = CIFAR_IMAGE_SIZE,
-    split: str = "train",
-    num_labels: int | None = None,
-) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
+class ExampleTransform:
     """Batched transform for `Dataset.set_transform`: {image_column, label_column} -> {pixel_values, labels}.
 
     Images may be PIL images or undecoded; errors (undecodable image, label outside [0, num_labels)) name the split
-    and the row (from a `ROW_COLUMN` when the batch has one).
+    and the row (from a `ROW_COLUMN` when the batch has one). With rows, a training batch's augmentations draw from
+    the global torch RNG forked and seeded from `seeded_generator(seed, epoch, *rows)` (`set_epoch`, called by
+    `MixACMTrainer` at each epoch), so they do not depend on what ran before (exact resume).
     """
-    to_pixels = image_transform(train, image_size)
 
-    def transform(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        labels = list(batch[label_column])
+    def __init__(
+        self,
+        image_column: str,
+        label_column: str,
+        train: bool,
+        image_size: int = CIFAR_IMAGE_SIZE,
+        split: str = "train",
+        num_labels: int | None = None,
+        seed: int = 0,
+    ):
+        self.image_column, self.label_column, self.train = image_column, label_column, train
+        self.split, self.num_labels, self.seed, self.epoch = split, num_labels, seed, 0
+        self.to_pixels = image_transform(train, image_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        labels = list(batch[self.label_column])
         rows = batch.get(ROW_COLUMN) or [None] * len(labels)
-        check_labels(labels, num_labels, split, rows)
-        pixels = [read_image(value, to_pixels, split, row) for value, row in zip(batch[image_column], rows)]
-        return {"pixel_values": pixels, "labels": labels}
+        check_labels(labels, self.num_labels, self.split, rows)
+        values = batch[self.image_column]
+        if not (self.train and rows[0] is not None):
+            return {"pixel_values": self._pixels(values, rows), "labels": labels}
+        with torch.random.fork_rng(devices=[]):
+            generator = seeded_generator(self.seed, self.epoch, *rows)
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            return {"pixel_values": self._pixels(values, rows), "labels": labels}
 
-    return transform
+    def _pixels(self, values: list[Any], rows: list[int | None]) -> list[torch.Tensor]:
+        return [read_image(value, self.to_pixels, self.split, row) for value, row in zip(values, rows)]
+
+
+def epoch_setter(dataset: Any) -> Callable[[int], None] | None:
+    """The `set_epoch` seeding a training dataset's augmentations (`InMemoryImageDataset`, or a `datasets.Dataset`
+    with an `ExampleTransform`), or None for datasets without one."""
+    if isinstance(dataset, InMemoryImageDataset):
+        return dataset.set_epoch
+    transform = (
+        dataset.format.get("format_kwargs", {}).get("transform") if isinstance(dataset, datasets.Dataset) else None
+    )
+    return transform.set_epoch if isinstance(transform, ExampleTransform) else None
 
 
 def load_image_dataset(
@@ -245,7 +273,7 @@ def load_image_dataset(
     if isinstance(features.get(image_column), datasets.Image):  # decoded by `open_image`, whose errors name the row
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
     if streaming:
-        transform = example_transform(image_column, label_column, train, image_size, split, num_labels)
+        transform = ExampleTransform(image_column, label_column, train, image_size, split, num_labels)
         return _prepare_stream(
             dataset, transform, train, max_samples, shuffle_buffer_size, seed, image_column, split, skip_bad_images
         )
@@ -261,7 +289,7 @@ def load_image_dataset(
     check_labels(dataset.with_format("numpy")[label_column], num_labels, split, dataset[ROW_COLUMN])
     if in_memory:
         return InMemoryImageDataset(dataset, image_column, label_column, train, image_size, split=split, seed=seed)
-    dataset.set_transform(example_transform(image_column, label_column, train, image_size, split, num_labels))
+    dataset.set_transform(ExampleTransform(image_column, label_column, train, image_size, split, num_labels, seed))
     return dataset
 
 

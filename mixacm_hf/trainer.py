@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
 
-from .data import EndlessStream, InMemoryImageDataset, seeded_generator, split_stream
+from .data import EndlessStream, epoch_setter, seeded_generator, split_stream
 from .losses import (
     CHANNEL_ALIGNMENTS,
     LAYER_MAPPINGS,
@@ -201,10 +201,10 @@ class MixACMTrainer(Trainer):
     Logs each active loss term (`loss_mix` or `loss_ce`, `loss_kld`, `loss_acm`, `loss_adv`) beside `loss`.
 
     Exact resume: the randomness of each training batch (mixup lambda and permutation, adversarial random starts) is
-    drawn from `seeded_generator(seed, global step, micro-batch, process rank)`, and an `InMemoryImageDataset`'s
-    crops/flips from (seed, epoch, rows); the affine ACM maps are saved in checkpoints (`AFFINE_MAPS_NAME`) and
-    restored with the optimizer. A run resumed from any checkpoint then trains on the same numbers as one never
-    stopped (per-image PIL transforms and streams draw from global RNGs: not covered).
+    drawn from `seeded_generator(seed, global step, micro-batch, process rank)`, and the augmentations of a map-style
+    dataset from `load_image_dataset` from (seed, epoch, rows); the affine ACM maps are saved in checkpoints
+    (`AFFINE_MAPS_NAME`) and restored with the optimizer. A run resumed from any checkpoint then trains on the same
+    numbers as one never stopped (streams, whose positions are not saved, are not covered).
     """
 
     def __init__(
@@ -231,8 +231,9 @@ class MixACMTrainer(Trainer):
         self.affine_maps = self._check_acm_layers() if args.method in USES_ACM else None
         self._loss_terms: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._batch_key = (-1, -1)  # (global step, micro-batch) of the last training batch
-        if isinstance(self.train_dataset, InMemoryImageDataset):
-            self.add_callback(_DatasetEpoch(self.train_dataset))
+        set_epoch = epoch_setter(self.train_dataset)
+        if set_epoch is not None:
+            self.add_callback(_DatasetEpoch(set_epoch))
         if self.affine_maps is not None:
             self.add_callback(_ZeroGradients(self.affine_maps))
 
@@ -487,13 +488,13 @@ class MixACMTrainer(Trainer):
 
 
 class _DatasetEpoch(TrainerCallback):
-    """Tells an `InMemoryImageDataset` the epoch that begins (its crops/flips are seeded with it)."""
+    """Tells the training data the epoch that begins (its augmentations are seeded with it; `epoch_setter`)."""
 
-    def __init__(self, dataset: InMemoryImageDataset):
-        self.dataset = dataset
+    def __init__(self, set_epoch: Callable[[int], None]):
+        self.set_epoch = set_epoch
 
     def on_epoch_begin(self, args, state, control, **kwargs) -> None:
-        self.dataset.set_epoch(math.floor(state.epoch + 1e-6))  # a resumed run's state.epoch: e.g. 1.5 in epoch 1
+        self.set_epoch(math.floor(state.epoch + 1e-6))  # a resumed run's state.epoch: e.g. 1.5 in epoch 1
 
 
 class _ZeroGradients(TrainerCallback):

@@ -21,7 +21,6 @@ from transformers import AutoModelForImageClassification
 from mixacm_hf import MixACMTrainer, MixACMTrainingArguments, WideResNetConfig, WideResNetForImageClassification
 from mixacm_hf.cli import parse_with_config
 from mixacm_hf.data import (
-    InMemoryImageDataset,
     collate_image_batch,
     image_to_pixels,
     image_transform,
@@ -237,6 +236,7 @@ def test_the_recorded_objective_is_the_one_that_ran(tmp_path, tiny_wrn):
 
 RESUME_CASES = {
     "mixacm-adaptive_max_pool": {"method": "mixacm"},
+    "mixacm-per-image-pipeline": {"method": "mixacm"},
     "mixacm-affine": {
         "method": "mixacm",
         "acm_channel_align": "affine",
@@ -247,11 +247,15 @@ RESUME_CASES = {
 }
 
 
-def resume_trainer(tmp_path, tiny_wrn, output_dir: Path, settings: dict, callbacks=()) -> MixACMTrainer:
-    """24 CIFAR-sized images in memory (crop/flip), 3 steps an epoch, checkpoints every 2 steps, 7 steps in all."""
-    images = plain_images(24)
-    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
-    data = datasets.Dataset.from_dict({"img": images, "label": [i % 10 for i in range(24)]}, features)
+def resume_trainer(
+    tmp_path, tiny_wrn, output_dir: Path, settings: dict, callbacks=(), per_image: bool = False
+) -> MixACMTrainer:
+    """24 CIFAR-sized images (crop/flip; in memory or `per_image` PIL transforms), 3 steps an epoch, checkpoints every
+    2 steps, 7 steps in all."""
+    folder = tmp_path / "data"
+    if not folder.is_dir():
+        write_dataset(folder, {"train": plain_images(24)})
+    data = load_image_dataset(str(folder), "train", seed=3, in_memory=not per_image)
     args = MixACMTrainingArguments(
         output_dir=str(output_dir), max_steps=7, per_device_train_batch_size=8, learning_rate=0.05, use_cpu=True,
         report_to=[], save_strategy="steps", save_steps=2, disable_tqdm=True, seed=3, mixup_alpha=1.0, **settings,
@@ -259,7 +263,7 @@ def resume_trainer(tmp_path, tiny_wrn, output_dir: Path, settings: dict, callbac
     teacher = tiny_wrn("wrn-16-1", seed=1) if args.needs_teacher else None
     return MixACMTrainer(
         model=tiny_wrn("wrn-10-1", seed=0).train(), teacher_model=teacher, args=args, callbacks=list(callbacks),
-        train_dataset=InMemoryImageDataset(data, "img", "label", train=True, seed=3), data_collator=collate_image_batch,
+        train_dataset=data, data_collator=collate_image_batch,
     )  # fmt: skip
 
 
@@ -283,12 +287,12 @@ class CrashAt:
 
 @pytest.mark.parametrize("case", list(RESUME_CASES))
 def test_resume_from_a_mid_epoch_checkpoint_ends_with_identical_weights(tmp_path, tiny_wrn, case, caplog):
-    settings = RESUME_CASES[case]
-    uninterrupted = resume_trainer(tmp_path, tiny_wrn, tmp_path / "uninterrupted", settings)
+    settings, per_image = RESUME_CASES[case], "per-image" in case
+    uninterrupted = resume_trainer(tmp_path, tiny_wrn, tmp_path / "uninterrupted", settings, per_image=per_image)
     uninterrupted.train()
     out = tmp_path / "resumed"
     with pytest.raises(Crash):
-        resume_trainer(tmp_path, tiny_wrn, out, settings, [CrashAt(5).callback]).train()
+        resume_trainer(tmp_path, tiny_wrn, out, settings, [CrashAt(5).callback], per_image).train()
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     if case == "mixacm-affine":
         assert (out / "checkpoint-4" / AFFINE_MAPS_NAME).is_file()
@@ -299,7 +303,7 @@ def test_resume_from_a_mid_epoch_checkpoint_ends_with_identical_weights(tmp_path
     expected = "checkpoint-2" if case == "mixacm-affine" else "checkpoint-4"  # 4 is mid-epoch (3 steps an epoch)
     assert Path(checkpoint).name == expected
     assert ("Skipping" in caplog.text) == (case == "mixacm-affine")
-    resumed = resume_trainer(tmp_path, tiny_wrn, out, settings)
+    resumed = resume_trainer(tmp_path, tiny_wrn, out, settings, per_image=per_image)
     resumed.train(resume_from_checkpoint=checkpoint)
     assert resumed.state.global_step == 7
     final, reference = resumed.model.state_dict(), uninterrupted.model.state_dict()

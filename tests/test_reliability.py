@@ -166,6 +166,16 @@ def test_invalid_arguments_fail_before_any_loading(tmp_path, flags, named):
     assert named in str(error.value)
 
 
+def test_the_training_command_exits_nonzero_naming_a_bad_flag(tmp_path, capsys):
+    from training.run_mixacm import main
+
+    for flags, named in ((["--mixup_alpha", "-1"], "--mixup_alpha -1"), (["--eval_eps", "8"], "--eval_eps: eps=8")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--teacher", str(tmp_path), "--output_dir", str(tmp_path / "out"), *flags])
+        assert str(exit_.value.code).startswith(f"error: {named}")
+    assert not (tmp_path / "out").exists()
+
+
 def test_teacher_errors_name_the_path_and_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither an existing folder or file nor a Hub id"):
         load_teacher(str(tmp_path / "no" / "such" / "teacher"))
@@ -198,6 +208,17 @@ def test_a_failing_evaluation_leaves_the_saved_model_and_says_how_to_evaluate_it
     assert model(torch.rand(1, 3, 32, 32)).logits.shape == (1, 10)
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 1 and summary["clean_accuracy"] is None
+
+
+def test_a_pretrained_student_with_other_classes_is_refused_before_training(tmp_path):
+    folder = write_dataset(tmp_path / "data", {"train": plain_images(8), "test": plain_images(4)})
+    student = tmp_path / "student"
+    WideResNetForImageClassification(WideResNetConfig.from_name("wrn-10-1", num_labels=5)).save_pretrained(student)
+    argv = tiny_run_argv(folder, tmp_path / "out")
+    argv[argv.index("wrn-10-1")] = str(student)
+    with pytest.raises(ValueError, match="predicts 5 classes, the dataset has 10"):
+        run_mixacm(*parse_with_config(argument_parser(), argv))
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_second_run_into_a_finished_output_dir_exits_nonzero_and_leaves_it_untouched(tmp_path):

@@ -176,7 +176,7 @@ def test_the_training_command_exits_nonzero_naming_a_bad_flag(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_teacher_errors_name_the_path_and_file(tmp_path):
+def test_teacher_errors_name_the_path_and_file(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="neither an existing folder or file nor a Hub id"):
         load_teacher(str(tmp_path / "no" / "such" / "teacher"))
     folder = tmp_path / "teacher"
@@ -185,6 +185,11 @@ def test_teacher_errors_name_the_path_and_file(tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ValueError, match=f"Cannot read the weights in '{weights}'.*truncated or corrupt"):
         load_teacher(str(folder))
+    from training.convert_teacher import main as convert
+
+    with pytest.raises(SystemExit) as exit_:  # a truncated checkpoint file: a message naming it, no traceback
+        convert([str(weights), "--arch", "standard-wrn-16-1", "--output", str(tmp_path / "converted")])
+    assert exit_.value.code == 2 and f"Cannot read the weights in '{weights}'" in capsys.readouterr().err
 
 
 # -- finished models: never lost, never overwritten ----------------------------------------------------------------

@@ -270,7 +270,7 @@ def load_image_dataset(
     label_feature = features.get(label_column)
     if num_labels is None and isinstance(label_feature, datasets.ClassLabel):
         num_labels = label_feature.num_classes
-    if isinstance(features.get(image_column), datasets.Image):  # decoded by `open_image`, whose errors name the row
+    if isinstance(features.get(image_column), datasets.Image):  # decoded by `read_image`, whose errors name the row
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
     if streaming:
         transform = ExampleTransform(image_column, label_column, train, image_size, split, num_labels)

@@ -223,7 +223,7 @@ def check_arguments(
             check()
         except ValueError as error:
             raise ValueError(f"--{flag}: {error}") from error
-    resuming = training_args.resume_from_checkpoint is not None
+    resuming = resume_checkpoint(training_args) is not None  # `last` without a checkpoint would start afresh
     if finished_model(training_args.output_dir) and not (resuming or training_args.overwrite_output_dir):
         raise ValueError(
             f"--output_dir {training_args.output_dir} already holds a finished model: pass another --output_dir, "

@@ -234,9 +234,10 @@ def test_a_second_run_into_a_finished_output_dir_exits_nonzero_and_leaves_it_unt
     main(tiny_run_argv(folder, out))
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
     assert out / "model.safetensors" in before and out / "README.md" in before
-    with pytest.raises(SystemExit) as exit_:
-        main(tiny_run_argv(folder, out, "--learning_rate", "0.5"))
-    assert "already holds a finished model" in str(exit_.value.code) and exit_.value.code != 0
+    for flags in (["--learning_rate", "0.5"], ["--resume_from_checkpoint", "last"]):  # no checkpoint to resume from
+        with pytest.raises(SystemExit) as exit_:
+            main(tiny_run_argv(folder, out, *flags))
+        assert "already holds a finished model" in str(exit_.value.code) and exit_.value.code != 0
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
 

@@ -5,19 +5,28 @@ Every example comes out as `pixel_values` (float32 (3, H, W) in [0, 1]) and `lab
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import logging
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
+logger = logging.getLogger(__name__)
+
 IMAGE_COLUMNS = ("img", "image", "pixel_values")
+ROW_COLUMN = "__row__"  # a map-style split's row numbers, carried along so that errors can name the row
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 LABEL_COLUMNS = ("label", "labels", "fine_label")
 CIFAR_IMAGE_SIZE = 32
 CIFAR_CROP_PADDING = 4
@@ -49,8 +58,38 @@ def resolve_columns(
     return resolved[0], resolved[1]
 
 
+def decode_image(image: Image.Image) -> Image.Image | torch.Tensor:
+    """Convert by bit depth: 8-bit modes -> a PIL RGB image (values / 255 once converted); 16-bit grayscale modes
+    (I;16*) -> float (3, H, W) in [0, 1] (values / 65535, the gray level repeated in R, G, B).
+
+    Raises:
+        ValueError: modes without a fixed range (I: 32-bit integer, F: 32-bit float, and any other), naming the mode;
+            `convert("RGB")` would clip them at 255 and silently give (mostly) white images.
+    """
+    if image.mode in EIGHT_BIT_MODES:
+        return image.convert("RGB")
+    if image.mode in SIXTEEN_BIT_MODES:
+        gray = torch.from_numpy(np.asarray(image).astype(np.float32) / 65535)
+        return gray.unsqueeze(0).expand(3, -1, -1).contiguous()
+    raise ValueError(
+        f"Image mode {image.mode!r} is not supported: its values have no fixed range, so they cannot be scaled to "
+        f"[0, 1] without guessing. Convert the images to 8-bit (L, RGB) or 16-bit grayscale (I;16) first."
+    )
+
+
+def image_to_pixels(image: Image.Image) -> torch.Tensor:
+    """PIL image -> float32 (3, H, W) in [0, 1] without resizing, by bit depth (`decode_image`; raises as it does).
+
+    The one conversion of every pipeline: evaluation, per-image and in-memory training, streaming.
+    """
+    decoded = decode_image(image)
+    if isinstance(decoded, torch.Tensor):
+        return decoded
+    return torch.from_numpy(np.array(decoded, dtype=np.uint8)).permute(2, 0, 1).float().div(255)
+
+
 def image_transform(train: bool, image_size: int = CIFAR_IMAGE_SIZE) -> Callable[[Image.Image], torch.Tensor]:
-    """PIL image (any mode) -> float tensor (3, image_size, image_size) in [0, 1].
+    """PIL image -> float tensor (3, image_size, image_size) in [0, 1], converted by bit depth (`decode_image`).
 
     CIFAR-sized (<= 32): train = random crop with 4-px padding + horizontal flip, eval = resize only if needed.
     Larger (ImageNet-style): train = RandomResizedCrop + flip, eval = resize to size/0.875 + center crop.
@@ -72,24 +111,118 @@ def image_transform(train: bool, image_size: int = CIFAR_IMAGE_SIZE) -> Callable
     pipeline = v2.Compose(steps + to_tensor)
 
     def transform(image: Image.Image) -> torch.Tensor:
-        return pipeline(image.convert("RGB"))
+        return pipeline(decode_image(image))
 
     return transform
 
 
-def example_transform(
-    image_column: str, label_column: str, train: bool, image_size: int = CIFAR_IMAGE_SIZE
-) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
-    """Batched transform for `Dataset.set_transform`: {image_column, label_column} -> {pixel_values, labels}."""
-    to_pixels = image_transform(train, image_size)
+def seeded_generator(*key: int) -> torch.Generator:
+    """A CPU `torch.Generator` seeded from a hash of integers (e.g. seed, epoch, rows or seed, step, rank): the same
+    key gives the same draws in any process, so the randomness of a step does not depend on what ran before it."""
+    digest = hashlib.blake2b(np.asarray(key, dtype=np.int64).tobytes(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
 
-    def transform(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        return {
-            "pixel_values": [to_pixels(image) for image in batch[image_column]],
-            "labels": list(batch[label_column]),
-        }
 
-    return transform
+def read_image(
+    value: Image.Image | dict[str, Any], convert: Callable[[Image.Image], Any], split: str, row: int | None = None
+) -> Any:
+    """`convert` applied to a stored image (a PIL image, or the {"bytes", "path"} of an undecoded `datasets.Image`)
+    decoded in full.
+
+    Raises:
+        ValueError: the image cannot be decoded (truncated, not an image) or converted (`decode_image`'s modes),
+            naming the split and row.
+    """
+    try:
+        image = value if isinstance(value, Image.Image) else datasets.Image().decode_example(value)
+        image.load()
+        return convert(image)
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for truncated data / unknown formats
+        raise ValueError(
+            f"Cannot read the image of {_where(split, row)}: {error} Replace or remove it, or pass "
+            "--skip_bad_images true (skip_bad_images=True) to leave such rows out with a warning and a count."
+        ) from error
+
+
+def _where(split: str, row: int | None) -> str:
+    return f"row {row} of the {split!r} split" if row is not None else f"an example of the {split!r} split"
+
+
+def check_labels(
+    labels: Sequence[int] | np.ndarray, num_labels: int | None, split: str, rows: Sequence[int | None]
+) -> None:
+    """Labels must be class indices in [0, num_labels) (no check when `num_labels` is None); `rows` are the labels'
+    row numbers (None where unknown: a stream's batch).
+
+    Raises:
+        ValueError: naming the split, the first bad rows and their labels.
+    """
+    if num_labels is None:
+        return
+    labels = np.asarray(labels)
+    bad = np.flatnonzero((labels < 0) | (labels >= num_labels))
+    if len(bad):
+        shown = ", ".join(
+            f"row {rows[i]}: {labels[i]}" if rows[i] is not None else f"position {i} of a batch: {labels[i]}"
+            for i in bad[:5]
+        )
+        raise ValueError(
+            f"{len(bad)} label(s) of the {split!r} split are outside [0, {num_labels}) ({shown}): labels must be "
+            "class indices of the dataset's classes. Fix the labels or the --label_column."
+        )
+
+
+class ExampleTransform:
+    """Batched transform for `Dataset.set_transform`: {image_column, label_column} -> {pixel_values, labels}.
+
+    Images may be PIL images or undecoded; errors (undecodable image, label outside [0, num_labels)) name the split
+    and the row (from a `ROW_COLUMN` when the batch has one). With rows, a training batch's augmentations draw from
+    the global torch RNG forked and seeded from `seeded_generator(seed, epoch, *rows)` (`set_epoch`, called by
+    `MixACMTrainer` at each epoch), so they do not depend on what ran before (exact resume).
+    """
+
+    def __init__(
+        self,
+        image_column: str,
+        label_column: str,
+        train: bool,
+        image_size: int = CIFAR_IMAGE_SIZE,
+        split: str = "train",
+        num_labels: int | None = None,
+        seed: int = 0,
+    ):
+        self.image_column, self.label_column, self.train = image_column, label_column, train
+        self.split, self.num_labels, self.seed, self.epoch = split, num_labels, seed, 0
+        self.to_pixels = image_transform(train, image_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        labels = list(batch[self.label_column])
+        rows = batch.get(ROW_COLUMN) or [None] * len(labels)
+        check_labels(labels, self.num_labels, self.split, rows)
+        values = batch[self.image_column]
+        if not (self.train and rows[0] is not None):
+            return {"pixel_values": self._pixels(values, rows), "labels": labels}
+        with torch.random.fork_rng(devices=[]):
+            generator = seeded_generator(self.seed, self.epoch, *rows)
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            return {"pixel_values": self._pixels(values, rows), "labels": labels}
+
+    def _pixels(self, values: list[Any], rows: list[int | None]) -> list[torch.Tensor]:
+        return [read_image(value, self.to_pixels, self.split, row) for value, row in zip(values, rows)]
+
+
+def epoch_setter(dataset: Any) -> Callable[[int], None] | None:
+    """The `set_epoch` seeding a training dataset's augmentations (`InMemoryImageDataset`, or a `datasets.Dataset`
+    with an `ExampleTransform`), or None for datasets without one."""
+    if isinstance(dataset, InMemoryImageDataset):
+        return dataset.set_epoch
+    transform = (
+        dataset.format.get("format_kwargs", {}).get("transform") if isinstance(dataset, datasets.Dataset) else None
+    )
+    return transform.set_epoch if isinstance(transform, ExampleTransform) else None
 
 
 def load_image_dataset(
@@ -106,12 +239,22 @@ def load_image_dataset(
     name: str | None = None,
     revision: str | None = None,
     in_memory: bool = False,
+    num_labels: int | None = None,
+    skip_bad_images: bool = False,
 ) -> datasets.Dataset | datasets.IterableDataset | InMemoryImageDataset:
     """Load a local folder (parquet layout, imagefolder) or a Hub id, with transforms yielding pixel_values/labels.
 
     `train` (default: split == "train") picks augmentation. Streaming datasets are shuffled with a buffer and
     sharded per process when torch.distributed is initialised. `in_memory` decodes the images once and augments
-    whole batches (`InMemoryImageDataset`; CIFAR-sized images of a map-style dataset).
+    whole batches (`InMemoryImageDataset`; CIFAR-sized images of a map-style dataset). Images are converted by bit
+    depth (`decode_image`).
+
+    Checks up front (map-style): the split is not empty and every label is in [0, num_labels) (`num_labels` default:
+    the ClassLabel's class count); streams are checked batch by batch. With `skip_bad_images`, rows whose image cannot
+    be decoded are left out with a warning and a count (map-style: one decoding pass over the split at load).
+
+    Raises:
+        ValueError: bad arguments, an empty split, a label out of range, an undecodable image (naming split and row).
     """
     train = split == "train" if train is None else train
     if in_memory and (streaming or image_size > CIFAR_IMAGE_SIZE):
@@ -119,18 +262,76 @@ def load_image_dataset(
             f"in_memory_images is for map-style datasets of CIFAR-sized images (<= {CIFAR_IMAGE_SIZE} px), got "
             f"streaming={streaming}, image_size={image_size}: drop --in_memory_images (per-image transforms)."
         )
-    dataset = datasets.load_dataset(path, name, split=split, streaming=streaming, revision=revision)
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples={max_samples} for the {split!r} split: pass a positive number or None (all).")
+    dataset = _load_split(path, name, split, streaming, revision)
     features = dataset.features or {}
     image_column, label_column = resolve_columns(list(features) or dataset.column_names, image_column, label_column)
-    if not streaming and max_samples is not None:
-        dataset = dataset.select(range(min(max_samples, len(dataset))))
-    if in_memory:
-        return InMemoryImageDataset(dataset, image_column, label_column, train, image_size)
-    transform = example_transform(image_column, label_column, train, image_size)
+    label_feature = features.get(label_column)
+    if num_labels is None and isinstance(label_feature, datasets.ClassLabel):
+        num_labels = label_feature.num_classes
+    if isinstance(features.get(image_column), datasets.Image):  # decoded by `read_image`, whose errors name the row
+        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
     if streaming:
-        return _prepare_stream(dataset, transform, train, max_samples, shuffle_buffer_size, seed)
-    dataset.set_transform(transform)
+        transform = ExampleTransform(image_column, label_column, train, image_size, split, num_labels)
+        return _prepare_stream(
+            dataset, transform, train, max_samples, shuffle_buffer_size, seed, image_column, split, skip_bad_images
+        )
+    if max_samples is not None:
+        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    if len(dataset) == 0:
+        raise ValueError(
+            f"The {split!r} split of {path} is empty: pass a split with images (--train_split/--eval_split)."
+        )
+    dataset = dataset.add_column(ROW_COLUMN, list(range(len(dataset))))
+    if skip_bad_images:
+        dataset = _drop_unreadable(dataset, image_column, split)
+    check_labels(dataset.with_format("numpy")[label_column], num_labels, split, dataset[ROW_COLUMN])
+    if in_memory:
+        return InMemoryImageDataset(dataset, image_column, label_column, train, image_size, split=split, seed=seed)
+    dataset.set_transform(ExampleTransform(image_column, label_column, train, image_size, split, num_labels, seed))
     return dataset
+
+
+def _load_split(
+    path: str, name: str | None, split: str, streaming: bool, revision: str | None
+) -> datasets.Dataset | datasets.IterableDataset:
+    """`datasets.load_dataset`, whose error for a parquet file without rows ("BatchSize must be greater than 0") is
+    replaced by one naming the empty files."""
+    try:
+        return datasets.load_dataset(path, name, split=split, streaming=streaming, revision=revision)
+    except datasets.exceptions.DatasetGenerationError as error:
+        if "BatchSize must be greater than 0" not in str(error.__cause__):
+            raise
+        empty = [str(f) for f in sorted(Path(path).rglob("*.parquet")) if pq.read_metadata(f).num_rows == 0]
+        raise ValueError(
+            f"The dataset {path} has an empty split: {empty or 'a file without rows'}. Remove the empty file(s) or "
+            "give splits with images (--train_split, --eval_split)."
+        ) from error
+
+
+def _readable(value: Any) -> bool:
+    try:
+        read_image(value, decode_image, "")
+    except ValueError:
+        return False
+    return True
+
+
+def _drop_unreadable(dataset: datasets.Dataset, image_column: str, split: str) -> datasets.Dataset:
+    """`dataset` without the rows whose image cannot be decoded (a warning gives their count and first rows)."""
+    values = dataset.select_columns([image_column, ROW_COLUMN])
+    bad = [row for value, row in zip(values[image_column], values[ROW_COLUMN]) if not _readable(value)]
+    if not bad:
+        return dataset
+    logger.warning(
+        "Skipping %d of %d rows of the %r split whose image cannot be decoded (rows %s%s).",
+        len(bad), len(dataset), split, bad[:10], "..." if len(bad) > 10 else "",
+    )  # fmt: skip
+    if len(bad) == len(dataset):
+        raise ValueError(f"No image of the {split!r} split can be decoded: check the dataset's files.")
+    bad_rows = set(bad)
+    return dataset.select([i for i, row in enumerate(values[ROW_COLUMN]) if row not in bad_rows])
 
 
 class InMemoryImageDataset(torch.utils.data.Dataset):
@@ -140,6 +341,9 @@ class InMemoryImageDataset(torch.utils.data.Dataset):
     fraction of the per-image PIL pipeline's cost, so no dataloader worker needs to compete for a small CPU's cores.
 
     Examples are {"pixel_values": float (3, H, W) in [0, 1], "labels": int}, as from `load_image_dataset`.
+    A batch's crops and flips are drawn from `seeded_generator(seed, epoch, *indices)` (`set_epoch`, called by
+    `MixACMTrainer` at each epoch): they depend on nothing that ran before, so a resumed run draws the same ones.
+    Images are rounded to 8 bits (16-bit images too). Errors name the split and row (`ROW_COLUMN` when present).
     """
 
     def __init__(
@@ -150,16 +354,27 @@ class InMemoryImageDataset(torch.utils.data.Dataset):
         train: bool,
         image_size: int = CIFAR_IMAGE_SIZE,
         decode_batch_size: int = 1000,
+        split: str = "train",
+        seed: int = 0,
     ):
-        self.train = train
+        self.train, self.seed, self.epoch = train, seed, 0
         self.images = torch.empty(len(dataset), 3, image_size, image_size, dtype=torch.uint8)
         labels = []
         for start in tqdm(range(0, len(dataset), decode_batch_size), desc="Decoding images into memory"):
             batch = dataset[start : start + decode_batch_size]
-            pixels = np.stack([_rgb_array(image, image_size) for image in batch[image_column]])
+            rows = batch.get(ROW_COLUMN) or range(start, start + len(batch[label_column]))
+            pixels = np.stack(
+                [
+                    read_image(value, lambda image: _rgb_array(image, image_size), split, row)
+                    for value, row in zip(batch[image_column], rows)
+                ]
+            )
             self.images[start : start + len(pixels)] = torch.from_numpy(pixels).permute(0, 3, 1, 2)
             labels += batch[label_column]
         self.labels = torch.tensor(labels, dtype=torch.long)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -171,7 +386,8 @@ class InMemoryImageDataset(torch.utils.data.Dataset):
         index = torch.as_tensor(indices, dtype=torch.long)
         images = self.images[index]
         if self.train:
-            images = random_crop_flip(images, CIFAR_CROP_PADDING)
+            generator = seeded_generator(self.seed, self.epoch, *index.tolist())
+            images = random_crop_flip(images, CIFAR_CROP_PADDING, generator)
         pixel_values = images.float().mul_(1.0 / 255)  # as torchvision.transforms.v2.ToDtype(scale=True)
         return [
             {"pixel_values": pixels, "labels": int(label)} for pixels, label in zip(pixel_values, self.labels[index])
@@ -179,21 +395,25 @@ class InMemoryImageDataset(torch.utils.data.Dataset):
 
 
 def _rgb_array(image: Image.Image, image_size: int) -> np.ndarray:
-    """PIL image (any mode, any size) -> uint8 (image_size, image_size, 3), resized like `image_transform`."""
-    image = image.convert("RGB")
+    """PIL image (any size) -> uint8 (image_size, image_size, 3), converted by bit depth (`decode_image`; 16-bit
+    images are rounded to 8 bits) and resized like `image_transform`."""
+    decoded = decode_image(image)
     if image.size != (image_size, image_size):
-        image = v2.functional.resize(image, [image_size, image_size])
-    return np.asarray(image)
+        decoded = v2.functional.resize(decoded, [image_size, image_size])
+    if isinstance(decoded, torch.Tensor):
+        return decoded.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return np.asarray(decoded)
 
 
-def random_crop_flip(images: torch.Tensor, padding: int) -> torch.Tensor:
+def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Batched `RandomCrop(size, padding)` + `RandomHorizontalFlip()` on (B, C, H, W): for every image its own
-    crop offsets of the zero-padded image (uniform in [0, 2 padding]) and its own coin flip (global torch RNG)."""
+    crop offsets of the zero-padded image (uniform in [0, 2 padding]) and its own coin flip (from `generator`, a CPU
+    generator; default: the global torch RNG)."""
     batch, _, height, width = images.shape
     padded = F.pad(images, (padding, padding, padding, padding))
-    top = torch.randint(0, 2 * padding + 1, (batch, 1, 1, 1))
-    left = torch.randint(0, 2 * padding + 1, (batch, 1, 1, 1))
-    flip = torch.rand(batch, 1, 1, 1) < 0.5
+    top = torch.randint(0, 2 * padding + 1, (batch, 1, 1, 1), generator=generator)
+    left = torch.randint(0, 2 * padding + 1, (batch, 1, 1, 1), generator=generator)
+    flip = torch.rand(batch, 1, 1, 1, generator=generator) < 0.5
     columns = torch.arange(width).view(1, 1, 1, width)
     columns = torch.where(flip, width - 1 - columns, columns)  # a flipped crop reads its columns backwards
     rows = torch.arange(height).view(1, 1, height, 1)
@@ -209,6 +429,9 @@ def _prepare_stream(
     max_samples: int | None,
     shuffle_buffer_size: int,
     seed: int,
+    image_column: str,
+    split: str,
+    skip_bad_images: bool,
 ) -> datasets.IterableDataset:
     if max_samples is not None:
         dataset = dataset.take(max_samples)
@@ -216,8 +439,25 @@ def _prepare_stream(
         dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         dataset = split_stream(dataset, torch.distributed.get_rank(), torch.distributed.get_world_size())
+    if skip_bad_images:
+        dataset = dataset.filter(_SkipCounter(split), input_columns=[image_column])
     columns = list(dataset.features or {}) or None
     return dataset.map(transform, batched=True, batch_size=64, remove_columns=columns)
+
+
+class _SkipCounter:
+    """Stream filter: keeps examples whose image can be decoded, warning with a running count of those skipped."""
+
+    def __init__(self, split: str):
+        self.split, self.skipped = split, 0
+
+    def __call__(self, value: Any) -> bool:
+        if _readable(value):
+            return True
+        self.skipped += 1
+        logger.warning("Skipped an example of the streamed %r split whose image cannot be decoded (%d so far).",
+                       self.split, self.skipped)  # fmt: skip
+        return False
 
 
 def split_stream(dataset: datasets.IterableDataset, rank: int, world_size: int) -> datasets.IterableDataset:

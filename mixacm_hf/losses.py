@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -242,16 +243,20 @@ def rslad_loss(
 
 
 def mixup(
-    pixel_values: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0
+    pixel_values: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Mixup with one lambda ~ Beta(alpha, alpha) per batch: returns (mixed pixels, labels, labels[perm], lambda).
 
-    `alpha <= 0` disables mixing (lambda = 1). Uses torch's global RNG (seeded by the Trainer).
+    `alpha <= 0` disables mixing (lambda = 1). Draws from `generator` (a CPU generator) when given, else from torch's
+    global RNG (seeded by the Trainer).
     """
     if alpha <= 0:
         return pixel_values, labels, labels, 1.0
-    lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    perm = torch.randperm(pixel_values.shape[0], device=pixel_values.device)
+    if generator is None:
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    else:  # torch.distributions takes no generator: numpy's Beta, seeded from the generator
+        lam = float(np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator))).beta(alpha, alpha))
+    perm = torch.randperm(pixel_values.shape[0], generator=generator).to(pixel_values.device)
     mixed = lam * pixel_values + (1 - lam) * pixel_values[perm]
     return mixed, labels, labels[perm], lam
 

@@ -21,12 +21,15 @@ from transformers import (
     TrainerCallback,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .data import class_names, collate_image_batch, load_image_dataset
+from .files import atomic_write_text
 from .hub import push_robust_model, save_image_processor, write_model_card
 from .models import WideResNetConfig, WideResNetForImageClassification
 from .robustness import RobustnessReport, evaluate_robustness, parse_eps
+from .robustness.attacks import check_eps
+from .robustness.evaluate import parse_attack
 from .robustness.metric import compute_accuracy_metrics
 from .trainer import ADVERSARIAL, MixACMTrainer, MixACMTrainingArguments, TrainingClock
 
@@ -77,6 +80,13 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training images."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation images."})
     streaming: bool = field(default=False, metadata={"help": "Stream the training data (needs max_steps)."})
+    skip_bad_images: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out rows whose image cannot be decoded (warning with their count; map-style splits are "
+            "decoded once at load to find them) instead of stopping with an error naming the split and row."
+        },
+    )
     in_memory_images: bool = field(
         default=False,
         metadata={
@@ -149,10 +159,76 @@ def load_teacher_model(model_args: ModelArguments) -> torch.nn.Module:
 
 
 def resume_checkpoint(args: MixACMTrainingArguments) -> str | None:
-    """`--resume_from_checkpoint last` picks the newest checkpoint in output_dir (None when there is none yet)."""
-    if args.resume_from_checkpoint == "last":
-        return get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
-    return args.resume_from_checkpoint
+    """`--resume_from_checkpoint last` picks the newest *complete* checkpoint in output_dir (None when there is none);
+    half-written ones (a run killed while saving: no readable trainer_state.json, written last) are skipped with a
+    warning. Any other value is returned as given."""
+    if args.resume_from_checkpoint != "last":
+        return args.resume_from_checkpoint
+    folder = Path(args.output_dir)
+    checkpoints = [p for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir()] if folder.is_dir() else []
+    checkpoints = [p for p in checkpoints if p.name.split("-")[-1].isdigit()]
+    for checkpoint in sorted(checkpoints, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if _complete_checkpoint(checkpoint):
+            return str(checkpoint)
+        logger.warning("Skipping %s: it is incomplete (killed while being written?).", checkpoint)
+    return None
+
+
+def _complete_checkpoint(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def finished_model(output_dir: str | Path) -> bool:
+    """Whether `output_dir` holds a finished model (what `run_mixacm` writes at the end)."""
+    folder = Path(output_dir)
+    return (folder / "train_summary.json").is_file() or (folder / "config.json").is_file()
+
+
+def check_arguments(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: MixACMTrainingArguments,
+    eval_args: EvaluationArguments,
+) -> None:
+    """Everything that can be checked before any data or model is loaded; errors name the argument.
+
+    (`MixACMTrainingArguments` checks its own fields when built; the data and the teacher are checked as they load.)
+
+    Raises:
+        ValueError: an invalid argument, or an `output_dir` holding a finished model while neither resuming nor
+            `--overwrite_output_dir true`.
+    """
+    if training_args.needs_teacher and not model_args.teacher:
+        raise ValueError(f"--method {training_args.method} learns from a teacher: pass --teacher PATH_OR_HUB_ID.")
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise ValueError("Streaming datasets have no length: pass --max_steps.")
+    for flag in ("max_train_samples", "max_eval_samples"):
+        value = getattr(data_args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag} {value}: give a positive number of images (or leave it out: all).")
+    for flag in ("eval_n", "eval_batch_size"):
+        if getattr(eval_args, flag) < 1:
+            raise ValueError(f"--{flag} {getattr(eval_args, flag)}: must be >= 1.")
+    attacks = [name for name in eval_args.eval_attacks.split(",") if name.strip()]
+    checks = [("eval_attacks", lambda: [parse_attack(name) for name in attacks])]
+    checks.append(("eval_eps", lambda: check_eps(eval_args.eval_eps, eval_args.eval_norm)))
+    for eps in (eps for eps in eval_args.eval_eps_sweep.split(",") if eps.strip()):
+        checks.append(("eval_eps_sweep", lambda eps=eps: check_eps(parse_eps(eps), eval_args.eval_norm)))
+    for flag, check in checks:
+        try:
+            check()
+        except ValueError as error:
+            raise ValueError(f"--{flag}: {error}") from error
+    resuming = resume_checkpoint(training_args) is not None  # `last` without a checkpoint would start afresh
+    if finished_model(training_args.output_dir) and not (resuming or training_args.overwrite_output_dir):
+        raise ValueError(
+            f"--output_dir {training_args.output_dir} already holds a finished model: pass another --output_dir, "
+            "--resume_from_checkpoint to continue its run, or --overwrite_output_dir true to replace it."
+        )
 
 
 def backward_passes_per_image(method: str, pgd_steps: int) -> int:
@@ -194,16 +270,15 @@ def run_mixacm(
     """Train a student with `training_args.method`, evaluate its clean and robust accuracy, save it with its model
     card, push it with `--push_to_hub` (one commit; `HubPushError` when that fails) and return a summary."""
     eval_args = eval_args or EvaluationArguments()
+    check_arguments(model_args, data_args, training_args, eval_args)
     set_seed(training_args.seed)
-    if training_args.needs_teacher and not model_args.teacher:
-        raise ValueError(f"--method {training_args.method} learns from a teacher: pass --teacher PATH_OR_HUB_ID.")
-    if data_args.streaming and training_args.max_steps <= 0:
-        raise ValueError("Streaming datasets have no length: pass --max_steps.")
+    teacher = load_teacher_model(model_args) if training_args.needs_teacher else None
     common = {
         "image_column": data_args.image_column,
         "label_column": data_args.label_column,
         "image_size": data_args.image_size,
         "name": data_args.dataset_config,
+        "skip_bad_images": data_args.skip_bad_images,
     }
     train_dataset = load_image_dataset(
         data_args.dataset, data_args.train_split, streaming=data_args.streaming, train=True,
@@ -220,7 +295,11 @@ def run_mixacm(
         model_args.student, len(names), dict(enumerate(names)), data_args.image_size, model_args.dropout,
         model_args.trust_remote_code, model_args.student_from_config,
     )  # fmt: skip
-    teacher = load_teacher_model(model_args) if training_args.needs_teacher else None
+    if student.config.num_labels != len(names):
+        raise ValueError(
+            f"--student {model_args.student} predicts {student.config.num_labels} classes, the dataset has "
+            f"{len(names)}: pass --student_from_config true (new weights, the dataset's classes) or another student."
+        )
     trainer = MixACMTrainer(
         model=student,
         teacher_model=teacher,
@@ -236,8 +315,8 @@ def run_mixacm(
     clock = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingClock))
     train_seconds = clock.seconds
     images_seen = trainer.state.global_step * trainer.get_total_train_batch_size(training_args)
-    eval_metrics = trainer.evaluate()
-    trainer.save_model()
+    trainer.save_model()  # before any evaluation: a failing one must not lose the trained model
+    objective = trainer.objective()
     summary = {
         "method": training_args.method,
         "student": model_args.student,
@@ -249,20 +328,34 @@ def run_mixacm(
         "train_seconds": round(train_seconds, 2),
         "images_per_second": round(images_seen / train_seconds, 2) if train_seconds else None,
         "backward_passes_per_image": backward_passes_per_image(training_args.method, training_args.pgd_steps),
-        "clean_accuracy": eval_metrics.get("eval_accuracy"),
+        "clean_accuracy": None,
         "n_eval": len(eval_dataset),
         "dataset": data_args.dataset,
         "device": str(training_args.device),
         "world_size": training_args.world_size,
         "output_dir": training_args.output_dir,
-        "hyperparameters": _hyperparameters(training_args),
+        "objective": objective,
+        "hyperparameters": _hyperparameters(training_args, objective),
         "command": shlex.join(sys.argv),
     }
+    summary_path = Path(training_args.output_dir, "train_summary.json")
     if trainer.is_world_process_zero():
-        Path(training_args.output_dir, "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        atomic_write_text(summary_path, json.dumps(summary, indent=2, default=str))
         save_image_processor(training_args.output_dir, data_args.image_size)  # pipeline-ready, whatever the student
-        student.name_or_path = training_args.output_dir  # how the robustness reports name the model
-        reports = evaluate_student(student, eval_dataset, eval_args, data_args, training_args)
+    try:
+        summary["clean_accuracy"] = trainer.evaluate().get("eval_accuracy")
+        if trainer.is_world_process_zero():
+            atomic_write_text(summary_path, json.dumps(summary, indent=2, default=str))
+            student.name_or_path = training_args.output_dir  # how the robustness reports name the model
+            reports = evaluate_student(student, eval_dataset, eval_args, data_args, training_args)
+    except Exception as error:
+        raise RuntimeError(
+            f"The trained model is saved in {training_args.output_dir}, but its evaluation failed: {error} "
+            f"Fix the {data_args.eval_split!r} split, then evaluate the saved model with: python "
+            f"training/evaluate_robustness.py --model {training_args.output_dir} --dataset {data_args.dataset} "
+            f"--split {data_args.eval_split}"
+        ) from error
+    if trainer.is_world_process_zero():
         hub_id = training_args.hub_model_id or Path(training_args.output_dir).name
         hub_id = hub_id if training_args.push_to_hub else None
         write_model_card(
@@ -277,7 +370,8 @@ def run_mixacm(
     return summary
 
 
-def _hyperparameters(args: MixACMTrainingArguments) -> dict[str, Any]:
+def _hyperparameters(args: MixACMTrainingArguments, objective: dict[str, Any]) -> dict[str, Any]:
+    """The run's hyperparameters; those of terms that did not run (`objective`: mixup off, KL dropped) are None."""
     keys = (
         "method", "alpha_acm", "alpha_kld", "temperature", "mixup_alpha", "acm_channel_align", "acm_layer_mapping",
         "acm_teacher_layers", "acm_student_layers", "pgd_eps", "pgd_step_size", "pgd_steps", "learning_rate",
@@ -285,7 +379,10 @@ def _hyperparameters(args: MixACMTrainingArguments) -> dict[str, Any]:
         "gradient_accumulation_steps", "seed", "bf16",
     )  # fmt: skip
     values = args.to_dict()  # enums as their values (lr_scheduler_type: "cosine")
-    return {key: values[key] for key in keys}
+    unused = set() if objective["mixup_alpha"] is not None else {"mixup_alpha"}
+    if "loss_kld" not in objective["loss_terms"]:
+        unused |= {"alpha_kld", "temperature"}
+    return {key: None if key in unused else values[key] for key in keys}
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import timm
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 from transformers import (
@@ -106,9 +107,14 @@ def read_checkpoint(path: str | os.PathLike) -> StateDict:
             f"Checkpoint {str(path)!r} does not exist; pass the path of a .pt/.pth/.safetensors file."
         )
     if path.suffix == ".safetensors":
-        return _strip_module_prefix(load_file(path))
+        try:
+            return _strip_module_prefix(load_file(path))
+        except SafetensorError as error:
+            raise ValueError(_unreadable_weights(path, error)) from error
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError) as error:  # truncated or not a torch file
+        raise ValueError(_unreadable_weights(path, error)) from error
     except pickle.UnpicklingError as error:
         reason = " ".join(
             line.strip() for line in str(error).splitlines() if "WeightsUnpickler" in line or "Unsupp" in line
@@ -120,6 +126,13 @@ def read_checkpoint(path: str | os.PathLike) -> StateDict:
             "weights_only=False)['state_dict'], 'weights.pt')` (or as safetensors), and pass that file instead."
         ) from error
     return _strip_module_prefix(_find_state_dict(checkpoint, str(path)))
+
+
+def _unreadable_weights(path: str | os.PathLike, error: BaseException) -> str:
+    return (
+        f"Cannot read the weights in {str(path)!r} ({type(error).__name__}: {error}): the file is truncated or "
+        "corrupt. Download or copy it again (or re-save the model) and retry."
+    )
 
 
 def _find_state_dict(checkpoint: object, name: str) -> StateDict:
@@ -488,6 +501,9 @@ def check_teacher(teacher: nn.Module, image_size: int, name: str) -> None:
             )
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # 'name' or 'org/name', as the Hub spells repo ids
+
+
 def _load_pretrained(
     spec: str | os.PathLike, trust_remote_code: bool, revision: str | None
 ) -> tuple[PreTrainedModel, BaseImageProcessor | None]:
@@ -496,8 +512,22 @@ def _load_pretrained(
             f"{str(spec)!r} is a checkpoint file: pass its architecture with architecture=... (--arch, "
             f"--teacher_architecture). Supported: {supported_architectures()}."
         )
+    if not Path(spec).is_dir() and not _HUB_ID.match(str(spec)):
+        raise FileNotFoundError(
+            f"Teacher {str(spec)!r} is neither an existing folder or file nor a Hub id ('org/name'): pass the path "
+            "of a model folder, of a checkpoint file (with its architecture), or a Hub id."
+        )
     kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
-    model = AutoModelForImageClassification.from_pretrained(spec, **kwargs)
+    try:
+        model = AutoModelForImageClassification.from_pretrained(spec, **kwargs)
+    except SafetensorError as error:
+        weights = sorted(str(p) for p in Path(spec).glob("*.safetensors")) or [str(spec)]
+        raise ValueError(_unreadable_weights(", ".join(weights), error)) from error
+    except OSError as error:
+        raise OSError(
+            f"Cannot load the teacher {str(spec)!r}: {error} Check that the folder holds config.json and its "
+            "weights, or that the Hub id exists and is reachable (offline: download it first)."
+        ) from error
     if _normalizes_inside(model) or getattr(model.config, "pretrained_cfg", None):
         return model, None
     try:

@@ -8,6 +8,7 @@ the paper's RKD baseline), `natural` (plain CE, no teacher), `pgd-at` (Madry PGD
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -18,12 +19,13 @@ import datasets
 import torch
 import torch.nn.functional as F
 from accelerate.data_loader import prepare_data_loader
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
 
-from .data import EndlessStream, split_stream
+from .data import EndlessStream, epoch_setter, seeded_generator, split_stream
 from .losses import (
     CHANNEL_ALIGNMENTS,
     LAYER_MAPPINGS,
@@ -43,6 +45,7 @@ USES_MIXUP = {"mixacm"}
 USES_KLD = {"mixacm", "mixacm-no-mixup", "kd"}
 USES_ACM = {"mixacm", "mixacm-no-mixup", "acm-only"}
 ADVERSARIAL = {"pgd-at", "n-fgsm"}
+AFFINE_MAPS_NAME = "acm_affine_maps.safetensors"  # the affine ACM maps in a checkpoint
 
 
 def check_eps(eps: float, name: str = "eps") -> None:
@@ -62,12 +65,12 @@ class MixACMTrainingArguments(TrainingArguments):
         default="mixacm",
         metadata={"help": f"Training method, one of {METHODS}.", "choices": list(METHODS)},
     )
-    alpha_acm: float = field(default=5000.0, metadata={"help": "Weight of the activated-channel-map loss."})
+    alpha_acm: float = field(default=5000.0, metadata={"help": "Weight (>= 0) of the activated-channel-map loss."})
     alpha_kld: float = field(
         default=0.95, metadata={"help": "Weight of the soft-label KL term; the (mixup) CE gets 1 - alpha_kld."}
     )
     temperature: float = field(default=10.0, metadata={"help": "Softmax temperature gamma of the KL term."})
-    mixup_alpha: float = field(default=1.0, metadata={"help": "Mixup lambda ~ Beta(alpha, alpha); <= 0 disables."})
+    mixup_alpha: float = field(default=1.0, metadata={"help": "Mixup lambda ~ Beta(alpha, alpha); 0 disables mixup."})
     acm_teacher_layers: list[int] | None = field(
         default=None, metadata={"help": "Teacher hidden-state indices to match (default: all, see acm_layer_mapping)."}
     )
@@ -85,7 +88,7 @@ class MixACMTrainingArguments(TrainingArguments):
         default="adaptive_max_pool",
         metadata={
             "help": "Teacher->student channel alignment when counts differ: 'adaptive_max_pool' or 'affine' "
-            "(a learned linear map per layer, trained with the student, not saved).",
+            "(a learned linear map per layer, trained with the student; saved in checkpoints, not in the model).",
             "choices": list(CHANNEL_ALIGNMENTS),
         },
     )
@@ -114,6 +117,10 @@ class MixACMTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep raw columns: images are transformed on the fly."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an output_dir that holds a finished model, replacing it (refused otherwise)."},
+    )
     restore_callback_states_from_checkpoint: bool = field(
         default=True,
         metadata={"help": "Restore callback states when resuming, so train_seconds (TrainingClock) sums over runs."},
@@ -125,10 +132,18 @@ class MixACMTrainingArguments(TrainingArguments):
             raise ValueError(f"Unknown method {self.method!r}; choose one of {METHODS}.")
         check_eps(self.pgd_eps, "pgd_eps")
         check_eps(self.pgd_step_size, "pgd_step_size")
-        if not 0 <= self.alpha_kld <= 1:
-            raise ValueError(f"alpha_kld must be in [0, 1], got {self.alpha_kld}.")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}.")
+        checks = (
+            ("alpha_acm", self.alpha_acm >= 0, "a weight >= 0 (a negative one trains away from the teacher's maps)"),
+            ("alpha_kld", 0 <= self.alpha_kld <= 1, "in [0, 1] (the CE gets 1 - alpha_kld)"),
+            ("temperature", self.temperature > 0, "positive"),
+            ("mixup_alpha", self.mixup_alpha >= 0, "the Beta parameter, > 0, or 0 to turn mixup off"),
+            ("nfgsm_noise", self.nfgsm_noise >= 0, ">= 0"),
+            ("pgd_steps", self.pgd_steps >= 1, ">= 1"),
+        )
+        for name, ok, meaning in checks:
+            value = getattr(self, name)
+            if not (ok and math.isfinite(value)):
+                raise ValueError(f"--{name} {value} is invalid: it must be {meaning}.")
 
     @property
     def needs_teacher(self) -> bool:
@@ -144,13 +159,16 @@ def adversarial_examples(
     steps: int,
     init_scale: float = 1.0,
     project: bool = True,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Linf adversarial training examples: uniform start in [-init_scale eps, init_scale eps], `steps` signed-gradient
     steps on the CE loss, projected onto the eps ball when `project` (PGD) and always clipped to [0, 1].
 
-    PGD-AT: init_scale=1, project=True. N-FGSM: init_scale=2, steps=1, step_size=eps, project=False.
+    PGD-AT: init_scale=1, project=True. N-FGSM: init_scale=2, steps=1, step_size=eps, project=False. The start is
+    drawn from `generator` (a CPU generator; default: the global CPU RNG).
     """
-    delta = torch.empty_like(pixel_values).uniform_(-init_scale * eps, init_scale * eps)
+    delta = torch.empty(pixel_values.shape, dtype=pixel_values.dtype)
+    delta = delta.uniform_(-init_scale * eps, init_scale * eps, generator=generator).to(pixel_values.device)
     delta = (pixel_values + delta).clamp(0, 1) - pixel_values
     for _ in range(steps):
         delta.requires_grad_(True)
@@ -181,6 +199,12 @@ class MixACMTrainer(Trainer):
     """`Trainer` whose `compute_loss` implements every `method`, with a frozen teacher that is never wrapped or saved.
 
     Logs each active loss term (`loss_mix` or `loss_ce`, `loss_kld`, `loss_acm`, `loss_adv`) beside `loss`.
+
+    Exact resume: the randomness of each training batch (mixup lambda and permutation, adversarial random starts) is
+    drawn from `seeded_generator(seed, global step, micro-batch, process rank)`, and the augmentations of a map-style
+    dataset from `load_image_dataset` from (seed, epoch, rows); the affine ACM maps are saved in checkpoints
+    (`AFFINE_MAPS_NAME`) and restored with the optimizer. A run resumed from any checkpoint then trains on the same
+    numbers as one never stopped (streams, whose positions are not saved, are not covered).
     """
 
     def __init__(
@@ -203,8 +227,61 @@ class MixACMTrainer(Trainer):
             compile_frozen(self.teacher_model) if args.compile_teacher and self.teacher_model else self.teacher_model
         )
         self.use_kld = args.method in USES_KLD and args.alpha_kld > 0 and self._teacher_shares_labels()
+        self.uses_mixup = args.method in USES_MIXUP and args.mixup_alpha > 0
         self.affine_maps = self._check_acm_layers() if args.method in USES_ACM else None
         self._loss_terms: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self._batch_key = (-1, -1)  # (global step, micro-batch) of the last training batch
+        set_epoch = epoch_setter(self.train_dataset)
+        if set_epoch is not None:
+            self.add_callback(_DatasetEpoch(set_epoch))
+        if self.affine_maps is not None:
+            self.add_callback(_ZeroGradients(self.affine_maps))
+
+    def objective(self) -> dict[str, Any]:
+        """What this trainer optimises, as it runs (not the arguments' defaults): {"method", "loss_terms": {name:
+        weight}, "mixup_alpha" (None: no mixup), "kld_dropped" (True: a teacher with other classes)}."""
+        args = self.args
+        if args.method in ADVERSARIAL:
+            terms = {"loss_adv": 1.0}
+        else:
+            terms = {"loss_mix" if self.uses_mixup else "loss_ce": 1 - args.alpha_kld if self.use_kld else 1.0}
+            if self.use_kld:
+                terms["loss_kld"] = args.alpha_kld
+            if args.method in USES_ACM:
+                terms["loss_acm"] = args.alpha_acm
+        return {
+            "method": args.method,
+            "loss_terms": terms,
+            "mixup_alpha": args.mixup_alpha if self.uses_mixup else None,
+            "kld_dropped": args.method in USES_KLD and args.alpha_kld > 0 and not self.use_kld,
+        }
+
+    def _batch_generator(self) -> torch.Generator:
+        """The generator of this training batch: seeded from (seed, global step, micro-batch, process rank)."""
+        step, micro = self._batch_key
+        micro = micro + 1 if step == self.state.global_step else 0
+        self._batch_key = (self.state.global_step, micro)
+        return seeded_generator(self.args.seed, self.state.global_step, micro, self.args.process_index)
+
+    # -- checkpoints: the affine ACM maps train with the student and resume with it --------------------------------
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.affine_maps is not None and self.args.should_save:
+            state = {key: value.detach().contiguous() for key, value in self.affine_maps.state_dict().items()}
+            save_file(state, f"{output_dir}/{AFFINE_MAPS_NAME}")
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is not None and self.affine_maps is not None:
+            path = f"{checkpoint}/{AFFINE_MAPS_NAME}"
+            try:
+                state = load_file(path, device=str(self.args.device))
+            except FileNotFoundError as error:
+                raise FileNotFoundError(
+                    f"{path} is missing: the checkpoint has no affine ACM maps (written by an older version, or not a "
+                    "run with --acm_channel_align affine). Resume from a checkpoint of this run's settings."
+                ) from error
+            self.affine_maps.load_state_dict(state)
+        super()._load_optimizer_and_scheduler(checkpoint)
 
     # -- teacher ---------------------------------------------------------------------------------------------------
     def _prepare_teacher(self, teacher: PreTrainedModel | nn.Module | str) -> nn.Module:
@@ -343,8 +420,9 @@ class MixACMTrainer(Trainer):
             adversarial = self._adversarial_examples(model, pixel_values, labels)
             outputs = model(pixel_values=adversarial)
             return {"loss_adv": (1.0, F.cross_entropy(outputs.logits.float(), labels))}, outputs
-        if args.method in USES_MIXUP:
-            pixel_values, labels_a, labels_b, lam = mixup(pixel_values, labels, args.mixup_alpha)
+        if self.uses_mixup:
+            mixed = mixup(pixel_values, labels, args.mixup_alpha, self._batch_generator())
+            pixel_values, labels_a, labels_b, lam = mixed
             ce_name = "loss_mix"
         else:
             labels_a, labels_b, lam, ce_name = labels, labels, 1.0, "loss_ce"
@@ -388,18 +466,15 @@ class MixACMTrainer(Trainer):
     def _adversarial_examples(self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         args = self.args
         attacked = self.accelerator.unwrap_model(model)  # input gradients only: bypass DDP's gradient hooks
+        generator = self._batch_generator()
         if args.method == "n-fgsm":
             return adversarial_examples(
-                attacked,
-                pixel_values,
-                labels,
-                args.pgd_eps,
-                args.pgd_eps,
-                1,
-                init_scale=args.nfgsm_noise,
-                project=False,
-            )
-        return adversarial_examples(attacked, pixel_values, labels, args.pgd_eps, args.pgd_step_size, args.pgd_steps)
+                attacked, pixel_values, labels, args.pgd_eps, args.pgd_eps, 1, init_scale=args.nfgsm_noise,
+                project=False, generator=generator,
+            )  # fmt: skip
+        return adversarial_examples(
+            attacked, pixel_values, labels, args.pgd_eps, args.pgd_step_size, args.pgd_steps, generator=generator
+        )
 
     # -- logging -----------------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -410,6 +485,27 @@ class MixACMTrainer(Trainer):
             logs.update({name: round(float(value), 6) for name, value in zip(names, means.tolist())})
             self._loss_terms.clear()
         super().log(logs, start_time)
+
+
+class _DatasetEpoch(TrainerCallback):
+    """Tells the training data the epoch that begins (its augmentations are seeded with it; `epoch_setter`)."""
+
+    def __init__(self, set_epoch: Callable[[int], None]):
+        self.set_epoch = set_epoch
+
+    def on_epoch_begin(self, args, state, control, **kwargs) -> None:
+        self.set_epoch(math.floor(state.epoch + 1e-6))  # a resumed run's state.epoch: e.g. 1.5 in epoch 1
+
+
+class _ZeroGradients(TrainerCallback):
+    """Clears the gradients of modules outside the model after each optimizer step: the `Trainer` zeroes only the
+    model's (`model.zero_grad()`), so the affine ACM maps' gradients would otherwise add up over all steps."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        self.module.zero_grad(set_to_none=True)
 
 
 class TrainingClock(TrainerCallback, ExportableState):

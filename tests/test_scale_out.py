@@ -115,11 +115,13 @@ def start(launcher: list[str], workdir: Path, name: str, args: list, kill_at_ste
 
 
 def resume_run(workdir: Path, name: str, kill_at_step: int | None = None) -> Run:
-    """One process, 4 steps per epoch, checkpoints at epoch ends (2 kept), resuming from the newest one."""
+    """One process, MixACM with affine channel maps on in-memory images (crop/flip), 3 steps per epoch, checkpoints
+    every 2 steps (2 kept), resuming from the newest complete one."""
     args = [
-        "--teacher", workdir / "teacher-32", "--dataset", CIFAR10, "--max_train_samples", 32, "--max_eval_samples", 8,
-        "--per_device_train_batch_size", 8, "--max_steps", 10, "--save_strategy", "epoch", "--save_total_limit", 2,
-        "--dataloader_num_workers", 1, "--resume_from_checkpoint", "last",
+        "--teacher", workdir / "teacher-32", "--dataset", CIFAR10, "--max_train_samples", 24, "--max_eval_samples", 8,
+        "--per_device_train_batch_size", 8, "--max_steps", 10, "--save_strategy", "steps", "--save_steps", 2,
+        "--save_total_limit", 2, "--in_memory_images", "true", "--acm_channel_align", "affine",
+        "--resume_from_checkpoint", "last",
     ]  # fmt: skip
     return start([sys.executable], workdir, name, args, kill_at_step)
 
@@ -141,7 +143,7 @@ def runs(workdir) -> Iterator[dict[str, Run]]:
         ]  # fmt: skip
         started["ddp"] = start(TWO_CPU_PROCESSES, workdir, "ddp", ddp)
         started["uninterrupted"] = resume_run(workdir, "uninterrupted")
-        started["killed"] = resume_run(workdir, "resumed", kill_at_step=6)
+        started["killed"] = resume_run(workdir, "resumed", kill_at_step=7)
     yield started
     for run in started.values():
         if run.process.poll() is None:  # a test failed early: stop the launcher and the processes it started
@@ -165,25 +167,25 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], keys=No
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(runs, workdir, cifar10_path):
-    """A run SIGKILLed mid-epoch (step 6 of 4-step epochs) resumes from its newest checkpoint (epoch 1, step 4) and
-    ends like the run that was never interrupted: 10 steps, the same weights, save_total_limit kept, no teacher saved,
-    and its train_seconds adds the resumed run's time to the checkpoint's.
-
-    Checkpoints are taken at epoch ends: after a mid-epoch checkpoint `Trainer` restores the random state only once the
-    first batch is drawn, so that batch's augmentation (and the rest of the epoch's with dataloader workers) differs.
-    """
+    """A run SIGKILLed at step 7 (3-step epochs), whose newest checkpoint (step 6) is half-written as if killed while
+    saving it, resumes with `last` from the newest complete one (step 4, mid-epoch: affine maps, optimizer, crops and
+    mixup draws restored) and ends like the run never interrupted: 10 steps, the same weights, save_total_limit kept,
+    no teacher or affine maps in the model, and its train_seconds adds the resumed run's time to the checkpoint's."""
     finish(runs["killed"], returncode=-signal.SIGKILL)
-    assert [p.name for p in runs["killed"].output_dir.glob("checkpoint-*")] == ["checkpoint-4"]
+    killed = runs["killed"].output_dir
+    assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
+    (killed / "checkpoint-6" / "trainer_state.json").unlink()  # killed while writing checkpoint-6
     # The training clock saved at step 4, set to a sentinel: the resumed run's train_seconds must continue from it.
-    state_file = runs["killed"].output_dir / "checkpoint-4" / "trainer_state.json"
+    state_file = killed / "checkpoint-4" / "trainer_state.json"
     state = json.loads(state_file.read_text())
     assert state["stateful_callbacks"]["TrainingClock"]["attributes"]["seconds"] > 0
     state["stateful_callbacks"]["TrainingClock"]["attributes"]["seconds"] = 1000.0
     state_file.write_text(json.dumps(state))
     started = time.perf_counter()
     resumed = resume_run(workdir, "resumed")
-    finish(resumed)
+    log = finish(resumed)
     resumed_seconds = time.perf_counter() - started
+    assert "checkpoint-6: it is incomplete" in log
     train_seconds = json.loads((resumed.output_dir / "train_summary.json").read_text())["train_seconds"]
     assert 1000.0 < train_seconds < 1000.0 + resumed_seconds
     finish(runs["uninterrupted"])
@@ -194,8 +196,14 @@ def test_killed_run_resumes_to_the_uninterrupted_result(runs, workdir, cifar10_p
     for output_dir in (runs["uninterrupted"].output_dir, resumed.output_dir):
         checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
         assert [c.name for c in checkpoints] == ["checkpoint-8", "checkpoint-10"]
-        assert [p.name for p in checkpoints[-1].glob("*.safetensors")] == ["model.safetensors"]
+        assert sorted(p.name for p in checkpoints[-1].glob("*.safetensors")) == [
+            "acm_affine_maps.safetensors", "model.safetensors",
+        ]  # fmt: skip
         assert same_weights(load_file(checkpoints[-1] / "model.safetensors"), weights)  # the student only
+        assert same_weights(
+            load_file(checkpoints[-1] / "acm_affine_maps.safetensors"),
+            load_file(runs["uninterrupted"].output_dir / "checkpoint-10" / "acm_affine_maps.safetensors"),
+        )
 
 
 def test_two_process_ddp_run(runs, cifar10_path):

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from mixacm_hf import MixACMTrainer, MixACMTrainingArguments
-from mixacm_hf.data import collate_image_batch, example_transform
+from mixacm_hf.data import ExampleTransform, collate_image_batch
 from mixacm_hf.trainer import adversarial_examples
 
 EXPECTED_TERMS = {
@@ -34,7 +34,7 @@ def random_image_dataset(n: int = 32, size: int = 32, num_classes: int = 10, mod
     ]
     features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=num_classes)})
     dataset = datasets.Dataset.from_dict({"img": images, "label": [i % num_classes for i in range(n)]}, features)
-    dataset.set_transform(example_transform("img", "label", train=True))
+    dataset.set_transform(ExampleTransform("img", "label", train=True))
     return dataset
 
 

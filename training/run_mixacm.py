@@ -14,14 +14,19 @@ from mixacm_hf.run import argument_parser, format_summary, run_mixacm
 
 
 def main(argv: list[str] | None = None) -> None:
-    model_args, data_args, training_args, eval_args = parse_with_config(
-        argument_parser(), sys.argv[1:] if argv is None else argv
-    )
+    try:
+        model_args, data_args, training_args, eval_args = parse_with_config(
+            argument_parser(), sys.argv[1:] if argv is None else argv
+        )
+    except ValueError as error:  # an invalid flag value: the message names it
+        sys.exit(f"error: {error}")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     try:
         summary = run_mixacm(model_args, data_args, training_args, eval_args)
-    except HubPushError as error:  # the model and its card are saved: say so, how to retry, and exit with status 1
+    except (HubPushError, ValueError, FileNotFoundError) as error:
+        # A failed push (the model and its card are saved; the message says how to retry) or bad input (the message
+        # names it): exit with status 1, without a traceback.
         sys.exit(f"error: {error}")
     if training_args.process_index == 0:
         print(format_summary(summary))

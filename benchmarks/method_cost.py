@@ -27,13 +27,13 @@ from step_overhead import RESULTS
 from transformers import TrainerCallback
 
 from mixacm_hf.cli import parse_with_config
+from mixacm_hf.methods import get_method
 from mixacm_hf.run import argument_parser, run_mixacm
-from mixacm_hf.trainer import MixACMTrainer
+from mixacm_hf.trainer import MixACMTrainer, MixACMTrainingArguments
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "training" / "configs" / "cifar10_cpu_wrn16-2.yaml"
-# backward passes per training image: attack steps (PGD-k: k, N-FGSM: 1) + the training step
-METHODS = {"natural": 1, "kd": 1, "mixacm-no-mixup": 1, "mixacm": 1, "n-fgsm": 2, "pgd-at": 8}
+METHODS = ["natural", "kd", "mixacm-no-mixup", "mixacm", "n-fgsm", "pgd-at", "trades", "ard", "rslad"]
 COMPILED_TEACHER = ["--compile_teacher", "true"]
 PIL_PIPELINE = ["--in_memory_images", "false", "--dataloader_num_workers", "1"]
 # name -> (method, extra flags); the compiled variants pay their one-off compile inside the left-out first steps
@@ -43,6 +43,14 @@ VARIANTS = {method: (method, []) for method in METHODS} | {
     "pgd-at+pil-pipeline": ("pgd-at", PIL_PIPELINE),
 }
 WARMUP = 5
+
+
+def backward_passes(method: str) -> int:
+    """Backward passes per training image with the method's default hyperparameters (the methods registry)."""
+    args = MixACMTrainingArguments(output_dir=str(REPO / "outputs"), method=method, use_cpu=True, report_to=[])
+    return get_method(method).backward_passes(args.to_dict())
+
+
 TARGET = 0.25
 
 
@@ -61,8 +69,8 @@ class IterationClock(TrainerCallback):
 
 
 def time_teacher_forward(samples: list[float]) -> None:
-    """Record in `samples` the duration of every `MixACMTrainer._teacher_signals` call that runs a teacher."""
-    teacher_signals = MixACMTrainer._teacher_signals
+    """Record in `samples` the duration of every `MixACMTrainer.teacher_signals` call that runs a teacher."""
+    teacher_signals = MixACMTrainer.teacher_signals
 
     def timed(self, *args, **kwargs):
         start = time.perf_counter()
@@ -71,7 +79,7 @@ def time_teacher_forward(samples: list[float]) -> None:
             samples.append(time.perf_counter() - start)
         return result
 
-    MixACMTrainer._teacher_signals = timed
+    MixACMTrainer.teacher_signals = timed
 
 
 def measure(
@@ -114,7 +122,7 @@ def main() -> None:
         "rounds": args.rounds,
         "seconds_per_step": {k: round(v, 4) for k, v in seconds.items()},
         "teacher_forward_seconds": {k: round(v, 4) for k, v in teacher_forward.items()},
-        "backward_passes_per_image": {name: METHODS[method] for name, (method, _) in VARIANTS.items()},
+        "backward_passes_per_image": {name: backward_passes(method) for name, (method, _) in VARIANTS.items()},
         "vs_pgd7_at": {k: round(v, 3) for k, v in relative.items()},
         "target_mixacm_vs_pgd7_at": TARGET,
     }
@@ -125,7 +133,7 @@ def main() -> None:
         teacher_text = f"  (teacher forward {teacher:.4f} s)" if teacher else ""
         print(
             f"{name:38s} {seconds[name]:.4f} s/step  {relative[name]:.3f} x PGD-7 AT  "
-            f"{METHODS[method]} bwd/img{teacher_text}"
+            f"{backward_passes(method)} bwd/img{teacher_text}"
         )
     print(
         f"MixACM step / PGD-7 AT step = {relative['mixacm']:.3f}, with the teacher compiled "

@@ -4,6 +4,7 @@ loss, soft-label KD, mixup."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -267,3 +268,22 @@ def mixup_cross_entropy(
     """lambda CE(logits, labels_a) + (1 - lambda) CE(logits, labels_b), in fp32."""
     logits = logits.float()
     return lam * F.cross_entropy(logits, labels_a) + (1 - lam) * F.cross_entropy(logits, labels_b)
+
+
+def hidden_states_of(outputs: Any, who: str) -> tuple[torch.Tensor, ...]:
+    """The (B, C, H, W) stage outputs a model returned with `output_hidden_states=True` (the ACM contract).
+
+    Raises:
+        ValueError: none were returned, or one is not a 4-d feature map (names `who`: "teacher" or "student").
+    """
+    hidden_states = getattr(outputs, "hidden_states", None)
+    if not hidden_states:
+        raise ValueError(
+            f"The {who} returned no hidden_states with output_hidden_states=True, but ACM matching needs its stage "
+            "outputs. Load teachers with mixacm_hf.teachers.load_teacher (it adapts timm/ResNet models), or use "
+            "method='kd' / 'natural' which need no hidden states."
+        )
+    bad = [tuple(h.shape) for h in hidden_states if h.dim() != 4]
+    if bad:
+        raise ValueError(f"The {who}'s hidden_states must be (B, C, H, W) feature maps; got shapes {bad}.")
+    return tuple(hidden_states)

@@ -26,12 +26,13 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from .data import class_names, collate_image_batch, load_image_dataset
 from .files import atomic_write_text
 from .hub import push_robust_model, save_image_processor, write_model_card
+from .methods import get_method
 from .models import WideResNetConfig, WideResNetForImageClassification
 from .robustness import RobustnessReport, evaluate_robustness, parse_eps
 from .robustness.attacks import check_eps
 from .robustness.evaluate import parse_attack
 from .robustness.metric import compute_accuracy_metrics
-from .trainer import ADVERSARIAL, MixACMTrainer, MixACMTrainingArguments, TrainingClock
+from .trainer import MixACMTrainer, MixACMTrainingArguments, TrainingClock
 
 logger = logging.getLogger(__name__)
 
@@ -231,13 +232,6 @@ def check_arguments(
         )
 
 
-def backward_passes_per_image(method: str, pgd_steps: int) -> int:
-    """Backward passes per training image: 1, plus the attack's for adversarial training."""
-    if method == "pgd-at":
-        return pgd_steps + 1
-    return 2 if method in ADVERSARIAL else 1
-
-
 def evaluate_student(
     model: PreTrainedModel,
     dataset: Any,
@@ -327,7 +321,7 @@ def run_mixacm(
         "n_train": None if data_args.streaming else len(train_dataset),
         "train_seconds": round(train_seconds, 2),
         "images_per_second": round(images_seen / train_seconds, 2) if train_seconds else None,
-        "backward_passes_per_image": backward_passes_per_image(training_args.method, training_args.pgd_steps),
+        "backward_passes_per_image": get_method(training_args.method).backward_passes(training_args.to_dict()),
         "clean_accuracy": None,
         "n_eval": len(eval_dataset),
         "dataset": data_args.dataset,
@@ -374,7 +368,8 @@ def _hyperparameters(args: MixACMTrainingArguments, objective: dict[str, Any]) -
     """The run's hyperparameters; those of terms that did not run (`objective`: mixup off, KL dropped) are None."""
     keys = (
         "method", "alpha_acm", "alpha_kld", "temperature", "mixup_alpha", "acm_channel_align", "acm_layer_mapping",
-        "acm_teacher_layers", "acm_student_layers", "pgd_eps", "pgd_step_size", "pgd_steps", "learning_rate",
+        "acm_teacher_layers", "acm_student_layers", "pgd_eps", "pgd_step_size", "pgd_steps", "nfgsm_noise",
+        "trades_beta", "ard_alpha", "ard_temperature", "rslad_alpha", "learning_rate",
         "lr_scheduler_type", "weight_decay", "num_train_epochs", "max_steps", "per_device_train_batch_size",
         "gradient_accumulation_steps", "seed", "bf16",
     )  # fmt: skip

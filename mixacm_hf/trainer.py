@@ -1,8 +1,8 @@
-"""MixACM training: `MixACMTrainingArguments` and `MixACMTrainer`, one trainer for MixACM, its ablations and baselines.
+"""`MixACMTrainer`: one `Trainer` for MixACM, its ablations and baselines, with a frozen teacher.
 
-Methods (DESIGN.md): `mixacm` (mixup CE + soft labels + ACM), `mixacm-no-mixup`, `acm-only`, `kd` (soft labels only,
-the paper's RKD baseline), `natural` (plain CE, no teacher), `pgd-at` (Madry PGD adversarial training) and `n-fgsm`
-(single-step adversarial training with noise, de Jorge et al. 2022).
+Each `--method` is an entry of the registry in `mixacm_hf.methods` (docs/design.md, section 7.1): the trainer asks it
+for the batch's weighted loss terms and logs each term. The arguments are `MixACMTrainingArguments`
+(`mixacm_hf.training_args`, re-exported here).
 """
 
 from __future__ import annotations
@@ -12,173 +12,27 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
 import torch
-import torch.nn.functional as F
 from accelerate.data_loader import prepare_data_loader
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
-from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from .data import EndlessStream, epoch_setter, seeded_generator, split_stream
-from .losses import (
-    CHANNEL_ALIGNMENTS,
-    LAYER_MAPPINGS,
-    acm_loss,
-    activated_channel_map,
-    build_affine_maps,
-    kd_loss,
-    match_layers,
-    mixup,
-    mixup_cross_entropy,
-)
+from .losses import activated_channel_map, build_affine_maps, hidden_states_of, match_layers
+from .methods import get_method
+from .training_args import MixACMTrainingArguments
+
+__all__ = ["MixACMTrainer", "MixACMTrainingArguments", "TrainingClock", "compile_frozen"]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("mixacm", "mixacm-no-mixup", "acm-only", "kd", "natural", "pgd-at", "n-fgsm")
-USES_MIXUP = {"mixacm"}
-USES_KLD = {"mixacm", "mixacm-no-mixup", "kd"}
-USES_ACM = {"mixacm", "mixacm-no-mixup", "acm-only"}
-ADVERSARIAL = {"pgd-at", "n-fgsm"}
 AFFINE_MAPS_NAME = "acm_affine_maps.safetensors"  # the affine ACM maps in a checkpoint
-
-
-def check_eps(eps: float, name: str = "eps") -> None:
-    """Budgets live in [0, 1] pixel units: 8 almost surely meant 8/255."""
-    if not 0 <= eps <= 1:
-        raise ValueError(
-            f"{name}={eps} is outside [0, 1]: budgets are in pixel units of images scaled to [0, 1]. "
-            f"Did you mean {eps:g}/255 = {eps / 255:.5f}?"
-        )
-
-
-@dataclass
-class MixACMTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus the MixACM objective (defaults: the paper's CIFAR settings)."""
-
-    method: str = field(
-        default="mixacm",
-        metadata={"help": f"Training method, one of {METHODS}.", "choices": list(METHODS)},
-    )
-    alpha_acm: float = field(default=5000.0, metadata={"help": "Weight (>= 0) of the activated-channel-map loss."})
-    alpha_kld: float = field(
-        default=0.95, metadata={"help": "Weight of the soft-label KL term; the (mixup) CE gets 1 - alpha_kld."}
-    )
-    temperature: float = field(default=10.0, metadata={"help": "Softmax temperature gamma of the KL term."})
-    mixup_alpha: float = field(default=1.0, metadata={"help": "Mixup lambda ~ Beta(alpha, alpha); 0 disables mixup."})
-    acm_teacher_layers: list[int] | None = field(
-        default=None, metadata={"help": "Teacher hidden-state indices to match (default: all, see acm_layer_mapping)."}
-    )
-    acm_student_layers: list[int] | None = field(
-        default=None, metadata={"help": "Student hidden-state indices, paired with acm_teacher_layers."}
-    )
-    acm_layer_mapping: str = field(
-        default="index",
-        metadata={
-            "help": "Pairing when no indices are given: 'index' (counts must agree) or 'relative_depth'.",
-            "choices": list(LAYER_MAPPINGS),
-        },
-    )
-    acm_channel_align: str = field(
-        default="adaptive_max_pool",
-        metadata={
-            "help": "Teacher->student channel alignment when counts differ: 'adaptive_max_pool' or 'affine' "
-            "(a learned linear map per layer, trained with the student; saved in checkpoints, not in the model).",
-            "choices": list(CHANNEL_ALIGNMENTS),
-        },
-    )
-    cross_dataset: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Teacher trained on other classes (paper Table 5): drop the KL term. Default: automatic, with "
-            "a warning, when the label counts differ; False makes a label mismatch an error."
-        },
-    )
-    pgd_eps: float = field(default=8 / 255, metadata={"help": "Linf budget of adversarial training, in [0, 1] units."})
-    pgd_step_size: float = field(default=2 / 255, metadata={"help": "PGD-AT step size."})
-    pgd_steps: int = field(default=7, metadata={"help": "PGD-AT steps (PGD-7 as in the paper's baseline)."})
-    nfgsm_noise: float = field(
-        default=2.0, metadata={"help": "N-FGSM: uniform noise in [-k eps, k eps] before the eps-sized FGSM step."}
-    )
-    channels_last: bool = field(default=False, metadata={"help": "Use channels_last memory format (faster on CPU)."})
-    compile_teacher: bool = field(
-        default=False,
-        metadata={
-            "help": "torch.compile the frozen teacher with inductor freezing (BN folded into convs, weights "
-            "prepacked): its forward takes ~0.7x the eager time on CPU, after a one-off compile (~30 s; a C++ "
-            "compiler is needed on CPU). The student stays eager."
-        },
-    )
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep raw columns: images are transformed on the fly."}
-    )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={"help": "Train into an output_dir that holds a finished model, replacing it (refused otherwise)."},
-    )
-    restore_callback_states_from_checkpoint: bool = field(
-        default=True,
-        metadata={"help": "Restore callback states when resuming, so train_seconds (TrainingClock) sums over runs."},
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.method not in METHODS:
-            raise ValueError(f"Unknown method {self.method!r}; choose one of {METHODS}.")
-        check_eps(self.pgd_eps, "pgd_eps")
-        check_eps(self.pgd_step_size, "pgd_step_size")
-        checks = (
-            ("alpha_acm", self.alpha_acm >= 0, "a weight >= 0 (a negative one trains away from the teacher's maps)"),
-            ("alpha_kld", 0 <= self.alpha_kld <= 1, "in [0, 1] (the CE gets 1 - alpha_kld)"),
-            ("temperature", self.temperature > 0, "positive"),
-            ("mixup_alpha", self.mixup_alpha >= 0, "the Beta parameter, > 0, or 0 to turn mixup off"),
-            ("nfgsm_noise", self.nfgsm_noise >= 0, ">= 0"),
-            ("pgd_steps", self.pgd_steps >= 1, ">= 1"),
-        )
-        for name, ok, meaning in checks:
-            value = getattr(self, name)
-            if not (ok and math.isfinite(value)):
-                raise ValueError(f"--{name} {value} is invalid: it must be {meaning}.")
-
-    @property
-    def needs_teacher(self) -> bool:
-        return self.method in USES_KLD | USES_ACM
-
-
-def adversarial_examples(
-    model: nn.Module,
-    pixel_values: torch.Tensor,
-    labels: torch.Tensor,
-    eps: float,
-    step_size: float,
-    steps: int,
-    init_scale: float = 1.0,
-    project: bool = True,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Linf adversarial training examples: uniform start in [-init_scale eps, init_scale eps], `steps` signed-gradient
-    steps on the CE loss, projected onto the eps ball when `project` (PGD) and always clipped to [0, 1].
-
-    PGD-AT: init_scale=1, project=True. N-FGSM: init_scale=2, steps=1, step_size=eps, project=False. The start is
-    drawn from `generator` (a CPU generator; default: the global CPU RNG).
-    """
-    delta = torch.empty(pixel_values.shape, dtype=pixel_values.dtype)
-    delta = delta.uniform_(-init_scale * eps, init_scale * eps, generator=generator).to(pixel_values.device)
-    delta = (pixel_values + delta).clamp(0, 1) - pixel_values
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        loss = F.cross_entropy(model(pixel_values=pixel_values + delta).logits.float(), labels)
-        (grad,) = torch.autograd.grad(loss, delta)
-        delta = delta.detach() + step_size * grad.sign()
-        if project:
-            delta = delta.clamp(-eps, eps)
-        delta = (pixel_values + delta).clamp(0, 1) - pixel_values
-    return (pixel_values + delta).detach()
 
 
 def compile_frozen(model: nn.Module) -> Callable[..., Any]:
@@ -226,9 +80,11 @@ class MixACMTrainer(Trainer):
         self._teacher_forward = (
             compile_frozen(self.teacher_model) if args.compile_teacher and self.teacher_model else self.teacher_model
         )
-        self.use_kld = args.method in USES_KLD and args.alpha_kld > 0 and self._teacher_shares_labels()
-        self.uses_mixup = args.method in USES_MIXUP and args.mixup_alpha > 0
-        self.affine_maps = self._check_acm_layers() if args.method in USES_ACM else None
+        self.method = get_method(args.method)
+        self.use_kld = self.method.uses_kld and args.alpha_kld > 0 and self._teacher_shares_labels()
+        self.uses_mixup = self.method.uses_mixup and args.mixup_alpha > 0
+        self.affine_maps = self._check_acm_layers() if self.method.uses_acm else None
+        self.term_weights = self.method.weights(self)
         self._loss_terms: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._batch_key = (-1, -1)  # (global step, micro-batch) of the last training batch
         set_epoch = epoch_setter(self.train_dataset)
@@ -241,22 +97,14 @@ class MixACMTrainer(Trainer):
         """What this trainer optimises, as it runs (not the arguments' defaults): {"method", "loss_terms": {name:
         weight}, "mixup_alpha" (None: no mixup), "kld_dropped" (True: a teacher with other classes)}."""
         args = self.args
-        if args.method in ADVERSARIAL:
-            terms = {"loss_adv": 1.0}
-        else:
-            terms = {"loss_mix" if self.uses_mixup else "loss_ce": 1 - args.alpha_kld if self.use_kld else 1.0}
-            if self.use_kld:
-                terms["loss_kld"] = args.alpha_kld
-            if args.method in USES_ACM:
-                terms["loss_acm"] = args.alpha_acm
         return {
             "method": args.method,
-            "loss_terms": terms,
+            "loss_terms": dict(self.term_weights),
             "mixup_alpha": args.mixup_alpha if self.uses_mixup else None,
-            "kld_dropped": args.method in USES_KLD and args.alpha_kld > 0 and not self.use_kld,
+            "kld_dropped": self.method.uses_kld and args.alpha_kld > 0 and not self.use_kld,
         }
 
-    def _batch_generator(self) -> torch.Generator:
+    def batch_generator(self) -> torch.Generator:
         """The generator of this training batch: seeded from (seed, global step, micro-batch, process rank)."""
         step, micro = self._batch_key
         micro = micro + 1 if step == self.state.global_step else 0
@@ -305,7 +153,7 @@ class MixACMTrainer(Trainer):
             f"The teacher predicts {teacher_labels} classes and the student {student_labels}: soft labels (KLD) "
             "need the same classes."
         )
-        if self.args.cross_dataset is False or self.args.method == "kd":
+        if self.args.cross_dataset is False or not self.method.uses_acm:
             raise ValueError(
                 f"{message} Use a teacher trained on the student's classes, or, for cross-dataset transfer, a method "
                 "with ACM (e.g. mixacm) and --cross_dataset true, which drops the KLD term."
@@ -313,7 +161,7 @@ class MixACMTrainer(Trainer):
         logger.warning("%s Cross-dataset transfer: dropping the KLD term (mixup CE and ACM remain).", message)
         return False
 
-    def _probe_hidden_states(self) -> tuple[list[int], list[int]]:
+    def _probehidden_states_of(self) -> tuple[list[int], list[int]]:
         """Channel counts of the teacher's and student's hidden states, from one zero image (checks the contract)."""
         student = self.accelerator.unwrap_model(self.model)
         size = getattr(getattr(student, "config", None), "image_size", 32)
@@ -322,16 +170,16 @@ class MixACMTrainer(Trainer):
         was_training = student.training
         student.eval()
         with torch.no_grad():
-            teacher_states = _hidden_states(
+            teacher_states = hidden_states_of(
                 self.teacher_model(pixel_values=probe, output_hidden_states=True), "teacher"
             )
-            student_states = _hidden_states(student(pixel_values=probe, output_hidden_states=True), "student")
+            student_states = hidden_states_of(student(pixel_values=probe, output_hidden_states=True), "student")
         student.train(was_training)
         return [h.shape[1] for h in teacher_states], [h.shape[1] for h in student_states]
 
     def _check_acm_layers(self) -> nn.ModuleList | None:
         """Validate the hidden states and the layer pairing up front; build the affine maps if asked for."""
-        teacher_channels, student_channels = self._probe_hidden_states()
+        teacher_channels, student_channels = self._probehidden_states_of()
         args = self.args
         pairs = match_layers(
             len(teacher_channels), len(student_channels), args.acm_teacher_layers, args.acm_student_layers,
@@ -399,7 +247,13 @@ class MixACMTrainer(Trainer):
         if not model.training:  # evaluation: plain cross-entropy on clean images
             outputs = model(pixel_values=pixel_values, labels=labels)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
-        weighted_terms, outputs = self._loss_terms_for(model, pixel_values, labels)
+        weighted_terms, outputs = self.method.terms(self, model, pixel_values, labels)
+        ran = {name: weight for name, (weight, _) in weighted_terms.items()}
+        if ran != self.term_weights:
+            raise RuntimeError(
+                f"Method {self.method.name!r} computed the terms {ran} but its registry entry declares "
+                f"{self.term_weights}: fix its `weights` or `terms` in mixacm_hf.methods."
+            )
         loss = sum(weight * term for weight, term in weighted_terms.values())
         if not torch.isfinite(loss):
             bad = [name for name, (_, term) in weighted_terms.items() if not torch.isfinite(term)]
@@ -411,42 +265,7 @@ class MixACMTrainer(Trainer):
             self._loss_terms[name].append(term.detach())
         return (loss, outputs) if return_outputs else loss
 
-    def _loss_terms_for(
-        self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[dict[str, tuple[float, torch.Tensor]], Any]:
-        """{term name: (weight, value)} for the configured method, and the student's outputs."""
-        args = self.args
-        if args.method in ADVERSARIAL:
-            adversarial = self._adversarial_examples(model, pixel_values, labels)
-            outputs = model(pixel_values=adversarial)
-            return {"loss_adv": (1.0, F.cross_entropy(outputs.logits.float(), labels))}, outputs
-        if self.uses_mixup:
-            mixed = mixup(pixel_values, labels, args.mixup_alpha, self._batch_generator())
-            pixel_values, labels_a, labels_b, lam = mixed
-            ce_name = "loss_mix"
-        else:
-            labels_a, labels_b, lam, ce_name = labels, labels, 1.0, "loss_ce"
-        uses_acm = args.method in USES_ACM
-        teacher_logits, teacher_maps = self._teacher_signals(pixel_values, uses_acm)
-        outputs = model(pixel_values=pixel_values, output_hidden_states=uses_acm)
-        ce_weight = 1 - args.alpha_kld if self.use_kld else 1.0
-        terms = {ce_name: (ce_weight, mixup_cross_entropy(outputs.logits, labels_a, labels_b, lam))}
-        if self.use_kld:
-            terms["loss_kld"] = (args.alpha_kld, kd_loss(outputs.logits, teacher_logits, args.temperature))
-        if uses_acm:
-            acm = acm_loss(
-                teacher_maps,
-                _hidden_states(outputs, "student"),
-                align=args.acm_channel_align,
-                teacher_layers=args.acm_teacher_layers,
-                student_layers=args.acm_student_layers,
-                layer_mapping=args.acm_layer_mapping,
-                affine_maps=self.affine_maps,
-            )
-            terms["loss_acm"] = (args.alpha_acm, acm)
-        return terms, outputs
-
-    def _teacher_signals(
+    def teacher_signals(
         self, pixel_values: torch.Tensor, uses_acm: bool
     ) -> tuple[torch.Tensor | None, list[torch.Tensor] | None]:
         """The teacher's logits and (for ACM) raw activated channel maps (B, C) per hidden state.
@@ -460,21 +279,8 @@ class MixACMTrainer(Trainer):
             outputs = self._teacher_forward(pixel_values=pixel_values, output_hidden_states=uses_acm)
             maps = None
             if uses_acm:
-                maps = [activated_channel_map(h, normalize=False) for h in _hidden_states(outputs, "teacher")]
+                maps = [activated_channel_map(h, normalize=False) for h in hidden_states_of(outputs, "teacher")]
         return outputs.logits, maps
-
-    def _adversarial_examples(self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        args = self.args
-        attacked = self.accelerator.unwrap_model(model)  # input gradients only: bypass DDP's gradient hooks
-        generator = self._batch_generator()
-        if args.method == "n-fgsm":
-            return adversarial_examples(
-                attacked, pixel_values, labels, args.pgd_eps, args.pgd_eps, 1, init_scale=args.nfgsm_noise,
-                project=False, generator=generator,
-            )  # fmt: skip
-        return adversarial_examples(
-            attacked, pixel_values, labels, args.pgd_eps, args.pgd_step_size, args.pgd_steps, generator=generator
-        )
 
     # -- logging -----------------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -533,17 +339,3 @@ class TrainingClock(TrainerCallback, ExportableState):
 def _num_labels(model: nn.Module) -> int | None:
     config = getattr(model, "config", None)
     return getattr(config, "num_labels", None) if config is not None else None
-
-
-def _hidden_states(outputs: Any, who: str) -> tuple[torch.Tensor, ...]:
-    hidden_states = getattr(outputs, "hidden_states", None)
-    if not hidden_states:
-        raise ValueError(
-            f"The {who} returned no hidden_states with output_hidden_states=True, but ACM matching needs its stage "
-            "outputs. Load teachers with mixacm_hf.teachers.load_teacher (it adapts timm/ResNet models), or use "
-            "method='kd' / 'natural' which need no hidden states."
-        )
-    bad = [tuple(h.shape) for h in hidden_states if h.dim() != 4]
-    if bad:
-        raise ValueError(f"The {who}'s hidden_states must be (B, C, H, W) feature maps; got shapes {bad}.")
-    return tuple(hidden_states)

@@ -10,9 +10,9 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
-from mixacm_hf import MixACMTrainer, MixACMTrainingArguments
+from mixacm_hf import MixACMTrainer, MixACMTrainingArguments, methods
 from mixacm_hf.data import ExampleTransform, collate_image_batch
-from mixacm_hf.trainer import adversarial_examples
+from mixacm_hf.robustness.attacks import gradient_ascent
 
 EXPECTED_TERMS = {
     "mixacm": {"loss_mix", "loss_kld", "loss_acm"},
@@ -22,6 +22,9 @@ EXPECTED_TERMS = {
     "natural": {"loss_ce"},
     "pgd-at": {"loss_adv"},
     "n-fgsm": {"loss_adv"},
+    "trades": {"loss_ce", "loss_trades_kl"},
+    "ard": {"loss_kld"},
+    "rslad": {"loss_rslad_natural", "loss_rslad_adv"},
 }
 
 
@@ -112,7 +115,7 @@ def test_compiled_teacher_gives_the_eager_teachers_signals(tmp_path, tiny_wrn):
     eager = make_trainer(tmp_path, tiny_wrn, teacher=teacher, method="mixacm")
     assert compiled._teacher_forward is not compiled.teacher_model and eager._teacher_forward is eager.teacher_model
     pixel_values = torch.rand(8, 3, 32, 32)
-    (logits, maps), (eager_logits, eager_maps) = (t._teacher_signals(pixel_values, True) for t in (compiled, eager))
+    (logits, maps), (eager_logits, eager_maps) = (t.teacher_signals(pixel_values, True) for t in (compiled, eager))
     torch.testing.assert_close(logits, eager_logits, rtol=1e-4, atol=1e-4)  # BN folded into the convs: not bitwise
     assert len(maps) == len(eager_maps) == 4
     for a, b in zip(maps, eager_maps):
@@ -138,16 +141,50 @@ def test_checkpoints_contain_only_the_student(tmp_path, tiny_wrn):
     assert sum(v.numel() for v in weights.values()) == sum(v.numel() for v in trainer.model.state_dict().values())
 
 
-def test_adversarial_examples_stay_in_the_ball(tiny_wrn):
+def test_gradient_ascent_raises_the_loss_inside_the_ball(tiny_wrn):
     model = tiny_wrn()
     x, y = torch.rand(4, 3, 32, 32), torch.arange(4)
     eps = 8 / 255
-    pgd = adversarial_examples(model, x, y, eps, 2 / 255, 3)
+
+    def loss(images):
+        return nn.functional.cross_entropy(model(pixel_values=images).logits, y)
+
+    pgd = gradient_ascent(loss, x, x, eps=eps, step_size=2 / 255, steps=3)
     assert (pgd - x).abs().max() <= eps + 1e-6 and pgd.min() >= 0 and pgd.max() <= 1
     with torch.no_grad():
-        assert nn.functional.cross_entropy(model(pgd).logits, y) > nn.functional.cross_entropy(model(x).logits, y)
-    nfgsm = adversarial_examples(model, x, y, eps, eps, 1, init_scale=2.0, project=False)
-    assert (nfgsm - x).abs().max() <= 3 * eps + 1e-6 and nfgsm.min() >= 0 and nfgsm.max() <= 1
+        assert loss(pgd) > loss(x)
+    unprojected = gradient_ascent(loss, x, (x + 2 * eps).clamp(0, 1), eps=eps, step_size=eps, steps=1, projected=False)
+    assert 2 * eps < (unprojected - x).abs().max() <= 3 * eps + 1e-6 and unprojected.min() >= 0
+
+
+@pytest.mark.parametrize("method", ["pgd-at", "n-fgsm", "trades", "ard", "rslad"])
+def test_the_inner_attack_of_every_adversarial_method_stays_in_its_ball_and_in_pixel_range(
+    tmp_path, tiny_wrn, monkeypatch, method
+):
+    seen = []
+
+    def recording(loss_fn, x, start, **kwargs):
+        adversarial = gradient_ascent(loss_fn, x, start, **kwargs)
+        seen.append((x.detach().clone(), adversarial))
+        return adversarial
+
+    monkeypatch.setattr(methods, "gradient_ascent", recording)
+    trainer = make_trainer(tmp_path, tiny_wrn, method=method)
+    trainer.train()
+    args = trainer.args
+    radius = (1 + args.nfgsm_noise) * args.pgd_eps if method == "n-fgsm" else args.pgd_eps
+    assert len(seen) == args.max_steps
+    for x, adversarial in seen:
+        assert 0 < (adversarial - x).abs().max() <= radius + 1e-6
+        assert adversarial.min() >= 0 and adversarial.max() <= 1
+
+
+@pytest.mark.parametrize("method", ["ard", "rslad"])
+def test_distillation_baselines_need_a_teacher_and_trades_does_not(tmp_path, tiny_wrn, method):
+    with pytest.raises(ValueError, match="learns from a teacher"):
+        MixACMTrainer(model=tiny_wrn(), teacher_model=None, args=make_args(tmp_path, method=method))
+    trades = MixACMTrainer(model=tiny_wrn(), teacher_model=None, args=make_args(tmp_path, method="trades"))
+    assert trades.teacher_model is None and trades.args.pgd_step_size == 0.007
 
 
 # -- bad input ---------------------------------------------------------------------------------------------------------
@@ -158,7 +195,7 @@ def test_eps_given_in_pixel_levels_is_rejected(tmp_path):
 
 def test_unknown_method_lists_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="mixacm-no-mixup"):
-        make_args(tmp_path, method="trades")
+        make_args(tmp_path, method="free-at")
 
 
 def test_teacher_needed(tmp_path, tiny_wrn):

@@ -11,6 +11,7 @@ from typing import Any
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..methods import get_method, relevant_hyperparameters
 from ..robustness import RobustnessReport
 from .results import (
     CARD_NAME,
@@ -62,22 +63,6 @@ def _evaluation(results: Sequence[EvalResult]) -> dict[str, Any] | None:
     }
 
 
-def relevant_hyperparameters(method: str, hyperparameters: dict[str, Any]) -> dict[str, Any]:
-    """The hyperparameters `method` uses (MixACM's loss weights mean nothing for natural training)."""
-    from ..trainer import ADVERSARIAL, USES_ACM, USES_KLD, USES_MIXUP
-
-    used_by = {
-        "mixup_alpha": USES_MIXUP, "alpha_kld": USES_KLD, "temperature": USES_KLD, "alpha_acm": USES_ACM,
-        "acm_channel_align": USES_ACM, "acm_layer_mapping": USES_ACM, "acm_teacher_layers": USES_ACM,
-        "acm_student_layers": USES_ACM, "pgd_eps": ADVERSARIAL, "pgd_step_size": {"pgd-at"}, "pgd_steps": {"pgd-at"},
-    }  # fmt: skip
-    return {
-        key: value
-        for key, value in hyperparameters.items()
-        if key != "method" and value is not None and method in used_by.get(key, {method})
-    }
-
-
 def _teacher(name: str | None) -> dict[str, Any] | None:
     """The teacher's name and, when it is a folder with a card, the results its card reports."""
     if not name:
@@ -95,8 +80,6 @@ def _teacher(name: str | None) -> dict[str, Any] | None:
 def _training(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     if summary is None:
         return None
-    from ..run import backward_passes_per_image
-
     return {
         "method": summary["method"],
         "teacher": _teacher(summary.get("teacher")),
@@ -109,7 +92,7 @@ def _training(summary: dict[str, Any] | None) -> dict[str, Any] | None:
         "device": summary.get("device"),
         "world_size": summary.get("world_size", 1),
         "backward_passes": summary.get("backward_passes_per_image"),
-        "pgd_backward_passes": backward_passes_per_image("pgd-at", 7),
+        "pgd_backward_passes": get_method("pgd-at").backward_passes({"pgd_steps": 7}),
         "command": summary.get("command"),
     }
 

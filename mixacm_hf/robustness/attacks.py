@@ -7,7 +7,7 @@ in eval mode and in fp32 (autocast off), and restore each submodule's training f
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -33,16 +33,21 @@ def parse_eps(value: str | float) -> float:
         raise ValueError(f"Cannot parse eps {value!r}: give a float (0.031) or a fraction (8/255).") from error
 
 
-def check_eps(eps: float, norm: str) -> float:
-    """Validate a pixel-space budget; Linf eps > 1 is almost certainly eps in 0..255 units."""
+def check_eps(eps: float, norm: str, name: str = "eps") -> float:
+    """Validate a pixel-space budget (training's `pgd_eps`/`pgd_step_size` and evaluation's eps alike): a finite
+    number >= 0; Linf eps > 1 is almost certainly eps in 0..255 units.
+
+    Raises:
+        ValueError: naming `name`, with the fix (e.g. "Did you mean 8/255").
+    """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}.")
     if not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}.")
+        raise ValueError(f"{name} must be a finite number >= 0, got {eps!r}.")
     if norm == "Linf" and eps > 1:
         raise ValueError(
-            f"eps={eps:g} is larger than the whole [0, 1] pixel range: budgets are in pixel units. "
-            f"Did you mean {eps:g}/255 (= {eps / 255:.6f})?"
+            f"{name}={eps:g} is larger than the whole [0, 1] pixel range: budgets are in pixel units of images in "
+            f"[0, 1]. Did you mean {eps:g}/255 (= {eps / 255:.6f})?"
         )
     return float(eps)
 
@@ -119,6 +124,46 @@ def _random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Gener
     return direction * _expand(radius / _l2_norm(direction), x)
 
 
+def ascent_step(
+    x_adv: torch.Tensor,
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    norm: str,
+    step_size: float,
+    projected: bool = True,
+) -> torch.Tensor:
+    """One steepest-ascent step of size `step_size` from `x_adv` (B, C, H, W), projected onto the eps ball around the
+    clean `x` when `projected` (PGD; N-FGSM steps without it) and clipped to the pixel range [0, 1]."""
+    moved = x_adv + step_size * _steepest_ascent(grad, norm)
+    if projected:
+        moved = x + project(moved - x, eps, norm)
+    return moved.clamp(0, 1)
+
+
+def gradient_ascent(
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    start: torch.Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    norm: str = "Linf",
+    projected: bool = True,
+) -> torch.Tensor:
+    """`steps` ascent steps on the scalar `loss_fn(x')` from `start`, each an `ascent_step`: the inner maximisation
+    of adversarial training (PGD-AT, N-FGSM, TRADES, ARD, RSLAD). Returns the last iterate (B, C, H, W), detached,
+    in [0, 1] (and in the eps ball around `x` when `projected`); gradients reach only the input."""
+    x_adv = start.detach()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss_fn(x_adv), x_adv)
+        x_adv = ascent_step(x_adv.detach(), grad, x, eps=eps, norm=norm, step_size=step_size, projected=projected)
+    return x_adv.detach()
+
+
 def _pgd_run(
     forward: nn.Module,
     x: torch.Tensor,
@@ -142,8 +187,7 @@ def _pgd_run(
         newly_fooled = (logits.detach().argmax(1) != y) & ~fooled
         best = torch.where(_expand(newly_fooled, x), x_adv, best)
         fooled |= newly_fooled
-        delta = project(x_adv + step_size * _steepest_ascent(grad, norm) - x, eps, norm)
-        x_adv = (x + delta).clamp(0, 1)
+        x_adv = ascent_step(x_adv, grad, x, eps=eps, norm=norm, step_size=step_size)
     with torch.no_grad():
         fooled_last = forward(x_adv).argmax(1) != y
     return torch.where(_expand(fooled, x), best, x_adv), fooled | fooled_last

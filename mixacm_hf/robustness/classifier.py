@@ -1,0 +1,111 @@
+"""The evaluator's input contract: any classifier becomes "pixels in [0, 1] in, logits out, fp32, eval mode".
+
+`as_classifier` is the single entry point used by `evaluate_robustness` (and so by `training/evaluate_robustness.py`,
+the end-of-run evaluation of `run_mixacm` and `update_model_card`'s re-evaluations). It decides the input convention
+with `mixacm_hf.teachers.as_pixel_space`, the function `load_teacher` uses, so a folder is attacked exactly as it is
+distilled from. `float32_parameters` runs bf16/fp16 models in fp32 and restores their dtypes afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from ..teachers import PixelSpaceClassifier, _load_pretrained, as_pixel_space
+
+INSIDE = "normalises inside the model"
+PLAIN = "plain module: taken to expect pixels in [0, 1] (the documented contract for modules without a config)"
+
+
+class Normalized(nn.Module):
+    """A plain module (e.g. a timm model) that expects `(x - mean) / std`, made to take pixels in [0, 1]."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, pixel_values: torch.Tensor) -> Any:
+        return self.model((pixel_values - self.mean) / self.std)
+
+
+def _describe(mean: Sequence[float], std: Sequence[float]) -> str:
+    return f"wrapped: (pixels - {[round(float(m), 6) for m in mean]}) / {[round(float(s), 6) for s in std]}"
+
+
+def _input_convention(wrapped: nn.Module) -> str:
+    if isinstance(wrapped, (PixelSpaceClassifier, Normalized)):
+        return _describe(wrapped.mean.flatten().tolist(), wrapped.std.flatten().tolist())
+    return INSIDE
+
+
+def as_classifier(
+    model: nn.Module | str,
+    *,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Any classifier as a module taking pixel_values (B, 3, H, W) in [0, 1], and how its input was handled.
+
+    Args:
+        model: a folder or Hub id (loaded with `AutoModelForImageClassification`; its image processor's mean/std
+            are applied inside when it normalises), a `PreTrainedModel` (this project's WideResNets normalise
+            inside; timm wrappers use their `pretrained_cfg`), a `PixelSpaceClassifier` (from `load_teacher`), a
+            timm model (its `pretrained_cfg` mean/std) or any other module (taken to expect [0, 1] pixels).
+        image_mean, image_std: the statistics the model expects inputs normalised with, when they cannot be read
+            (0,0,0 / 1,1,1 for a model trained on raw pixels). Not allowed for models that normalise inside.
+        revision, trust_remote_code: passed to `from_pretrained` for folders and Hub ids.
+
+    Returns:
+        (module, info): info has "input" (what is done to the pixels) and "loaded_dtype" (the parameters' dtype).
+
+    Raises:
+        ValueError: the input convention cannot be determined (a `PreTrainedModel` without an image processor, e.g.
+            an HF ResNet built in memory): pass image_mean/image_std or the model folder; or only one of them given.
+    """
+    if (image_mean is None) != (image_std is None):
+        raise ValueError("Pass both image_mean and image_std, or neither.")
+    normalization = None if image_mean is None else (tuple(image_mean), tuple(image_std))
+    name = model if isinstance(model, str) else type(model).__name__
+    if isinstance(model, str):
+        loaded, processor = _load_pretrained(model, trust_remote_code, revision)
+        wrapped = as_pixel_space(loaded, processor, normalization, model)
+    elif isinstance(model, PreTrainedModel):
+        try:
+            wrapped = as_pixel_space(model, None, normalization, name)
+        except ValueError as error:
+            raise ValueError(f"{error} Or evaluate the saved folder, whose image processor says it.") from error
+    elif normalization is not None:
+        wrapped = Normalized(model, *normalization)
+    elif isinstance(model, PixelSpaceClassifier):
+        wrapped = model
+    elif "mean" in (getattr(model, "pretrained_cfg", None) or {}):  # timm models
+        wrapped = Normalized(model, model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
+    else:
+        wrapped = model
+    parameter = next(wrapped.parameters(), None)
+    dtype = str(parameter.dtype).removeprefix("torch.") if parameter is not None else None
+    plain = wrapped is model and not isinstance(model, (PreTrainedModel, PixelSpaceClassifier))
+    return wrapped, {"input": PLAIN if plain else _input_convention(wrapped), "loaded_dtype": dtype}
+
+
+@contextmanager
+def float32_parameters(model: nn.Module) -> Iterator[None]:
+    """Floating parameters and buffers in fp32 for the duration (attacks run in fp32); their dtypes are restored."""
+    tensors = [t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point() and t.dtype != torch.float32]
+    dtypes = [t.dtype for t in tensors]
+    for tensor in tensors:
+        tensor.data = tensor.data.float()
+    try:
+        yield
+    finally:
+        for tensor, dtype in zip(tensors, dtypes):
+            tensor.data = tensor.data.to(dtype)

@@ -536,6 +536,7 @@ def evaluate_robustness(
         },
         versions=_versions(),
         per_example={"index": list(range(len(x))), **{name: f.tolist() for name, f in flags.items()}},
+        processes=world,
     )  # fmt: skip
     if report.flags:
         warnings.warn(

@@ -107,7 +107,8 @@ class RobustnessReport:
     correctly clean and under every attack). `intervals` holds Wilson 95% intervals for "clean", each attack and
     "all". `per_example` (None in reports older than the field) is {"index": [split index, ...], "clean": [bool, ...],
     "<attack>": [...], "all": [...]}, booleans aligned with "index". `eps_sweep` (optional) is
-    {"eps": [...], "robust_accuracy": {attack: [accuracy or None per eps]}}.
+    {"eps": [...], "robust_accuracy": {attack: [accuracy or None per eps]}}. `processes`: how many processes of a
+    `torch.distributed` group shared the batches.
     """
 
     clean_accuracy: float
@@ -125,6 +126,7 @@ class RobustnessReport:
     eps_sweep: dict[str, Any] | None = None
     versions: dict[str, str] = field(default_factory=dict)
     per_example: dict[str, list] | None = None
+    processes: int = 1
 
     @property
     def flags(self) -> list[str]:

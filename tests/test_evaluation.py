@@ -138,6 +138,21 @@ def test_normalising_folders_are_evaluated_at_their_true_accuracy(make_folder, t
     assert not output.with_name("report.json.partial").exists()  # progress folder removed once the report is written
 
 
+def test_timm_model_is_wrapped_with_its_pretrained_cfg():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = randomize_batchnorm(timm.create_model("resnet10t", num_classes=10, pretrained=False))
+    mean = torch.tensor(model.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(model.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    normalized = (IMAGES - mean) / std
+    spread_head(lambda x: model.forward_head(model.forward_features(x), pre_logits=True), model.fc, normalized)
+    with torch.no_grad():
+        labels = model(normalized).argmax(1)
+        assert (model(IMAGES).argmax(1) == labels).float().mean() < 1
+    report = evaluate_robustness(model, (IMAGES, labels), ["clean"], **QUIET)
+    assert report.clean_accuracy == 1.0 and report.model["input"].startswith("wrapped: (pixels - [0.485")
+
+
 def test_model_with_unknown_input_convention_is_refused(tmp_path):
     config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 8, 8, 8], depths=[1, 1, 1, 1], num_labels=10)
     model = ResNetForImageClassification(config).eval()
@@ -174,7 +189,7 @@ def test_bf16_loaded_model_gives_the_numbers_of_its_fp32_load(tiny_wrn, tmp_path
     assert reports[0].per_example == reports[1].per_example
     assert reports[0].robust_accuracy == reports[1].robust_accuracy and reports[0].clean_accuracy < 1
     assert reports[1].model["loaded_dtype"] == "bfloat16" and reports[1].model["attack_dtype"] == "float32"
-    assert all(p.dtype == torch.bfloat16 for p in bf16.parameters())  # restored after the evaluation
+    assert all(p.dtype == torch.bfloat16 and p.requires_grad and p.grad is None for p in bf16.parameters())  # restored
 
 
 def linear_classifier(num_classes: int, size: int = 4, seed: int = 0) -> nn.Module:

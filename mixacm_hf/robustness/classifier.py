@@ -99,9 +99,10 @@ def as_classifier(
 
 @contextmanager
 def attack_layout(model: nn.Module, channels_last: bool = False) -> Iterator[None]:
-    """Floating parameters and buffers in fp32 (attacks run in fp32) and, with `channels_last`, 4-D ones in
-    channels-last memory (faster convolutions on CPUs and GPUs; same function up to float summation order).
-    The original tensors are put back afterwards."""
+    """The model as attacks need it, for the duration: floating parameters and buffers in fp32, parameters without
+    gradients (attacks differentiate the input only: pyautoattack's `backward` then skips weight gradients and
+    leaves the model's `.grad` alone) and, with `channels_last`, 4-D tensors in channels-last memory (faster
+    convolutions; the same function up to float summation order). Everything is put back afterwards."""
     originals = []
     for tensor in [*model.parameters(), *model.buffers()]:
         reformat = channels_last and tensor.dim() == 4
@@ -111,8 +112,12 @@ def attack_layout(model: nn.Module, channels_last: bool = False) -> Iterator[Non
         tensor.data = tensor.data.float()
         if reformat:
             tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    model.requires_grad_(False)
     try:
         yield
     finally:
         for tensor, data in originals:
             tensor.data = data
+        for parameter in trainable:
+            parameter.requires_grad_(True)

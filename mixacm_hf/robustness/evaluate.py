@@ -317,8 +317,8 @@ class _Run:
         key = f"{re.sub(r'[^a-z0-9.+-]', '_', spec.name)}-eps{eps:.8f}"
         done = {}
         for index in range(rank, math.ceil(len(self.x) / self.batch_size), world):
-            done[index] = self.progress and self.progress.load(key, index)
-            if not done[index]:
+            done[index] = self.progress.load(key, index) if self.progress else None
+            if done[index] is None:
                 done[index] = self._batch(spec, eps, index)
                 if self.progress:
                     self.progress.save(key, index, *done[index])

@@ -1,9 +1,10 @@
 """The evaluator's input contract: any classifier becomes "pixels in [0, 1] in, logits out, fp32, eval mode".
 
-`as_classifier` is the single entry point used by `evaluate_robustness` (and so by `training/evaluate_robustness.py`,
-the end-of-run evaluation of `run_mixacm` and `update_model_card`'s re-evaluations). It decides the input convention
-with `mixacm_hf.teachers.as_pixel_space`, the function `load_teacher` uses, so a folder is attacked exactly as it is
-distilled from. `attack_layout` runs bf16/fp16 models in fp32 (optionally channels-last) and restores them.
+`as_classifier` is the single entry point used by `evaluate_robustness` (and so by `training/evaluate_robustness.py`
+with its `--update-card`, and by the end-of-run evaluation of `run_mixacm`). It decides the input convention with
+`mixacm_hf.teachers.as_pixel_space`, the function `load_teacher` uses, so a folder is attacked exactly as it is
+distilled from. `attack_layout` runs bf16/fp16 models in fp32 with frozen parameters (optionally channels-last) and
+restores them.
 """
 
 from __future__ import annotations

@@ -72,9 +72,10 @@ def init_distributed(device: str | None) -> str | None:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
         return device
     on_gpu = device != "cpu" and torch.cuda.is_available()
-    torch.distributed.init_process_group("nccl" if on_gpu else "gloo")
-    if on_gpu and device is None:
+    if on_gpu and device in (None, "cuda"):  # one GPU per process (NCCL's gathers use the current device)
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group("nccl" if on_gpu else "gloo")
     return device
 
 

@@ -1,7 +1,13 @@
 """Attack an image classifier and write a JSON robustness report (and an eps-sweep plot).
 
 python training/evaluate_robustness.py --model out/wrn16-10-mixacm --dataset ../shared/datasets/cifar10 \
-    --split test --attacks clean,fgsm,pgd-20,pgd-100,autoattack --eps 8/255 --n 1000 --output report.json
+    --split test --attacks clean,fgsm,pgd-20,pgd-100,autoattack --eps 8/255 --n_examples 1000 --output report.json
+
+Progress is saved after every batch in <output>.partial/: rerunning the identical command after an interruption
+resumes there (finished batches are not re-attacked); the folder is removed once the report is written.
+Sharded: `torchrun --nproc_per_node N training/evaluate_robustness.py ...` (or `accelerate launch`) spreads the
+batches over the processes (gloo on CPU, NCCL on GPUs; --device cpu forces CPU) and rank 0 writes the report, with
+the same per-example records as one process.
 
 Attacks: clean, fgsm, pgd-<steps>[x<restarts>], autoattack (standard) or autoattack:<a>+<b> (custom components).
 Budgets are in pixel units ([0, 1] images): eps as a float (0.031) or a fraction (8/255).
@@ -10,14 +16,20 @@ Budgets are in pixel units ([0, 1] images): eps as a float (0.031) or a fraction
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 from pathlib import Path
+
+import torch
 
 from mixacm_hf.hub import push_or_exit, update_model_card
 from mixacm_hf.robustness import RobustnessReport, evaluate_robustness, parse_eps, plot_eps_sweep
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--model", required=True, help="model folder or Hub id")
     parser.add_argument("--model-revision", help="Hub revision of the model")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub repo")
@@ -27,7 +39,17 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--attacks", default="clean,pgd-20", help="comma-separated attack names")
     parser.add_argument("--eps", type=parse_eps, default=8 / 255, help="budget: 8/255 or 0.0314")
     parser.add_argument("--norm", choices=("Linf", "L2"), default="Linf")
-    parser.add_argument("--n", type=int, help="evaluate the first N examples of the split (default: all)")
+    parser.add_argument("--n_examples", "--n-examples", "--n", dest="n_examples", type=int,
+                        help="evaluate the first N examples of the split (default: all); under torchrun use "
+                        "--n_examples (torchrun takes --n for one of its own options)")  # fmt: skip
+    parser.add_argument(
+        "--image-mean",
+        type=float,
+        nargs=3,
+        help="mean the model expects inputs normalised with, "
+        "when it has no image processor saying it (0 0 0 with --image-std 1 1 1: raw pixels)",
+    )
+    parser.add_argument("--image-std", type=float, nargs=3, help="std matching --image-mean")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
@@ -45,29 +67,57 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> RobustnessReport:
-    parser = argument_parser()
-    args = parser.parse_args(argv)
-    if (args.update_card or args.push_to_hub) and not Path(args.model).is_dir():
-        parser.error("--update-card and --push_to_hub need --model to be a local model folder")
-    report = evaluate_robustness(
+def init_distributed(device: str | None) -> str | None:
+    """Join the process group a launcher (torchrun, accelerate launch) set up; the device this process uses."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
+        return device
+    on_gpu = device != "cpu" and torch.cuda.is_available()
+    if on_gpu and device in (None, "cuda"):  # one GPU per process (NCCL's gathers use the current device)
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group("nccl" if on_gpu else "gloo")
+    return device
+
+
+def _evaluate(args: argparse.Namespace, device: str | None, partial: Path) -> RobustnessReport:
+    return evaluate_robustness(
         args.model,
         args.dataset,
         attacks=args.attacks.split(","),
         eps=args.eps,
         norm=args.norm,
-        n_examples=args.n,
+        n_examples=args.n_examples,
         batch_size=args.batch_size,
         seed=args.seed,
-        device=args.device,
+        device=device,
         eps_sweep=args.eps_sweep,
         split=args.split,
         model_revision=args.model_revision,
         dataset_revision=args.dataset_revision,
         trust_remote_code=args.trust_remote_code,
+        image_mean=args.image_mean,
+        image_std=args.image_std,
+        resume_dir=partial,
     )
+
+
+def main(argv: list[str] | None = None) -> RobustnessReport:
+    parser = argument_parser()
+    args = parser.parse_args(argv)
+    if (args.update_card or args.push_to_hub) and not Path(args.model).is_dir():
+        parser.error("--update-card and --push_to_hub need --model to be a local model folder")
+    partial = args.output.with_name(args.output.name + ".partial")
+    device = init_distributed(args.device)
+    try:
+        report = _evaluate(args, device, partial)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return report
     print(report.summary())
     print(f"Wrote {report.save(args.output)}")
+    shutil.rmtree(partial, ignore_errors=True)
     if report.eps_sweep is not None:
         print(f"Wrote {plot_eps_sweep(report, args.plot or args.output.with_suffix('.png'))}")
     if args.update_card:

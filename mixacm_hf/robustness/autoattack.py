@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from pyautoattack import AutoAttack
@@ -12,6 +15,7 @@ from .attacks import LogitsModel, Norm, attack_mode, check_eps
 
 AUTOATTACK_ATTACKS: tuple[str, ...] = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 STANDARD_ATTACKS: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")
+AUTOATTACK_LOGGER = "auto-attack"  # the logger pyautoattack.AutoAttack reports its checks on
 
 
 def check_autoattack_attacks(attacks: Sequence[str]) -> tuple[str, ...]:
@@ -22,6 +26,65 @@ def check_autoattack_attacks(attacks: Sequence[str]) -> tuple[str, ...]:
             f"Unknown AutoAttack component(s) {unknown or list(attacks)}; choose from {', '.join(AUTOATTACK_ATTACKS)}."
         )
     return tuple(attacks)
+
+
+class _Collect(logging.Handler):
+    def __init__(self, messages: list[str]):
+        super().__init__(logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def autoattack_warnings() -> Iterator[list[str]]:
+    """Collect pyautoattack's own warnings (output looks like probabilities, randomised defence, zero gradients...),
+    which it logs on the "auto-attack" logger (or warns when it has none), into the yielded list."""
+    messages: list[str] = []
+    logger = logging.getLogger(AUTOATTACK_LOGGER)
+    handler = _Collect(messages)
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield messages
+    finally:
+        logger.removeHandler(handler)
+    for warning in caught:
+        if "pyautoattack" in warning.filename:
+            messages.append(str(warning.message))
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+# AutoAttack's own rule (pyautoattack.checks.check_n_classes): the DLR loss needs 3 classes, its targeted form 4.
+MIN_CLASSES: dict[str, int] = {"apgd-dlr": 3, "apgd-t": 4}
+
+
+def usable_components(attacks: Sequence[str] | None, num_classes: int) -> tuple[tuple[str, ...] | None, dict[str, str]]:
+    """The AutoAttack components that can run on a `num_classes`-way classifier, and the dropped ones with why.
+
+    Version "standard" (`attacks` None) drops APGD-T (DLR-targeted, >= 4 classes) and APGD-DLR (>= 3) per AutoAttack's
+    rule; FAB-T runs with num_classes - 1 target classes. Returns (None, {}) when standard runs unchanged.
+
+    Raises:
+        ValueError: an explicitly requested component cannot run; the message names the usable ones.
+    """
+    requested = STANDARD_ATTACKS if attacks is None else check_autoattack_attacks(attacks)
+    dropped = {
+        name: f"needs >= {MIN_CLASSES[name]} classes (DLR loss), the model has {num_classes}"
+        for name in requested
+        if num_classes < MIN_CLASSES.get(name, 0)
+    }
+    kept = tuple(name for name in requested if name not in dropped)
+    if attacks is not None and dropped:
+        usable = [name for name in AUTOATTACK_ATTACKS if num_classes >= MIN_CLASSES.get(name, 0)]
+        raise ValueError(
+            f"AutoAttack component(s) {', '.join(dropped)} cannot run on a {num_classes}-class model: "
+            f"{'; '.join(f'{k} {v}' for k, v in dropped.items())}. Usable components: {', '.join(usable)}."
+        )
+    return (None if attacks is None and not dropped else kept), dropped
 
 
 def build_autoattack(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import signal
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +22,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import resolve_columns
+from ..files import atomic_write_text, locked
 from .attacks import Norm, attack_mode, check_eps, fgsm, logits_of, pgd
-from .autoattack import AUTOATTACK_ATTACKS, STANDARD_ATTACKS, autoattack, check_autoattack_attacks
+from .autoattack import (
+    AUTOATTACK_ATTACKS,
+    STANDARD_ATTACKS,
+    autoattack,
+    autoattack_warnings,
+    check_autoattack_attacks,
+    usable_components,
+)
+from .classifier import as_classifier, attack_layout
 from .report import (
     RobustnessReport,
     accuracy,
@@ -29,6 +41,7 @@ from .report import (
     check_not_above_clean,
     check_ordered,
     check_within_noise,
+    make_check,
     wilson_interval,
 )
 
@@ -52,6 +65,7 @@ class AttackSpec:
     restarts: int = 1
     relative_step_size: float = 0.25
     components: tuple[str, ...] | None = None  # AutoAttack components; None = version "standard"
+    dropped: dict[str, str] | None = None  # standard components dropped for lack of classes, with the reason
 
     def settings(self, eps: float, norm: str, seed: int) -> dict[str, Any]:
         """What the report records about this attack at budget `eps`."""
@@ -67,8 +81,9 @@ class AttackSpec:
                 "seed": seed,
             }  # fmt: skip
         return {
-            **common, "package": "pyautoattack", "version": "standard" if self.components is None else "custom",
-            "attacks": list(self.components or STANDARD_ATTACKS), "seed": seed,
+            **common, "package": "pyautoattack",
+            "version": "standard" if self.components is None or self.dropped else "custom",
+            "attacks": list(self.components or STANDARD_ATTACKS), "dropped": self.dropped or {}, "seed": seed,
         }  # fmt: skip
 
     def run(
@@ -105,22 +120,52 @@ def parse_attack(name: str | AttackSpec) -> AttackSpec:
     raise ValueError(f"Unknown attack {name!r}. Valid attacks: {ATTACK_HELP}.")
 
 
-def pil_to_pixels(image: Image.Image) -> torch.Tensor:
-    """PIL image -> float tensor (3, H, W) in [0, 1], without resizing."""
-    return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).float().div(255)
+def _as_tensor(value: Any) -> torch.Tensor:
+    if isinstance(value, Image.Image):
+        return torch.from_numpy(np.array(value.convert("RGB")))
+    return torch.as_tensor(value)
 
 
-def _to_pixels(value: Any) -> torch.Tensor:
-    return pil_to_pixels(value) if isinstance(value, Image.Image) else torch.as_tensor(value, dtype=torch.float32)
+def check_pixels(images: Any, name: str = "images") -> torch.Tensor:
+    """A batch of images as float32 (N, C, H, W) in [0, 1], C in {1, 3}.
+
+    uint8 images are scaled by 1/255 and channels-last (N, H, W, C) batches are transposed; PIL images and lists of
+    arrays are stacked first.
+
+    Raises:
+        ValueError: before any attack runs, naming dtype, shape and range, when the batch is not 4-D, has no channel
+            axis of size 1 or 3, or holds values outside [0, 1] (e.g. 0..255 in a float or int64 tensor).
+    """
+    if isinstance(images, (list, tuple)):
+        images = torch.stack([_as_tensor(image) for image in images])
+    x = _as_tensor(images)
+    shape, dtype = tuple(x.shape), str(x.dtype).removeprefix("torch.")
+    if x.dim() == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+        x = x.permute(0, 3, 1, 2)
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(
+            f"{name} have shape {shape} ({dtype}); expected a batch (N, 3, H, W) or (N, H, W, 3) "
+            "(1 channel also accepted)."
+        )
+    x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+    low, high = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
+    if not (0 <= low and high <= 1):
+        raise ValueError(
+            f"{name} ({dtype}, shape {shape}) hold values in [{low:g}, {high:g}]; the evaluator takes pixels in "
+            "[0, 1] (float) or 0..255 as uint8. Divide by 255, or undo a normalisation: normalising models are "
+            "wrapped by the evaluator, so pass raw pixels."
+        )
+    return x.contiguous()
 
 
 def load_examples(
     dataset: datasets.Dataset | tuple[torch.Tensor, torch.Tensor], n_examples: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `n_examples` as tensors (pixel_values (N, 3, H, W) in [0, 1], labels (N,)).
+    """The first `n_examples` as tensors (pixel_values (N, 3, H, W) float32 in [0, 1], labels (N,) int64).
 
     Accepts a (pixel_values, labels) pair or a `datasets.Dataset` with columns img/image/pixel_values and
-    label/labels (PIL images are converted; transforms set with `set_transform` apply).
+    label/labels, in any format (PIL images, `with_format("torch")` / `("numpy")` uint8 arrays, CHW or HWC;
+    transforms set with `set_transform` apply). Images are checked by `check_pixels`.
     """
     size = len(dataset[1]) if isinstance(dataset, (tuple, list)) else len(dataset)
     n = size if n_examples is None else n_examples
@@ -128,21 +173,12 @@ def load_examples(
         split = getattr(dataset, "split", None)
         raise ValueError(f"n_examples={n} but the {'split ' + str(split) if split else 'data'} has {size} examples.")
     if isinstance(dataset, (tuple, list)):
-        x, y = dataset
-        return x[:n].float(), torch.as_tensor(y[:n]).long()
-    rows = dataset[:n]
-    image_column, label_column = resolve_columns(list(rows))
-    x = torch.stack([_to_pixels(value) for value in rows[image_column]])
-    return x, torch.as_tensor(rows[label_column]).long()
-
-
-def load_classifier(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> nn.Module:
-    """An image classifier from a local folder or Hub id (WideResNets resolve through mixacm_hf's Auto classes)."""
-    from transformers import AutoModelForImageClassification
-
-    return AutoModelForImageClassification.from_pretrained(
-        name_or_path, revision=revision, trust_remote_code=trust_remote_code
-    )
+        images, labels = dataset[0][:n], dataset[1][:n]
+    else:
+        rows = dataset[:n]
+        image_column, label_column = resolve_columns(list(rows))
+        images, labels = rows[image_column], rows[label_column]
+    return check_pixels(images, "pixel values"), torch.as_tensor(np.asarray(labels)).long()
 
 
 def load_split(path: str, split: str, image_size: int, revision: str | None = None) -> datasets.Dataset:
@@ -195,11 +231,62 @@ def _check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: s
 
 CLEAN = AttackSpec("clean", "clean")
 Sweep = dict[str, list[torch.Tensor | None]]  # attack -> per-example correctness at each eps (None: skipped)
+KILL_AFTER_BATCHES = "MIXACM_EVAL_KILL_AFTER_BATCHES"  # test hook: SIGKILL this process after saving that many batches
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of an initialised `torch.distributed` group, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class Progress:
+    """Per-batch results of an evaluation in a folder, so that an interrupted evaluation resumes where it stopped.
+
+    `config.json` holds the evaluation's settings (a rerun with other settings is refused); each finished batch of
+    each attack at each eps is one small JSON file, written atomically.
+    """
+
+    def __init__(self, folder: str | Path, settings: dict[str, Any]):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = self.folder / "config.json"
+        text = json.dumps(settings, indent=2, sort_keys=True)
+        with locked(config):
+            if config.exists() and config.read_text() != text:
+                raise ValueError(
+                    f"{self.folder} holds the progress of an evaluation with other settings (see its config.json). "
+                    "Rerun the identical command to resume it, or delete the folder to start afresh."
+                )
+            atomic_write_text(config, text)
+        self.saved = 0
+
+    def _file(self, key: str, index: int) -> Path:
+        return self.folder / f"{key}-batch{index:06d}.json"
+
+    def load(self, key: str, index: int) -> tuple[torch.Tensor, list[str]] | None:
+        """Correctness flags and pyautoattack warnings of a finished batch, or None."""
+        path = self._file(key, index)
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return torch.tensor(data["correct"], dtype=torch.bool), data["warnings"]
+
+    def save(self, key: str, index: int, correct: torch.Tensor, caught: list[str]) -> None:
+        atomic_write_text(self._file(key, index), json.dumps({"correct": correct.tolist(), "warnings": caught}))
+        self.saved += 1
+        if self.saved == int(os.environ.get(KILL_AFTER_BATCHES, 0)):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
 class _Run:
-    """Model, examples and settings shared by every attack of one evaluation."""
+    """Model, examples and settings shared by every attack of one evaluation.
+
+    Batches are spread over the processes of a `torch.distributed` group (batch i on rank i % world size, seeded
+    with seed + i whatever the number of processes) and the flags gathered on every rank.
+    """
 
     model: nn.Module
     x: torch.Tensor
@@ -209,20 +296,40 @@ class _Run:
     batch_size: int
     device: torch.device
     bar: tqdm
+    progress: Progress | None
+    warnings: dict[str, set[str]] = field(default_factory=dict)
+
+    def _batch(self, spec: AttackSpec, eps: float, index: int) -> tuple[torch.Tensor, list[str]]:
+        start = index * self.batch_size
+        x = self.x[start : start + self.batch_size].to(self.device)
+        y = self.y[start : start + self.batch_size].to(self.device)
+        with autoattack_warnings() as caught:
+            x_adv = spec.run(self.model, x, y, eps, self.norm, self.seed + index)
+        _check_adversarial(x_adv, x, eps, self.norm, spec.name)
+        with torch.no_grad(), attack_mode(self.model, self.device.type):
+            correct = (logits_of(self.model(x_adv)).argmax(1) == y).cpu()
+        return correct, sorted(set(caught))
 
     def correct(self, spec: AttackSpec, eps: float) -> torch.Tensor:
         """Per-example correctness (bool, on CPU) on `spec`'s adversarial examples at budget `eps`."""
         self.bar.set_description(f"{spec.name} eps={eps:.4f}")
-        correct = []
-        for index, start in enumerate(range(0, len(self.x), self.batch_size)):
-            x = self.x[start : start + self.batch_size].to(self.device)
-            y = self.y[start : start + self.batch_size].to(self.device)
-            x_adv = spec.run(self.model, x, y, eps, self.norm, self.seed + index)
-            _check_adversarial(x_adv, x, eps, self.norm, spec.name)
-            with torch.no_grad(), attack_mode(self.model, self.device.type):
-                correct.append((logits_of(self.model(x_adv)).argmax(1) == y).cpu())
+        rank, world = _distributed()
+        key = f"{re.sub(r'[^a-z0-9.+-]', '_', spec.name)}-eps{eps:.8f}"
+        done = {}
+        for index in range(rank, math.ceil(len(self.x) / self.batch_size), world):
+            done[index] = self.progress.load(key, index) if self.progress else None
+            if done[index] is None:
+                done[index] = self._batch(spec, eps, index)
+                if self.progress:
+                    self.progress.save(key, index, *done[index])
             self.bar.update(1)
-        return torch.cat(correct)
+        if world > 1:
+            gathered = [None] * world
+            torch.distributed.all_gather_object(gathered, done)
+            done = {index: result for part in gathered for index, result in part.items()}
+        for _, caught in done.values():
+            self.warnings.setdefault(spec.name, set()).update(caught)
+        return torch.cat([done[index][0] for index in sorted(done)])
 
 
 def _sweep(run: _Run, specs: list[AttackSpec], sweep_eps: list[float], eps: float, at_eps: dict) -> Sweep:
@@ -284,14 +391,21 @@ def _resolve(
     model_revision: str | None,
     dataset_revision: str | None,
     trust_remote_code: bool,
+    normalization: tuple[Sequence[float] | None, Sequence[float] | None],
 ) -> tuple[nn.Module, datasets.Dataset | tuple[torch.Tensor, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """Load a model / dataset given by path or Hub id; describe both for the report."""
+    """Load a model / dataset given by path or Hub id, apply the input contract; describe both for the report."""
+    described = model
     if isinstance(model, str):
-        name_or_path, model = model, load_classifier(model, model_revision, trust_remote_code)
-        model_revision = hub_commit(name_or_path, model_revision)
+        model_revision = hub_commit(model, model_revision)
+    wrapped, contract = as_classifier(
+        model, image_mean=normalization[0], image_std=normalization[1], revision=model_revision,
+        trust_remote_code=trust_remote_code,
+    )  # fmt: skip
+    if isinstance(described, str):
+        described = getattr(wrapped, "model", wrapped)
     if isinstance(dataset, str):
         dataset_name = dataset_name or dataset
-        image_size = getattr(getattr(model, "config", None), "image_size", 32)
+        image_size = getattr(getattr(wrapped, "config", None), "image_size", 32)
         dataset = load_split(dataset, split, image_size, dataset_revision)
     info = getattr(dataset, "info", None)
     dataset_meta = {
@@ -299,7 +413,28 @@ def _resolve(
         "split": str(getattr(dataset, "split", None) or split),
         "revision": dataset_revision,
     }
-    return model, dataset, model_info(model, model_revision), dataset_meta
+    model_meta = {**model_info(described, model_revision), **contract, "attack_dtype": "float32"}
+    if isinstance(model, str):
+        model_meta["name"] = model
+    return wrapped, dataset, model_meta, dataset_meta
+
+
+def _autoattack_components(specs: list[AttackSpec], num_classes: int) -> list[AttackSpec]:
+    """AutoAttack specs with the components usable for `num_classes` (see `usable_components`)."""
+    return [
+        replace(spec, **dict(zip(("components", "dropped"), usable_components(spec.components, num_classes))))
+        if spec.kind == "autoattack" else spec
+        for spec in specs
+    ]  # fmt: skip
+
+
+def _warning_checks(found: dict[str, set[str]]) -> list[dict[str, Any]]:
+    """pyautoattack's own warnings (probability outputs, randomness, ...) as failed sanity checks."""
+    return [
+        make_check(f"{name}: pyautoattack warning", False, message)
+        for name, messages in found.items()
+        for message in sorted(messages)
+    ]
 
 
 def evaluate_robustness(
@@ -319,40 +454,68 @@ def evaluate_robustness(
     model_revision: str | None = None,
     dataset_revision: str | None = None,
     trust_remote_code: bool = False,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
+    resume_dir: str | Path | None = None,
+    channels_last: bool = True,
     progress: bool = True,
 ) -> RobustnessReport:
-    """Clean accuracy and robust accuracy under each attack (and the per-example worst case, "all").
+    """Clean and robust accuracy under each attack, the per-example worst case ("all") and per-example records.
 
-    `model`: an HF image classifier (output with `.logits`) or a plain module returning logits, or a folder /
-    Hub id (moved to `device`; default cuda when available). `dataset`: a `datasets.Dataset`, a (pixel_values,
-    labels) pair, or a folder / Hub id (`split` is loaded); the first `n_examples` are used (default: all).
-    `attacks`: names as in `parse_attack`. `eps_sweep` re-runs the attacks at each budget (AutoAttack is skipped
-    at eps = 0). Sanity checks that hint at gradient masking are recorded in the report and warned about.
+    `model`: anything `as_classifier` accepts (folder / Hub id, `PreTrainedModel`, timm model, module taking
+    [0, 1] pixels); models that normalise outside are wrapped with their processor's mean/std (or `image_mean` /
+    `image_std`), and bf16/fp16 models are attacked in fp32 (their dtype is restored). The report's `model` says
+    which. `dataset`: a `datasets.Dataset` (any format), a (pixel_values, labels) pair (float in [0, 1] or uint8,
+    CHW or HWC), or a folder / Hub id (`split` is loaded); the first `n_examples` are used (default: all).
+    `attacks`: names as in `parse_attack`; AutoAttack components that need more classes than the model has are
+    dropped per AutoAttack's rule (recorded). `eps_sweep` re-runs the attacks at each budget (AutoAttack is skipped
+    at eps = 0). `channels_last` runs convolutions in channels-last memory (faster; the same attacks, verdicts equal
+    up to float summation order on borderline examples). `resume_dir`: per-batch progress is kept there and reused
+    by an identical rerun. Under an initialised `torch.distributed` group the batches are spread over the processes
+    (batch i on rank i % world size, seeded with seed + i); every rank returns the report.
+
+    Raises:
+        ValueError: bad eps, attack names, images, n_examples or a model whose input convention is unknown, all
+            before any attack runs.
     """
     eps = check_eps(eps, norm)
     specs = list({spec.name: spec for spec in map(parse_attack, attacks)}.values())
-    attacked = [spec for spec in specs if spec.kind != "clean"]
     sweep_eps = None if eps_sweep is None else [check_eps(float(e), norm) for e in eps_sweep]
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, dataset, model_meta, dataset_meta = _resolve(
-        model, dataset, split, dataset_name, model_revision, dataset_revision, trust_remote_code
-    )
+        model, dataset, split, dataset_name, model_revision, dataset_revision, trust_remote_code,
+        (image_mean, image_std),
+    )  # fmt: skip
     x, y = load_examples(dataset, n_examples)
-    runs = 1 + len(attacked) + (_sweep_runs(attacked, sweep_eps, eps) if sweep_eps else 0)
-    runs += 0 if sweep_eps and 0.0 in sweep_eps else 1
-    with tqdm(total=runs * math.ceil(len(x) / batch_size), disable=not progress, unit="batch") as bar:
-        run = _Run(model.to(device), x, y, norm, seed, batch_size, device, bar)
-        seconds, correct = {}, {}
-        for spec in [CLEAN, *attacked]:
-            start = time.perf_counter()
-            correct[spec.name] = run.correct(spec, eps)
-            seconds[spec.name] = time.perf_counter() - start
-        clean = correct.pop("clean")
-        sweep = None if sweep_eps is None else _sweep(run, attacked, sweep_eps, eps, correct)
-        at_zero = _correct_at_zero(run, sweep_eps, sweep)
+    model_meta["memory_format"] = "channels_last" if channels_last else "contiguous"
+    with attack_layout(model.to(device), channels_last):
+        with torch.no_grad(), attack_mode(model, device.type):
+            model_meta["num_classes"] = logits_of(model(x[:1].to(device))).shape[1]
+        specs = _autoattack_components(specs, model_meta["num_classes"])
+        attacked = [spec for spec in specs if spec.kind != "clean"]
+        settings = {
+            "model": model_meta, "dataset": dataset_meta, "n_examples": len(x), "batch_size": batch_size,
+            "seed": seed, "eps": eps, "norm": norm, "attacks": [s.name for s in specs], "eps_sweep": sweep_eps,
+        }  # fmt: skip
+        saved = None if resume_dir is None else Progress(resume_dir, settings)
+        runs = 1 + len(attacked) + (_sweep_runs(attacked, sweep_eps, eps) if sweep_eps else 0)
+        runs += 0 if sweep_eps and 0.0 in sweep_eps else 1
+        rank, world = _distributed()
+        total = runs * len(range(rank, math.ceil(len(x) / batch_size), world))
+        with tqdm(total=total, disable=not progress or rank != 0, unit="batch") as bar:
+            run = _Run(model, x, y, norm, seed, batch_size, device, bar, saved)
+            seconds, correct = {}, {}
+            for spec in [CLEAN, *attacked]:
+                start = time.perf_counter()
+                correct[spec.name] = run.correct(spec, eps)
+                seconds[spec.name] = time.perf_counter() - start
+            clean = correct.pop("clean")
+            sweep = None if sweep_eps is None else _sweep(run, attacked, sweep_eps, eps, correct)
+            at_zero = _correct_at_zero(run, sweep_eps, sweep)
 
     worst = torch.stack([clean, *correct.values()]).all(0)
-    robust = {name: accuracy(flags) for name, flags in {**correct, "all": worst}.items()}
+    flags = {"clean": clean, **correct, "all": worst}
+    robust = {name: accuracy(f) for name, f in flags.items() if name != "clean"}
     report = RobustnessReport(
         clean_accuracy=accuracy(clean),
         robust_accuracy=robust,
@@ -364,11 +527,10 @@ def evaluate_robustness(
         seed=seed,
         model=model_meta,
         dataset=dataset_meta,
-        intervals={
-            name: wilson_interval(int(flags.sum()), len(x))
-            for name, flags in {"clean": clean, **correct, "all": worst}.items()
-        },
-        sanity_checks=_sanity_checks(attacked, clean, correct, at_zero, sweep_eps, sweep),
+        intervals={name: wilson_interval(int(f.sum()), len(x)) for name, f in flags.items()},
+        sanity_checks=[
+            *_sanity_checks(attacked, clean, correct, at_zero, sweep_eps, sweep), *_warning_checks(run.warnings)
+        ],
         eps_sweep=None if sweep is None else {
             "eps": sweep_eps,
             "robust_accuracy": {
@@ -376,6 +538,8 @@ def evaluate_robustness(
             },
         },
         versions=_versions(),
+        per_example={"index": list(range(len(x))), **{name: f.tolist() for name, f in flags.items()}},
+        processes=world,
     )  # fmt: skip
     if report.flags:
         warnings.warn(

@@ -33,7 +33,7 @@ from torch import nn
 from mixacm_hf import WideResNetConfig, WideResNetForImageClassification
 from mixacm_hf.files import atomic_write_text
 from mixacm_hf.robustness import LogitsModel, autoattack, evaluate_robustness, pgd
-from mixacm_hf.robustness.evaluate import load_examples, load_split
+from mixacm_hf.robustness.inputs import load_examples, load_split
 
 REPO = Path(__file__).resolve().parents[1]
 EPS = 8 / 255

@@ -30,8 +30,8 @@ from .methods import get_method
 from .models import WideResNetConfig, WideResNetForImageClassification
 from .robustness import RobustnessReport, evaluate_robustness, parse_eps
 from .robustness.attacks import check_eps
-from .robustness.evaluate import parse_attack
 from .robustness.metric import compute_accuracy_metrics
+from .robustness.registry import parse_attack
 from .trainer import MixACMTrainer, MixACMTrainingArguments, TrainingClock
 
 logger = logging.getLogger(__name__)
@@ -233,14 +233,17 @@ def check_arguments(
 
 
 def evaluate_student(
-    model: PreTrainedModel,
+    model: PreTrainedModel | str,
     dataset: Any,
     eval_args: EvaluationArguments,
     data_args: DataArguments,
     training_args: MixACMTrainingArguments,
 ) -> list[RobustnessReport]:
     """The end-of-run evaluation on the first `eval_n` evaluation images: the attacks with the eps sweep, then, with
-    `eval_autoattack`, the same attacks plus AutoAttack at `eval_eps` only (a sweep of AutoAttack costs too much)."""
+    `eval_autoattack`, the same attacks plus AutoAttack at `eval_eps` only (a sweep of AutoAttack costs too much).
+
+    `model` is best the saved folder: it is then read back through the evaluator's input contract like any other
+    classifier (its saved image processor says how pixels are fed), so the numbers are those of what users load."""
     attacks = [name.strip() for name in eval_args.eval_attacks.split(",") if name.strip()]
     sweep = [parse_eps(eps) for eps in eval_args.eval_eps_sweep.split(",") if eps.strip()] or None
     common = {
@@ -340,8 +343,7 @@ def run_mixacm(
         summary["clean_accuracy"] = trainer.evaluate().get("eval_accuracy")
         if trainer.is_world_process_zero():
             atomic_write_text(summary_path, json.dumps(summary, indent=2, default=str))
-            student.name_or_path = training_args.output_dir  # how the robustness reports name the model
-            reports = evaluate_student(student, eval_dataset, eval_args, data_args, training_args)
+            reports = evaluate_student(training_args.output_dir, eval_dataset, eval_args, data_args, training_args)
     except Exception as error:
         raise RuntimeError(
             f"The trained model is saved in {training_args.output_dir}, but its evaluation failed: {error} "

@@ -61,7 +61,7 @@ def test_string_values_of_foreign_cards_are_kept_and_rendered_as_they_are(folder
     foreign = next(metric for metric in metrics if metric["config"] == "their-pgd")
     assert foreign["value"] == "61.2 ± 1.1" and foreign["args"]["eps"] == "8/255"
     assert next(metric["value"] for metric in metrics if metric["config"] == "clean") == 62.5
-    assert "| their-PGD | Linf, eps=8/255 | 61.2 ± 1.1 |" in (folder / "README.md").read_text()
+    assert "| their-pgd | Linf, eps=8/255 | 61.2 ± 1.1 |" in (folder / "README.md").read_text()
 
 
 def test_failed_rendering_leaves_every_file_byte_identical(folder, model_and_report, monkeypatch):

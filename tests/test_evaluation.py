@@ -14,7 +14,7 @@ from torch import nn
 from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
 
 from mixacm_hf.robustness import RobustnessReport, evaluate_robustness
-from mixacm_hf.robustness.evaluate import check_pixels
+from mixacm_hf.robustness.inputs import check_pixels
 from mixacm_hf.teachers import load_teacher, save_converted_teacher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,7 +226,7 @@ def test_uint8_chw_and_hwc_inputs_give_the_numbers_of_float_inputs():
     ],
 )
 def test_bad_images_are_rejected_before_any_attack(images, message, monkeypatch):
-    from mixacm_hf.robustness.evaluate import AttackSpec
+    from mixacm_hf.robustness.registry import AttackSpec
 
     monkeypatch.setattr(AttackSpec, "run", lambda *args: pytest.fail("an attack ran on bad input"))
     with pytest.raises(ValueError, match=message):
@@ -258,7 +258,7 @@ def test_autoattack_runs_on_two_and_three_class_models(num_classes, dropped):
 
 
 def test_impossible_autoattack_components_fail_before_any_attack(monkeypatch):
-    from mixacm_hf.robustness.evaluate import AttackSpec
+    from mixacm_hf.robustness.registry import AttackSpec
 
     monkeypatch.setattr(AttackSpec, "run", lambda *args: pytest.fail("an attack ran"))
     x, y = uint8_images(4, 4), torch.zeros(4, dtype=torch.long)

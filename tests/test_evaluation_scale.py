@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mixacm_hf.robustness import RobustnessReport
-from mixacm_hf.robustness.evaluate import KILL_AFTER_BATCHES, AttackSpec
+from mixacm_hf.robustness.batches import KILL_AFTER_BATCHES
+from mixacm_hf.robustness.registry import AttackSpec
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "training" / "evaluate_robustness.py"

@@ -23,7 +23,7 @@ from mixacm_hf.robustness import (
     pgd,
     wilson_interval,
 )
-from mixacm_hf.robustness.evaluate import load_examples, load_split
+from mixacm_hf.robustness.inputs import load_examples, load_split
 from mixacm_hf.robustness.metric import RobustAccuracy, compute_accuracy_metrics
 from mixacm_hf.robustness.report import (
     check_eps_zero,
@@ -133,7 +133,7 @@ def test_adversarial_examples_lie_in_ball_and_box(attack, norm, eps):
 
 
 def test_evaluation_rejects_examples_outside_the_ball_or_box():
-    from mixacm_hf.robustness.evaluate import _check_adversarial
+    from mixacm_hf.robustness.batches import _check_adversarial
 
     x, _ = tiny_images(4)
     _check_adversarial((x + 8 / 255).clamp(0, 1), x, 8 / 255, "Linf", "ok")

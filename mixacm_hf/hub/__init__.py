@@ -8,6 +8,7 @@ Modules: `results` (reports as model-index results), `cards` (rendering from the
 `leaderboard` and `leaderboard_format` (one table per dataset, split, threat model and eps), `cli`.
 """
 
+from ..robustness import attack_title
 from .cards import TEMPLATE, architecture_name, create_model_card, input_sentence, relevant_hyperparameters
 from .cli import main
 from .folders import (
@@ -28,7 +29,6 @@ from .results import (
     PROCESSOR_NAME,
     REPORTS_NAME,
     SUMMARY_NAME,
-    attack_title,
     dataset_identity,
     format_duration,
     format_eps,

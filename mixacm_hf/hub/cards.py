@@ -12,12 +12,11 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..methods import get_method, relevant_hyperparameters
-from ..robustness import RobustnessReport
+from ..robustness import RobustnessReport, attack_title
 from .results import (
     CARD_NAME,
     LOCAL_COPY_SUFFIX,
     _local_dataset,
-    attack_title,
     dataset_identity,
     format_duration,
     format_eps,

@@ -27,7 +27,7 @@ import yaml
 from huggingface_hub import hf_hub_download
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
-from ..robustness.report import wilson_interval
+from ..robustness.report import mcnemar_exact_p, wilson_interval
 from .results import CARD_NAME, PLOT_NAME, REPORTS_NAME, dataset_identity, format_eps
 
 HUB_URL = "https://huggingface.co"
@@ -123,9 +123,7 @@ def mcnemar_p_value(first: Sequence[bool], second: Sequence[bool]) -> float:
         raise ValueError(f"Paired flags must have the same length, got {len(first)} and {len(second)}.")
     only_first = sum(1 for a, b in zip(first, second, strict=True) if a and not b)
     only_second = sum(1 for a, b in zip(first, second, strict=True) if b and not a)
-    discordant = only_first + only_second
-    tail = sum(math.comb(discordant, k) for k in range(min(only_first, only_second) + 1))
-    return min(1.0, 2 * tail / 2**discordant)
+    return mcnemar_exact_p(only_first, only_second)
 
 
 def paired_p_value(first: dict[str, Any], second: dict[str, Any], attack: str) -> float | None:

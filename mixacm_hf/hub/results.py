@@ -14,7 +14,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, metadata_load
 
-from ..robustness import RobustnessReport
+from ..robustness import RobustnessReport, attack_title
 
 CARD_NAME = "README.md"
 REPORTS_NAME = "robustness.json"
@@ -30,13 +30,6 @@ def format_eps(eps: float, norm: str) -> str:
     if norm == "Linf" and math.isclose(steps, round(steps), abs_tol=1e-6):
         return f"{round(steps)}/255"
     return f"{eps:g}"
-
-
-def attack_title(name: str) -> str:
-    """`clean` -> Clean, `pgd-20` -> PGD-20, `autoattack:apgd-ce+square` -> AutoAttack (apgd-ce+square)."""
-    base, _, components = name.partition(":")
-    title = {"clean": "Clean", "fgsm": "FGSM", "autoattack": "AutoAttack"}.get(base, base.replace("pgd", "PGD"))
-    return f"{title} ({components})" if components else title
 
 
 def metric_name(attack: str, norm: str, eps: float) -> str:

@@ -1,20 +1,25 @@
-"""Robustness evaluation: the input contract (`as_classifier`), FGSM, PGD, AutoAttack, `evaluate_robustness` and its
-`RobustnessReport`."""
+"""Robustness evaluation: the input contract (`as_classifier`), the attack registry (FGSM, PGD, AutoAttack, and any
+`register_attack` entry), `evaluate_robustness` and its `RobustnessReport`."""
 
 from .attacks import LogitsModel, check_eps, fgsm, logits_of, parse_eps, pgd
 from .autoattack import AUTOATTACK_ATTACKS, STANDARD_ATTACKS, autoattack, usable_components
 from .classifier import as_classifier, attack_layout
-from .evaluate import AttackSpec, check_pixels, evaluate_robustness, parse_attack
+from .evaluate import evaluate_robustness
+from .inputs import check_pixels
 from .plots import plot_eps_sweep
+from .registry import ATTACKS, Attack, AttackSpec, attack_title, parse_attack, register_attack
 from .report import RobustnessReport, mcnemar_exact_p, wilson_interval
 
 __all__ = [
+    "ATTACKS",
     "AUTOATTACK_ATTACKS",
+    "Attack",
     "STANDARD_ATTACKS",
     "AttackSpec",
     "LogitsModel",
     "RobustnessReport",
     "as_classifier",
+    "attack_title",
     "attack_layout",
     "autoattack",
     "check_eps",
@@ -27,6 +32,7 @@ __all__ = [
     "parse_eps",
     "pgd",
     "plot_eps_sweep",
+    "register_attack",
     "usable_components",
     "wilson_interval",
 ]

@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import re
-import signal
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import resolve_columns
-from ..files import atomic_write_text, locked
-from .attacks import Norm, attack_mode, check_eps, fgsm, logits_of, pgd
-from .autoattack import (
-    AUTOATTACK_ATTACKS,
-    STANDARD_ATTACKS,
-    autoattack,
-    autoattack_warnings,
-    check_autoattack_attacks,
-    usable_components,
-)
+from .attacks import Norm, attack_mode, check_eps, logits_of
+from .batches import Progress, _distributed, _Run
 from .classifier import as_classifier, attack_layout
+from .inputs import load_examples, load_split
+from .registry import CLEAN, AttackSpec, parse_attack
 from .report import (
     RobustnessReport,
     accuracy,
@@ -44,148 +30,6 @@ from .report import (
     make_check,
     wilson_interval,
 )
-
-ATTACK_HELP = (
-    "clean, fgsm, pgd-<steps>[x<restarts>] (e.g. pgd-20, pgd-100, pgd-20x5), autoattack (standard: "
-    f"{'+'.join(STANDARD_ATTACKS)}), autoattack:<a>+<b>+... with components from {', '.join(AUTOATTACK_ATTACKS)}"
-)
-_PGD = re.compile(r"^pgd-(?P<steps>\d+)(?:x(?P<restarts>\d+))?$")
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    """One attack of an evaluation. PGD's step is `relative_step_size` * eps (0.25: 2/255 at eps = 8/255).
-
-    Random starts and AutoAttack are seeded with the evaluation's seed plus the batch index.
-    """
-
-    name: str
-    kind: str  # clean | fgsm | pgd | autoattack
-    steps: int = 0
-    restarts: int = 1
-    relative_step_size: float = 0.25
-    components: tuple[str, ...] | None = None  # AutoAttack components; None = version "standard"
-    dropped: dict[str, str] | None = None  # standard components dropped for lack of classes, with the reason
-
-    def settings(self, eps: float, norm: str, seed: int) -> dict[str, Any]:
-        """What the report records about this attack at budget `eps`."""
-        if self.kind == "clean":
-            return {"type": "clean"}
-        common = {"type": self.kind, "eps": eps, "norm": norm}
-        if self.kind == "fgsm":
-            return {**common, "step_size": eps, "random_start": False}
-        if self.kind == "pgd":
-            return {
-                **common, "steps": self.steps, "restarts": self.restarts, "step_size": eps * self.relative_step_size,
-                "relative_step_size": self.relative_step_size, "random_start": True, "loss": "cross_entropy",
-                "seed": seed,
-            }  # fmt: skip
-        return {
-            **common, "package": "pyautoattack",
-            "version": "standard" if self.components is None or self.dropped else "custom",
-            "attacks": list(self.components or STANDARD_ATTACKS), "dropped": self.dropped or {}, "seed": seed,
-        }  # fmt: skip
-
-    def run(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: Norm, seed: int
-    ) -> torch.Tensor:
-        """Adversarial examples for one batch."""
-        if self.kind == "clean":
-            return x
-        if self.kind == "fgsm":
-            return fgsm(model, x, y, eps=eps, norm=norm)
-        if self.kind == "pgd":
-            return pgd(
-                model, x, y, eps=eps, norm=norm, steps=self.steps, restarts=self.restarts,
-                step_size=eps * self.relative_step_size, seed=seed,
-            )  # fmt: skip
-        return autoattack(model, x, y, eps=eps, norm=norm, attacks=self.components, seed=seed)
-
-
-def parse_attack(name: str | AttackSpec) -> AttackSpec:
-    """`"clean"`, `"fgsm"`, `"pgd-20"`, `"pgd-20x5"` (5 restarts), `"autoattack"`, `"autoattack:apgd-ce+square"`."""
-    if isinstance(name, AttackSpec):
-        return name
-    key = name.strip().lower()
-    if key in ("clean", "fgsm"):
-        return AttackSpec(key, key)
-    if match := _PGD.match(key):
-        steps, restarts = int(match["steps"]), int(match["restarts"] or 1)
-        if steps >= 1 and restarts >= 1:
-            return AttackSpec(key, "pgd", steps=steps, restarts=restarts)
-    if key == "autoattack":
-        return AttackSpec(key, "autoattack")
-    if key.startswith("autoattack:"):
-        return AttackSpec(key, "autoattack", components=check_autoattack_attacks(key.split(":", 1)[1].split("+")))
-    raise ValueError(f"Unknown attack {name!r}. Valid attacks: {ATTACK_HELP}.")
-
-
-def _as_tensor(value: Any) -> torch.Tensor:
-    if isinstance(value, Image.Image):
-        return torch.from_numpy(np.array(value.convert("RGB")))
-    return torch.as_tensor(value)
-
-
-def check_pixels(images: Any, name: str = "images") -> torch.Tensor:
-    """A batch of images as float32 (N, C, H, W) in [0, 1], C in {1, 3}.
-
-    uint8 images are scaled by 1/255 and channels-last (N, H, W, C) batches are transposed; PIL images and lists of
-    arrays are stacked first.
-
-    Raises:
-        ValueError: before any attack runs, naming dtype, shape and range, when the batch is not 4-D, has no channel
-            axis of size 1 or 3, or holds values outside [0, 1] (e.g. 0..255 in a float or int64 tensor).
-    """
-    if isinstance(images, (list, tuple)):
-        images = torch.stack([_as_tensor(image) for image in images])
-    x = _as_tensor(images)
-    shape, dtype = tuple(x.shape), str(x.dtype).removeprefix("torch.")
-    if x.dim() == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
-        x = x.permute(0, 3, 1, 2)
-    if x.dim() != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(
-            f"{name} have shape {shape} ({dtype}); expected a batch (N, 3, H, W) or (N, H, W, 3) "
-            "(1 channel also accepted)."
-        )
-    x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
-    low, high = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
-    if not (0 <= low and high <= 1):
-        raise ValueError(
-            f"{name} ({dtype}, shape {shape}) hold values in [{low:g}, {high:g}]; the evaluator takes pixels in "
-            "[0, 1] (float) or 0..255 as uint8. Divide by 255, or undo a normalisation: normalising models are "
-            "wrapped by the evaluator, so pass raw pixels."
-        )
-    return x.contiguous()
-
-
-def load_examples(
-    dataset: datasets.Dataset | tuple[torch.Tensor, torch.Tensor], n_examples: int | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `n_examples` as tensors (pixel_values (N, 3, H, W) float32 in [0, 1], labels (N,) int64).
-
-    Accepts a (pixel_values, labels) pair or a `datasets.Dataset` with columns img/image/pixel_values and
-    label/labels, in any format (PIL images, `with_format("torch")` / `("numpy")` uint8 arrays, CHW or HWC;
-    transforms set with `set_transform` apply). Images are checked by `check_pixels`.
-    """
-    size = len(dataset[1]) if isinstance(dataset, (tuple, list)) else len(dataset)
-    n = size if n_examples is None else n_examples
-    if not 1 <= n <= size:
-        split = getattr(dataset, "split", None)
-        raise ValueError(f"n_examples={n} but the {'split ' + str(split) if split else 'data'} has {size} examples.")
-    if isinstance(dataset, (tuple, list)):
-        images, labels = dataset[0][:n], dataset[1][:n]
-    else:
-        rows = dataset[:n]
-        image_column, label_column = resolve_columns(list(rows))
-        images, labels = rows[image_column], rows[label_column]
-    return check_pixels(images, "pixel values"), torch.as_tensor(np.asarray(labels)).long()
-
-
-def load_split(path: str, split: str, image_size: int, revision: str | None = None) -> datasets.Dataset:
-    """A split of a local dataset folder or Hub id, with eval transforms (pixel_values in [0, 1], labels)."""
-    from ..data import load_image_dataset
-
-    return load_image_dataset(path, split=split, train=False, image_size=image_size, revision=revision)
 
 
 def hub_commit(name_or_path: str, revision: str | None = None) -> str | None:
@@ -218,125 +62,14 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, name: str) -> None:
-    """Adversarial examples must lie in [0, 1] and in the eps ball (up to float rounding)."""
-    delta = (x_adv - x).flatten(1)
-    size = delta.abs().amax(1) if norm == "Linf" else delta.norm(dim=1)
-    if x_adv.min() < 0 or x_adv.max() > 1 or (size > eps * (1 + 1e-5) + 1e-6).any():
-        raise RuntimeError(
-            f"{name} returned examples outside [0, 1] or the {norm} ball of radius {eps:g} "
-            f"(largest perturbation {size.max():.6g}, range [{x_adv.min():.4g}, {x_adv.max():.4g}])."
-        )
-
-
-CLEAN = AttackSpec("clean", "clean")
 Sweep = dict[str, list[torch.Tensor | None]]  # attack -> per-example correctness at each eps (None: skipped)
-KILL_AFTER_BATCHES = "MIXACM_EVAL_KILL_AFTER_BATCHES"  # test hook: SIGKILL this process after saving that many batches
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) of an initialised `torch.distributed` group, else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-class Progress:
-    """Per-batch results of an evaluation in a folder, so that an interrupted evaluation resumes where it stopped.
-
-    `config.json` holds the evaluation's settings (a rerun with other settings is refused); each finished batch of
-    each attack at each eps is one small JSON file, written atomically.
-    """
-
-    def __init__(self, folder: str | Path, settings: dict[str, Any]):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        config = self.folder / "config.json"
-        text = json.dumps(settings, indent=2, sort_keys=True)
-        with locked(config):
-            if config.exists() and config.read_text() != text:
-                raise ValueError(
-                    f"{self.folder} holds the progress of an evaluation with other settings (see its config.json). "
-                    "Rerun the identical command to resume it, or delete the folder to start afresh."
-                )
-            atomic_write_text(config, text)
-        self.saved = 0
-
-    def _file(self, key: str, index: int) -> Path:
-        return self.folder / f"{key}-batch{index:06d}.json"
-
-    def load(self, key: str, index: int) -> tuple[torch.Tensor, list[str]] | None:
-        """Correctness flags and pyautoattack warnings of a finished batch, or None."""
-        path = self._file(key, index)
-        if not path.exists():
-            return None
-        data = json.loads(path.read_text())
-        return torch.tensor(data["correct"], dtype=torch.bool), data["warnings"]
-
-    def save(self, key: str, index: int, correct: torch.Tensor, caught: list[str]) -> None:
-        atomic_write_text(self._file(key, index), json.dumps({"correct": correct.tolist(), "warnings": caught}))
-        self.saved += 1
-        if self.saved == int(os.environ.get(KILL_AFTER_BATCHES, 0)):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-@dataclass
-class _Run:
-    """Model, examples and settings shared by every attack of one evaluation.
-
-    Batches are spread over the processes of a `torch.distributed` group (batch i on rank i % world size, seeded
-    with seed + i whatever the number of processes) and the flags gathered on every rank.
-    """
-
-    model: nn.Module
-    x: torch.Tensor
-    y: torch.Tensor
-    norm: Norm
-    seed: int
-    batch_size: int
-    device: torch.device
-    bar: tqdm
-    progress: Progress | None
-    warnings: dict[str, set[str]] = field(default_factory=dict)
-
-    def _batch(self, spec: AttackSpec, eps: float, index: int) -> tuple[torch.Tensor, list[str]]:
-        start = index * self.batch_size
-        x = self.x[start : start + self.batch_size].to(self.device)
-        y = self.y[start : start + self.batch_size].to(self.device)
-        with autoattack_warnings() as caught:
-            x_adv = spec.run(self.model, x, y, eps, self.norm, self.seed + index)
-        _check_adversarial(x_adv, x, eps, self.norm, spec.name)
-        with torch.no_grad(), attack_mode(self.model, self.device.type):
-            correct = (logits_of(self.model(x_adv)).argmax(1) == y).cpu()
-        return correct, sorted(set(caught))
-
-    def correct(self, spec: AttackSpec, eps: float) -> torch.Tensor:
-        """Per-example correctness (bool, on CPU) on `spec`'s adversarial examples at budget `eps`."""
-        self.bar.set_description(f"{spec.name} eps={eps:.4f}")
-        rank, world = _distributed()
-        key = f"{re.sub(r'[^a-z0-9.+-]', '_', spec.name)}-eps{eps:.8f}"
-        done = {}
-        for index in range(rank, math.ceil(len(self.x) / self.batch_size), world):
-            done[index] = self.progress.load(key, index) if self.progress else None
-            if done[index] is None:
-                done[index] = self._batch(spec, eps, index)
-                if self.progress:
-                    self.progress.save(key, index, *done[index])
-            self.bar.update(1)
-        if world > 1:
-            gathered = [None] * world
-            torch.distributed.all_gather_object(gathered, done)
-            done = {index: result for part in gathered for index, result in part.items()}
-        for _, caught in done.values():
-            self.warnings.setdefault(spec.name, set()).update(caught)
-        return torch.cat([done[index][0] for index in sorted(done)])
 
 
 def _sweep(run: _Run, specs: list[AttackSpec], sweep_eps: list[float], eps: float, at_eps: dict) -> Sweep:
     """Correctness of each attack at each budget; reuses the results at the main eps; no AutoAttack at eps = 0."""
     return {
         spec.name: [
-            None if e == 0 and spec.kind == "autoattack"
+            None if e == 0 and spec.attack.role == "ensemble"
             else at_eps[spec.name] if math.isclose(e, eps)
             else run.correct(spec, e)
             for e in sweep_eps
@@ -346,7 +79,9 @@ def _sweep(run: _Run, specs: list[AttackSpec], sweep_eps: list[float], eps: floa
 
 
 def _sweep_runs(specs: list[AttackSpec], sweep_eps: list[float], eps: float) -> int:
-    return sum(not (e == 0 and s.kind == "autoattack") and not math.isclose(e, eps) for e in sweep_eps for s in specs)
+    return sum(
+        not (e == 0 and s.attack.role == "ensemble") and not math.isclose(e, eps) for e in sweep_eps for s in specs
+    )
 
 
 def _correct_at_zero(
@@ -354,7 +89,7 @@ def _correct_at_zero(
 ) -> tuple[dict[str, torch.Tensor], str]:
     """Per-example correctness of the attacks at eps = 0: from the sweep when it has 0, else FGSM at eps = 0."""
     if sweep is None or 0.0 not in sweep_eps:
-        return {"fgsm": run.correct(AttackSpec("fgsm", "fgsm"), 0.0)}, "fgsm at eps=0"
+        return {"fgsm": run.correct(parse_attack("fgsm"), 0.0)}, "fgsm at eps=0"
     at = sweep_eps.index(0.0)
     return {name: flags[at] for name, flags in sweep.items() if flags[at] is not None}, "sweep"
 
@@ -371,9 +106,11 @@ def _sanity_checks(
     accuracy does not rise with eps along the sweep."""
     clean_accuracy = accuracy(clean)
     accuracies = {name: accuracy(flags) for name, flags in correct.items()}
-    gradient = sorted((s for s in specs if s.kind in ("fgsm", "pgd")), key=lambda s: max(s.steps, 1) * s.restarts)
+    gradient = sorted((s for s in specs if s.attack.role == "gradient"), key=lambda s: s.attack.strength(s))
     checks = check_not_above_clean(clean_accuracy, accuracies)
-    checks += [check_ordered(a.name, g.name, accuracies) for a in specs if a.kind == "autoattack" for g in gradient]
+    checks += [
+        check_ordered(a.name, g.name, accuracies) for a in specs if a.attack.role == "ensemble" for g in gradient
+    ]
     checks += [check_within_noise(b.name, a.name, correct) for i, a in enumerate(gradient) for b in gradient[i + 1 :]]
     zero = check_eps_zero(clean, at_zero[0])
     checks.append({**zero, "detail": f"{zero['detail']} ({at_zero[1]})"})
@@ -417,15 +154,6 @@ def _resolve(
     if isinstance(model, str):
         model_meta["name"] = model
     return wrapped, dataset, model_meta, dataset_meta
-
-
-def _autoattack_components(specs: list[AttackSpec], num_classes: int) -> list[AttackSpec]:
-    """AutoAttack specs with the components usable for `num_classes` (see `usable_components`)."""
-    return [
-        replace(spec, **dict(zip(("components", "dropped"), usable_components(spec.components, num_classes))))
-        if spec.kind == "autoattack" else spec
-        for spec in specs
-    ]  # fmt: skip
 
 
 def _warning_checks(found: dict[str, set[str]]) -> list[dict[str, Any]]:
@@ -491,8 +219,8 @@ def evaluate_robustness(
     with attack_layout(model.to(device), channels_last):
         with torch.no_grad(), attack_mode(model, device.type):
             model_meta["num_classes"] = logits_of(model(x[:1].to(device))).shape[1]
-        specs = _autoattack_components(specs, model_meta["num_classes"])
-        attacked = [spec for spec in specs if spec.kind != "clean"]
+        specs = [spec.attack.prepare(spec, model_meta["num_classes"]) for spec in specs]
+        attacked = [spec for spec in specs if spec.attack.role != "clean"]
         settings = {
             "model": model_meta, "dataset": dataset_meta, "n_examples": len(x), "batch_size": batch_size,
             "seed": seed, "eps": eps, "norm": norm, "attacks": [s.name for s in specs], "eps_sweep": sweep_eps,

@@ -1,0 +1,133 @@
+"""Running attacks batch by batch: progress kept per batch (resume), batches spread over `torch.distributed`
+processes, every adversarial batch checked to lie in [0, 1] and the eps ball."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..files import atomic_write_text, locked
+from .attacks import Norm, attack_mode, logits_of
+from .autoattack import autoattack_warnings
+from .registry import AttackSpec
+
+KILL_AFTER_BATCHES = "MIXACM_EVAL_KILL_AFTER_BATCHES"  # test hook: SIGKILL this process after saving that many batches
+
+
+def _check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, name: str) -> None:
+    """Adversarial examples must lie in [0, 1] and in the eps ball (up to float rounding)."""
+    delta = (x_adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "Linf" else delta.norm(dim=1)
+    if x_adv.min() < 0 or x_adv.max() > 1 or (size > eps * (1 + 1e-5) + 1e-6).any():
+        raise RuntimeError(
+            f"{name} returned examples outside [0, 1] or the {norm} ball of radius {eps:g} "
+            f"(largest perturbation {size.max():.6g}, range [{x_adv.min():.4g}, {x_adv.max():.4g}])."
+        )
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of an initialised `torch.distributed` group, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class Progress:
+    """Per-batch results of an evaluation in a folder, so that an interrupted evaluation resumes where it stopped.
+
+    `config.json` holds the evaluation's settings (a rerun with other settings is refused); each finished batch of
+    each attack at each eps is one small JSON file, written atomically.
+    """
+
+    def __init__(self, folder: str | Path, settings: dict[str, Any]):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = self.folder / "config.json"
+        text = json.dumps(settings, indent=2, sort_keys=True)
+        with locked(config):
+            if config.exists() and config.read_text() != text:
+                raise ValueError(
+                    f"{self.folder} holds the progress of an evaluation with other settings (see its config.json). "
+                    "Rerun the identical command to resume it, or delete the folder to start afresh."
+                )
+            atomic_write_text(config, text)
+        self.saved = 0
+
+    def _file(self, key: str, index: int) -> Path:
+        return self.folder / f"{key}-batch{index:06d}.json"
+
+    def load(self, key: str, index: int) -> tuple[torch.Tensor, list[str]] | None:
+        """Correctness flags and pyautoattack warnings of a finished batch, or None."""
+        path = self._file(key, index)
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return torch.tensor(data["correct"], dtype=torch.bool), data["warnings"]
+
+    def save(self, key: str, index: int, correct: torch.Tensor, caught: list[str]) -> None:
+        atomic_write_text(self._file(key, index), json.dumps({"correct": correct.tolist(), "warnings": caught}))
+        self.saved += 1
+        if self.saved == int(os.environ.get(KILL_AFTER_BATCHES, 0)):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class _Run:
+    """Model, examples and settings shared by every attack of one evaluation.
+
+    Batches are spread over the processes of a `torch.distributed` group (batch i on rank i % world size, seeded
+    with seed + i whatever the number of processes) and the flags gathered on every rank.
+    """
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    norm: Norm
+    seed: int
+    batch_size: int
+    device: torch.device
+    bar: tqdm
+    progress: Progress | None
+    warnings: dict[str, set[str]] = field(default_factory=dict)
+
+    def _batch(self, spec: AttackSpec, eps: float, index: int) -> tuple[torch.Tensor, list[str]]:
+        start = index * self.batch_size
+        x = self.x[start : start + self.batch_size].to(self.device)
+        y = self.y[start : start + self.batch_size].to(self.device)
+        with autoattack_warnings() as caught:
+            x_adv = spec.run(self.model, x, y, eps, self.norm, self.seed + index)
+        _check_adversarial(x_adv, x, eps, self.norm, spec.name)
+        with torch.no_grad(), attack_mode(self.model, self.device.type):
+            correct = (logits_of(self.model(x_adv)).argmax(1) == y).cpu()
+        return correct, sorted(set(caught))
+
+    def correct(self, spec: AttackSpec, eps: float) -> torch.Tensor:
+        """Per-example correctness (bool, on CPU) on `spec`'s adversarial examples at budget `eps`."""
+        self.bar.set_description(f"{spec.name} eps={eps:.4f}")
+        rank, world = _distributed()
+        key = f"{re.sub(r'[^a-z0-9.+-]', '_', spec.name)}-eps{eps:.8f}"
+        done = {}
+        for index in range(rank, math.ceil(len(self.x) / self.batch_size), world):
+            done[index] = self.progress.load(key, index) if self.progress else None
+            if done[index] is None:
+                done[index] = self._batch(spec, eps, index)
+                if self.progress:
+                    self.progress.save(key, index, *done[index])
+            self.bar.update(1)
+        if world > 1:
+            gathered = [None] * world
+            torch.distributed.all_gather_object(gathered, done)
+            done = {index: result for part in gathered for index, result in part.items()}
+        for _, caught in done.values():
+            self.warnings.setdefault(spec.name, set()).update(caught)
+        return torch.cat([done[index][0] for index in sorted(done)])

@@ -1,0 +1,80 @@
+"""The evaluator's inputs: images of any common format checked and turned into pixels in [0, 1] before any attack."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data import image_to_pixels, resolve_columns
+
+
+def _as_tensor(value: Any) -> torch.Tensor:
+    if isinstance(value, Image.Image):  # converted by bit depth (16-bit images too), float (3, H, W) in [0, 1]
+        return image_to_pixels(value)
+    return torch.as_tensor(value)
+
+
+def check_pixels(images: Any, name: str = "images") -> torch.Tensor:
+    """A batch of images as float32 (N, C, H, W) in [0, 1], C in {1, 3}.
+
+    uint8 images are scaled by 1/255 and channels-last (N, H, W, C) batches are transposed; PIL images and lists of
+    arrays are stacked first.
+
+    Raises:
+        ValueError: before any attack runs, naming dtype, shape and range, when the batch is not 4-D, has no channel
+            axis of size 1 or 3, or holds values outside [0, 1] (e.g. 0..255 in a float or int64 tensor).
+    """
+    if isinstance(images, (list, tuple)):
+        images = torch.stack([_as_tensor(image) for image in images])
+    x = _as_tensor(images)
+    shape, dtype = tuple(x.shape), str(x.dtype).removeprefix("torch.")
+    if x.dim() == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+        x = x.permute(0, 3, 1, 2)
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(
+            f"{name} have shape {shape} ({dtype}); expected a batch (N, 3, H, W) or (N, H, W, 3) "
+            "(1 channel also accepted)."
+        )
+    x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+    low, high = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
+    if not (0 <= low and high <= 1):
+        raise ValueError(
+            f"{name} ({dtype}, shape {shape}) hold values in [{low:g}, {high:g}]; the evaluator takes pixels in "
+            "[0, 1] (float) or 0..255 as uint8. Divide by 255, or undo a normalisation: normalising models are "
+            "wrapped by the evaluator, so pass raw pixels."
+        )
+    return x.contiguous()
+
+
+def load_examples(
+    dataset: datasets.Dataset | tuple[torch.Tensor, torch.Tensor], n_examples: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `n_examples` as tensors (pixel_values (N, 3, H, W) float32 in [0, 1], labels (N,) int64).
+
+    Accepts a (pixel_values, labels) pair or a `datasets.Dataset` with columns img/image/pixel_values and
+    label/labels, in any format (PIL images, `with_format("torch")` / `("numpy")` uint8 arrays, CHW or HWC;
+    transforms set with `set_transform` apply). Images are checked by `check_pixels`.
+    """
+    size = len(dataset[1]) if isinstance(dataset, (tuple, list)) else len(dataset)
+    n = size if n_examples is None else n_examples
+    if not 1 <= n <= size:
+        split = getattr(dataset, "split", None)
+        raise ValueError(f"n_examples={n} but the {'split ' + str(split) if split else 'data'} has {size} examples.")
+    if isinstance(dataset, (tuple, list)):
+        images, labels = dataset[0][:n], dataset[1][:n]
+    else:
+        rows = dataset[:n]
+        image_column, label_column = resolve_columns(list(rows))
+        images, labels = rows[image_column], rows[label_column]
+    return check_pixels(images, "pixel values"), torch.as_tensor(np.asarray(labels)).long()
+
+
+def load_split(path: str, split: str, image_size: int, revision: str | None = None) -> datasets.Dataset:
+    """A split of a local dataset folder or Hub id, with eval transforms (pixel_values in [0, 1], labels)."""
+    from ..data import load_image_dataset  # the training pipeline's loader, imported on use
+
+    return load_image_dataset(path, split=split, train=False, image_size=image_size, revision=revision)

@@ -1,0 +1,210 @@
+"""Attacks as a registry: one `Attack` entry per attack family, read by the evaluator, the command lines, the report
+and the model card (docs/design.md, section 7.2). Adding an attack is one `register_attack(Attack(...))` call.
+
+Every attack takes pixels in [0, 1] (B, C, H, W) and a budget `eps` in pixel units, and returns adversarial examples
+of the same shape inside the eps ball and in [0, 1] (the evaluator checks both).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from .attacks import Norm, fgsm, pgd
+from .autoattack import AUTOATTACK_ATTACKS, STANDARD_ATTACKS, autoattack, check_autoattack_attacks, usable_components
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One parsed attack of an evaluation: its `name` (as the report and card show it), the registry `kind`, and
+    the options its name gave. PGD's step is `relative_step_size` * eps (0.25: 2/255 at eps = 8/255). Random starts
+    and AutoAttack are seeded with the evaluation's seed plus the batch index."""
+
+    name: str
+    kind: str
+    steps: int = 0
+    restarts: int = 1
+    relative_step_size: float = 0.25
+    components: tuple[str, ...] | None = None  # AutoAttack components; None = version "standard"
+    dropped: dict[str, str] | None = None  # standard components dropped for lack of classes, with the reason
+
+    @property
+    def attack(self) -> Attack:
+        return ATTACKS[self.kind]
+
+    def settings(self, eps: float, norm: str, seed: int) -> dict[str, Any]:
+        """What the report records about this attack at budget `eps`."""
+        return self.attack.settings(self, eps, norm, seed)
+
+    def run(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: Norm, seed: int
+    ) -> torch.Tensor:
+        """Adversarial examples (B, C, H, W) in [0, 1] for one batch."""
+        return self.attack.run(self, model, x, y, eps, norm, seed)
+
+    @property
+    def title(self) -> str:
+        """How a card names it: `PGD-20`, `AutoAttack (apgd-ce+square)`."""
+        return self.attack.title(self)
+
+
+Runner = Callable[[AttackSpec, nn.Module, torch.Tensor, torch.Tensor, float, str, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One attack family.
+
+    Args:
+        kind: its registry key.
+        pattern: regular expression the lowercased attack name must match in full; its named groups go to `parse`.
+        help: the names it accepts, for `--help` and error messages.
+        run: (spec, model, x, y, eps, norm, seed) -> adversarial examples (B, C, H, W) in [0, 1], in the eps ball.
+        settings: (spec, eps, norm, seed) -> what the report records.
+        title: spec -> the name a card shows.
+        parse: match -> the `AttackSpec` options its name gives (raise `ValueError` for impossible values).
+        role: "clean" (no attack), "gradient" (single-model gradient attacks: a stronger one, by `strength`, must
+            not do worse beyond noise) or "ensemble" (AutoAttack-like: must not do worse than any gradient attack;
+            not run at eps = 0).
+        strength: spec -> an order among gradient attacks (e.g. steps x restarts).
+        prepare: (spec, number of classes) -> the spec to run (e.g. AutoAttack's components that the classes allow).
+    """
+
+    kind: str
+    pattern: str
+    help: str
+    run: Runner
+    settings: Callable[[AttackSpec, float, str, int], dict[str, Any]]
+    title: Callable[[AttackSpec], str]
+    parse: Callable[[re.Match], dict[str, Any]] = lambda match: {}
+    role: str = "gradient"
+    strength: Callable[[AttackSpec], int] = lambda spec: 1
+    prepare: Callable[[AttackSpec, int], AttackSpec] = lambda spec, num_classes: spec
+
+
+ATTACKS: dict[str, Attack] = {}
+
+
+def register_attack(attack: Attack) -> Attack:
+    """Add `attack` to the registry (returns it).
+
+    Raises:
+        ValueError: an attack of that kind is registered already, or its role is unknown.
+    """
+    if attack.kind in ATTACKS:
+        raise ValueError(f"An attack of kind {attack.kind!r} is registered already.")
+    if attack.role not in ("clean", "gradient", "ensemble"):
+        raise ValueError(f"Attack role must be clean, gradient or ensemble, got {attack.role!r}.")
+    ATTACKS[attack.kind] = attack
+    return attack
+
+
+def attack_help() -> str:
+    return ", ".join(attack.help for attack in ATTACKS.values())
+
+
+def parse_attack(name: str | AttackSpec) -> AttackSpec:
+    """The `AttackSpec` of a name: `"clean"`, `"fgsm"`, `"pgd-20"`, `"pgd-20x5"` (5 restarts), `"autoattack"`,
+    `"autoattack:apgd-ce+square"`, or any registered attack's.
+
+    Raises:
+        ValueError: no registered attack accepts the name (the message lists the valid ones).
+    """
+    if isinstance(name, AttackSpec):
+        return name
+    key = name.strip().lower()
+    for attack in ATTACKS.values():
+        if match := re.fullmatch(attack.pattern, key):
+            return AttackSpec(key, attack.kind, **attack.parse(match))
+    raise ValueError(f"Unknown attack {name!r}. Valid attacks: {attack_help()}.")
+
+
+def attack_title(name: str) -> str:
+    """How a card names an attack (`pgd-20` -> PGD-20); a name no registered attack accepts (a foreign card's) is
+    shown as it is."""
+    try:
+        return parse_attack(name).title
+    except ValueError:
+        return name
+
+
+# -- the built-in attacks ------------------------------------------------------------------------------------------
+def _pgd_options(match: re.Match) -> dict[str, Any]:
+    steps, restarts = int(match["steps"]), int(match["restarts"] or 1)
+    if steps < 1 or restarts < 1:
+        raise ValueError(f"PGD needs steps and restarts >= 1, got {match.group(0)!r}.")
+    return {"steps": steps, "restarts": restarts}
+
+
+def _pgd_settings(spec: AttackSpec, eps: float, norm: str, seed: int) -> dict[str, Any]:
+    return {
+        "type": "pgd", "eps": eps, "norm": norm, "steps": spec.steps, "restarts": spec.restarts,
+        "step_size": eps * spec.relative_step_size, "relative_step_size": spec.relative_step_size,
+        "random_start": True, "loss": "cross_entropy", "seed": seed,
+    }  # fmt: skip
+
+
+def _autoattack_settings(spec: AttackSpec, eps: float, norm: str, seed: int) -> dict[str, Any]:
+    return {
+        "type": "autoattack", "eps": eps, "norm": norm, "package": "pyautoattack",
+        "version": "standard" if spec.components is None or spec.dropped else "custom",
+        "attacks": list(spec.components or STANDARD_ATTACKS), "dropped": spec.dropped or {}, "seed": seed,
+    }  # fmt: skip
+
+
+def _autoattack_components(spec: AttackSpec, num_classes: int) -> AttackSpec:
+    """The components usable for `num_classes` (see `usable_components`)."""
+    return replace(spec, **dict(zip(("components", "dropped"), usable_components(spec.components, num_classes))))
+
+
+def _run_fgsm(
+    spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, seed: int
+) -> torch.Tensor:
+    return fgsm(model, x, y, eps=eps, norm=norm)
+
+
+def _run_pgd(
+    spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, seed: int
+) -> torch.Tensor:
+    step_size = eps * spec.relative_step_size
+    return pgd(
+        model, x, y, eps=eps, norm=norm, steps=spec.steps, restarts=spec.restarts, step_size=step_size, seed=seed
+    )
+
+
+def _run_autoattack(
+    spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, seed: int
+) -> torch.Tensor:
+    return autoattack(model, x, y, eps=eps, norm=norm, attacks=spec.components, seed=seed)
+
+
+def _autoattack_options(match: re.Match) -> dict[str, Any]:
+    return {"components": check_autoattack_attacks(match["components"].split("+"))} if match["components"] else {}
+
+
+AUTOATTACK_HELP = (
+    f"autoattack (standard: {'+'.join(STANDARD_ATTACKS)}), autoattack:<a>+<b>+... with components from "
+    f"{', '.join(AUTOATTACK_ATTACKS)}"
+)
+for _attack in (
+    Attack("clean", "clean", "clean", run=lambda spec, model, x, y, eps, norm, seed: x,
+           settings=lambda spec, eps, norm, seed: {"type": "clean"}, title=lambda spec: "Clean", role="clean"),
+    Attack("fgsm", "fgsm", "fgsm", run=_run_fgsm, title=lambda spec: "FGSM",
+           settings=lambda spec, eps, norm, seed: {"type": "fgsm", "eps": eps, "norm": norm, "step_size": eps,
+                                                   "random_start": False}),
+    Attack("pgd", r"pgd-(?P<steps>\d+)(?:x(?P<restarts>\d+))?",
+           "pgd-<steps>[x<restarts>] (e.g. pgd-20, pgd-100, pgd-20x5)", parse=_pgd_options, run=_run_pgd,
+           settings=_pgd_settings, title=lambda spec: spec.name.replace("pgd", "PGD"),
+           strength=lambda spec: spec.steps * spec.restarts),
+    Attack("autoattack", r"autoattack(?::(?P<components>[a-z0-9+-]+))?", AUTOATTACK_HELP, parse=_autoattack_options,
+           run=_run_autoattack, settings=_autoattack_settings,
+           title=lambda spec: "AutoAttack" + (f" ({spec.name.split(':', 1)[1]})" if ":" in spec.name else ""),
+           role="ensemble", prepare=_autoattack_components),
+):  # fmt: skip
+    register_attack(_attack)
+CLEAN = parse_attack("clean")

@@ -1,0 +1,53 @@
+"""The TRADES, ARD and RSLAD baselines from `run_mixacm` (the training script's entry point): each trains a few
+optimiser steps, records exactly its loss terms and its true cost, and needs a teacher exactly when it should."""
+
+import json
+
+import pytest
+import torch
+from test_reliability import plain_images, tiny_run_argv, write_dataset
+
+from mixacm_hf.cli import parse_with_config
+from mixacm_hf.models import WideResNetConfig, WideResNetForImageClassification
+from mixacm_hf.run import argument_parser, run_mixacm
+
+TERMS = {
+    "trades": {"loss_ce": 1.0, "loss_trades_kl": 6.0},
+    "ard": {"loss_kld": 1.0},
+    "rslad": {"loss_rslad_natural": pytest.approx(1 / 6), "loss_rslad_adv": pytest.approx(5 / 6)},
+}
+PASSES = {"trades": 2 + 2, "ard": 2 + 1, "rslad": 2 + 2}  # 2 PGD steps, then the outer backward(s)
+
+
+@pytest.fixture(scope="module")
+def data_and_teacher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("baselines")
+    folder = write_dataset(root / "data", {"train": plain_images(16), "test": plain_images(4)})
+    torch.manual_seed(1)
+    teacher = WideResNetForImageClassification(WideResNetConfig.from_name("wrn-10-1", num_labels=10))
+    teacher.save_pretrained(root / "teacher")
+    return folder, root / "teacher"
+
+
+@pytest.mark.parametrize("method", list(TERMS))
+def test_baseline_trains_from_run_mixacm_and_records_its_terms_and_cost(tmp_path, data_and_teacher, method):
+    folder, teacher = data_and_teacher
+    teacher_flags = ["--teacher", str(teacher)] if method != "trades" else []
+    argv = [*tiny_run_argv(folder, tmp_path / "out"), "--method", method, "--max_steps", "2", "--pgd_steps", "2",
+            "--logging_steps", "1", *teacher_flags]  # fmt: skip
+    summary = run_mixacm(*parse_with_config(argument_parser(), argv))
+    assert summary["method"] == method and summary["steps"] == 2
+    assert summary["objective"]["loss_terms"] == TERMS[method]
+    assert summary["backward_passes_per_image"] == PASSES[method]
+    saved = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    assert saved["teacher"] == (str(teacher) if method != "trades" else None)
+    assert saved["hyperparameters"]["pgd_steps"] == 2
+
+
+@pytest.mark.parametrize("method", ["ard", "rslad"])
+def test_distillation_baselines_refuse_to_start_without_a_teacher(tmp_path, data_and_teacher, method):
+    folder, _ = data_and_teacher
+    argv = [*tiny_run_argv(folder, tmp_path / "out"), "--method", method, "--teacher", ""]
+    with pytest.raises((ValueError, SystemExit), match="teacher"):
+        run_mixacm(*parse_with_config(argument_parser(), argv))
+    assert not (tmp_path / "out" / "model.safetensors").exists()

@@ -34,3 +34,15 @@ def tiny_wrn():
         ).eval()
 
     return make
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for a module (`pytestmark = pytest.mark.usefixtures("single_thread")`): attacks on a busy
+    2-core machine spin-wait with two threads and run ~10x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -24,12 +24,7 @@ from training.evaluate_robustness import main as evaluate_main  # noqa: E402
 QUIET = {"progress": False, "device": "cpu", "seed": 0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def randomize_batchnorm(model: nn.Module) -> nn.Module:

@@ -37,13 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 REPORT_KEYS = ("clean_accuracy", "robust_accuracy", "n_examples", "eps", "norm", "attacks", "seconds")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One torch thread for this module: on a busy 2-core machine two threads spin-wait and run ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class HFStyle(nn.Module):

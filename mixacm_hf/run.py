@@ -28,6 +28,7 @@ from .files import atomic_write_text
 from .hub import push_robust_model, save_image_processor, write_model_card
 from .methods import get_method
 from .models import WideResNetConfig, WideResNetForImageClassification
+from .provenance import code_commit, package_versions
 from .robustness import RobustnessReport, evaluate_robustness, parse_eps
 from .robustness.attacks import check_eps
 from .robustness.metric import compute_accuracy_metrics
@@ -334,6 +335,7 @@ def run_mixacm(
         "objective": objective,
         "hyperparameters": _hyperparameters(training_args, objective),
         "command": shlex.join(sys.argv),
+        "code": {**code_commit(), "versions": package_versions()},
     }
     summary_path = Path(training_args.output_dir, "train_summary.json")
     if trainer.is_world_process_zero():

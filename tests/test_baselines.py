@@ -2,6 +2,8 @@
 optimiser steps, records exactly its loss terms and its true cost, and needs a teacher exactly when it should."""
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from mixacm_hf.cli import parse_with_config
 from mixacm_hf.models import WideResNetConfig, WideResNetForImageClassification
 from mixacm_hf.run import argument_parser, run_mixacm
 
+REPO = Path(__file__).resolve().parents[1]
 TERMS = {
     "trades": {"loss_ce": 1.0, "loss_trades_kl": 6.0},
     "ard": {"loss_kld": 1.0},
@@ -42,6 +45,10 @@ def test_baseline_trains_from_run_mixacm_and_records_its_terms_and_cost(tmp_path
     saved = json.loads((tmp_path / "out" / "train_summary.json").read_text())
     assert saved["teacher"] == (str(teacher) if method != "trades" else None)
     assert saved["hyperparameters"]["pgd_steps"] == 2
+    # provenance: the commit of the code that trained it (None outside a git checkout) and the package versions
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    assert saved["code"]["commit"] == (head.stdout.strip() if head.returncode == 0 else None)
+    assert saved["code"]["versions"]["torch"] == torch.__version__.split("+")[0]
 
 
 @pytest.mark.parametrize("method", ["ard", "rslad"])

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..provenance import package_versions
 from .attacks import Norm, attack_mode, check_eps, logits_of
 from .batches import Progress, _distributed, _Run
 from .classifier import as_classifier, attack_layout
@@ -48,18 +49,6 @@ def model_info(model: nn.Module, revision: str | None = None) -> dict[str, Any]:
     name = getattr(model, "name_or_path", None) or getattr(config, "_name_or_path", None) or type(model).__name__
     revision = revision or getattr(config, "_commit_hash", None)  # transformers < 5 kept the hash on the config
     return {"name": name, "revision": revision, "class": type(model).__name__}
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("mixacm-hf", "torch", "transformers", "datasets", "pyautoattack"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
 
 
 Sweep = dict[str, list[torch.Tensor | None]]  # attack -> per-example correctness at each eps (None: skipped)
@@ -265,7 +254,7 @@ def evaluate_robustness(
                 name: [None if f is None else accuracy(f) for f in flags] for name, flags in sweep.items()
             },
         },
-        versions=_versions(),
+        versions=package_versions(),
         per_example={"index": list(range(len(x))), **{name: f.tolist() for name, f in flags.items()}},
         processes=world,
     )  # fmt: skip

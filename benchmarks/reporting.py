@@ -15,6 +15,7 @@ from typing import Protocol
 
 from mixacm_hf.files import atomic_write_text, replace_marked_block
 from mixacm_hf.hub import load_reports
+from mixacm_hf.methods import relevant_hyperparameters
 from mixacm_hf.robustness import RobustnessReport
 
 TABLE_START, TABLE_END = "<!-- cifar10-cpu-results:start -->", "<!-- cifar10-cpu-results:end -->"
@@ -75,6 +76,10 @@ def result_row(stage: Stage, command: str) -> dict | None:
         "n_eval": report.n_examples,
         "n_eval_autoattack": autoattack.n_examples if autoattack else 0,
         "seed": stage.seed,
+        "teacher": Path(summary["teacher"]).name if summary.get("teacher") else None,  # its published folder's name
+        "train_fraction": stage.train_fraction,
+        "hyperparameters": relevant_hyperparameters(stage.method, summary.get("hyperparameters", {})),
+        "code_commit": (summary.get("code") or {}).get("commit"),  # recorded by runs since provenance was added
         "command": command,
     }
 

@@ -79,6 +79,7 @@ class Stage:
     epochs: int = EPOCHS
     in_memory_images: bool = False  # the config's input pipeline; the stages trained before it pin PIL_PIPELINE
     seed: int = SEED  # the training run's (evaluations always use SEED)
+    train_fraction: float = 1.0  # the class-balanced prefix of the training split it saw
 
     @property
     def output_dir(self) -> Path:

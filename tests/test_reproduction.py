@@ -18,7 +18,8 @@ from mixacm_hf.robustness import RobustnessReport
 REPO = Path(__file__).resolve().parents[1]
 ROW_KEYS = {
     "name", "role", "method", "arch", "params", "epochs", "train_seconds", "images_per_second", "clean", "fgsm",
-    "pgd20", "autoattack", "n_eval", "n_eval_autoattack", "seed", "command",
+    "pgd20", "autoattack", "n_eval", "n_eval_autoattack", "seed", "teacher", "train_fraction", "hyperparameters",
+    "code_commit", "command",
 }  # fmt: skip
 RESULTS = REPO / "benchmarks" / "results" / "cifar10_cpu.json"
 CPU_CONFIG = REPO / "training" / "configs" / "cifar10_cpu_wrn16-2.yaml"
@@ -46,7 +47,9 @@ def test_result_row_has_the_issue_keys_and_measured_values(tmp_path, monkeypatch
     assert reporting.result_row(stage, command) is None  # not trained yet
     folder = tmp_path / stage.name
     folder.mkdir()
-    summary = {"params": 691674, "epochs": 10.0, "train_seconds": 2400.0, "images_per_second": 208.3}
+    summary = {"params": 691674, "epochs": 10.0, "train_seconds": 2400.0, "images_per_second": 208.3,
+               "teacher": "model_cards/teacher-wrn16-2-nfgsm", "code": {"commit": "abc123", "dirty": False},
+               "hyperparameters": {"method": "mixacm", "alpha_acm": 5000.0, "pgd_steps": 7, "seed": 0}}  # fmt: skip
     (folder / "train_summary.json").write_text(json.dumps(summary))
     assert reporting.result_row(stage, command) is None  # trained, not evaluated
     reports = [_report({"fgsm": 0.4, "pgd-20": 0.35, "all": 0.35}, 1000)]
@@ -62,6 +65,8 @@ def test_result_row_has_the_issue_keys_and_measured_values(tmp_path, monkeypatch
     assert (row["autoattack"], row["n_eval_autoattack"]) == (0.31, 500)
     assert (row["train_seconds"], row["params"], row["seed"]) == (2400.0, 691674, 0)
     assert row["command"] == "python benchmarks/reproduce_cifar10_cpu.py --only wrn16-2-mixacm"
+    assert (row["teacher"], row["train_fraction"], row["code_commit"]) == ("teacher-wrn16-2-nfgsm", 1.0, "abc123")
+    assert row["hyperparameters"] == {"alpha_acm": 5000.0, "seed": 0}  # as the card records them: no pgd_steps
     table = reporting.markdown_table([row])
     assert "| 60.0 | 40.0 | 35.0 | 31.0 (500) |" in table and "89.9 / 48.1 / 43.6" in table  # ours, then the paper's
 

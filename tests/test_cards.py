@@ -16,9 +16,10 @@ from PIL import Image
 from mixacm_hf import WideResNetConfig, WideResNetForImageClassification
 from mixacm_hf.hub import cards as cards_module
 from mixacm_hf.hub import folders as folders_module
-from mixacm_hf.hub import load_reports, save_robust_model, update_model_card
+from mixacm_hf.hub import load_reports, save_robust_model, update_model_card, write_model_card
 from mixacm_hf.robustness import evaluate_robustness
 
+REPO = Path(__file__).resolve().parents[1]
 SUMMARY = {"method": "natural", "params": 77850, "epochs": 1.0, "train_seconds": 1.0, "backward_passes_per_image": 1}
 
 
@@ -198,3 +199,21 @@ def test_hf_resnet_student_is_pipeline_ready_and_its_card_claims_no_normalisatio
     assert "no mean/std normalisation, neither inside the model nor in its image processor" in text
     params = sum(p.numel() for p in model.parameters())
     assert f"A ResNetForImageClassification image classifier ({params / 1e6:.2f}M parameters)" in text
+
+
+def test_every_published_card_rerenders_to_the_committed_text(tmp_path):
+    """Cards are rendered from their folder's robustness.json and train_summary.json only: re-rendering each
+    published folder (as the reproduction publishes it) gives the committed README.md byte for byte."""
+    import json
+    import shutil
+
+    published = [folder for folder in sorted((REPO / "model_cards").iterdir()) if (folder / "README.md").is_file()]
+    assert len(published) >= 5
+    for folder in published:
+        copy = tmp_path / folder.name
+        shutil.copytree(folder, copy)
+        summary_file = copy / "train_summary.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+        reports = sorted(load_reports(copy), key=lambda report: report.n_examples)
+        write_model_card(copy, reports, summary, repo_id=f"model_cards/{folder.name}")
+        assert (copy / "README.md").read_text() == (folder / "README.md").read_text(), folder.name

@@ -153,7 +153,7 @@ def test_empty_split_and_zero_samples_are_refused(tmp_path):
         (["--temperature", "0"], "--temperature 0"),
         (["--alpha_kld", "1.5"], "--alpha_kld 1.5"),
         (["--eval_eps", "8"], "--eval_eps: eps=8"),
-        (["--eval_attacks", "clean,pgd-0"], "--eval_attacks: Unknown attack 'pgd-0'"),
+        (["--eval_attacks", "clean,pgd-0"], "--eval_attacks: PGD needs steps and restarts >= 1, got 'pgd-0'"),
         (["--eval_eps_sweep", "0,8"], "--eval_eps_sweep: eps=8"),
         (["--max_train_samples", "0"], "--max_train_samples 0"),
         (["--eval_n", "0"], "--eval_n 0"),

@@ -1,0 +1,180 @@
+"""The training script's arguments (`ModelArguments`, `DataArguments`, `EvaluationArguments`, with
+`MixACMTrainingArguments`) and everything about them that is checked before any data or model is loaded:
+`check_arguments`, the checkpoint to resume (`resume_checkpoint`) and the finished-model guard (`finished_model`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .robustness import parse_eps
+from .robustness.attacks import check_eps
+from .robustness.registry import parse_attack
+from .training_args import MixACMTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    student: str = field(
+        default="wrn-16-2",
+        metadata={"help": "Student: a preset name ('wrn-16-2', any 'wrn-D-K', 'dm-wrn-D-K') or a model folder/Hub id."},
+    )
+    student_from_config: bool = field(
+        default=False,
+        metadata={
+            "help": "Build a folder/Hub-id student from its config with new random weights (e.g. microsoft/resnet-50 "
+            "for the paper's ImageNet runs) instead of loading its weights."
+        },
+    )
+    teacher: str | None = field(
+        default=None,
+        metadata={"help": "Teacher: model folder, Hub id or checkpoint file (see --teacher_architecture)."},
+    )
+    teacher_architecture: str | None = field(
+        default=None, metadata={"help": "Architecture of a foreign teacher checkpoint, e.g. 'standard-wrn-34-10'."}
+    )
+    teacher_image_mean: list[float] | None = field(
+        default=None, metadata={"help": "Mean a foreign teacher normalises with (default: its own)."}
+    )
+    teacher_image_std: list[float] | None = field(default=None, metadata={"help": "Std, with teacher_image_mean."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout of a preset student."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from model folders/Hub repos."})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(
+        default="uoft-cs/cifar10", metadata={"help": "Dataset folder or Hub id (e.g. ../shared/datasets/cifar10)."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    train_split: str = field(default="train")
+    eval_split: str = field(default="test")
+    image_column: str | None = field(default=None, metadata={"help": "Image column (default: img|image)."})
+    label_column: str | None = field(
+        default=None, metadata={"help": "Label column (default: label|labels|fine_label)."}
+    )
+    image_size: int = field(default=32, metadata={"help": "Input resolution; > 32 selects ImageNet-style transforms."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training images."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation images."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the training data (needs max_steps)."})
+    skip_bad_images: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out rows whose image cannot be decoded (warning with their count; map-style splits are "
+            "decoded once at load to find them) instead of stopping with an error naming the split and row."
+        },
+    )
+    in_memory_images: bool = field(
+        default=False,
+        metadata={
+            "help": "Decode the training images once into memory and crop/flip whole batches as tensors: for "
+            "CIFAR-sized map-style datasets on a small CPU, where per-image PIL transforms in a dataloader worker "
+            "compete with training for the cores (use with dataloader_num_workers 0)."
+        },
+    )
+
+
+@dataclass
+class EvaluationArguments:
+    """The robustness evaluation that ends a run; its results go into the model card."""
+
+    eval_attacks: str = field(
+        default="clean,pgd-20", metadata={"help": "Comma-separated attacks (clean, fgsm, pgd-<steps>...); '' for none."}
+    )
+    eval_autoattack: bool = field(default=False, metadata={"help": "Also run AutoAttack (standard version)."})
+    eval_n: int = field(default=1000, metadata={"help": "Attack the first N evaluation images."})
+    eval_batch_size: int = field(default=128, metadata={"help": "Batch size of the attacks."})
+    eval_eps: float = field(default=8 / 255, metadata={"help": "Attack budget in pixel units (8/255)."})
+    eval_norm: str = field(default="Linf", metadata={"help": "Threat model.", "choices": ["Linf", "L2"]})
+    eval_eps_sweep: str = field(
+        default="0,2/255,4/255,8/255,16/255",
+        metadata={"help": "Budgets of the card's robustness-vs-eps plot (not run for AutoAttack); '' for none."},
+    )
+    card_dataset_id: str | None = field(
+        default=None, metadata={"help": "Hub dataset id for the card, e.g. uoft-cs/cifar10 when --dataset is a copy."}
+    )
+    card_license: str = field(default="apache-2.0", metadata={"help": "License in the model card."})
+
+
+def argument_parser() -> HfArgumentParser:
+    return HfArgumentParser((ModelArguments, DataArguments, MixACMTrainingArguments, EvaluationArguments))
+
+
+def check_arguments(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: MixACMTrainingArguments,
+    eval_args: EvaluationArguments,
+) -> None:
+    """Everything that can be checked before any data or model is loaded; errors name the argument.
+
+    (`MixACMTrainingArguments` checks its own fields when built; the data and the teacher are checked as they load.)
+
+    Raises:
+        ValueError: an invalid argument, or an `output_dir` holding a finished model while neither resuming nor
+            `--overwrite_output_dir true`.
+    """
+    if training_args.needs_teacher and not model_args.teacher:
+        raise ValueError(f"--method {training_args.method} learns from a teacher: pass --teacher PATH_OR_HUB_ID.")
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise ValueError("Streaming datasets have no length: pass --max_steps.")
+    for flag in ("max_train_samples", "max_eval_samples"):
+        value = getattr(data_args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag} {value}: give a positive number of images (or leave it out: all).")
+    for flag in ("eval_n", "eval_batch_size"):
+        if getattr(eval_args, flag) < 1:
+            raise ValueError(f"--{flag} {getattr(eval_args, flag)}: must be >= 1.")
+    attacks = [name for name in eval_args.eval_attacks.split(",") if name.strip()]
+    checks = [("eval_attacks", lambda: [parse_attack(name) for name in attacks])]
+    checks.append(("eval_eps", lambda: check_eps(eval_args.eval_eps, eval_args.eval_norm)))
+    for eps in (eps for eps in eval_args.eval_eps_sweep.split(",") if eps.strip()):
+        checks.append(("eval_eps_sweep", lambda eps=eps: check_eps(parse_eps(eps), eval_args.eval_norm)))
+    for flag, check in checks:
+        try:
+            check()
+        except ValueError as error:
+            raise ValueError(f"--{flag}: {error}") from error
+    resuming = resume_checkpoint(training_args) is not None  # `last` without a checkpoint would start afresh
+    if finished_model(training_args.output_dir) and not (resuming or training_args.overwrite_output_dir):
+        raise ValueError(
+            f"--output_dir {training_args.output_dir} already holds a finished model: pass another --output_dir, "
+            "--resume_from_checkpoint to continue its run, or --overwrite_output_dir true to replace it."
+        )
+
+
+def resume_checkpoint(args: MixACMTrainingArguments) -> str | None:
+    """`--resume_from_checkpoint last` picks the newest *complete* checkpoint in output_dir (None when there is none);
+    half-written ones (a run killed while saving: no readable trainer_state.json, written last) are skipped with a
+    warning. Any other value is returned as given."""
+    if args.resume_from_checkpoint != "last":
+        return args.resume_from_checkpoint
+    folder = Path(args.output_dir)
+    checkpoints = [p for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir()] if folder.is_dir() else []
+    checkpoints = [p for p in checkpoints if p.name.split("-")[-1].isdigit()]
+    for checkpoint in sorted(checkpoints, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if _complete_checkpoint(checkpoint):
+            return str(checkpoint)
+        logger.warning("Skipping %s: it is incomplete (killed while being written?).", checkpoint)
+    return None
+
+
+def _complete_checkpoint(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def finished_model(output_dir: str | Path) -> bool:
+    """Whether `output_dir` holds a finished model (what `run_mixacm` writes at the end)."""
+    folder = Path(output_dir)
+    return (folder / "train_summary.json").is_file() or (folder / "config.json").is_file()

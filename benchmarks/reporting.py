@@ -169,12 +169,19 @@ def replace_between_markers(path: Path, text: str) -> None:
 
 
 def write_results(
-    rows: list[dict], results: Path, name: str, *, n_eval: int, n_autoattack: int, readmes: Iterable[Path] = ()
+    rows: list[dict],
+    results: Path,
+    name: str,
+    *,
+    n_eval: int,
+    n_autoattack: int,
+    readmes: Iterable[Path] = (),
+    summary: dict | None = None,
 ) -> None:
-    """Write `results/<name>.json` ({"rows": rows}), `<name>.md` (the table) and `<name>.png` (the plot of
-    `plot_results`), and put the table between the markers of each README."""
+    """Write `results/<name>.json` ({"rows": rows, "summary": summary}), `<name>.md` (the table) and `<name>.png`
+    (the plot of `plot_results`), and put the table between the markers of each README."""
     results.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(results / f"{name}.json", json.dumps({"rows": rows}, indent=2) + "\n")
+    atomic_write_text(results / f"{name}.json", json.dumps({"rows": rows, "summary": summary}, indent=2) + "\n")
     table = markdown_table(rows)
     atomic_write_text(results / f"{name}.md", table + "\n")
     plot_results(rows, results / f"{name}.png", n_eval, n_autoattack)

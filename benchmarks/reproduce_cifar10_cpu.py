@@ -33,8 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as `python benchmarks/reproduce_cifar10_cpu.py`: make `benchmarks` importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks import reporting  # noqa: E402
+from benchmarks import reporting, statistics  # noqa: E402
 from mixacm_hf.methods import METHODS  # noqa: E402
+from mixacm_hf.robustness import RobustnessReport  # noqa: E402
 
 RUNS = REPO / "benchmarks" / "runs"
 RESULTS = REPO / "benchmarks" / "results"
@@ -325,12 +326,38 @@ def reproduce_command(stage: Stage, dataset: str) -> str:
     return shlex.join(["python", "benchmarks/reproduce_cifar10_cpu.py", "--only", stage.name, *dataset_flag])
 
 
+# The central claim on three seeds: the recipe's and kd's seeds, and the single models the recipe is compared with.
+RECIPE = "wrn16-2-mixacm-t20-mixup02-acm2k-inmem"
+CLAIM_GROUPS = {
+    "mixacm (recipe)": [RECIPE, f"{RECIPE}-seed1", f"{RECIPE}-seed2"],
+    "kd": [f"wrn16-2-kd-t20-inmem-seed{seed}" for seed in (0, 1, 2)],
+    "pgd-7 AT": ["wrn16-2-pgd7-at"],
+    "teacher": [STRONG_TEACHER],
+}
+CLAIM_COMPARISONS = {
+    "mixacm - kd": ("mixacm (recipe)", "kd"),
+    "mixacm - pgd-7 AT": ("mixacm (recipe)", "pgd-7 AT"),
+    "mixacm - teacher": ("mixacm (recipe)", "teacher"),
+}
+
+
+def report_of(name: str, attack: str) -> RobustnessReport | None:
+    """The report of stage `name` that measured `attack`: PGD-20 on N_EVAL images (the "fgsm" evaluation) or
+    AutoAttack on N_AUTOATTACK."""
+    folder = RUNS / name
+    return reporting.measured(folder, "autoattack" if attack == "autoattack" else "fgsm")
+
+
 def write_results(dataset: str) -> list[dict]:
-    """Rewrite the results table, plot and READMEs' results blocks from every complete stage; returns the rows."""
+    """Rewrite the results table, summary, plot and READMEs' results blocks from every complete stage; returns the
+    rows."""
     rows = [reporting.result_row(stage, reproduce_command(stage, dataset)) for stage in STAGES]
     rows = [row for row in rows if row is not None]
     if rows:
-        reporting.write_results(rows, RESULTS, "cifar10_cpu", n_eval=N_EVAL, n_autoattack=N_AUTOATTACK, readmes=READMES)
+        summary = statistics.claim_summary(rows, CLAIM_GROUPS, CLAIM_COMPARISONS, report_of)
+        reporting.write_results(
+            rows, RESULTS, "cifar10_cpu", n_eval=N_EVAL, n_autoattack=N_AUTOATTACK, readmes=READMES, summary=summary
+        )
     return rows
 
 

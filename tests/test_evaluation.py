@@ -329,7 +329,7 @@ def test_compare_refuses_reports_without_records():
     x, y = brightness_problem(8)
     report = evaluate_robustness(BrightnessModel(0.0), (x, y), ["clean"], **QUIET)
     old = RobustnessReport.from_dict({**report.to_dict(), "per_example": None})
-    with pytest.raises(ValueError, match="other report has no per-example records"):
+    with pytest.raises(ValueError, match=r"other report \(BrightnessModel\) has no per-example records"):
         report.compare(old)
 
 

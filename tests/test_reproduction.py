@@ -249,3 +249,44 @@ def test_committed_weights_are_stored_once():
         if any((reproduction.MODEL_CARDS / stage.name).glob("*.safetensors")):
             kept = [p.name for pattern in reproduction.MODEL_FILES for p in stage.output_dir.glob(pattern)]
             assert kept == [], f"{stage.name}: model files in both model_cards/ and benchmarks/runs/"
+
+
+def test_committed_summary_is_recomputed_from_the_rows_and_per_example_records():
+    """The results' `summary` (seed means and stds, paired comparisons) follows from the rows and the run folders'
+    per-example records, recomputed here independently of `benchmarks.statistics`."""
+    import statistics as stats
+
+    from mixacm_hf.robustness.report import mcnemar_exact_p
+
+    results = json.loads(RESULTS.read_text())
+    rows = {row["name"]: row for row in results["rows"]}
+    summary = results["summary"]
+    assert set(summary["groups"]) == set(reproduction.CLAIM_GROUPS)
+    for group, names in reproduction.CLAIM_GROUPS.items():
+        entry = summary["groups"][group]
+        assert entry["models"] == [name for name in names if name in rows]
+        for column in ("clean", "fgsm", "pgd20", "autoattack"):
+            values = [rows[name][column] for name in entry["models"]]
+            if not values or None in values:
+                assert column not in entry
+                continue
+            assert entry[column]["mean"] == pytest.approx(stats.fmean(values))
+            assert entry[column]["std"] == (pytest.approx(stats.stdev(values)) if len(values) > 1 else None)
+    for label, (first, second) in reproduction.CLAIM_COMPARISONS.items():
+        for column, attack in (("pgd20", "pgd-20"), ("autoattack", "autoattack")):
+            result = summary["comparisons"][label][column]
+            if "missing_per_example_records" in result:
+                continue
+            pooled_a, pooled_b = [], []
+            seconds = reproduction.CLAIM_GROUPS[second]
+            for i, name in enumerate(reproduction.CLAIM_GROUPS[first]):
+                mine = reproduction.report_of(name, attack).per_example
+                theirs = reproduction.report_of(seconds[0 if len(seconds) == 1 else i], attack).per_example
+                a, b = dict(zip(mine["index"], mine[attack])), dict(zip(theirs["index"], theirs[attack]))
+                common = sorted(a.keys() & b.keys())
+                pooled_a += [a[k] for k in common]
+                pooled_b += [b[k] for k in common]
+            only_a = sum(x and not y for x, y in zip(pooled_a, pooled_b))
+            only_b = sum(y and not x for x, y in zip(pooled_a, pooled_b))
+            assert result["pooled"]["difference"] == pytest.approx((only_a - only_b) / len(pooled_a))
+            assert result["pooled"]["p_value"] == pytest.approx(mcnemar_exact_p(only_a, only_b))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,23 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     n = only_a + only_b
     tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1))
     return min(1.0, 2 * tail / 2**n)
+
+
+def paired_difference(first: Sequence[bool], second: Sequence[bool], z: float = 1.96) -> dict[str, Any]:
+    """Accuracy of `first` minus `second` on paired correctness flags: `difference`, its `interval` (normal
+    approximation for paired proportions: d +- z sqrt((b + c) / n - d^2) / sqrt(n), b and c the discordant counts;
+    95% for z = 1.96), the exact McNemar two-sided `p_value`, `n`, both accuracies and the discordant counts."""
+    n = len(first)
+    only_first = sum(bool(a) and not b for a, b in zip(first, second, strict=True))
+    only_second = sum(bool(b) and not a for a, b in zip(first, second, strict=True))
+    difference = (only_first - only_second) / n
+    half = z * math.sqrt(max((only_first + only_second) / n - difference**2, 0.0) / n)
+    return {
+        "n": n, "accuracy": sum(map(bool, first)) / n, "other_accuracy": sum(map(bool, second)) / n,
+        "difference": difference, "interval": [difference - half, difference + half],
+        "only_this_correct": only_first, "only_other_correct": only_second,
+        "p_value": mcnemar_exact_p(only_first, only_second),
+    }  # fmt: skip
 
 
 def accuracy(correct: torch.Tensor) -> float:
@@ -162,19 +180,19 @@ class RobustnessReport:
         with locked(path):
             return atomic_write_text(path, self.to_json() + "\n")
 
-    def compare(self, other: RobustnessReport, attack: str = "all", z: float = 1.96) -> dict[str, Any]:
-        """Paired comparison with `other` on the examples both evaluated (matched by split index).
-
-        Returns accuracies of both on the common examples, `difference` (self - other), its `interval` (normal
-        approximation for paired proportions, 95% for z = 1.96: d +- z * sqrt((b + c) / n - d^2) / sqrt(n), b and c
-        the discordant counts) and the exact McNemar two-sided `p_value`.
+    def paired_flags(self, other: RobustnessReport, attack: str = "all") -> tuple[list[bool], list[bool]]:
+        """This report's and `other`'s correctness flags under `attack` on the examples both evaluated (by split
+        index, in index order).
 
         Raises:
             ValueError: a report has no per-example records, the attack is missing, or no example is shared.
         """
         for name, report in (("this report", self), ("the other report", other)):
             if report.per_example is None:
-                raise ValueError(f"{name} has no per-example records (written before they existed); re-evaluate it.")
+                raise ValueError(
+                    f"{name} ({report.model.get('name')}) has no per-example records (written before they existed); "
+                    "re-evaluate it."
+                )
             if attack not in report.per_example:
                 raise ValueError(f"{name} has no {attack!r} records; it has {list(report.per_example)}.")
         mine = dict(zip(self.per_example["index"], self.per_example[attack]))
@@ -182,16 +200,17 @@ class RobustnessReport:
         common = sorted(mine.keys() & theirs.keys())
         if not common:
             raise ValueError("The two reports share no evaluated example (compare reports on the same split).")
-        a = torch.tensor([mine[i] for i in common])
-        b = torch.tensor([theirs[i] for i in common])
-        n, only_a, only_b = len(common), int((a & ~b).sum()), int((~a & b).sum())
-        difference = (only_a - only_b) / n
-        half = z * math.sqrt(max((only_a + only_b) / n - difference**2, 0.0) / n)
-        return {
-            "attack": attack, "n_common": n, "accuracy": accuracy(a), "other_accuracy": accuracy(b),
-            "difference": difference, "interval": [difference - half, difference + half],
-            "only_this_correct": only_a, "only_other_correct": only_b, "p_value": mcnemar_exact_p(only_a, only_b),
-        }  # fmt: skip
+        return [bool(mine[i]) for i in common], [bool(theirs[i]) for i in common]
+
+    def compare(self, other: RobustnessReport, attack: str = "all", z: float = 1.96) -> dict[str, Any]:
+        """Paired comparison with `other` on the examples both evaluated (`paired_flags`): `paired_difference`
+        (self - other) with `attack` and `n_common`.
+
+        Raises:
+            ValueError: as `paired_flags`.
+        """
+        result = paired_difference(*self.paired_flags(other, attack), z=z)
+        return {"attack": attack, "n_common": result["n"], **result}
 
     @classmethod
     def load(cls, path: str | Path) -> RobustnessReport:

@@ -145,8 +145,8 @@ class MixACMTrainer(Trainer):
         return teacher
 
     def _teacher_shares_labels(self) -> bool:
-        teacher_labels = _num_labels(self.teacher_model)
-        student_labels = _num_labels(self.model)
+        teacher_labels = _config_num_labels(self.teacher_model)
+        student_labels = _config_num_labels(self.model)
         if teacher_labels is None or student_labels is None or teacher_labels == student_labels:
             return True
         message = (
@@ -336,6 +336,7 @@ class TrainingClock(TrainerCallback, ExportableState):
         return {"args": {}, "attributes": {"seconds": self.total_seconds}}
 
 
-def _num_labels(model: nn.Module) -> int | None:
+def _config_num_labels(model: nn.Module) -> int | None:
+    """A model's `config.num_labels`, or None when it has no config."""
     config = getattr(model, "config", None)
     return getattr(config, "num_labels", None) if config is not None else None

@@ -16,6 +16,7 @@ from transformers.image_processing_utils import BaseImageProcessor
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 from transformers.utils import logging
 
+from ..losses import probe_outputs
 from ..models import WideResNetConfig
 from .checkpoints import _unreadable_weights
 from .converters import RAW_PIXELS, Normalization, convert_checkpoint, supported_architectures
@@ -98,26 +99,13 @@ def _probe_size(config) -> int:
 
 
 def check_teacher(teacher: nn.Module, image_size: int, name: str) -> None:
-    """Run one image through `teacher` and check that it returns logits and (B, C, H, W) hidden states."""
+    """Run one image through `teacher` and check that it returns logits and (B, C, H, W) hidden states
+    (`losses.probe_outputs`, the check the trainer makes too)."""
     parameter = next(teacher.parameters())
     probe = torch.full((1, 3, image_size, image_size), 0.5, dtype=parameter.dtype, device=parameter.device)
-    with torch.no_grad():
-        outputs = teacher(pixel_values=probe, output_hidden_states=True)
-    hidden_states = getattr(outputs, "hidden_states", None)
-    if getattr(outputs, "logits", None) is None or not hidden_states:
-        raise ValueError(
-            f"Teacher {name!r} returned no hidden states with output_hidden_states=True. MixACM matches the teacher's "
-            "per-stage feature maps: use a model that returns them (this project's WideResNets, HF ResNet/ConvNeXt, "
-            "timm models with `forward_intermediates` via TimmWrapperForImageClassification)."
-        )
-    for index, state in enumerate(hidden_states):
-        if not isinstance(state, torch.Tensor) or state.dim() != 4:
-            shape = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
-            raise ValueError(
-                f"Teacher {name!r} hidden state {index} is {shape}, not a (B, C, H, W) feature map; MixACM needs "
-                "convolutional stage outputs (for ViTs use the timm model through TimmWrapperForImageClassification, "
-                "whose `forward_intermediates` returns NCHW maps)."
-            )
+    outputs, _ = probe_outputs(teacher, probe, f"teacher {name!r}")
+    if getattr(outputs, "logits", None) is None:
+        raise ValueError(f"Teacher {name!r} returned no logits: a teacher must return `.logits` and `.hidden_states`.")
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # 'name' or 'org/name', as the Hub spells repo ids

@@ -50,15 +50,15 @@ def bare_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alp
     return x_adv
 
 
-def train_natural(arch: str, x: torch.Tensor, y: torch.Tensor, epochs: int = 3) -> nn.Module:
-    """A quickly trained, non-robust classifier (a few CPU minutes at most)."""
+def train_natural(arch: str, x: torch.Tensor, y: torch.Tensor, epochs: int = 3, batch_size: int = 100) -> nn.Module:
+    """A quickly trained, non-robust classifier (a few CPU minutes at most; also `tests/test_robustness.py`'s)."""
     torch.manual_seed(0)
     model = WideResNetForImageClassification(WideResNetConfig.from_name(arch, num_labels=10))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.2, total_steps=epochs * -(-len(x) // 100))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.2, total_steps=epochs * -(-len(x) // batch_size))
     model.train()
     for _ in range(epochs):
-        for index in torch.randperm(len(x)).split(100):
+        for index in torch.randperm(len(x)).split(batch_size):
             loss = F.cross_entropy(model(x[index]).logits, y[index])
             optimizer.zero_grad()
             loss.backward()

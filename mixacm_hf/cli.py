@@ -14,13 +14,24 @@ from transformers import HfArgumentParser
 _FRACTION = re.compile(r"^\s*(-?\d+(?:\.\d*)?)\s*/\s*(\d+(?:\.\d*)?)\s*$")
 
 
-def parse_fraction(value: str | float) -> float:
-    """'8/255' -> 0.0313...; plain numbers pass through as floats."""
-    if isinstance(value, str):
-        match = _FRACTION.match(value)
-        if match:
-            return float(match[1]) / float(match[2])
-    return float(value)
+def parse_fraction(value: str | float, name: str = "value") -> float:
+    """A number given as a float or a fraction: `"8/255"` -> 0.0313..., `"0.5"` -> 0.5; numbers pass through.
+
+    The one parser of fractions: command-line arguments (`parse_with_config`) and eps (`robustness.parse_eps`).
+
+    Raises:
+        ValueError: naming `name`, when `value` is neither a number nor a fraction of two numbers.
+    """
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = value.strip()
+    try:
+        if "/" in text:
+            numerator, denominator = text.split("/")
+            return float(numerator) / float(denominator)
+        return float(text)
+    except (ValueError, ZeroDivisionError) as error:
+        raise ValueError(f"Cannot parse {name} {value!r}: give a float (0.031) or a fraction (8/255).") from error
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

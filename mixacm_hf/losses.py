@@ -274,16 +274,39 @@ def hidden_states_of(outputs: Any, who: str) -> tuple[torch.Tensor, ...]:
     """The (B, C, H, W) stage outputs a model returned with `output_hidden_states=True` (the ACM contract).
 
     Raises:
-        ValueError: none were returned, or one is not a 4-d feature map (names `who`: "teacher" or "student").
+        ValueError: none were returned, or one is not a 4-d feature map (names `who`, e.g. "teacher", "student",
+            "teacher 'path'", and the first bad state's index and shape).
     """
     hidden_states = getattr(outputs, "hidden_states", None)
     if not hidden_states:
         raise ValueError(
-            f"The {who} returned no hidden_states with output_hidden_states=True, but ACM matching needs its stage "
-            "outputs. Load teachers with mixacm_hf.teachers.load_teacher (it adapts timm/ResNet models), or use "
-            "method='kd' / 'natural' which need no hidden states."
+            f"The {who} returned no hidden_states with output_hidden_states=True, but ACM matching needs its per-stage "
+            "feature maps: use a model that returns them (this project's WideResNets, HF ResNet/ConvNeXt, timm models "
+            "with `forward_intermediates` via TimmWrapperForImageClassification; mixacm_hf.teachers.load_teacher "
+            "adapts timm/ResNet models), or method='kd' / 'natural' which need no hidden states."
         )
-    bad = [tuple(h.shape) for h in hidden_states if h.dim() != 4]
-    if bad:
-        raise ValueError(f"The {who}'s hidden_states must be (B, C, H, W) feature maps; got shapes {bad}.")
+    for index, state in enumerate(hidden_states):
+        if not isinstance(state, torch.Tensor) or state.dim() != 4:
+            shape = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
+            raise ValueError(
+                f"The {who}'s hidden state {index} is {shape}, not a (B, C, H, W) feature map; ACM matching needs "
+                "convolutional stage outputs (for ViTs use the timm model through TimmWrapperForImageClassification, "
+                "whose `forward_intermediates` returns NCHW maps)."
+            )
     return tuple(hidden_states)
+
+
+def probe_outputs(model: nn.Module, pixel_values: torch.Tensor, who: str) -> tuple[Any, tuple[torch.Tensor, ...]]:
+    """Run a probe batch through `model` with `output_hidden_states=True`, in eval mode and without gradients (the
+    training flag is restored): its outputs and its checked hidden states (`hidden_states_of`, naming `who`).
+
+    The one check of the teacher contract: `teachers.check_teacher` at load, the trainer's layer pairing at start.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = model(pixel_values=pixel_values, output_hidden_states=True)
+    finally:
+        model.train(was_training)
+    return outputs, hidden_states_of(outputs, who)

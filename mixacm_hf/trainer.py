@@ -24,7 +24,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from .data import EndlessStream, epoch_setter, seeded_generator, split_stream
-from .losses import activated_channel_map, build_affine_maps, hidden_states_of, match_layers
+from .losses import activated_channel_map, build_affine_maps, hidden_states_of, match_layers, probe_outputs
 from .methods import get_method
 from .training_args import MixACMTrainingArguments
 
@@ -145,8 +145,8 @@ class MixACMTrainer(Trainer):
         return teacher
 
     def _teacher_shares_labels(self) -> bool:
-        teacher_labels = _num_labels(self.teacher_model)
-        student_labels = _num_labels(self.model)
+        teacher_labels = _config_num_labels(self.teacher_model)
+        student_labels = _config_num_labels(self.model)
         if teacher_labels is None or student_labels is None or teacher_labels == student_labels:
             return True
         message = (
@@ -161,25 +161,19 @@ class MixACMTrainer(Trainer):
         logger.warning("%s Cross-dataset transfer: dropping the KLD term (mixup CE and ACM remain).", message)
         return False
 
-    def _probehidden_states_of(self) -> tuple[list[int], list[int]]:
+    def _probe_channels(self) -> tuple[list[int], list[int]]:
         """Channel counts of the teacher's and student's hidden states, from one zero image (checks the contract)."""
         student = self.accelerator.unwrap_model(self.model)
         size = getattr(getattr(student, "config", None), "image_size", 32)
         channels = getattr(getattr(student, "config", None), "num_channels", 3)
         probe = torch.zeros(1, channels, size, size, device=self.args.device)
-        was_training = student.training
-        student.eval()
-        with torch.no_grad():
-            teacher_states = hidden_states_of(
-                self.teacher_model(pixel_values=probe, output_hidden_states=True), "teacher"
-            )
-            student_states = hidden_states_of(student(pixel_values=probe, output_hidden_states=True), "student")
-        student.train(was_training)
+        _, teacher_states = probe_outputs(self.teacher_model, probe, "teacher")
+        _, student_states = probe_outputs(student, probe, "student")
         return [h.shape[1] for h in teacher_states], [h.shape[1] for h in student_states]
 
     def _check_acm_layers(self) -> nn.ModuleList | None:
         """Validate the hidden states and the layer pairing up front; build the affine maps if asked for."""
-        teacher_channels, student_channels = self._probehidden_states_of()
+        teacher_channels, student_channels = self._probe_channels()
         args = self.args
         pairs = match_layers(
             len(teacher_channels), len(student_channels), args.acm_teacher_layers, args.acm_student_layers,
@@ -336,6 +330,7 @@ class TrainingClock(TrainerCallback, ExportableState):
         return {"args": {}, "attributes": {"seconds": self.total_seconds}}
 
 
-def _num_labels(model: nn.Module) -> int | None:
+def _config_num_labels(model: nn.Module) -> int | None:
+    """A model's `config.num_labels`, or None when it has no config."""
     config = getattr(model, "config", None)
     return getattr(config, "num_labels", None) if config is not None else None

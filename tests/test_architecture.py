@@ -12,9 +12,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "mixacm_hf"
 MAX_LINES = 400
-# Over MAX_LINES today; issue 23 splits them (teachers/ and hub packages, the methods registry). Remove an entry once
-# its module is split: the strict xfail then fails, as a reminder.
-OVER_MAX_TODAY = {"mixacm_hf/data.py", "mixacm_hf/teachers.py"}
 
 
 def module_names(package_dir: Path) -> dict[str, Path]:
@@ -99,18 +96,7 @@ def test_mixacm_hf_has_no_import_cycle():
     assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(
-            path,
-            marks=pytest.mark.xfail(strict=True, reason=f"over {MAX_LINES} lines today; split by issue 23")
-            if path in OVER_MAX_TODAY
-            else (),
-        )
-        for path in sorted(str(p.relative_to(REPO)) for p in PACKAGE.rglob("*.py"))
-    ],
-)
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in PACKAGE.rglob("*.py")))
 def test_module_is_at_most_max_lines(path):
     lines = len((REPO / path).read_text().splitlines())
     assert lines <= MAX_LINES, f"{path} has {lines} lines (at most {MAX_LINES}): split it by responsibility"

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import EvalPrediction
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
@@ -183,23 +182,10 @@ def cifar_test(cifar10_path):
 @pytest.fixture(scope="module")
 def natural_wrn(cifar10_path):
     """WRN-10-1 trained without attacks on 4,000 CIFAR-10 training images for 3 epochs (about 20 CPU-seconds)."""
-    from mixacm_hf import WideResNetConfig, WideResNetForImageClassification
+    from benchmarks.attack_throughput import train_natural  # the benchmark's model, trained the same way
 
     x, y = load_examples(load_split(str(cifar10_path), "train", image_size=32), 4000)
-    torch.manual_seed(0)
-    model = WideResNetForImageClassification(WideResNetConfig.from_name("wrn-10-1", num_labels=10))
-    epochs, batch_size = 3, 100
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.2, total_steps=epochs * len(x) // batch_size)
-    model.train()
-    for _ in range(epochs):
-        for index in torch.randperm(len(x)).split(batch_size):
-            loss = F.cross_entropy(model(x[index]).logits, y[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    return model.eval()
+    return train_natural("wrn-10-1", x, y, epochs=3, batch_size=100)
 
 
 @pytest.fixture(scope="module")

@@ -337,7 +337,7 @@ class LogitsOnly(nn.Module):
 
 
 def test_teacher_without_feature_maps_is_rejected(tmp_path):
-    with pytest.raises(ValueError, match="returned no hidden states"):
+    with pytest.raises(ValueError, match="teacher 'logits-only' returned no hidden_states"):
         check_teacher(LogitsOnly(), 32, "logits-only")
     config = ViTConfig(
         image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16

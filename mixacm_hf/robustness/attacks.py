@@ -15,22 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cli import parse_fraction
+
 Norm = Literal["Linf", "L2"]
 NORMS: tuple[str, ...] = ("Linf", "L2")
 
 
 def parse_eps(value: str | float) -> float:
-    """Parse a budget given as a float or a fraction: `"8/255"` -> 0.0313..., `"0.5"` -> 0.5."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = value.strip()
-    try:
-        if "/" in text:
-            numerator, denominator = text.split("/")
-            return float(numerator) / float(denominator)
-        return float(text)
-    except (ValueError, ZeroDivisionError) as error:
-        raise ValueError(f"Cannot parse eps {value!r}: give a float (0.031) or a fraction (8/255).") from error
+    """Parse a budget given as a float or a fraction: `"8/255"` -> 0.0313..., `"0.5"` -> 0.5 (`cli.parse_fraction`)."""
+    return parse_fraction(value, "eps")
 
 
 def check_eps(eps: float, norm: str, name: str = "eps") -> float:

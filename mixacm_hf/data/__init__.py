@@ -1,0 +1,58 @@
+"""Image datasets for MixACM: `images` (conversion by bit depth, augmentations), `loading` (`load_image_dataset`,
+transforms, label checks, the in-memory pipeline, collation), `streams` (streaming datasets).
+
+Every example comes out as `pixel_values` (float32 (3, H, W) in [0, 1]) and `labels` (int).
+"""
+
+from .images import (
+    CIFAR_CROP_PADDING,
+    CIFAR_IMAGE_SIZE,
+    EIGHT_BIT_MODES,
+    SIXTEEN_BIT_MODES,
+    decode_image,
+    image_to_pixels,
+    image_transform,
+    random_crop_flip,
+    read_image,
+    seeded_generator,
+)
+from .loading import (
+    IMAGE_COLUMNS,
+    LABEL_COLUMNS,
+    ROW_COLUMN,
+    ExampleTransform,
+    InMemoryImageDataset,
+    check_labels,
+    class_names,
+    collate_image_batch,
+    epoch_setter,
+    load_image_dataset,
+    resolve_columns,
+)
+from .streams import EndlessStream, split_stream
+
+__all__ = [
+    "CIFAR_CROP_PADDING",
+    "CIFAR_IMAGE_SIZE",
+    "EIGHT_BIT_MODES",
+    "IMAGE_COLUMNS",
+    "LABEL_COLUMNS",
+    "ROW_COLUMN",
+    "SIXTEEN_BIT_MODES",
+    "EndlessStream",
+    "ExampleTransform",
+    "InMemoryImageDataset",
+    "check_labels",
+    "class_names",
+    "collate_image_batch",
+    "decode_image",
+    "epoch_setter",
+    "image_to_pixels",
+    "image_transform",
+    "load_image_dataset",
+    "random_crop_flip",
+    "read_image",
+    "resolve_columns",
+    "seeded_generator",
+    "split_stream",
+]

@@ -1,0 +1,86 @@
+"""Converted-teacher folders: `save_converted_teacher` (HF folder with safetensors, config, image processor) and the
+model card recording provenance (source file and sha256), input convention and the source's reported robustness."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from transformers import PreTrainedModel
+
+from .checkpoints import file_sha256
+from .converters import Normalization, convert_checkpoint
+from .loading import _normalizes_inside, input_normalization
+
+
+def converted_model_card(
+    model: PreTrainedModel,
+    arch: str,
+    checkpoint: str | os.PathLike,
+    normalization: Normalization | None,
+    source: str | None = None,
+    reported_robustness: str | None = None,
+) -> str:
+    """README.md for a converted teacher: provenance, input convention and the source's reported robustness."""
+    checkpoint = Path(checkpoint)
+    if normalization is None:
+        input_line = f"`pixel_values` in [0, 1]; mean {model.config.image_mean} / std {model.config.image_std} inside"
+    else:
+        input_line = (
+            f"`pixel_values` normalised with mean {list(normalization[0])} / std {list(normalization[1])} "
+            "(the saved image processor); `mixacm_hf.teachers.load_teacher` applies this inside, taking [0, 1] pixels"
+        )
+    robustness = reported_robustness or "not given; measure it with `training/evaluate_robustness.py`."
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: image-classification",
+        "tags: [image-classification, adversarial-robustness, mixacm-teacher, converted]",
+        "---",
+        "",
+        f"# {type(model).__name__} converted from `{checkpoint.name}`",
+        "",
+        "A robust image classifier converted with `mixacm_hf` (`training/convert_teacher.py`) for use as a MixACM "
+        "teacher. The weights are unchanged; only names and layout were converted.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Source checkpoint | `{checkpoint.name}` (sha256 `{file_sha256(checkpoint)}`) |",
+        f"| Source | {source or 'not given'} |",
+        f"| Source architecture | `{arch}` |",
+        f"| Classes | {model.config.num_labels} |",
+        f"| Input | {input_line} |",
+        "",
+        "## Reported robustness",
+        "",
+        f"As reported by the source (not re-measured by the conversion): {robustness}",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from mixacm_hf.teachers import load_teacher",
+        'teacher = load_teacher("path/or/hub-id")  # frozen; pixel_values in [0, 1]',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def save_converted_teacher(
+    checkpoint: str | os.PathLike,
+    arch: str,
+    output_dir: str | os.PathLike,
+    normalization: Normalization | None = None,
+    source: str | None = None,
+    reported_robustness: str | None = None,
+) -> PreTrainedModel:
+    """Convert `checkpoint` and write an HF folder (safetensors, config, image processor, model card)."""
+    model, processor = convert_checkpoint(checkpoint, arch, normalization)
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    if processor is not None:
+        processor.save_pretrained(output_dir)
+    card_normalization = None if _normalizes_inside(model) else input_normalization(model, processor)
+    card = converted_model_card(model, arch, checkpoint, card_normalization, source, reported_robustness)
+    (output_dir / "README.md").write_text(card)
+    return model

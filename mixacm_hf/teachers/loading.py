@@ -1,0 +1,183 @@
+"""Loading teachers: `load_teacher` (HF folder / Hub id, or a foreign checkpoint with its architecture), input
+normalisation moved inside the model (`PixelSpaceClassifier`, `as_pixel_space`) and the teacher contract check."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from torch import nn
+from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+from transformers.image_processing_utils import BaseImageProcessor
+from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
+from transformers.utils import logging
+
+from ..losses import probe_outputs
+from ..models import WideResNetConfig
+from .checkpoints import _unreadable_weights
+from .converters import RAW_PIXELS, Normalization, convert_checkpoint, supported_architectures
+
+logger = logging.get_logger(__name__)
+
+DEFAULT_PROBE_SIZE = 224
+
+
+class PixelSpaceClassifier(nn.Module):
+    """An image classifier that expects normalised inputs, made to take `pixel_values` in [0, 1].
+
+    `forward` computes `(pixel_values - mean) / std` and calls the wrapped model; the output is an
+    `ImageClassifierOutputWithNoAttention` whose `hidden_states` is a tuple. Mean/std are not folded into the first
+    convolution because that is wrong at zero-padded borders.
+    """
+
+    def __init__(self, model: PreTrainedModel, image_mean: Sequence[float], image_std: Sequence[float]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(image_mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(image_std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None
+    ) -> ImageClassifierOutputWithNoAttention:
+        normalized = (pixel_values - self.mean.to(pixel_values.dtype)) / self.std.to(pixel_values.dtype)
+        outputs = self.model(pixel_values=normalized, output_hidden_states=output_hidden_states, return_dict=True)
+        hidden_states = None if outputs.hidden_states is None else tuple(outputs.hidden_states)
+        return ImageClassifierOutputWithNoAttention(logits=outputs.logits, hidden_states=hidden_states)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reading foreign checkpoints
+
+
+def _normalizes_inside(model: PreTrainedModel) -> bool:
+    return model.config.model_type == WideResNetConfig.model_type
+
+
+def input_normalization(model: PreTrainedModel, processor: BaseImageProcessor | None) -> Normalization | None:
+    """Mean/std the model expects its inputs normalised with: timm's `pretrained_cfg`, else the image processor."""
+    pretrained_cfg = getattr(model.config, "pretrained_cfg", None)
+    if pretrained_cfg and "mean" in pretrained_cfg:
+        return pretrained_cfg["mean"], pretrained_cfg["std"]
+    if processor is None or not hasattr(processor, "do_normalize"):
+        return None
+    return (processor.image_mean, processor.image_std) if processor.do_normalize else RAW_PIXELS
+
+
+def as_pixel_space(
+    model: PreTrainedModel, processor: BaseImageProcessor | None, normalization: Normalization | None, name: str
+) -> nn.Module:
+    """The model itself when it normalises inside (WideResNet), else a `PixelSpaceClassifier` around it."""
+    if _normalizes_inside(model):
+        if normalization is not None:
+            raise ValueError(
+                f"{name!r} normalises inside the model (config.image_mean/image_std); don't pass image_mean/image_std."
+            )
+        return model
+    normalization = normalization or input_normalization(model, processor)
+    if normalization is None:
+        raise ValueError(
+            f"Cannot tell how {name!r} normalises its inputs: it has no image processor with image_mean/image_std. "
+            "Pass image_mean and image_std (use 0,0,0 and 1,1,1 for a model trained on raw [0, 1] pixels)."
+        )
+    logger.info("Teacher %s takes normalised inputs: applying mean %s / std %s inside.", name, *normalization)
+    return PixelSpaceClassifier(model, *normalization)
+
+
+def _probe_size(config) -> int:
+    size = getattr(config, "image_size", None)
+    if size is None:
+        size = (getattr(config, "pretrained_cfg", None) or {}).get("input_size", DEFAULT_PROBE_SIZE)
+    return size if isinstance(size, int) else int(size[-1])
+
+
+def check_teacher(teacher: nn.Module, image_size: int, name: str) -> None:
+    """Run one image through `teacher` and check that it returns logits and (B, C, H, W) hidden states
+    (`losses.probe_outputs`, the check the trainer makes too)."""
+    parameter = next(teacher.parameters())
+    probe = torch.full((1, 3, image_size, image_size), 0.5, dtype=parameter.dtype, device=parameter.device)
+    outputs, _ = probe_outputs(teacher, probe, f"teacher {name!r}")
+    if getattr(outputs, "logits", None) is None:
+        raise ValueError(f"Teacher {name!r} returned no logits: a teacher must return `.logits` and `.hidden_states`.")
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # 'name' or 'org/name', as the Hub spells repo ids
+
+
+def _load_pretrained(
+    spec: str | os.PathLike, trust_remote_code: bool, revision: str | None
+) -> tuple[PreTrainedModel, BaseImageProcessor | None]:
+    if Path(spec).is_file():
+        raise ValueError(
+            f"{str(spec)!r} is a checkpoint file: pass its architecture with architecture=... (--arch, "
+            f"--teacher_architecture). Supported: {supported_architectures()}."
+        )
+    if not Path(spec).is_dir() and not _HUB_ID.match(str(spec)):
+        raise FileNotFoundError(
+            f"Teacher {str(spec)!r} is neither an existing folder or file nor a Hub id ('org/name'): pass the path "
+            "of a model folder, of a checkpoint file (with its architecture), or a Hub id."
+        )
+    kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
+    try:
+        model = AutoModelForImageClassification.from_pretrained(spec, **kwargs)
+    except SafetensorError as error:
+        weights = sorted(str(p) for p in Path(spec).glob("*.safetensors")) or [str(spec)]
+        raise ValueError(_unreadable_weights(", ".join(weights), error)) from error
+    except OSError as error:
+        raise OSError(
+            f"Cannot load the teacher {str(spec)!r}: {error} Check that the folder holds config.json and its "
+            "weights, or that the Hub id exists and is reachable (offline: download it first)."
+        ) from error
+    if _normalizes_inside(model) or getattr(model.config, "pretrained_cfg", None):
+        return model, None
+    try:
+        processor = AutoImageProcessor.from_pretrained(spec, **kwargs)
+    except (OSError, ValueError):
+        processor = None
+    return model, processor
+
+
+def load_teacher(
+    spec: str | os.PathLike,
+    architecture: str | None = None,
+    *,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    image_size: int | None = None,
+) -> nn.Module:
+    """A frozen teacher (eval mode, no grad) taking pixels in [0, 1] and returning `.logits` and `.hidden_states`.
+
+    Args:
+        spec: an HF model folder or Hub id, or (with `architecture`) a checkpoint file (.pt/.pth/.safetensors).
+        architecture: architecture of a checkpoint file, a name from `ARCHITECTURES` (e.g. `standard-wrn-34-10`,
+            `dm-wrn-28-10`, `robustness-resnet50`, `timm:resnet50`).
+        image_mean, image_std: the statistics the model was trained with, when they cannot be read from the
+            checkpoint/processor (or to override them). Not allowed for models that normalise inside.
+        trust_remote_code, revision: passed to `from_pretrained` for folders and Hub ids.
+        image_size: side of the probe image used to check the outputs (default: from the config, else 224).
+    """
+    if (image_mean is None) != (image_std is None):
+        raise ValueError("Pass both image_mean and image_std, or neither.")
+    normalization = None if image_mean is None else (tuple(image_mean), tuple(image_std))
+    if architecture is None:
+        model, processor = _load_pretrained(spec, trust_remote_code, revision)
+        teacher = as_pixel_space(model, processor, normalization, str(spec))
+    else:
+        model, processor = convert_checkpoint(spec, architecture, normalization)
+        teacher = as_pixel_space(model, processor, None, str(spec))
+    teacher.eval().requires_grad_(False)
+    check_teacher(teacher, image_size or _probe_size(model.config), str(spec))
+    return teacher
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Saving converted teachers

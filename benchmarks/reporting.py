@@ -187,3 +187,47 @@ def write_results(
     plot_results(rows, results / f"{name}.png", n_eval, n_autoattack)
     for readme in readmes:
         replace_between_markers(readme, table)
+
+
+def plot_headline(entries: list[tuple[str, list[dict]]], path: Path, n_eval: int, n_autoattack: int) -> None:
+    """The headline comparison as grouped bars, one group per entry (label, its rows: one per training seed): clean
+    and PGD-20 accuracy (first `n_eval` test images) and AutoAttack (first `n_autoattack`), the mean over the rows
+    with the sample std as an error bar where there are several seeds, and the training wall time under each label.
+    Entries without rows are left out."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    entries = [(label, rows) for label, rows in entries if rows]
+    columns = [("clean", "clean", "C7"), ("pgd20", "PGD-20", "C0"), ("autoattack", "AutoAttack", "C3")]
+    figure = Figure(figsize=(10, 4.8))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    width = 0.8 / len(columns)
+    for offset, (column, name, color) in enumerate(columns):
+        for position, (_, rows) in enumerate(entries):
+            values = [100 * row[column] for row in rows if row[column] is not None]
+            if not values:
+                continue
+            mean = sum(values) / len(values)
+            spread = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
+            x = position + (offset - 1) * width
+            axes.bar(x, mean, width, color=color, yerr=spread, capsize=4, label=name if position == 0 else None)
+            axes.annotate(f"{mean:.1f}", (x, mean), xytext=(0, 3 if spread is None else 3 + 6), ha="center",
+                          textcoords="offset points", fontsize=8)  # fmt: skip
+    labels = []
+    for label, rows in entries:
+        seeds = f", {len(rows)} seeds" if len(rows) > 1 else ""
+        minutes = sum(row["train_seconds"] for row in rows) / len(rows) / 60
+        labels.append(f"{label}\n({minutes:.0f} min{seeds})")
+    axes.set_xticks(range(len(entries)), labels, fontsize=8)
+    axes.set(ylabel="accuracy (%)", ylim=(0, 100))
+    axes.legend(fontsize=8, loc="upper right", ncols=3)
+    axes.grid(axis="y", alpha=0.3)
+    axes.set_title(
+        f"CIFAR-10, Linf eps = 8/255: clean and PGD-20 on the first {n_eval} test images, AutoAttack on the first "
+        f"{n_autoattack}\nWRN-16-2 students, 10 epochs on a 2-core CPU (error bars: std over training seeds)",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)

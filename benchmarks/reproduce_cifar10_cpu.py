@@ -341,6 +341,28 @@ CLAIM_COMPARISONS = {
 }
 
 
+# The README's headline figure: label -> the rows (seeds) it averages; the first of the candidate groups with rows.
+HEADLINE = {
+    "teacher\n(N-FGSM, 20 epochs)": ["teacher"],
+    "MixACM\n(recipe)": ["mixacm (recipe)"],
+    "soft labels\nonly (KD)": ["kd", "kd (PIL pipeline)"],
+    "PGD-7 AT": ["pgd-7 AT"],
+    "natural": ["natural"],
+}
+HEADLINE_ROWS = {"kd (PIL pipeline)": ["wrn16-2-kd-t20"], "natural": ["wrn16-2-natural"]}
+
+
+def headline_entries(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """The headline figure's entries: for each label, the rows of its first candidate group that has any."""
+    by_name = {row["name"]: row for row in rows}
+    groups = {**CLAIM_GROUPS, **HEADLINE_ROWS}
+    entries = []
+    for label, candidates in HEADLINE.items():
+        found = ([by_name[name] for name in groups[group] if name in by_name] for group in candidates)
+        entries.append((label, next((rows for rows in found if rows), [])))
+    return entries
+
+
 def report_of(name: str, attack: str) -> RobustnessReport | None:
     """The report of stage `name` that measured `attack`: PGD-20 on N_EVAL images (the "fgsm" evaluation) or
     AutoAttack on N_AUTOATTACK."""
@@ -358,6 +380,7 @@ def write_results(dataset: str) -> list[dict]:
         reporting.write_results(
             rows, RESULTS, "cifar10_cpu", n_eval=N_EVAL, n_autoattack=N_AUTOATTACK, readmes=READMES, summary=summary
         )
+        reporting.plot_headline(headline_entries(rows), RESULTS / "cifar10_cpu_headline.png", N_EVAL, N_AUTOATTACK)
     return rows
 
 

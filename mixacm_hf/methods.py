@@ -151,7 +151,8 @@ def distillation_weights(trainer: MixACMTrainer) -> dict[str, float]:
     alpha_kld L_KLD + alpha_acm L_ACM, each term only where the method uses it and it runs (no KL term for a teacher
     with other classes; `loss_ce` instead of `loss_mix` when mixup is off)."""
     args, method = trainer.args, get_method(trainer.args.method)
-    weights = {"loss_mix" if trainer.uses_mixup else "loss_ce": 1 - args.alpha_kld if trainer.use_kld else 1.0}
+    ce_weight = round(1 - args.alpha_kld, 12) if trainer.use_kld else 1.0  # 0.05, not 0.050000000000000044
+    weights = {"loss_mix" if trainer.uses_mixup else "loss_ce": ce_weight}
     if trainer.use_kld:
         weights["loss_kld"] = args.alpha_kld
     if method.uses_acm:

@@ -22,7 +22,7 @@ from transformers import (
     set_seed,
 )
 
-from .data import class_names, collate_image_batch, load_image_dataset
+from .data import class_names, collate_image_batch, decode_all, load_image_dataset
 from .files import atomic_write_text
 from .hub import push_robust_model, save_image_processor, write_model_card
 from .methods import get_method
@@ -43,8 +43,9 @@ from .trainer import MixACMTrainer, MixACMTrainingArguments, TrainingClock
 
 logger = logging.getLogger(__name__)
 __all__ = [
-    "DataArguments", "EvaluationArguments", "ModelArguments", "argument_parser", "check_arguments", "evaluate_student",
-    "finished_model", "format_summary", "load_student", "load_teacher_model", "resume_checkpoint", "run_mixacm",
+    "DataArguments", "EvaluationArguments", "EvaluationFailed", "ModelArguments", "argument_parser", "check_arguments",
+    "evaluate_student", "finished_model", "format_summary", "load_student", "load_teacher_model", "resume_checkpoint",
+    "run_mixacm",
 ]  # fmt: skip
 
 
@@ -81,6 +82,10 @@ def load_teacher_model(model_args: ModelArguments) -> torch.nn.Module:
         image_std=model_args.teacher_image_std,
         trust_remote_code=model_args.trust_remote_code,
     )
+
+
+class EvaluationFailed(RuntimeError):
+    """The end-of-run evaluation failed; the trained model is saved, and the message says how to evaluate it."""
 
 
 def evaluate_student(
@@ -136,6 +141,7 @@ def run_mixacm(
     eval_dataset = load_image_dataset(
         data_args.dataset, data_args.eval_split, train=False, max_samples=data_args.max_eval_samples, **common
     )
+    decode_all(eval_dataset)  # a bad test image stops the run now, not after training
     names = class_names(eval_dataset, data_args.label_column)
     if names is None:
         raise ValueError("The dataset's label column is not a ClassLabel: cannot tell the number of classes.")
@@ -197,7 +203,7 @@ def run_mixacm(
             atomic_write_text(summary_path, json.dumps(summary, indent=2, default=str))
             reports = evaluate_student(training_args.output_dir, eval_dataset, eval_args, data_args, training_args)
     except Exception as error:
-        raise RuntimeError(
+        raise EvaluationFailed(
             f"The trained model is saved in {training_args.output_dir}, but its evaluation failed: {error} "
             f"Fix the {data_args.eval_split!r} split, then evaluate the saved model with: python "
             f"training/evaluate_robustness.py --model {training_args.output_dir} --dataset {data_args.dataset} "

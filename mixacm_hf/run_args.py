@@ -142,12 +142,19 @@ def check_arguments(
             check()
         except ValueError as error:
             raise ValueError(f"--{flag}: {error}") from error
-    resuming = resume_checkpoint(training_args) is not None  # `last` without a checkpoint would start afresh
-    if finished_model(training_args.output_dir) and not (resuming or training_args.overwrite_output_dir):
-        raise ValueError(
-            f"--output_dir {training_args.output_dir} already holds a finished model: pass another --output_dir, "
-            "--resume_from_checkpoint to continue its run, or --overwrite_output_dir true to replace it."
-        )
+    checkpoint = resume_checkpoint(training_args)  # `last` without a checkpoint would start afresh
+    if finished_model(training_args.output_dir) and not training_args.overwrite_output_dir:
+        if checkpoint is None:
+            raise ValueError(
+                f"--output_dir {training_args.output_dir} already holds a finished model: pass another --output_dir, "
+                "--resume_from_checkpoint to continue its run, or --overwrite_output_dir true to replace it."
+            )
+        if _nothing_left(Path(checkpoint), training_args):
+            raise ValueError(
+                f"--output_dir {training_args.output_dir} holds a finished model and its checkpoint {checkpoint} is "
+                "the end of the run: there is nothing to resume (resuming would train past it). Raise "
+                "--max_steps/--num_train_epochs to train on, pass another --output_dir, or --overwrite_output_dir true."
+            )
 
 
 def resume_checkpoint(args: MixACMTrainingArguments) -> str | None:
@@ -172,6 +179,14 @@ def _complete_checkpoint(checkpoint: Path) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def _nothing_left(checkpoint: Path, args: MixACMTrainingArguments) -> bool:
+    """Whether a checkpoint already reached the end this run asks for (`max_steps`, else `num_train_epochs`)."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    if args.max_steps > 0:
+        return state["global_step"] >= args.max_steps
+    return state.get("epoch", 0) >= args.num_train_epochs - 1e-9
 
 
 def finished_model(output_dir: str | Path) -> bool:

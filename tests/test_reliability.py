@@ -202,17 +202,58 @@ def tiny_run_argv(dataset: Path, output_dir: Path, *flags) -> list[str]:
             *flags]  # fmt: skip
 
 
-def test_a_failing_evaluation_leaves_the_saved_model_and_says_how_to_evaluate_it(tmp_path):
+def test_a_bad_test_image_stops_the_run_before_training(tmp_path):
     test_images = [png_bytes(image) for image in plain_images(4)]
     test_images[1] = truncated_png()
     folder = write_dataset(tmp_path / "data", {"train": plain_images(8), "test": test_images})
     out = tmp_path / "out"
-    with pytest.raises(RuntimeError, match=f"saved in {out}.*row 1 of the 'test'.*evaluate_robustness.py --model"):
+    with pytest.raises(ValueError, match="row 1 of the 'test' split"):
+        run_mixacm(*parse_with_config(argument_parser(), tiny_run_argv(folder, out)))
+    assert not (out / "model.safetensors").exists() and not (out / "train_summary.json").exists()
+
+
+def test_a_failing_evaluation_leaves_the_saved_model_and_says_how_to_evaluate_it(tmp_path, monkeypatch):
+    from mixacm_hf import run
+    from training.run_mixacm import main
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("the attack ran out of memory")
+
+    monkeypatch.setattr(run, "evaluate_student", failing)
+    folder = write_dataset(tmp_path / "data", {"train": plain_images(8), "test": plain_images(4)})
+    out = tmp_path / "out"
+    with pytest.raises(run.EvaluationFailed, match=f"saved in {out}.*out of memory.*evaluate_robustness.py --model"):
         run_mixacm(*parse_with_config(argument_parser(), tiny_run_argv(folder, out)))
     model = AutoModelForImageClassification.from_pretrained(out).eval()
     assert model(torch.rand(1, 3, 32, 32)).logits.shape == (1, 10)
     summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["steps"] == 1 and summary["clean_accuracy"] is None
+    assert summary["steps"] == 1
+    with pytest.raises(SystemExit) as exit_:  # the script: exit status 1 and the message, no traceback
+        main(tiny_run_argv(tmp_path / "data", tmp_path / "again"))
+    assert str(exit_.value.code).startswith("error: The trained model is saved in")
+
+
+def test_a_missing_split_is_named(tmp_path):
+    folder = write_dataset(tmp_path / "data", {"train": plain_images(8), "test": plain_images(4)})
+    with pytest.raises(ValueError, match=f"{folder} has no 'validation' split"):
+        run_mixacm(
+            *parse_with_config(argument_parser(), tiny_run_argv(folder, tmp_path / "out", "--eval_split", "validation"))
+        )
+
+
+def test_resuming_a_finished_run_from_its_last_checkpoint_is_refused_and_changes_nothing(tmp_path):
+    folder = write_dataset(tmp_path / "data", {"train": plain_images(24), "test": plain_images(4)})
+    out = tmp_path / "out"
+    argv = tiny_run_argv(folder, out, "--save_strategy", "steps", "--save_steps", "2", "--max_steps", "2")
+    run_mixacm(*parse_with_config(argument_parser(), argv))  # ends mid-epoch (6 steps an epoch)
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    with pytest.raises(ValueError, match="nothing to resume"):
+        run_mixacm(*parse_with_config(argument_parser(), [*argv, "--resume_from_checkpoint", "last"]))
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+    # asking for more steps continues the run from its checkpoint
+    summary = run_mixacm(*parse_with_config(argument_parser(), [*argv, "--resume_from_checkpoint", "last",
+                                                                "--max_steps", "3"]))  # fmt: skip
+    assert summary["steps"] == 3
 
 
 def test_a_pretrained_student_with_other_classes_is_refused_before_training(tmp_path):
@@ -339,3 +380,20 @@ def test_resume_from_a_mid_epoch_checkpoint_ends_with_identical_weights(tmp_path
     if case == "mixacm-affine":
         for resumed_map, reference_map in zip(resumed.affine_maps.parameters(), uninterrupted.affine_maps.parameters()):
             assert torch.equal(resumed_map, reference_map)
+
+
+def test_per_example_records_keep_the_split_rows_when_bad_rows_are_skipped(tmp_path):
+    from mixacm_hf.robustness import evaluate_robustness
+
+    images = [png_bytes(image) for image in plain_images(5)]
+    images[1] = truncated_png()
+    folder = write_dataset(tmp_path / "data", {"train": plain_images(4), "test": images})
+    dataset = load_image_dataset(str(folder), "test", train=False, skip_bad_images=True)
+    torch.manual_seed(0)
+    model = WideResNetForImageClassification(WideResNetConfig.from_name("wrn-10-1", num_labels=10)).eval()
+    report = evaluate_robustness(model, dataset, ["clean"], progress=False, device="cpu")
+    assert report.per_example["index"] == [0, 2, 3, 4]  # row 1 left out, the others keep their numbers
+    with torch.no_grad():
+        expected = [bool(model(dataset[i]["pixel_values"][None]).logits.argmax(1) == dataset[i]["labels"])
+                    for i in range(4)]  # fmt: skip
+    assert report.per_example["clean"] == expected

@@ -10,7 +10,7 @@ import transformers
 
 from mixacm_hf.cli import parse_with_config
 from mixacm_hf.hub import HubPushError
-from mixacm_hf.run import argument_parser, format_summary, run_mixacm
+from mixacm_hf.run import EvaluationFailed, argument_parser, format_summary, run_mixacm
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,9 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     try:
         summary = run_mixacm(model_args, data_args, training_args, eval_args)
-    except (HubPushError, ValueError, FileNotFoundError) as error:
-        # A failed push (the model and its card are saved; the message says how to retry) or bad input (the message
-        # names it): exit with status 1, without a traceback.
+    except (HubPushError, EvaluationFailed, ValueError, FileNotFoundError) as error:
+        # A failed push or end-of-run evaluation (the model is saved; the message says how to retry) or bad input
+        # (the message names it): exit with status 1, without a traceback.
         sys.exit(f"error: {error}")
     if training_args.process_index == 0:
         print(format_summary(summary))

@@ -214,6 +214,13 @@ def _load_split(
     replaced by one naming the empty files."""
     try:
         return datasets.load_dataset(path, name, split=split, streaming=streaming, revision=revision)
+    except ValueError as error:  # datasets' 'Instruction "test" corresponds to no data!' / unknown split
+        if "corresponds to no data" not in str(error) and "Unknown split" not in str(error):
+            raise
+        raise ValueError(
+            f"The dataset {path} has no {split!r} split with images ({error}). Give an existing, non-empty split "
+            "(--train_split, --eval_split)."
+        ) from error
     except datasets.exceptions.DatasetGenerationError as error:
         if "BatchSize must be greater than 0" not in str(error.__cause__):
             raise
@@ -222,6 +229,19 @@ def _load_split(
             f"The dataset {path} has an empty split: {empty or 'a file without rows'}. Remove the empty file(s) or "
             "give splits with images (--train_split, --eval_split)."
         ) from error
+
+
+def decode_all(dataset: datasets.Dataset, chunk: int = 1000) -> None:
+    """Decode every image of a map-style dataset with its transform set (in chunks of `chunk` rows), so that an
+    undecodable image is found before long work starts; streams and in-memory datasets (decoded at load) pass.
+
+    Raises:
+        ValueError: an image cannot be decoded (naming the split and row, see `read_image`).
+    """
+    if not isinstance(dataset, datasets.Dataset):
+        return
+    for start in range(0, len(dataset), chunk):
+        dataset[start : start + chunk]
 
 
 def _drop_unreadable(dataset: datasets.Dataset, image_column: str, split: str) -> datasets.Dataset:

@@ -18,7 +18,7 @@ from ..provenance import package_versions
 from .attacks import Norm, attack_mode, check_eps, logits_of
 from .batches import Progress, _distributed, _Run
 from .classifier import as_classifier, attack_layout
-from .inputs import load_examples, load_split
+from .inputs import example_indices, load_examples, load_split
 from .registry import CLEAN, AttackSpec, parse_attack
 from .report import (
     RobustnessReport,
@@ -255,7 +255,7 @@ def evaluate_robustness(
             },
         },
         versions=package_versions(),
-        per_example={"index": list(range(len(x))), **{name: f.tolist() for name, f in flags.items()}},
+        per_example={"index": example_indices(dataset, len(x)), **{name: f.tolist() for name, f in flags.items()}},
         processes=world,
     )  # fmt: skip
     if report.flags:

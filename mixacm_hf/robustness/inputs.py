@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data import image_to_pixels, resolve_columns
+from ..data import ROW_COLUMN, image_to_pixels, resolve_columns
 
 
 def _as_tensor(value: Any) -> torch.Tensor:
@@ -71,6 +71,14 @@ def load_examples(
         image_column, label_column = resolve_columns(list(rows))
         images, labels = rows[image_column], rows[label_column]
     return check_pixels(images, "pixel values"), torch.as_tensor(np.asarray(labels)).long()
+
+
+def example_indices(dataset: datasets.Dataset | tuple[torch.Tensor, torch.Tensor], n: int) -> list[int]:
+    """The split rows of the first `n` examples: a dataset loaded by `load_image_dataset` carries them (`ROW_COLUMN`;
+    rows left out with `skip_bad_images` keep their numbers out of the count), otherwise 0..n-1."""
+    if isinstance(dataset, datasets.Dataset) and ROW_COLUMN in dataset.column_names:
+        return [int(row) for row in dataset.with_format(None)[ROW_COLUMN][:n]]
+    return list(range(n))
 
 
 def load_split(path: str, split: str, image_size: int, revision: str | None = None) -> datasets.Dataset:

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as `python benchmarks/reproduce_cifar10_cpu.py`: make `benchmarks` importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks import reporting, statistics  # noqa: E402
+from benchmarks import reporting, seed_statistics  # noqa: E402
 from mixacm_hf.methods import METHODS  # noqa: E402
 from mixacm_hf.robustness import RobustnessReport  # noqa: E402
 
@@ -98,6 +98,7 @@ class Stage:
             "--output_dir", str(self.output_dir.relative_to(REPO)), "--resume_from_checkpoint", "last",
             "--eval_attacks", "clean", "--eval_n", str(N_EVAL), "--eval_eps_sweep", "",
             *teacher, *self.flags, *([] if self.in_memory_images else PIL_PIPELINE),
+            *([] if self.train_fraction == 1.0 else ["--train_fraction", str(self.train_fraction)]),
         ]  # fmt: skip
 
 
@@ -248,6 +249,38 @@ STAGES = [
         )
         for seed in (0, 1, 2)
     ),
+    # Few data (paper Fig. 3: MixACM on 30% of the data matches adversarial training on all of it): the recipe and
+    # PGD-7 AT on the same class-balanced 10% and 30% prefixes of the training split, the same 10 epochs.
+    *(
+        Stage(
+            f"wrn16-2-{name}-frac{round(100 * fraction)}",
+            "student",
+            method,
+            "wrn-16-2",
+            flags,
+            teacher=STRONG_TEACHER,
+            in_memory_images=True,
+            train_fraction=fraction,
+            autoattack=method == "mixacm",
+        )
+        for fraction in (0.1, 0.3)
+        for name, method, flags in [
+            ("mixacm-t20-acm2k", "mixacm", [*COMPILED_TEACHER, "--alpha_acm", "2000"]),
+            ("pgd7-at", "pgd-at", PGD7),
+        ]
+    ),
+    # Compression (paper Table 4): a WRN-16-1 student (a quarter of the teacher's parameters) by the recipe, against
+    # PGD-7 AT of the same WRN-16-1.
+    Stage(
+        "wrn16-1-mixacm-t20-acm2k-inmem",
+        "student",
+        "mixacm",
+        "wrn-16-1",
+        [*COMPILED_TEACHER, "--alpha_acm", "2000"],
+        teacher=STRONG_TEACHER,
+        in_memory_images=True,
+    ),
+    Stage("wrn16-1-pgd7-at-inmem", "student", "pgd-at", "wrn-16-1", PGD7, in_memory_images=True),
 ]
 
 
@@ -376,7 +409,7 @@ def write_results(dataset: str) -> list[dict]:
     rows = [reporting.result_row(stage, reproduce_command(stage, dataset)) for stage in STAGES]
     rows = [row for row in rows if row is not None]
     if rows:
-        summary = statistics.claim_summary(rows, CLAIM_GROUPS, CLAIM_COMPARISONS, report_of)
+        summary = seed_statistics.claim_summary(rows, CLAIM_GROUPS, CLAIM_COMPARISONS, report_of)
         reporting.write_results(
             rows, RESULTS, "cifar10_cpu", n_eval=N_EVAL, n_autoattack=N_AUTOATTACK, readmes=READMES, summary=summary
         )

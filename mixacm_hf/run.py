@@ -135,7 +135,8 @@ def run_mixacm(
     }
     train_dataset = load_image_dataset(
         data_args.dataset, data_args.train_split, streaming=data_args.streaming, train=True,
-        max_samples=data_args.max_train_samples, seed=training_args.seed, in_memory=data_args.in_memory_images,
+        max_samples=data_args.max_train_samples, fraction=data_args.train_fraction, seed=training_args.seed,
+        in_memory=data_args.in_memory_images,
         **common,
     )  # fmt: skip
     eval_dataset = load_image_dataset(
@@ -179,6 +180,7 @@ def run_mixacm(
         "epochs": train_result.metrics.get("epoch"),
         "steps": trainer.state.global_step,
         "n_train": None if data_args.streaming else len(train_dataset),
+        "train_fraction": data_args.train_fraction or 1.0,
         "train_seconds": round(train_seconds, 2),
         "images_per_second": round(images_seen / train_seconds, 2) if train_seconds else None,
         "backward_passes_per_image": get_method(training_args.method).backward_passes(training_args.to_dict()),

@@ -62,6 +62,10 @@ class DataArguments:
     )
     image_size: int = field(default=32, metadata={"help": "Input resolution; > 32 selects ImageNet-style transforms."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training images."})
+    train_fraction: float | None = field(
+        default=None,
+        metadata={"help": "Train on a class-balanced prefix of the training split: the first fraction of each class."},
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation images."})
     streaming: bool = field(default=False, metadata={"help": "Stream the training data (needs max_steps)."})
     skip_bad_images: bool = field(
@@ -123,6 +127,9 @@ def check_arguments(
     """
     if training_args.needs_teacher and not model_args.teacher:
         raise ValueError(f"--method {training_args.method} learns from a teacher: pass --teacher PATH_OR_HUB_ID.")
+    fraction = data_args.train_fraction
+    if fraction is not None and (data_args.streaming or not 0 < fraction <= 1):
+        raise ValueError(f"--train_fraction {fraction}: give a number in (0, 1] (not with --streaming).")
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("Streaming datasets have no length: pass --max_steps.")
     for flag in ("max_train_samples", "max_eval_samples"):

@@ -125,3 +125,24 @@ def test_run_mixacm_smoke(tmp_path, cifar10_path):
     assert student(torch.rand(2, 3, 32, 32)).logits.shape == (2, 10)
     summary = (tmp_path / "student" / "train_summary.json").read_text()
     assert '"method": "mixacm"' in summary and '"steps": 3' in summary and '"n_train": 512' in summary
+
+
+def test_class_balanced_prefix_keeps_the_first_fraction_of_each_class_in_split_order():
+    from mixacm_hf.data import class_balanced_prefix
+
+    labels = [0, 1, 0, 2, 1, 0, 2, 0, 1, 2]  # class 0: rows 0 2 5 7; class 1: 1 4 8; class 2: 3 6 9
+    assert class_balanced_prefix(labels, 0.5) == [0, 1, 2, 3, 4, 6]  # 2 of 4, round(1.5) = 2 of 3 each
+    assert class_balanced_prefix(labels, 1.0) == list(range(10))
+    with pytest.raises(ValueError, match="keeps no image of class"):
+        class_balanced_prefix(labels, 0.1)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        class_balanced_prefix(labels, 0.0)
+
+
+def test_train_fraction_selects_the_same_balanced_images_in_every_pipeline(cifar10_path):
+    per_image = load_image_dataset(str(cifar10_path), "train", fraction=0.01)
+    in_memory = load_image_dataset(str(cifar10_path), "train", fraction=0.01, in_memory=True)
+    assert len(per_image) == len(in_memory) == 500
+    labels = per_image.with_format("numpy")["label"]
+    assert np.bincount(labels).tolist() == [50] * 10
+    assert torch.equal(in_memory.labels, torch.as_tensor(labels))

@@ -253,7 +253,7 @@ def test_committed_weights_are_stored_once():
 
 def test_committed_summary_is_recomputed_from_the_rows_and_per_example_records():
     """The results' `summary` (seed means and stds, paired comparisons) follows from the rows and the run folders'
-    per-example records, recomputed here independently of `benchmarks.statistics`."""
+    per-example records, recomputed here independently of `benchmarks.seed_statistics`."""
     import statistics as stats
 
     from mixacm_hf.robustness.report import mcnemar_exact_p

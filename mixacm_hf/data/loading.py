@@ -62,6 +62,26 @@ def resolve_columns(
     return resolved[0], resolved[1]
 
 
+def class_balanced_prefix(labels: Sequence[int] | np.ndarray, fraction: float) -> list[int]:
+    """Row indices (in split order) of the first round(fraction * n_c) rows of each class c: the same images for
+    every method trained on that fraction (paper Fig. 3's few-data setting), each class in its share of the split.
+
+    Raises:
+        ValueError: `fraction` outside (0, 1], or a class left without a row.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}.")
+    labels = np.asarray(labels)
+    keep = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        count = round(fraction * len(rows))
+        if count == 0:
+            raise ValueError(f"fraction={fraction} keeps no image of class {label} ({len(rows)} in the split).")
+        keep[rows[:count]] = True
+    return np.flatnonzero(keep).tolist()
+
+
 def check_labels(
     labels: Sequence[int] | np.ndarray, num_labels: int | None, split: str, rows: Sequence[int | None]
 ) -> None:
@@ -155,6 +175,7 @@ def load_image_dataset(
     in_memory: bool = False,
     num_labels: int | None = None,
     skip_bad_images: bool = False,
+    fraction: float | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset | InMemoryImageDataset:
     """Load a local folder (parquet layout, imagefolder) or a Hub id, with transforms yielding pixel_values/labels.
 
@@ -166,6 +187,7 @@ def load_image_dataset(
     Checks up front (map-style): the split is not empty and every label is in [0, num_labels) (`num_labels` default:
     the ClassLabel's class count); streams are checked batch by batch. With `skip_bad_images`, rows whose image cannot
     be decoded are left out with a warning and a count (map-style: one decoding pass over the split at load).
+    `fraction` keeps a class-balanced prefix of the split (`class_balanced_prefix`), before `max_samples`.
 
     Raises:
         ValueError: bad arguments, an empty split, a label out of range, an undecodable image (naming split and row).
@@ -175,6 +197,11 @@ def load_image_dataset(
         raise ValueError(
             f"in_memory_images is for map-style datasets of CIFAR-sized images (<= {CIFAR_IMAGE_SIZE} px), got "
             f"streaming={streaming}, image_size={image_size}: drop --in_memory_images (per-image transforms)."
+        )
+    if fraction is not None and (streaming or not 0 < fraction <= 1):
+        raise ValueError(
+            f"fraction={fraction} for the {split!r} split: give a number in (0, 1] for a map-style dataset (a stream "
+            "has no class counts to balance)."
         )
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples={max_samples} for the {split!r} split: pass a positive number or None (all).")
@@ -191,6 +218,8 @@ def load_image_dataset(
         return _prepare_stream(
             dataset, transform, train, max_samples, shuffle_buffer_size, seed, image_column, split, skip_bad_images
         )
+    if fraction is not None:
+        dataset = dataset.select(class_balanced_prefix(dataset.with_format("numpy")[label_column], fraction))
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     if len(dataset) == 0:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from benchmarks.statistics import compare_groups, mean_std
+from benchmarks.seed_statistics import compare_groups, mean_std
 from mixacm_hf.robustness import RobustnessReport
 from mixacm_hf.robustness.report import paired_difference
 

@@ -143,7 +143,7 @@ def test_push_command_to_unreachable_endpoint_exits_nonzero(saved, tmp_path):
     assert _snapshot(folder) == before
 
 
-def test_update_card_keeps_other_metadata_and_replaces_remeasured_metrics(saved, tmp_path):
+def test_update_card_keeps_other_metadata_and_replaces_remeasured_metrics(saved, tmp_path, caplog):
     folder = tmp_path / "model"
     shutil.copytree(saved[0], folder)
     report = saved[2]
@@ -158,7 +158,7 @@ def test_update_card_keeps_other_metadata_and_replaces_remeasured_metrics(saved,
     card.save(folder / "README.md")
     old = {r.metric_config: r.metric_value for r in card.data.eval_results}
 
-    updated = update_model_card(folder, _with_results(report, clean=0.75, n=8, **{"pgd-2": 0.5, "pgd-5": 0.25}))
+    updated = update_model_card(folder, _with_results(report, clean=0.75, n=16, **{"pgd-2": 0.5, "pgd-5": 0.25}))
 
     reloaded = ModelCard.load(folder / "README.md")
     assert str(reloaded) == str(updated)
@@ -167,19 +167,26 @@ def test_update_card_keeps_other_metadata_and_replaces_remeasured_metrics(saved,
     values = {
         r.metric_name: (r.metric_value, (r.metric_args or {}).get("n_examples")) for r in reloaded.data.eval_results
     }
-    assert values == {
-        "Clean accuracy": (75.0, 8),
+    expected = {
+        "Clean accuracy": (75.0, 16),
         "Robust accuracy (FGSM, Linf, eps=8/255)": (old["fgsm"], 16),
-        "Robust accuracy (PGD-2, Linf, eps=8/255)": (50.0, 8),
+        "Robust accuracy (PGD-2, Linf, eps=8/255)": (50.0, 16),
         "Corruption accuracy": (41.0, None),
-        "Robust accuracy (PGD-5, Linf, eps=8/255)": (25.0, 8),
+        "Robust accuracy (PGD-5, Linf, eps=8/255)": (25.0, 16),
     }
+    assert values == expected
+    # a quick check on fewer examples never replaces a measurement on more: kept, with a warning
+    with caplog.at_level("WARNING", logger="mixacm_hf.hub.results"):
+        quick = update_model_card(folder, _with_results(report, clean=0.25, n=8, **{"pgd-2": 0.125}))
+    values = {r.metric_name: (r.metric_value, (r.metric_args or {}).get("n_examples")) for r in quick.data.eval_results}
+    assert values == expected
+    assert "keeping the measurement on n=16, not the new one on n=8" in caplog.text
     assert "Written by hand." in reloaded.text
     assert (
         "| PGD-2 | Linf, eps=8/255 | 50.00 |" in reloaded.text
         and "| PGD-5 | Linf, eps=8/255 | 25.00 |" in reloaded.text
     )
-    assert len(load_reports(folder)) == 2 and metadata_load(folder / "README.md")["base_model"]
+    assert len(load_reports(folder)) == 3 and metadata_load(folder / "README.md")["base_model"]
 
 
 def test_run_mixacm_ends_with_card_and_a_failed_push_keeps_it(tmp_path, cifar10_path):

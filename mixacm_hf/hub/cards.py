@@ -11,13 +11,12 @@ from typing import Any
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..data.identity import dataset_identity, recorded_identity
 from ..methods import get_method, relevant_hyperparameters
 from ..robustness import RobustnessReport, attack_title
 from .results import (
     CARD_NAME,
     LOCAL_COPY_SUFFIX,
-    _local_dataset,
-    dataset_identity,
     format_duration,
     format_eps,
     merge_results,
@@ -161,8 +160,9 @@ def create_model_card(
     """A model card for a robust classifier, rendered from `template_path` (Jinja2).
 
     Metadata: `library_name: transformers`, `pipeline_tag: image-classification`, tags, `datasets`, `license`, a
-    `model-index` with one result per metric of `previous_results` and `reports` (later ones replace re-measured
-    metrics), and `mixacm` (architecture, params, training cost) for the leaderboard. `training_summary` is
+    `model-index` with one result per metric of `previous_results` and `reports` (`merge_results`: later ones on as
+    many or more examples replace re-measured metrics), and `mixacm` (architecture, params, training cost) for the
+    leaderboard. `training_summary` is
     `run_mixacm`'s summary (method, teacher, hyperparameters, compute); `config` the model's config as a dict;
     `plot` the file name of the robustness-vs-eps plot beside the card; `repo_id` the Hub id or path that the
     card's usage snippet loads (default: `model_name`); `dataset_id` the Hub id that a local dataset copy stands
@@ -173,7 +173,11 @@ def create_model_card(
     config = config or {}
     summary = training_summary or {}
     results = merge_results(previous_results, *(report_results(report, dataset_id) for report in reports))
-    dataset = dataset_identity(reports[-1].dataset.get("name") if reports else summary.get("dataset"), dataset_id)
+    dataset = (
+        recorded_identity(reports[-1].dataset, dataset_id)
+        if reports
+        else dataset_identity(summary.get("dataset"), dataset_id)
+    )
     training_data = dataset_identity(summary["dataset"], dataset_id)["type"] if "dataset" in summary else None
     hub_datasets = (training_data, *(r.dataset_type for r in results))  # local copies are no Hub datasets
     datasets = list(dict.fromkeys(d for d in hub_datasets if d and not d.endswith(LOCAL_COPY_SUFFIX)))
@@ -190,7 +194,8 @@ def create_model_card(
         mixacm=_card_facts(architecture, params, training_summary),
     )
     checks = [check for report in reports for check in report.sanity_checks]
-    local_paths = dict.fromkeys(p for p in (summary.get("dataset"), *(r.dataset.get("name") for r in reports)) if p)
+    sources = [(summary["dataset"], dataset_identity(summary["dataset"]))] if summary.get("dataset") else []
+    sources += [(r.dataset.get("name"), recorded_identity(r.dataset)) for r in reports if r.dataset.get("name")]
     context = {
         "card_data": card_data.to_yaml(),
         "model_name": model_name,
@@ -213,9 +218,9 @@ def create_model_card(
         "evaluation_dataset": dataset_id or (reports[-1].dataset.get("name") if reports else None) or dataset["type"],
         "local_copies": list(  # one entry per copy, however many paths name it
             {
-                Path(path).resolve(): {"path": path, **dataset_identity(path)}
-                for path in reversed(local_paths)
-                if _local_dataset(path)
+                (identity["type"], identity["revision"]): {"path": path, **identity}
+                for path, identity in reversed(sources)
+                if identity["local"]
             }.values()
         ),
         "training": _training(training_summary),

@@ -12,10 +12,11 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard
 from transformers import PreTrainedModel
 
+from ..data.identity import recorded_identity
 from ..files import atomic_write_bytes, atomic_write_text, locked, replace_marked_block
 from ..robustness import RobustnessReport, plot_eps_sweep
 from .cards import create_model_card
-from .results import CARD_NAME, PLOT_NAME, PROCESSOR_NAME, REPORTS_NAME, SUMMARY_NAME, dataset_identity
+from .results import CARD_NAME, PLOT_NAME, PROCESSOR_NAME, REPORTS_NAME, SUMMARY_NAME
 
 RESULTS_START, RESULTS_END = "<!-- mixacm-hf:results:start -->", "<!-- mixacm-hf:results:end -->"
 
@@ -62,12 +63,12 @@ def _render_folder(
     redraw_plot: bool = True,
 ) -> tuple[ModelCard, dict[str, bytes]]:
     """The card of the model saved in `folder` and the files to write beside it (robustness.json, and the eps plot
-    of the newest report with a sweep: with `redraw_plot`, or when the folder has none), all rendered in memory:
-    nothing in `folder` is touched."""
+    of the report with a sweep on the most examples, the newest of those: with `redraw_plot`, or when the folder has
+    none), all rendered in memory: nothing in `folder` is touched."""
     swept = [report for report in reports if report.eps_sweep is not None]
     files = {REPORTS_NAME: _reports_json(reports)}
     if swept and (redraw_plot or not (folder / PLOT_NAME).is_file()):
-        files[PLOT_NAME] = _plot_png(swept[-1])
+        files[PLOT_NAME] = _plot_png(max(reversed(swept), key=lambda report: report.n_examples))  # newest of largest n
     config_file = folder / "config.json"
     card = create_model_card(
         repo_id.split("/")[-1] if repo_id else folder.resolve().name,
@@ -185,7 +186,8 @@ def update_model_card(
 ) -> ModelCard:
     """Merge a new report into the card of the model saved in `folder` (a card is created when there is none).
 
-    The report's metrics replace the ones it re-measured (same dataset, split, attack, norm and eps); every other
+    The report's metrics replace the ones it re-measured (same dataset, split, attack, norm and eps) on as many or
+    more examples (a measurement on more examples is kept, with a warning: `merge_results`); every other
     metric (string values of foreign cards included, rendered as they are), all other metadata and the text
     outside the results block are kept. Without `dataset_id`, a dataset the card already names (same pretty name)
     keeps the Hub id the card gave it. The report is appended to robustness.json and the eps plot redrawn when it
@@ -201,7 +203,7 @@ def update_model_card(
         summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
         old = ModelCard.load(path) if path.is_file() else None
         previous = (old.data.eval_results or []) if old else []
-        name = dataset_identity(report.dataset.get("name"))["name"]
+        name = recorded_identity(report.dataset)["name"]
         dataset_id = dataset_id or next((r.dataset_type for r in previous if r.dataset_name == name), None)
         fresh, files = _render_folder(
             folder, reports, summary, previous_results=previous, dataset_id=dataset_id, license=license,

@@ -6,22 +6,22 @@ as metric config and its settings, n and 95% interval as metric args (docs/desig
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import math
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-from huggingface_hub import EvalResult, metadata_load
+from huggingface_hub import EvalResult
 
+from ..data.identity import LOCAL_COPY_SUFFIX, dataset_identity, recorded_identity  # noqa: F401 (re-exported)
 from ..robustness import RobustnessReport, attack_title
 
 CARD_NAME = "README.md"
 REPORTS_NAME = "robustness.json"
 SUMMARY_NAME = "train_summary.json"
 PLOT_NAME = "robustness_vs_eps.png"
+logger = logging.getLogger(__name__)
 PROCESSOR_NAME = "preprocessor_config.json"
-LOCAL_COPY_SUFFIX = "-local-copy"
 
 
 def format_eps(eps: float, norm: str) -> str:
@@ -43,38 +43,9 @@ def _percent(fraction: float) -> float:
     return round(100 * fraction, 2)
 
 
-def _local_dataset(path: str | None) -> Path | None:
-    return Path(path) if path and Path(path).is_dir() else None
-
-
-def _fingerprint(folder: Path) -> str:
-    """A short revision for a local dataset copy: SHA-256 of its files' relative paths and sizes (12 hex digits)."""
-    files = sorted(path for path in folder.rglob("*") if path.is_file() and not path.name.startswith("."))
-    listing = "\n".join(f"{path.relative_to(folder).as_posix()}:{path.stat().st_size}" for path in files)
-    return hashlib.sha256(listing.encode("utf-8")).hexdigest()[:12]
-
-
-def dataset_identity(path_or_id: str | None, dataset_id: str | None = None) -> dict[str, Any]:
-    """How a card names a dataset: `type` (model-index `dataset.type`), pretty `name`, `revision`, and `local`.
-
-    A Hub id stays itself. A local folder is named as what it is, a local copy: `type` is `<folder>-local-copy`
-    (never a Hub id, so the Hub does not index the results as results on the original dataset), `name` its README's
-    `pretty_name`, `revision` a fingerprint of its files. `dataset_id` (the user's statement that the copy *is* that
-    Hub dataset, `--card_dataset_id`) replaces the type; the name, revision and `local` keep the copy's provenance.
-    """
-    local = _local_dataset(path_or_id)
-    if local is None:
-        return {"type": dataset_id or path_or_id or "unknown", "name": dataset_id or path_or_id or "unknown",
-                "revision": None, "local": False}  # fmt: skip
-    readme = local / CARD_NAME
-    own = f"{local.resolve().name}{LOCAL_COPY_SUFFIX}"
-    name = (metadata_load(readme) or {}).get("pretty_name", own) if readme.is_file() else own
-    return {"type": dataset_id or own, "name": name, "revision": _fingerprint(local), "local": True}
-
-
 def report_results(report: RobustnessReport, dataset_id: str | None = None) -> list[EvalResult]:
     """One `accuracy` result (in %) per measurement of the report: clean, then each attack (not the worst case)."""
-    dataset = dataset_identity(report.dataset.get("name"), dataset_id)
+    dataset = recorded_identity(report.dataset, dataset_id)
     accuracy = {"clean": report.clean_accuracy, **report.robust_accuracy}
     results = []
     for attack in ["clean", *(name for name in report.attacks if name != "clean")]:
@@ -101,12 +72,27 @@ def report_results(report: RobustnessReport, dataset_id: str | None = None) -> l
     return results
 
 
+def _sample_size(result: EvalResult) -> float:
+    n = (result.metric_args or {}).get("n_examples")
+    return n if isinstance(n, int | float) and not isinstance(n, bool) else 0
+
+
 def merge_results(*groups: Iterable[EvalResult]) -> list[EvalResult]:
-    """All results, where a later one replaces an earlier one measuring the same metric (dataset, split, name)."""
+    """All results; of two measuring the same metric (dataset, split, name) the one on more examples is kept, the
+    later one on as many or more: a quick small-sample check never replaces a larger measurement (a warning says
+    so)."""
     merged: dict[tuple, EvalResult] = {}
     for group in groups:
         for result in group:
-            merged[(*result.unique_identifier, result.metric_type, result.metric_name)] = result
+            key = (*result.unique_identifier, result.metric_type, result.metric_name)
+            kept = merged.get(key)
+            if kept is not None and _sample_size(result) < _sample_size(kept):
+                logger.warning(
+                    "%s on %s: keeping the measurement on n=%s, not the new one on n=%s (fewer examples).",
+                    result.metric_name, result.dataset_name, _sample_size(kept), _sample_size(result),
+                )  # fmt: skip
+                continue
+            merged[key] = result
     return list(merged.values())
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.identity import dataset_identity
 from ..provenance import package_versions
 from .attacks import Norm, attack_mode, check_eps, logits_of
 from .batches import Progress, _distributed, _Run
@@ -139,6 +140,7 @@ def _resolve(
         "split": str(getattr(dataset, "split", None) or split),
         "revision": dataset_revision,
     }
+    dataset_meta["identity"] = dataset_identity(dataset_meta["name"])  # here, where a relative path means something
     model_meta = {**model_info(described, model_revision), **contract, "attack_dtype": "float32"}
     if isinstance(model, str):
         model_meta["name"] = model

@@ -195,12 +195,41 @@ class RobustnessReport:
                 )
             if attack not in report.per_example:
                 raise ValueError(f"{name} has no {attack!r} records; it has {list(report.per_example)}.")
+        self.check_comparable(other, attack)
         mine = dict(zip(self.per_example["index"], self.per_example[attack]))
         theirs = dict(zip(other.per_example["index"], other.per_example[attack]))
         common = sorted(mine.keys() & theirs.keys())
         if not common:
             raise ValueError("The two reports share no evaluated example (compare reports on the same split).")
         return [bool(mine[i]) for i in common], [bool(theirs[i]) for i in common]
+
+    def check_comparable(self, other: RobustnessReport, attack: str = "all") -> None:
+        """Refuse to pair reports that measured different things: another dataset (its recorded identity, or name),
+        split, norm or eps, or, for the per-example worst case "all", another set of attacks.
+
+        Raises:
+            ValueError: naming what differs.
+        """
+
+        def dataset_of(report: RobustnessReport) -> tuple:
+            identity = report.dataset.get("identity") or {}
+            return identity.get("type") or report.dataset.get("name"), identity.get("revision")
+
+        differences = []
+        (mine, my_revision), (theirs, their_revision) = dataset_of(self), dataset_of(other)
+        if mine != theirs or (my_revision and their_revision and my_revision != their_revision):
+            differences.append(f"dataset {mine}@{my_revision} vs {theirs}@{their_revision}")
+        if self.dataset.get("split") != other.dataset.get("split"):
+            differences.append(f"split {self.dataset.get('split')!r} vs {other.dataset.get('split')!r}")
+        if self.norm != other.norm or not math.isclose(self.eps, other.eps, rel_tol=1e-6):
+            differences.append(f"threat model {self.norm} eps={self.eps:.6g} vs {other.norm} eps={other.eps:.6g}")
+        if attack == "all" and set(self.attacks) != set(other.attacks):
+            differences.append(
+                f"the worst case 'all' over other attacks ({sorted(self.attacks)} vs {sorted(other.attacks)}): "
+                "compare one named attack"
+            )
+        if differences:
+            raise ValueError("These reports are not paired measurements: " + "; ".join(differences) + ".")
 
     def compare(self, other: RobustnessReport, attack: str = "all", z: float = 1.96) -> dict[str, Any]:
         """Paired comparison with `other` on the examples both evaluated (`paired_flags`): `paired_difference`

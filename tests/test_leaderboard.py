@@ -69,7 +69,7 @@ def foreign(tmp_path):
             tmp_path / "no-args", "no-args", [_metric(90.0, "clean"), {"type": "accuracy", "value": 40.0,
                                                                       "name": "AutoAttack robust accuracy"}]
         ),
-        "cifar100": _card(tmp_path / "cifar100", "cifar100", [_metric(60.0, "clean"), _aa(70.0)], "uoft-cs/cifar100"),
+        "cifar100": _card(tmp_path / "cifar100", "cifar100", [_metric(60.0, "clean"), _aa(30.0)], "uoft-cs/cifar100"),
         "train-split": _card(
             tmp_path / "train-split", "train-split", [_metric(99.0, "clean"), _aa(95.0)], split="train"
         ),
@@ -145,7 +145,7 @@ def test_foreign_cards_give_separate_tables_and_notes_and_rank_the_valid_ones(fo
                          ("empty", "no README.md"), ("missing", "no such file or folder"),
                          ("malformed", "malformed model-index (AttributeError")]:  # fmt: skip
         assert f"{folder / name}: {reason}" in notes, name
-    assert f"{cards['fractions']}: clean accuracy <= 1: a fraction rather than a % value? card skipped" in notes
+    assert f"{cards['fractions']}: every accuracy <= 1: fractions rather than % values? card skipped" in notes
     assert all("fractions" not in row.model for table in board.tables for row in table.rows)
     assert all("\n" not in note for note in board.notes)
 
@@ -162,8 +162,10 @@ def test_cli_filters_and_csv(foreign, capsys):
     assert out.count("### ") == 1 and "| 1 | cifar100 |" in out
     main(["leaderboard", *sources, "--split", "train", "--threat-model", "Linf", "--eps", "8/255"])
     assert capsys.readouterr().out.count("| 1 | train-split |") == 1
-    with pytest.raises(SystemExit, match="no model card with usable results"):
+    with pytest.raises(SystemExit, match=re.escape("no table matches the filters (threat model L2); the sources have")):
         main(["leaderboard", *sources, "--threat-model", "L2"])
+    with pytest.raises(SystemExit, match="no model card with usable results among the sources"):
+        main(["leaderboard", str(cards["fractions"]), "--threat-model", "L2"])
     with pytest.raises(SystemExit, match="Unknown threat model 'L7'"):
         main(["leaderboard", *sources, "--threat-model", "L7"])
     main(["leaderboard", *sources, "--format", "csv", "--dataset", "uoft-cs/cifar10", "--split", "test"])
@@ -218,6 +220,126 @@ def test_static_html_has_every_table_model_link_and_plot(tmp_path):
     main(["leaderboard", str(folder), str(tmp_path / "other"), "--format", "html", "-o", str(output)])
     html = output.read_text()
     assert html.startswith("<!DOCTYPE html>") and html.count('<table class="leaderboard">') == 2
-    assert f'href="{folder / "README.md"}">model-with-plot</a>' in html
+    assert 'href="model/README.md">model-with-plot</a>' in html
     assert "data:image/png;base64,iVBORw0KGgpmYWtl" in html
     assert "other&lt;script&gt;" in html and "other<script>" not in html
+
+
+def test_a_filter_that_matches_nothing_names_the_filters_and_what_the_sources_have(foreign):
+    _, cards = foreign
+    sources = [str(cards[name]) for name in ("ours", "cifar100")]
+    have = (
+        "the sources have: uoft-cs/cifar10 (UOFT-CS/CIFAR10), test split, Linf, eps=8/255; "
+        "uoft-cs/cifar100 (UOFT-CS/CIFAR100), test split, Linf, eps=8/255."
+    )
+    for filters, named in [
+        (["--dataset", "cifar10"], "dataset cifar10"), (["--split", "train"], "split train"),
+        (["--threat-model", "l2", "--eps", "0.5"], "threat model L2, eps 0.5"),
+    ]:  # fmt: skip
+        with pytest.raises(SystemExit) as stop:
+            main(["leaderboard", *sources, *filters])
+        assert str(stop.value) == f"error: no table matches the filters ({named}); {have}", filters
+    # eps in 0..255 units: the hint of check_eps, up front with Linf, after the tables the sources have without
+    with pytest.raises(SystemExit, match=re.escape("error: eps=8 is larger than the whole [0, 1] pixel range")):
+        main(["leaderboard", *sources, "--threat-model", "Linf", "--eps", "8"])
+    with pytest.raises(SystemExit) as stop:
+        main(["leaderboard", *sources, "--eps", "8"])
+    assert str(stop.value).startswith(f"error: no table matches the filters (eps 8); {have} eps=8 is larger")
+    assert str(stop.value).endswith("Did you mean 8/255 (= 0.031373)?")
+    # L2 budgets may exceed 1: no hint, just no table
+    board = leaderboard(sources, threat_model="L2", eps=8.0)
+    assert board.tables == [] and "Did you mean" not in board.no_match
+    assert leaderboard(sources).no_match is None
+
+
+def test_output_into_a_missing_folder_is_refused_before_reading_any_card(tmp_path, monkeypatch):
+    import mixacm_hf.hub.cli as cli
+
+    monkeypatch.setattr(cli, "leaderboard", lambda *args, **kwargs: pytest.fail("read the cards first"))
+    missing = tmp_path / "nonexistent"
+    with pytest.raises(SystemExit) as stop:
+        main(["leaderboard", "model_cards/x", "-o", str(missing / "lb.html")])
+    assert str(stop.value).startswith(f"error: --output {missing / 'lb.html'}: its folder {missing} does not exist")
+    with pytest.raises(SystemExit, match=f"--output {re.escape(str(tmp_path))} is a folder: give a file name"):
+        main(["leaderboard", "model_cards/x", "-o", str(tmp_path)])
+    assert not missing.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_implausible_and_out_of_range_values_are_skipped_with_the_reason(tmp_path):
+    cards = {
+        "above-clean": _card(tmp_path / "above-clean", "above-clean", [_metric(85.0, "clean"), _aa(95.0)]),
+        "fine": _card(tmp_path / "fine", "fine", [_metric(85.0, "clean"), _aa(40.0)]),
+        "out-of-range": _card(
+            tmp_path / "out-of-range", "out-of-range",
+            [_metric(80.0, "clean"), {"type": "accuracy", "value": 150, "name": "PGD-20 robust accuracy"},
+             {"type": "accuracy", "value": -5, "name": "clean accuracy (second)", "config": "clean"}, _aa(101)],
+        ),
+    }  # fmt: skip
+    board = leaderboard(list(cards.values()))
+    (ranked,) = [table for table in board.tables if table.norm]
+    assert [row.model for row in ranked.rows] == ["fine"]
+    (clean_only,) = [table for table in board.tables if not table.norm]
+    assert sorted(row.model for row in clean_only.rows) == ["above-clean", "out-of-range"]
+    assert board.notes == [
+        f"{cards['above-clean']}: autoattack accuracy 95% (Linf, eps=8/255) is above its clean accuracy 85% on "
+        "uoft-cs/cifar10 test: implausible, result skipped",
+        f"{cards['out-of-range']}: metric 'PGD-20 robust accuracy' skipped: value 150 is out of range (an accuracy "
+        "in % is between 0 and 100)",
+        f"{cards['out-of-range']}: metric 'clean accuracy (second)' skipped: value -5 is out of range (an accuracy in "
+        "% is between 0 and 100)",
+        f"{cards['out-of-range']}: metric 'autoattack accuracy' skipped: value 101 is out of range (an accuracy in % "
+        "is between 0 and 100)",
+    ]
+
+
+def test_zero_is_a_valid_accuracy_and_only_all_values_in_0_1_suggest_fractions(tmp_path):
+    cards = {
+        "zero": _card(tmp_path / "zero", "zero", [_metric(0.0, "clean"), _aa(0.0)]),
+        "zero-clean-only": _card(tmp_path / "zero-clean-only", "zero-clean-only", [_metric(0, "clean")]),
+        "low-robust": _card(tmp_path / "low-robust", "low-robust", [_metric(30.0, "clean"), _aa(0.5)]),
+        "fractions": _card(tmp_path / "fractions", "fractions", [_metric(0.8, "clean"), _aa(0.0)]),
+    }
+    board = leaderboard(list(cards.values()))
+    models = {row.model: (row.clean.value, row.autoattack and row.autoattack.value) for t in board.tables for row in
+              t.rows}  # fmt: skip
+    assert models == {"zero": (0.0, 0.0), "zero-clean-only": (0.0, None), "low-robust": (30.0, 0.5)}
+    assert board.notes == [f"{cards['fractions']}: every accuracy <= 1: fractions rather than % values? card skipped"]
+
+
+def test_models_of_different_sources_with_the_same_name_are_told_apart(tmp_path):
+    first = _card(tmp_path / "a", "wrn16-2-mixacm", [_metric(80.0, "clean"), _aa(50.0)])
+    second = _card(tmp_path / "b", "wrn16-2-mixacm", [_metric(70.0, "clean"), _aa(40.0)])
+    other = _card(tmp_path / "c", "other", [_metric(60.0, "clean"), _aa(30.0)])
+    markdown = format_leaderboard(leaderboard([first, second / "README.md", other]))
+    assert f"| 1 | wrn16-2-mixacm ({first}) |" in markdown
+    assert f"| 2 | wrn16-2-mixacm ({second / 'README.md'}) |" in markdown
+    assert "| 3 | other |" in markdown
+
+
+def test_html_links_to_local_cards_resolve_from_the_output_folder(tmp_path, monkeypatch):
+    from html.parser import HTMLParser
+    from urllib.parse import unquote, urlparse
+
+    cards = [_card(tmp_path / "cards" / name, name, [_metric(80.0, "clean"), _aa(50.0)]) for name in ("a b", "c")]
+    output = tmp_path / "some" / "other" / "dir" / "lb.html"
+    output.parent.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    main(["leaderboard", "cards/a b", "cards/c/README.md", "--format", "html", "-o", "some/other/dir/lb.html"])
+
+    class Links(HTMLParser):
+        hrefs: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.hrefs += [value for key, value in attrs if tag == "a" and key == "href"]
+
+    links = Links()
+    links.feed(output.read_text())
+    assert links.hrefs == ["../../../cards/a%20b/README.md", "../../../cards/c/README.md"]
+    assert [(output.parent / unquote(href)).resolve() for href in links.hrefs] == [c / "README.md" for c in cards]
+    # printed to stdout the page may be saved anywhere: absolute file URIs; Hub links stay as they are
+    board = leaderboard([cards[0]])
+    html = format_leaderboard(board, "html")
+    assert f'href="{(cards[0] / "README.md").as_uri()}"' in html
+    board.tables[0].rows[0].folder, board.tables[0].rows[0].link = None, "https://huggingface.co/u/m"
+    assert 'href="https://huggingface.co/u/m"' in format_leaderboard(board, "html", link_base=output.parent)
+    assert urlparse(links.hrefs[0]).scheme == ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..files import atomic_write_text
 from ..robustness import parse_eps
@@ -38,6 +39,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     push.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
     args = parser.parse_args(argv)
     if args.command == "leaderboard":
+        folder = Path(args.output).parent if args.output else None
+        if args.output and Path(args.output).is_dir():
+            raise SystemExit(f"error: --output {args.output} is a folder: give a file name, e.g. {args.output}/lb.html")
+        if folder and not folder.is_dir():
+            raise SystemExit(
+                f"error: --output {args.output}: its folder {folder} does not exist; create it (mkdir -p {folder}) "
+                "or write elsewhere."
+            )
         try:
             board = leaderboard(
                 args.sources, dataset=args.dataset, split=args.split, threat_model=args.threat_model, eps=args.eps
@@ -47,8 +56,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         for note in board.notes:
             print(f"note: {note}", file=sys.stderr)
         if not board.tables:
-            raise SystemExit("error: no model card with usable results among the sources (see the notes above).")
-        text = format_leaderboard(board, args.format)
+            raise SystemExit(
+                f"error: {board.no_match}" if board.no_match
+                else "error: no model card with usable results among the sources (see the notes above)."
+            )  # fmt: skip
+        text = format_leaderboard(board, args.format, link_base=folder)
         if args.output:
             atomic_write_text(args.output, text)
         else:

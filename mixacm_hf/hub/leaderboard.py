@@ -3,9 +3,11 @@
 Cards come from local folders, README.md files or Hub ids; their `model-index` metadata gives the accuracies (in %),
 `mixacm` metadata the architecture and training cost. Cards written elsewhere are read as far as they are unambiguous:
 numeric strings, "61.2 ± 1.1" (-> 61.2) and "61.2%" values, "8/255" budgets and "linf"/"l2" norms are coerced; any
-other value skips that metric (or card) with a note naming the file. Files that are not model cards are skipped with
-a note. Results on different datasets, splits or threat models are never ranked together (RobustBench keeps one
-leaderboard per dataset and threat model).
+other value skips that metric (or card) with a note naming the file, as do values outside [0, 100], a card whose
+accuracies are all in [0, 1] with one above 0 (fractions, not %) and an attack result above the clean accuracy of the
+same data (implausible). Files that are not model cards are skipped with a note. Results on different datasets,
+splits or threat models are never ranked together (RobustBench keeps one leaderboard per dataset and threat model).
+Models of different sources with the same name get their source appended.
 
 Where two neighbouring models of a table both have per-example AutoAttack records on common examples (a
 `per_example` dict `{"index": [...], "clean": [...], "<attack>": [...], "all": [...]}` in a report of their
@@ -27,6 +29,7 @@ import yaml
 from huggingface_hub import hf_hub_download
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
+from ..robustness.attacks import check_eps
 from ..robustness.report import mcnemar_exact_p, wilson_interval
 from .results import CARD_NAME, PLOT_NAME, REPORTS_NAME, dataset_identity, format_eps
 
@@ -94,6 +97,8 @@ class Leaderboard:
 
     tables: list[Table]
     notes: list[str]
+    no_match: str | None = None
+    """Why no table is left when filters removed every table (the filters and what the sources do have), else None."""
 
 
 def coerce_number(value: Any) -> float | None:
@@ -214,11 +219,17 @@ def _measurements(metadata: dict[str, Any], source: str | Path, notes: list[str]
                 label = metric.get("name") or metric.get("config") or "accuracy"
                 attack, value = _attack(metric), coerce_number(metric.get("value"))
                 args = metric.get("args") if isinstance(metric.get("args"), dict) else {}
+                if value is None:
+                    notes.append(f"{source}: metric {label!r} skipped: value {metric.get('value')!r} is not a % value")
+                    continue
+                if not 0 <= value <= 100:
+                    notes.append(
+                        f"{source}: metric {label!r} skipped: value {metric.get('value')!r} is out of range "
+                        "(an accuracy in % is between 0 and 100)"
+                    )
+                    continue
                 if attack is None:
                     notes.append(f"{source}: metric {label!r} skipped: neither clean nor a named attack")
-                    continue
-                if value is None or not 0 <= value <= 100:
-                    notes.append(f"{source}: metric {label!r} skipped: value {metric.get('value')!r} is not a % value")
                     continue
                 norm, eps = (None, None) if attack == "clean" else (coerce_norm(args.get("norm")), args.get("eps"))
                 eps = None if eps is None else coerce_number(eps)
@@ -231,6 +242,22 @@ def _measurements(metadata: dict[str, Any], source: str | Path, notes: list[str]
                 key = (str(dataset["type"]), str(dataset.get("name") or dataset["type"]), dataset.get("split"))
                 found.setdefault((*key, attack, norm, None if eps is None else round(eps, 8)), _accuracy(value, args))
     return found
+
+
+def _implausible(found: dict[tuple, Accuracy], source: str | Path, notes: list[str]) -> dict[tuple, Accuracy]:
+    """`found` without the attack results above the clean accuracy of the same dataset and split (an attack can only
+    lower accuracy: such a result is a typo or a different evaluation), one note naming the file for each."""
+    kept = {}
+    for key, accuracy in found.items():
+        clean = found.get((*key[:3], "clean", None, None))
+        if key[3] != "clean" and clean is not None and accuracy.value > clean.value:
+            notes.append(
+                f"{source}: {key[3]} accuracy {accuracy.value:g}% ({key[4]}, eps={format_eps(key[5], key[4])}) is "
+                f"above its clean accuracy {clean.value:g}% on {key[0]} {key[2] or ''}: implausible, result skipped"
+            )
+            continue
+        kept[key] = accuracy
+    return kept
 
 
 def _per_example_records(folder: Path | None, source: str | Path) -> list[dict[str, Any]]:
@@ -277,12 +304,21 @@ def leaderboard(
     """Tables of the cards in `sources` (folders, README.md files or Hub ids), one per (dataset, split, norm, eps).
 
     `dataset` keeps the tables whose dataset type or name is it (case-insensitive), `split`, `threat_model`
-    (`Linf`/`L2`) and `eps` (pixel units) likewise. Unreadable sources and unusable metrics become `notes` (one line
-    each, naming the file); nothing raises for a bad card. Raises `ValueError` for an unknown `threat_model`.
+    (`Linf`/`L2`) and `eps` (pixel units) likewise; when the filters leave no table, `no_match` names them and the
+    tables the sources do have. Unreadable sources, unusable metrics and implausible results (an attack above the
+    clean accuracy) become `notes` (one line each, naming the file); nothing raises for a bad card. Models of
+    different sources with the same name get their source appended.
+
+    Raises:
+        ValueError: for an unknown `threat_model`, or an `eps` that is not a finite number >= 0 or, with threat
+            model Linf, above 1 (with the "Did you mean 8/255" hint of `check_eps`; without a threat model that
+            hint ends `no_match` instead, as L2 budgets may exceed 1).
     """
     wanted_norm = coerce_norm(threat_model) if threat_model else None
     if threat_model and wanted_norm is None:
         raise ValueError(f"Unknown threat model {threat_model!r}: use Linf or L2.")
+    if eps is not None:
+        check_eps(eps, wanted_norm or "L2", "eps")
     notes: list[str] = []
     tables: dict[tuple, Table] = {}
     for source in sources:
@@ -296,10 +332,12 @@ def leaderboard(
         except (AttributeError, TypeError) as error:  # a model-index of the wrong shape (a string for a mapping...)
             notes.append(f"{source}: malformed model-index ({type(error).__name__}: {error}); skipped")
             continue
-        clean = {key[:3]: value for key, value in found.items() if key[3] == "clean"}
-        if any(value.value <= 1 for value in clean.values()):
-            notes.append(f"{source}: clean accuracy <= 1: a fraction rather than a % value? card skipped")
+        # 0 is 0% and 0.0 alike: only values in (0, 1] with none above 1 suggest fractions
+        if any(value.value > 0 for value in found.values()) and all(value.value <= 1 for value in found.values()):
+            notes.append(f"{source}: every accuracy <= 1: fractions rather than % values? card skipped")
             continue
+        found = _implausible(found, source, notes)
+        clean = {key[:3]: value for key, value in found.items() if key[3] == "clean"}
         facts = metadata.get("mixacm") if isinstance(metadata.get("mixacm"), dict) else {}
         first = metadata["model-index"][0] if metadata["model-index"] else None
         name = str(first.get("name") if isinstance(first, dict) and first.get("name") else Path(str(source)).name)
@@ -318,6 +356,7 @@ def leaderboard(
             )  # fmt: skip
         if not found:
             notes.append(f"{source}: no usable accuracy in its model-index; skipped")
+    _disambiguate([row for table in tables.values() for row in table.rows])
     selected = [
         table
         for table in tables.values()
@@ -328,7 +367,34 @@ def leaderboard(
     ]
     for table in selected:
         _rank(table)
-    return Leaderboard(sorted(selected, key=lambda t: (t.dataset, t.split or "", t.norm or "~", t.eps or 0)), notes)
+    no_match = None
+    if tables and not selected:
+        filters = {"dataset": dataset, "split": split, "threat model": wanted_norm, "eps": eps}
+        if eps is not None:
+            filters["eps"] = format_eps(eps, wanted_norm or "Linf") if eps <= 1 else f"{eps:g}"
+        wanted = ", ".join(f"{key} {value}" for key, value in filters.items() if value is not None)
+        have = "; ".join(sorted(table.title for table in tables.values()))
+        no_match = f"no table matches the filters ({wanted}); the sources have: {have}."
+        if eps is not None and eps > 1 and wanted_norm is None:
+            try:
+                check_eps(eps, "Linf", "eps")
+            except ValueError as error:
+                no_match += f" {error}"
+    return Leaderboard(_sorted(selected), notes, no_match)
+
+
+def _sorted(tables: Iterable[Table]) -> list[Table]:
+    return sorted(tables, key=lambda t: (t.dataset, t.split or "", t.norm or "~", t.eps or 0))
+
+
+def _disambiguate(rows: list[Row]) -> None:
+    """Append the source (path or Hub id) to the names that models of different sources share."""
+    sources: dict[str, set[str]] = {}
+    for row in rows:
+        sources.setdefault(row.model, set()).add(row.source)
+    for row in rows:
+        if len(sources[row.model]) > 1:
+            row.model = f"{row.model} ({row.source})"
 
 
 def _rank(table: Table) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 
@@ -103,9 +105,20 @@ def _image_source(plot: str | None) -> str | None:
     return "data:image/png;base64," + base64.b64encode(Path(plot).read_bytes()).decode("ascii")
 
 
-def render_html(board: Leaderboard) -> str:
+def _href(row: Row, base: Path | None) -> str:
+    """A Hub link as it is; a local card relative to `base` (the HTML file's folder), or as an absolute file URI
+    without one (the page may be saved anywhere)."""
+    if row.folder is None:
+        return row.link
+    if base is None:
+        return Path(row.link).resolve().as_uri()
+    return quote(Path(os.path.relpath(Path(row.link).resolve(), base.resolve())).as_posix())
+
+
+def render_html(board: Leaderboard, link_base: Path | None = None) -> str:
     """A standalone HTML page: one sortable table per dataset/threat model, a search box, links to the cards and
-    each model's robustness-vs-eps plot (local plots inlined). Needs no server and no network."""
+    each model's robustness-vs-eps plot (local plots inlined). Needs no server and no network. Links to local cards
+    are relative to `link_base`, the folder the page is written to (absolute file URIs without one)."""
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     tables = [
         {"title": table.title, "entries": list(zip(table_records(table), table.rows, strict=True)),
@@ -113,17 +126,23 @@ def render_html(board: Leaderboard) -> str:
         for table in board.tables
     ]  # fmt: skip
     images = {row.link: _image_source(row.plot) for table in board.tables for row in table.rows}
+    hrefs = {row.link: _href(row, link_base) for table in board.tables for row in table.rows}
     return environment.from_string(HTML_TEMPLATE.read_text(encoding="utf-8")).render(
-        tables=tables, notes=board.notes, images=images
+        tables=tables, notes=board.notes, images=images, hrefs=hrefs
     )
 
 
-def format_leaderboard(board: Leaderboard, fmt: str = "markdown") -> str:
-    """The tables as markdown (one `###` section each), CSV (one row per model and table, raw numbers) or HTML."""
+def format_leaderboard(board: Leaderboard, fmt: str = "markdown", *, link_base: Path | None = None) -> str:
+    """The tables as markdown (one `###` section each), CSV (one row per model and table, raw numbers) or HTML (its
+    local links relative to `link_base`, the folder it is written to; see `render_html`).
+
+    Raises:
+        ValueError: for a format other than markdown, csv or html.
+    """
     if fmt == "csv":
         return _csv(board.tables)
     if fmt == "html":
-        return render_html(board)
+        return render_html(board, link_base)
     if fmt != "markdown":
         raise ValueError(f"Unknown leaderboard format {fmt!r}: use markdown, csv or html.")
     return "\n".join(_markdown(table) for table in board.tables)

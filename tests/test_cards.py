@@ -217,3 +217,28 @@ def test_every_published_card_rerenders_to_the_committed_text(tmp_path):
         reports = sorted(load_reports(copy), key=lambda report: report.n_examples)
         write_model_card(copy, reports, summary, repo_id=f"model_cards/{folder.name}")
         assert (copy / "README.md").read_text() == (folder / "README.md").read_text(), folder.name
+
+
+def test_saving_a_model_keeps_the_normalisation_its_processor_applies(model_and_report, tmp_path):
+    """An HF model that relies on its processor's mean/std keeps that processor when saved; without any processor
+    and no normalisation inside, saving is refused before anything is written."""
+    from transformers import AutoImageProcessor, ResNetConfig, ResNetForImageClassification, ViTImageProcessor
+
+    _, report = model_and_report
+    torch.manual_seed(0)
+    config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=10)
+    source = tmp_path / "source"
+    ResNetForImageClassification(config).eval().save_pretrained(source)
+    processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5, 0.4, 0.3], image_std=[0.2] * 3)
+    processor.save_pretrained(source)
+    model = ResNetForImageClassification.from_pretrained(source).eval()
+
+    card = save_robust_model(model, tmp_path / "saved", [report], SUMMARY)
+    saved = AutoImageProcessor.from_pretrained(tmp_path / "saved")
+    assert saved.do_normalize and list(saved.image_mean) == [0.5, 0.4, 0.3] and list(saved.image_std) == [0.2] * 3
+    assert "normalises the pixels outside the model (mean 0.5, 0.4, 0.3" in card.text
+
+    bare = ResNetForImageClassification(config).eval()
+    with pytest.raises(ValueError, match="Cannot tell how ResNetForImageClassification expects its pixels"):
+        save_robust_model(bare, tmp_path / "bare", [report], SUMMARY)
+    assert not (tmp_path / "bare").exists()

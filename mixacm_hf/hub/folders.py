@@ -14,6 +14,7 @@ from transformers import PreTrainedModel
 
 from ..data.identity import recorded_identity
 from ..files import atomic_write_bytes, atomic_write_text, locked, replace_marked_block
+from ..models import WideResNetConfig
 from ..robustness import RobustnessReport, plot_eps_sweep
 from .cards import create_model_card
 from .results import CARD_NAME, PLOT_NAME, PROCESSOR_NAME, REPORTS_NAME, SUMMARY_NAME
@@ -148,6 +149,19 @@ def save_image_processor(folder: str | Path, image_size: int) -> Path | None:
     return path
 
 
+def _processor_of(model: PreTrainedModel, image_processor: Any | None) -> Any | None:
+    """The image processor to save beside `model`: the one given, else the one saved with the folder it was loaded
+    from (`model.name_or_path`), else None."""
+    if image_processor is not None:
+        return image_processor
+    source = Path(str(getattr(model, "name_or_path", "") or ""))
+    if (source / PROCESSOR_NAME).is_file():
+        from transformers import AutoImageProcessor
+
+        return AutoImageProcessor.from_pretrained(source)
+    return None
+
+
 def save_robust_model(
     model: PreTrainedModel,
     output_dir: str | Path,
@@ -158,12 +172,31 @@ def save_robust_model(
     dataset_id: str | None = None,
     license: str = "apache-2.0",
     image_size: int = 32,
+    image_processor: Any | None = None,
 ) -> ModelCard:
-    """A Hub-ready folder: `save_pretrained` (safetensors, model code for `trust_remote_code`), an image-processor
-    config (`save_image_processor` when the model saves none), train_summary.json, and the card files of
-    `write_model_card`. Returns the card."""
+    """A Hub-ready folder: `save_pretrained` (safetensors, model code for `trust_remote_code`), the image processor
+    the model expects its pixels through, train_summary.json, and the card files of `write_model_card`. Returns the
+    card.
+
+    The processor is `image_processor`, else the one of the folder the model was loaded from; a WideResNet (which
+    normalises inside) gets a resize/rescale-only one (`save_image_processor`).
+
+    Raises:
+        ValueError: before anything is written, for a model that does not normalise inside when no processor says
+            how its pixels are fed (saving a rescale-only one would silently drop a normalisation it relies on):
+            pass `image_processor` (for a model trained on raw [0, 1] pixels, as this project trains,
+            `mixacm_hf.models.modeling_wide_resnet.image_processor_for(config)` gives a rescale-only one).
+    """
     output_dir = Path(output_dir)
+    processor = _processor_of(model, image_processor)
+    if processor is None and model.config.model_type != WideResNetConfig.model_type:
+        raise ValueError(
+            f"Cannot tell how {type(model).__name__} expects its pixels (normalised or not): it does not normalise "
+            "inside and has no image processor. Pass image_processor= (the one it was trained with)."
+        )
     model.save_pretrained(output_dir)
+    if processor is not None:
+        processor.save_pretrained(output_dir)
     save_image_processor(output_dir, getattr(model.config, "image_size", image_size))
     if training_summary is not None:
         atomic_write_text(output_dir / SUMMARY_NAME, json.dumps(training_summary, indent=2, default=str))

@@ -213,11 +213,17 @@ def test_uint8_chw_and_hwc_inputs_give_the_numbers_of_float_inputs():
     [
         (
             torch.rand(4, 3, 8, 8) * 255,
-            r"pixel values \(float32, shape \(4, 3, 8, 8\)\) hold values in \[.*Divide by 255",
+            r"pixel values \(float32, shape \(4, 3, 8, 8\)\) hold values in \[.*For 8-bit images divide by 255",
         ),
         (torch.randint(0, 256, (4, 3, 8, 8)), r"\(int64, shape \(4, 3, 8, 8\)\) hold values in"),
         (torch.rand(3, 8, 8), r"shape \(3, 8, 8\) \(float32\); expected a batch \(N, 3, H, W\)"),
         (torch.rand(4, 5, 8, 8), r"shape \(4, 5, 8, 8\)"),
+        (
+            torch.full((4, 1, 8, 8), 65535, dtype=torch.int32),
+            r"\(int32, shape \(4, 1, 8, 8\)\) hold values in \[65535, 65535\].*16-bit images divide by 65535 "
+            r"\(or pass PIL images / a dataset folder, which are converted by bit depth\)",
+        ),
+        (torch.randn(4, 3, 8, 8) * 2, r"hold values in \[-.*Undo the normalisation"),
     ],
 )
 def test_bad_images_are_rejected_before_any_attack(images, message, monkeypatch):
@@ -226,6 +232,62 @@ def test_bad_images_are_rejected_before_any_attack(images, message, monkeypatch)
     monkeypatch.setattr(AttackSpec, "run", lambda *args: pytest.fail("an attack ran on bad input"))
     with pytest.raises(ValueError, match=message):
         evaluate_robustness(linear_classifier(10, 8), (images, torch.zeros(len(images), dtype=torch.long)), **QUIET)
+
+
+def sixteen_bit_dataset(n: int = 4, size: int = 4) -> datasets.Dataset:
+    """Grayscale 16-bit PIL images (mode I;16) with values up to 65535, as a 16-bit PNG folder gives."""
+    import numpy as np
+    from PIL import Image
+
+    values = (np.arange(n * size * size).reshape(n, size, size) * 4099 % 65536).astype(np.uint16)
+    values[0, 0, :2] = 65535, 0
+    images = [Image.fromarray(v) for v in values]
+    return datasets.Dataset.from_dict({"img": images, "label": [0] * n}).cast_column("img", datasets.Image())
+
+
+@pytest.mark.parametrize("format_", ["torch", "numpy"])
+def test_16_bit_arrays_are_refused_with_16_bit_advice(format_):
+    from mixacm_hf.robustness.inputs import load_examples
+
+    split = sixteen_bit_dataset()
+    message = r"\(u?int\d+, shape \(4, 1, 4, 4\)\) hold values in \[0, 65535\].*16-bit images divide by 65535"
+    with pytest.raises(ValueError, match=message):
+        load_examples(split.with_format(format_), None)
+    x, _ = load_examples(split, None)  # PIL images: converted by bit depth
+    assert len(x) == 4 and (float(x.min()), float(x.max())) == (0.0, 1.0)
+
+
+def test_grayscale_numpy_rows_get_their_channel_axis():
+    from mixacm_hf.robustness.inputs import load_examples
+
+    gray = folder_dataset(uint8_images(3, 4), torch.zeros(3, dtype=torch.long)).map(
+        lambda row: {"img": row["img"].convert("L")}
+    ).cast_column("img", datasets.Image())  # fmt: skip
+    numpy, _ = load_examples(gray.with_format("numpy"), None)
+    pil, _ = load_examples(gray, None)
+    assert numpy.shape == (3, 1, 4, 4) and torch.equal(numpy.expand_as(pil), pil)
+
+
+def test_labels_beyond_the_model_classes_are_refused_before_any_attack(monkeypatch):
+    from mixacm_hf.robustness.registry import AttackSpec
+
+    monkeypatch.setattr(AttackSpec, "run", lambda *args: pytest.fail("an attack ran"))
+    x = uint8_images(10, 4)
+    with pytest.raises(ValueError, match=r"labels range over \[0, 9\] but the model has 3 classes \(0..2\)"):
+        evaluate_robustness(linear_classifier(3), (x, torch.arange(10)), ["clean", "pgd-2"], **QUIET)
+    with pytest.raises(ValueError, match=r"labels range over \[-1, 0\] but the model has 3 classes"):
+        evaluate_robustness(linear_classifier(3), (x, torch.arange(10) % 2 - 1), ["clean"], **QUIET)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [({"batch_size": 0}, r"batch_size=0: the batch size must be a positive integer"),
+     ({"n_examples": 0}, r"n_examples=0 but the data has 4 examples: pass 1 <= n_examples <= 4")],
+)  # fmt: skip
+def test_empty_batches_and_no_examples_are_refused(settings, message):
+    x, y = uint8_images(4, 4), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match=message):
+        evaluate_robustness(linear_classifier(3), (x, y), ["clean"], **{**QUIET, **settings})
 
 
 def test_check_pixels_scales_uint8_and_transposes_hwc():

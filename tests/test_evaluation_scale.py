@@ -1,5 +1,6 @@
 """The evaluation script at scale: resuming after a kill, and sharding over processes with torchrun."""
 
+import json
 import os
 import signal
 import subprocess
@@ -10,12 +11,13 @@ import pytest
 import torch
 
 from mixacm_hf.robustness import RobustnessReport
-from mixacm_hf.robustness.batches import KILL_AFTER_BATCHES
+from mixacm_hf.robustness.batches import KILL_AFTER_BATCHES, Progress
 from mixacm_hf.robustness.registry import AttackSpec
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "training" / "evaluate_robustness.py"
 sys.path.insert(0, str(REPO))
+from training.evaluate_robustness import _attach_negative_values, argument_parser  # noqa: E402
 from training.evaluate_robustness import main as evaluate_main  # noqa: E402
 
 N_EXAMPLES, BATCH_SIZE = 21, 4  # 6 batches, the last one short; 21 is not divisible by 2 x 4
@@ -70,6 +72,11 @@ def test_killed_evaluation_resumes_without_rerunning_finished_batches(setup, uni
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not output.exists() and len(list(partial.glob("*-batch*.json"))) == BATCHES + 2
+    saved_seconds = {
+        name: sum(json.loads(path.read_text())["seconds"] for path in partial.glob(f"{name}-eps*-batch*.json"))
+        for name in ("clean", "fgsm")
+    }
+    assert saved_seconds["clean"] > 0 and saved_seconds["fgsm"] > 0
 
     calls = []
     original = AttackSpec.run
@@ -84,6 +91,9 @@ def test_killed_evaluation_resumes_without_rerunning_finished_batches(setup, uni
     assert RobustnessReport.load(output).per_example == uninterrupted.per_example
     eps = resumed.eps
     assert not [call for call in calls if call[0] == "clean"]  # the finished clean pass is not re-run
+    # the time of the batches run before the kill is counted, not the instant of loading them
+    assert resumed.seconds["clean"] == pytest.approx(saved_seconds["clean"])
+    assert resumed.seconds["fgsm"] > saved_seconds["fgsm"]
     assert sorted(seed for name, e, seed in calls if name == "fgsm" and e == eps) == [2, 3, 4, 5]  # batches 2..5
     assert len([call for call in calls if call[0] == "pgd-2"]) == BATCHES
     assert not partial.exists()
@@ -95,8 +105,78 @@ def test_resume_refuses_progress_of_other_settings(setup):
     evaluate_main([*args, "--output", str(root / "other.json")])
     partial.mkdir()
     (partial / "config.json").write_text("{}")
-    with pytest.raises(ValueError, match="other settings .* delete the folder"):
+    with pytest.raises(SystemExit, match="^error: .*other settings .* delete the folder"):
         evaluate_main([*args, "--output", str(root / "other.json")])
+
+
+def test_default_output_keeps_no_progress_and_ignores_stale_progress(setup, monkeypatch):
+    root, args = setup
+    workdir = root / "default"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    stale = workdir / "report.json.partial"
+    stale.mkdir()
+    (stale / "config.json").write_text('{"settings": "of another evaluation"}')
+    monkeypatch.setattr(Progress, "save", lambda *a: pytest.fail("progress saved without --output"))
+    report = evaluate_main([*args, "--n_examples", "4", "--attacks", "clean"])
+    assert RobustnessReport.load(workdir / "report.json").per_example == report.per_example
+    assert (stale / "config.json").read_text() == '{"settings": "of another evaluation"}'  # neither read nor removed
+    assert "(default: report.json in the current folder). Only when given, progress is kept in" in " ".join(
+        argument_parser().format_help().split()
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--eps", "8"], r"^error: eps=8 is larger than the whole \[0, 1\] pixel range"),
+        (["--eps", "-1/255"], r"^error: eps must be a finite number >= 0, got -0.0039"),
+        (["--attacks", "clean,pgd-0"], r"^error: .*pgd-0"),
+        (["--attacks", "clean,nosuch"], r"^error: .*nosuch"),
+        (["--n_examples", "25"], r"^error: n_examples=25 but the split test has 24 examples"),
+        (["--model", "no-such-model"], r"^error: Cannot load the model 'no-such-model'"),
+    ],
+)
+def test_clear_errors_exit_with_their_message_and_no_traceback(setup, extra, message, monkeypatch):
+    root, args = setup
+    monkeypatch.setattr(AttackSpec, "run", lambda *a: pytest.fail("an attack ran"))
+    with pytest.raises(SystemExit, match=message) as exited:
+        evaluate_main([*args, "--output", str(root / "errors.json"), *extra])
+    assert "teacher" not in str(exited.value.code).lower()
+
+
+def test_bad_model_path_exits_with_status_1_naming_the_evaluated_model(setup, tmp_path):
+    root, args = setup
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--model", "out/missing-model", "--output", "r.json"],
+        env=script_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.startswith("error: Cannot load the model 'out/missing-model'")
+    assert "teacher" not in result.stderr.lower()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--batch-size", "0"], "argument --batch-size: 0 is not a positive integer"),
+     (["--n_examples", "0"], "argument --n_examples/--n-examples/--n: 0 is not a positive integer")],
+)  # fmt: skip
+def test_non_positive_batch_size_and_count_are_refused_by_the_parser(setup, extra, message, capsys):
+    root, args = setup
+    with pytest.raises(SystemExit) as exited:
+        evaluate_main([*args, *extra])
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_empty_eps_sweep_is_no_sweep_and_negative_budgets_reach_the_parser():
+    parse = argument_parser().parse_args
+    base = ["--model", "m", "--dataset", "d"]
+    assert parse([*base, "--eps-sweep", ""]).eps_sweep is None
+    assert parse([*base, "--eps-sweep", "0,8/255"]).eps_sweep == pytest.approx([0, 8 / 255])
+    assert _attach_negative_values([*base, "--eps", "-1/255", "--eps-sweep", "-2/255,0"]) == [
+        *base, "--eps=-1/255", "--eps-sweep=-2/255,0",
+    ]  # fmt: skip
+    assert parse(_attach_negative_values([*base, "--eps", "-1/255"])).eps == pytest.approx(-1 / 255)
 
 
 def test_torchrun_two_processes_give_the_records_of_one(setup, uninterrupted):

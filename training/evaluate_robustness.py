@@ -3,27 +3,72 @@
 python training/evaluate_robustness.py --model out/wrn16-10-mixacm --dataset ../shared/datasets/cifar10 \
     --split test --attacks clean,fgsm,pgd-20,pgd-100,autoattack --eps 8/255 --n_examples 1000 --output report.json
 
-Progress is saved after every batch in <output>.partial/: rerunning the identical command after an interruption
-resumes there (finished batches are not re-attacked); the folder is removed once the report is written.
+The report goes to --output (default: report.json in the current folder). Only when --output is given is progress
+saved after every batch in <output>.partial/: rerunning the identical command after an interruption resumes there
+(finished batches are not re-attacked, their time is counted); the folder is removed once the report is written.
+Without --output nothing is kept for resuming (and no stale progress folder is read).
 Sharded: `torchrun --nproc_per_node N training/evaluate_robustness.py ...` (or `accelerate launch`) spreads the
 batches over the processes (gloo on CPU, NCCL on GPUs; --device cpu forces CPU) and rank 0 writes the report, with
 the same per-example records as one process.
 
 Attacks: clean, fgsm, pgd-<steps>[x<restarts>], autoattack (standard) or autoattack:<a>+<b> (custom components).
-Budgets are in pixel units ([0, 1] images): eps as a float (0.031) or a fraction (8/255).
+Budgets are in pixel units ([0, 1] images): eps as a float (0.031) or a fraction (8/255). An empty --eps-sweep ("")
+means no sweep. Invalid settings end with `error: <message>` and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
+import sys
 from pathlib import Path
 
 import torch
 
 from mixacm_hf.hub import push_or_exit, update_model_card
 from mixacm_hf.robustness import RobustnessReport, evaluate_robustness, parse_eps, plot_eps_sweep
+
+DEFAULT_OUTPUT = Path("report.json")
+EPS_OPTIONS = ("--eps", "--eps-sweep")  # their values may start with "-" ("-1/255"): refused later with a message
+_NEGATIVE_VALUE = re.compile(r"^-[\d.]")
+
+
+def _eps(text: str) -> float:
+    try:
+        return parse_eps(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _eps_list(text: str) -> list[float] | None:
+    """Comma-separated budgets; "" (or only spaces) means no sweep."""
+    return [_eps(e) for e in text.split(",")] if text.strip() else None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer (use 1 or more)")
+    return value
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """`--eps -1/255` as `--eps=-1/255`: argparse takes a value starting with "-" that is not a plain number for an
+    option, so the user would get "expected one argument" instead of the evaluator's message on the budget."""
+    joined, i = [], 0
+    while i < len(argv):
+        if argv[i] in EPS_OPTIONS and i + 1 < len(argv) and _NEGATIVE_VALUE.match(argv[i + 1]):
+            joined.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            joined.append(argv[i])
+            i += 1
+    return joined
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -37,9 +82,9 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset-revision", help="Hub revision of the dataset")
     parser.add_argument("--split", default="test")
     parser.add_argument("--attacks", default="clean,pgd-20", help="comma-separated attack names")
-    parser.add_argument("--eps", type=parse_eps, default=8 / 255, help="budget: 8/255 or 0.0314")
+    parser.add_argument("--eps", type=_eps, default=8 / 255, help="budget: 8/255 or 0.0314")
     parser.add_argument("--norm", choices=("Linf", "L2"), default="Linf")
-    parser.add_argument("--n_examples", "--n-examples", "--n", dest="n_examples", type=int,
+    parser.add_argument("--n_examples", "--n-examples", "--n", dest="n_examples", type=_positive_int,
                         help="evaluate the first N examples of the split (default: all); under torchrun use "
                         "--n_examples (torchrun takes --n for one of its own options)")  # fmt: skip
     parser.add_argument(
@@ -50,13 +95,15 @@ def argument_parser() -> argparse.ArgumentParser:
         "when it has no image processor saying it (0 0 0 with --image-std 1 1 1: raw pixels)",
     )
     parser.add_argument("--image-std", type=float, nargs=3, help="std matching --image-mean")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=_positive_int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
-    parser.add_argument("--eps-sweep", type=lambda text: [parse_eps(e) for e in text.split(",")],
-                        help="comma-separated budgets, e.g. 0,2/255,4/255,8/255,16/255")  # fmt: skip
+    parser.add_argument("--eps-sweep", type=_eps_list,
+                        help='comma-separated budgets, e.g. 0,2/255,4/255,8/255,16/255 ("": no sweep)')  # fmt: skip
     parser.add_argument("--plot", type=Path, help="PNG for the eps sweep (default: the output path with .png)")
-    parser.add_argument("--output", type=Path, default=Path("report.json"), help="JSON report path")
+    parser.add_argument("--output", type=Path,
+                        help=f"JSON report path (default: {DEFAULT_OUTPUT} in the current folder). Only when given, "
+                        "progress is kept in <output>.partial/ for resuming an interrupted run")  # fmt: skip
     parser.add_argument("--update-card", action="store_true",
                         help="merge the results into the model card of --model (a local folder)")  # fmt: skip
     parser.add_argument("--card-dataset-id", help="Hub dataset id for the card, e.g. uoft-cs/cifar10 for a copy")
@@ -79,7 +126,7 @@ def init_distributed(device: str | None) -> str | None:
     return device
 
 
-def _evaluate(args: argparse.Namespace, device: str | None, partial: Path) -> RobustnessReport:
+def _evaluate(args: argparse.Namespace, device: str | None, partial: Path | None) -> RobustnessReport:
     return evaluate_robustness(
         args.model,
         args.dataset,
@@ -102,11 +149,21 @@ def _evaluate(args: argparse.Namespace, device: str | None, partial: Path) -> Ro
 
 
 def main(argv: list[str] | None = None) -> RobustnessReport:
+    """Parse the command line, evaluate and write the report; invalid settings or inputs (ValueError, OSError such
+    as a missing model or dataset) end the process with `error: <message>` and status 1, without a traceback."""
     parser = argument_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_negative_values(sys.argv[1:] if argv is None else list(argv)))
     if (args.update_card or args.push_to_hub) and not Path(args.model).is_dir():
         parser.error("--update-card and --push_to_hub need --model to be a local model folder")
-    partial = args.output.with_name(args.output.name + ".partial")
+    try:
+        return _run(args)
+    except (ValueError, OSError) as error:
+        sys.exit(f"error: {error}")
+
+
+def _run(args: argparse.Namespace) -> RobustnessReport:
+    output = args.output or DEFAULT_OUTPUT
+    partial = None if args.output is None else output.with_name(output.name + ".partial")
     device = init_distributed(args.device)
     try:
         report = _evaluate(args, device, partial)
@@ -116,10 +173,11 @@ def main(argv: list[str] | None = None) -> RobustnessReport:
     if int(os.environ.get("RANK", "0")) != 0:
         return report
     print(report.summary())
-    print(f"Wrote {report.save(args.output)}")
-    shutil.rmtree(partial, ignore_errors=True)
+    print(f"Wrote {report.save(output)}")
+    if partial is not None:
+        shutil.rmtree(partial, ignore_errors=True)
     if report.eps_sweep is not None:
-        print(f"Wrote {plot_eps_sweep(report, args.plot or args.output.with_suffix('.png'))}")
+        print(f"Wrote {plot_eps_sweep(report, args.plot or output.with_suffix('.png'))}")
     if args.update_card:
         update_model_card(args.model, report, dataset_id=args.card_dataset_id)
         print(f"Updated {Path(args.model) / 'README.md'}")

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,16 @@ def _check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: s
         )
 
 
+def check_batch_size(batch_size: int) -> None:
+    """Check that `batch_size` is a positive integer.
+
+    Raises:
+        ValueError: naming the value, when it is not.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: the batch size must be a positive integer (e.g. 128).")
+
+
 def _distributed() -> tuple[int, int]:
     """(rank, world size) of an initialised `torch.distributed` group, else (0, 1)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -46,7 +57,11 @@ class Progress:
     """Per-batch results of an evaluation in a folder, so that an interrupted evaluation resumes where it stopped.
 
     `config.json` holds the evaluation's settings (a rerun with other settings is refused); each finished batch of
-    each attack at each eps is one small JSON file, written atomically.
+    each attack at each eps is one small JSON file, written atomically, with its flags, warnings and seconds (so
+    that a resumed report counts the time of the batches run before the interruption).
+
+    Raises:
+        ValueError: (on creation) the folder holds the progress of an evaluation with other settings.
     """
 
     def __init__(self, folder: str | Path, settings: dict[str, Any]):
@@ -66,16 +81,20 @@ class Progress:
     def _file(self, key: str, index: int) -> Path:
         return self.folder / f"{key}-batch{index:06d}.json"
 
-    def load(self, key: str, index: int) -> tuple[torch.Tensor, list[str]] | None:
-        """Correctness flags and pyautoattack warnings of a finished batch, or None."""
+    def load(self, key: str, index: int) -> tuple[torch.Tensor, list[str], float] | None:
+        """Correctness flags, pyautoattack warnings and seconds of a finished batch, or None (also for a batch
+        saved without its seconds by an older version: it is re-run rather than counted as taking no time)."""
         path = self._file(key, index)
         if not path.exists():
             return None
         data = json.loads(path.read_text())
-        return torch.tensor(data["correct"], dtype=torch.bool), data["warnings"]
+        if "seconds" not in data:
+            return None
+        return torch.tensor(data["correct"], dtype=torch.bool), data["warnings"], float(data["seconds"])
 
-    def save(self, key: str, index: int, correct: torch.Tensor, caught: list[str]) -> None:
-        atomic_write_text(self._file(key, index), json.dumps({"correct": correct.tolist(), "warnings": caught}))
+    def save(self, key: str, index: int, correct: torch.Tensor, caught: list[str], seconds: float) -> None:
+        record = {"correct": correct.tolist(), "warnings": caught, "seconds": seconds}
+        atomic_write_text(self._file(key, index), json.dumps(record))
         self.saved += 1
         if self.saved == int(os.environ.get(KILL_AFTER_BATCHES, 0)):
             os.kill(os.getpid(), signal.SIGKILL)
@@ -99,8 +118,13 @@ class _Run:
     bar: tqdm
     progress: Progress | None
     warnings: dict[str, set[str]] = field(default_factory=dict)
+    seconds: dict[tuple[str, float], float] = field(default_factory=dict)  # (attack, eps) -> this rank's seconds
 
-    def _batch(self, spec: AttackSpec, eps: float, index: int) -> tuple[torch.Tensor, list[str]]:
+    def __post_init__(self):
+        check_batch_size(self.batch_size)
+
+    def _batch(self, spec: AttackSpec, eps: float, index: int) -> tuple[torch.Tensor, list[str], float]:
+        began = time.perf_counter()
         start = index * self.batch_size
         x = self.x[start : start + self.batch_size].to(self.device)
         y = self.y[start : start + self.batch_size].to(self.device)
@@ -109,10 +133,12 @@ class _Run:
         _check_adversarial(x_adv, x, eps, self.norm, spec.name)
         with torch.no_grad(), attack_mode(self.model, self.device.type):
             correct = (logits_of(self.model(x_adv)).argmax(1) == y).cpu()
-        return correct, sorted(set(caught))
+        return correct, sorted(set(caught)), time.perf_counter() - began
 
     def correct(self, spec: AttackSpec, eps: float) -> torch.Tensor:
-        """Per-example correctness (bool, on CPU) on `spec`'s adversarial examples at budget `eps`."""
+        """Per-example correctness (bool, on CPU) on `spec`'s adversarial examples at budget `eps`; its seconds on
+        this rank (batches run now plus those resumed from `progress`, as they took then) go to
+        `seconds[spec.name, eps]`."""
         self.bar.set_description(f"{spec.name} eps={eps:.4f}")
         rank, world = _distributed()
         key = f"{re.sub(r'[^a-z0-9.+-]', '_', spec.name)}-eps{eps:.8f}"
@@ -124,10 +150,11 @@ class _Run:
                 if self.progress:
                     self.progress.save(key, index, *done[index])
             self.bar.update(1)
+        self.seconds[spec.name, eps] = sum(seconds for _, _, seconds in done.values())
         if world > 1:
             gathered = [None] * world
             torch.distributed.all_gather_object(gathered, done)
             done = {index: result for part in gathered for index, result in part.items()}
-        for _, caught in done.values():
+        for _, caught, _ in done.values():
             self.warnings.setdefault(spec.name, set()).update(caught)
         return torch.cat([done[index][0] for index in sorted(done)])

@@ -77,7 +77,7 @@ def as_classifier(
     normalization = None if image_mean is None else (tuple(image_mean), tuple(image_std))
     name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
-        loaded, processor = _load_pretrained(model, trust_remote_code, revision)
+        loaded, processor = _load_pretrained(model, trust_remote_code, revision, what="model")
         wrapped = as_pixel_space(loaded, processor, normalization, model)
     elif isinstance(model, PreTrainedModel):
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,9 +16,9 @@ from tqdm.auto import tqdm
 from ..data.identity import dataset_identity
 from ..provenance import package_versions
 from .attacks import Norm, attack_mode, check_eps, logits_of
-from .batches import Progress, _distributed, _Run
+from .batches import Progress, _distributed, _Run, check_batch_size
 from .classifier import as_classifier, attack_layout
-from .inputs import example_indices, load_examples, load_split
+from .inputs import check_labels, example_indices, load_examples, load_split
 from .registry import CLEAN, AttackSpec, parse_attack
 from .report import (
     RobustnessReport,
@@ -194,8 +193,9 @@ def evaluate_robustness(
     (batch i on rank i % world size, seeded with seed + i); every rank returns the report.
 
     Raises:
-        ValueError: bad eps, attack names, images, n_examples or a model whose input convention is unknown, all
-            before any attack runs.
+        ValueError: bad eps, attack names, images, n_examples (< 1 or more than the split has), batch_size < 1,
+            labels out of the model's classes or a model whose input convention is unknown, all before any attack
+            runs.
     """
     eps = check_eps(eps, norm)
     specs = list({spec.name: spec for spec in map(parse_attack, attacks)}.values())
@@ -206,10 +206,12 @@ def evaluate_robustness(
         (image_mean, image_std),
     )  # fmt: skip
     x, y = load_examples(dataset, n_examples)
+    check_batch_size(batch_size)
     model_meta["memory_format"] = "channels_last" if channels_last else "contiguous"
     with attack_layout(model.to(device), channels_last):
         with torch.no_grad(), attack_mode(model, device.type):
             model_meta["num_classes"] = logits_of(model(x[:1].to(device))).shape[1]
+        check_labels(y, model_meta["num_classes"])
         specs = [spec.attack.prepare(spec, model_meta["num_classes"]) for spec in specs]
         attacked = [spec for spec in specs if spec.attack.role != "clean"]
         settings = {
@@ -225,9 +227,8 @@ def evaluate_robustness(
             run = _Run(model, x, y, norm, seed, batch_size, device, bar, saved)
             seconds, correct = {}, {}
             for spec in [CLEAN, *attacked]:
-                start = time.perf_counter()
                 correct[spec.name] = run.correct(spec, eps)
-                seconds[spec.name] = time.perf_counter() - start
+                seconds[spec.name] = run.seconds[spec.name, eps]
             clean = correct.pop("clean")
             sweep = None if sweep_eps is None else _sweep(run, attacked, sweep_eps, eps, correct)
             at_zero = _correct_at_zero(run, sweep_eps, sweep)

@@ -35,19 +35,34 @@ def check_pixels(images: Any, name: str = "images") -> torch.Tensor:
     if x.dim() == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
         x = x.permute(0, 3, 1, 2)
     if x.dim() != 4 or x.shape[1] not in (1, 3):
+        hint = (
+            " A 3-D batch may be grayscale images without a channel axis (N, H, W): add one (x[:, None])."
+            if x.dim() == 3 else ""
+        )  # fmt: skip
         raise ValueError(
             f"{name} have shape {shape} ({dtype}); expected a batch (N, 3, H, W) or (N, H, W, 3) "
-            "(1 channel also accepted)."
+            f"(1 channel also accepted).{hint}"
         )
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
     low, high = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
     if not (0 <= low and high <= 1):
         raise ValueError(
             f"{name} ({dtype}, shape {shape}) hold values in [{low:g}, {high:g}]; the evaluator takes pixels in "
-            "[0, 1] (float) or 0..255 as uint8. Divide by 255, or undo a normalisation: normalising models are "
-            "wrapped by the evaluator, so pass raw pixels."
+            f"[0, 1] (float) or 0..255 as uint8. {_range_advice(low, high)}"
         )
     return x.contiguous()
+
+
+def _range_advice(low: float, high: float) -> str:
+    """What to do with pixels outside [0, 1], from their range: 8-bit or 16-bit values, or normalised ones."""
+    if low >= 0 and high <= 255:
+        return "For 8-bit images divide by 255 (or pass uint8)."
+    if low >= 0 and high <= 65535:
+        return (
+            "For 16-bit images divide by 65535 (or pass PIL images / a dataset folder, which are converted by bit "
+            "depth)."
+        )
+    return "Undo the normalisation: normalising models are wrapped by the evaluator, so pass raw pixels."
 
 
 def load_examples(
@@ -57,20 +72,47 @@ def load_examples(
 
     Accepts a (pixel_values, labels) pair or a `datasets.Dataset` with columns img/image/pixel_values and
     label/labels, in any format (PIL images, `with_format("torch")` / `("numpy")` uint8 arrays, CHW or HWC;
-    transforms set with `set_transform` apply). Images are checked by `check_pixels`.
+    transforms set with `set_transform` apply). Images are checked by `check_pixels`; (N, H, W) rows (grayscale
+    in numpy format) get their channel axis.
+
+    Raises:
+        ValueError: n_examples not in 1..len(dataset), or images `check_pixels` refuses.
     """
     size = len(dataset[1]) if isinstance(dataset, (tuple, list)) else len(dataset)
     n = size if n_examples is None else n_examples
     if not 1 <= n <= size:
         split = getattr(dataset, "split", None)
-        raise ValueError(f"n_examples={n} but the {'split ' + str(split) if split else 'data'} has {size} examples.")
+        raise ValueError(
+            f"n_examples={n} but the {'split ' + str(split) if split else 'data'} has {size} examples: pass "
+            f"1 <= n_examples <= {size}, or None for all."
+        )
     if isinstance(dataset, (tuple, list)):
         images, labels = dataset[0][:n], dataset[1][:n]
     else:
         rows = dataset[:n]
         image_column, label_column = resolve_columns(list(rows))
         images, labels = rows[image_column], rows[label_column]
+        if not isinstance(images, list) and len(images) == n and np.ndim(images) == 3:
+            images = images[:, None]  # one image per row: (N, H, W) rows are grayscale images (numpy format)
     return check_pixels(images, "pixel values"), torch.as_tensor(np.asarray(labels)).long()
+
+
+def check_labels(labels: torch.Tensor, num_classes: int) -> None:
+    """Labels must be class indices of the model: 0 <= label < `num_classes`.
+
+    Raises:
+        ValueError: naming the largest (or negative) label and the model's class count, e.g. a 3-class model
+            evaluated on a 10-class split.
+    """
+    if not labels.numel():
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"The labels range over [{low}, {high}] but the model has {num_classes} classes (0..{num_classes - 1}): "
+            "evaluate the model on a split of its own classes (a model trained on those labels, or a split "
+            "relabelled/filtered to the model's classes)."
+        )
 
 
 def example_indices(dataset: datasets.Dataset | tuple[torch.Tensor, torch.Tensor], n: int) -> list[int]:

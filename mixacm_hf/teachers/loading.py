@@ -112,8 +112,16 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # 'name' or 'org/name'
 
 
 def _load_pretrained(
-    spec: str | os.PathLike, trust_remote_code: bool, revision: str | None
+    spec: str | os.PathLike, trust_remote_code: bool, revision: str | None, what: str = "teacher"
 ) -> tuple[PreTrainedModel, BaseImageProcessor | None]:
+    """An HF model folder or Hub id and its image processor (None when it normalises inside or has none);
+    `what` names the model in errors ("teacher", "model").
+
+    Raises:
+        ValueError: `spec` is a checkpoint file (needs its architecture) or its weights are unreadable.
+        FileNotFoundError: `spec` is neither an existing path nor a Hub id.
+        OSError: the folder / Hub id cannot be loaded.
+    """
     if Path(spec).is_file():
         raise ValueError(
             f"{str(spec)!r} is a checkpoint file: pass its architecture with architecture=... (--arch, "
@@ -121,8 +129,8 @@ def _load_pretrained(
         )
     if not Path(spec).is_dir() and not _HUB_ID.match(str(spec)):
         raise FileNotFoundError(
-            f"Teacher {str(spec)!r} is neither an existing folder or file nor a Hub id ('org/name'): pass the path "
-            "of a model folder, of a checkpoint file (with its architecture), or a Hub id."
+            f"{what.capitalize()} {str(spec)!r} is neither an existing folder or file nor a Hub id ('org/name'): "
+            "pass the path of a model folder, of a checkpoint file (with its architecture), or a Hub id."
         )
     kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
     try:
@@ -132,7 +140,7 @@ def _load_pretrained(
         raise ValueError(_unreadable_weights(", ".join(weights), error)) from error
     except OSError as error:
         raise OSError(
-            f"Cannot load the teacher {str(spec)!r}: {error} Check that the folder holds config.json and its "
+            f"Cannot load the {what} {str(spec)!r}: {error} Check that the folder holds config.json and its "
             "weights, or that the Hub id exists and is reachable (offline: download it first)."
         ) from error
     if _normalizes_inside(model) or getattr(model.config, "pretrained_cfg", None):

@@ -135,6 +135,7 @@ def test_default_output_keeps_no_progress_and_ignores_stale_progress(setup, monk
         (["--attacks", "clean,nosuch"], r"^error: .*nosuch"),
         (["--n_examples", "25"], r"^error: n_examples=25 but the split test has 24 examples"),
         (["--model", "no-such-model"], r"^error: Cannot load the model 'no-such-model'"),
+        (["--model", "/no/such/folder"], r"^error: Model '/no/such/folder' is neither an existing folder"),
     ],
 )
 def test_clear_errors_exit_with_their_message_and_no_traceback(setup, extra, message, monkeypatch):

@@ -239,7 +239,8 @@ def test_report_has_the_documented_fields_and_round_trips(natural_report, tmp_pa
     assert set(data["seconds"]) == {"clean", "fgsm", "pgd-20", "autoattack"}
     assert data["attacks"]["pgd-20"]["steps"] == 20 and data["attacks"]["pgd-20"]["step_size"] == pytest.approx(2 / 255)
     assert data["n_examples"] == 64 and data["norm"] == "Linf" and data["seed"] == 0
-    assert data["dataset"] == {"name": "cifar10", "split": "test", "revision": None}
+    identity = {"type": "cifar10", "name": "cifar10", "revision": None, "local": False}  # a Hub id, recorded as such
+    assert data["dataset"] == {"name": "cifar10", "split": "test", "revision": None, "identity": identity}
     assert data["model"]["class"] == "WideResNetForImageClassification"
     for name in ("clean", "fgsm", "pgd-20", "autoattack", "all"):
         low, high = data["intervals"][name]

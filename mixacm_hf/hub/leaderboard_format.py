@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import jinja2
 
-from .leaderboard import Accuracy, Leaderboard, Row, Table, coerce_number
+from .leaderboard_cards import Accuracy, Leaderboard, Row, Table, coerce_number
 from .results import format_duration
 
 HTML_TEMPLATE = Path(__file__).with_name("leaderboard.html.j2")

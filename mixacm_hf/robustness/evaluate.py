@@ -38,8 +38,12 @@ def hub_commit(name_or_path: str, revision: str | None = None) -> str | None:
     if Path(name_or_path).exists():
         return revision
     from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
 
-    config = try_to_load_from_cache(name_or_path, "config.json", revision=revision)
+    try:
+        config = try_to_load_from_cache(name_or_path, "config.json", revision=revision)
+    except HFValidationError:  # not a Hub id (e.g. a missing folder): loading says so, naming it
+        return revision
     return Path(config).parent.name if isinstance(config, str) else revision
 
 

@@ -85,7 +85,8 @@ def as_pixel_space(
     if normalization is None:
         raise ValueError(
             f"Cannot tell how {name!r} normalises its inputs: it has no image processor with image_mean/image_std. "
-            "Pass image_mean and image_std (use 0,0,0 and 1,1,1 for a model trained on raw [0, 1] pixels)."
+            "Pass image_mean and image_std (command line: --image-mean/--image-std; use 0,0,0 and 1,1,1 for a model "
+            "trained on raw [0, 1] pixels)."
         )
     logger.info("Teacher %s takes normalised inputs: applying mean %s / std %s inside.", name, *normalization)
     return PixelSpaceClassifier(model, *normalization)

@@ -112,6 +112,15 @@ PIL_PIPELINE = ["--in_memory_images", "false", "--dataloader_num_workers", "1"]
 # other value, with which the claim's student met every target).
 ACM_5000 = ["--alpha_acm", "5000"]
 TEACHER_METHODS = {name for name, method in METHODS.items() if method.needs_teacher}
+RECIPE = "wrn16-2-mixacm-t20-mixup02-acm2k-inmem"  # the CPU config's recipe: its seed-0 student
+RECIPE_FLAGS = [*COMPILED_TEACHER, "--alpha_acm", "2000"]
+
+
+def in_memory_student(name: str, method: str, flags: list[str], arch: str = "wrn-16-2", **fields) -> Stage:
+    """A student of the 20-epoch teacher (where its method has one) with the config's in-memory pipeline."""
+    return Stage(name, "student", method, arch, flags, teacher=STRONG_TEACHER, in_memory_images=True, **fields)
+
+
 STAGES = [
     # The teacher was trained (session 1) in fp32, before the config switched to bf16 autocast + channels_last.
     Stage(TEACHER, "teacher", "n-fgsm", "wrn-16-2", ["--bf16", "false", "--channels_last", "false"], publish=True),
@@ -223,64 +232,27 @@ STAGES = [
     # claim on three seeds with paired statistics, training seeds 1 and 2; then the soft-labels-only baseline (kd)
     # from the same teacher with the same pipeline, seeds 0, 1 and 2.
     *(
-        Stage(
-            "wrn16-2-mixacm-t20-mixup02-acm2k-inmem" + (f"-seed{seed}" if seed else ""),
-            "student",
-            "mixacm",
-            "wrn-16-2",
-            [*COMPILED_TEACHER, "--alpha_acm", "2000"],
-            teacher=STRONG_TEACHER,
-            publish=seed == 0,
-            in_memory_images=True,
-            seed=seed,
-        )
-        for seed in (0, 1, 2)
+        in_memory_student(name, "mixacm", RECIPE_FLAGS, publish=not seed, seed=seed)
+        for seed, name in enumerate([RECIPE, f"{RECIPE}-seed1", f"{RECIPE}-seed2"])
     ),
-    *(
-        Stage(
-            f"wrn16-2-kd-t20-inmem-seed{seed}",
-            "student",
-            "kd",
-            "wrn-16-2",
-            COMPILED_TEACHER,
-            teacher=STRONG_TEACHER,
-            in_memory_images=True,
-            seed=seed,
-        )
-        for seed in (0, 1, 2)
-    ),
+    *(in_memory_student(f"wrn16-2-kd-t20-inmem-seed{seed}", "kd", COMPILED_TEACHER, seed=seed) for seed in (0, 1, 2)),
     # Few data (paper Fig. 3: MixACM on 30% of the data matches adversarial training on all of it): the recipe and
     # PGD-7 AT on the same class-balanced 10% and 30% prefixes of the training split, the same 10 epochs.
     *(
-        Stage(
+        in_memory_student(
             f"wrn16-2-{name}-frac{round(100 * fraction)}",
-            "student",
             method,
-            "wrn-16-2",
             flags,
-            teacher=STRONG_TEACHER,
-            in_memory_images=True,
             train_fraction=fraction,
             autoattack=method == "mixacm",
-        )
+        )  # fmt: skip
         for fraction in (0.1, 0.3)
-        for name, method, flags in [
-            ("mixacm-t20-acm2k", "mixacm", [*COMPILED_TEACHER, "--alpha_acm", "2000"]),
-            ("pgd7-at", "pgd-at", PGD7),
-        ]
+        for name, method, flags in [("mixacm-t20-acm2k", "mixacm", RECIPE_FLAGS), ("pgd7-at", "pgd-at", PGD7)]
     ),
     # Compression (paper Table 4): a WRN-16-1 student (a quarter of the teacher's parameters) by the recipe, against
     # PGD-7 AT of the same WRN-16-1.
-    Stage(
-        "wrn16-1-mixacm-t20-acm2k-inmem",
-        "student",
-        "mixacm",
-        "wrn-16-1",
-        [*COMPILED_TEACHER, "--alpha_acm", "2000"],
-        teacher=STRONG_TEACHER,
-        in_memory_images=True,
-    ),
-    Stage("wrn16-1-pgd7-at-inmem", "student", "pgd-at", "wrn-16-1", PGD7, in_memory_images=True),
+    in_memory_student("wrn16-1-mixacm-t20-acm2k-inmem", "mixacm", RECIPE_FLAGS, arch="wrn-16-1"),
+    in_memory_student("wrn16-1-pgd7-at-inmem", "pgd-at", PGD7, arch="wrn-16-1"),
 ]
 
 
@@ -360,7 +332,6 @@ def reproduce_command(stage: Stage, dataset: str) -> str:
 
 
 # The central claim on three seeds: the recipe's and kd's seeds, and the single models the recipe is compared with.
-RECIPE = "wrn16-2-mixacm-t20-mixup02-acm2k-inmem"
 CLAIM_GROUPS = {
     "mixacm (recipe)": [RECIPE, f"{RECIPE}-seed1", f"{RECIPE}-seed2"],
     "kd": [f"wrn16-2-kd-t20-inmem-seed{seed}" for seed in (0, 1, 2)],

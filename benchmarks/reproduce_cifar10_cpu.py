@@ -280,14 +280,16 @@ def evaluate(stage: Stage, dataset: str, key: str) -> None:
         return
     previous = reporting.measured(stage.output_dir, key)
     sweep_missing = key == "fgsm" and stage.publish and previous is not None and previous.eps_sweep is None
-    if previous is not None and not sweep_missing:  # a stage published after its evaluation still gets its sweep
+    # the claim's paired statistics need per-example records, which reports older than them lack
+    records_missing = previous is not None and previous.per_example is None and stage.name in CLAIM_MEMBERS
+    if previous is not None and not (sweep_missing or records_missing):  # a stage published late still gets its sweep
         print(f"[skip] {stage.name}: {key} measured")
         return
     attacks, n = (["clean", "fgsm", "pgd-20"], N_EVAL) if key == "fgsm" else (["clean", "pgd-20", key], N_AUTOATTACK)
     print(f"[evaluate] {stage.name}: {attacks} on {n} images", flush=True)
     report = evaluate_robustness(
         str(model_folder(stage.name)), dataset, attacks, n_examples=n, batch_size=250, seed=SEED, device="cpu",
-        eps_sweep=EPS_SWEEP if stage.publish and key == "fgsm" else None,
+        eps_sweep=EPS_SWEEP if stage.publish and key == "fgsm" and (previous is None or sweep_missing) else None,
     )  # fmt: skip
     update_model_card(stage.output_dir, report, dataset_id=DATASET_ID)
 
@@ -338,6 +340,7 @@ CLAIM_GROUPS = {
     "pgd-7 AT": ["wrn16-2-pgd7-at"],
     "teacher": [STRONG_TEACHER],
 }
+CLAIM_MEMBERS = {name for names in CLAIM_GROUPS.values() for name in names}
 CLAIM_COMPARISONS = {
     "mixacm - kd": ("mixacm (recipe)", "kd"),
     "mixacm - pgd-7 AT": ("mixacm (recipe)", "pgd-7 AT"),

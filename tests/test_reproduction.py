@@ -94,6 +94,32 @@ def test_evaluation_is_skipped_when_measured_unless_a_published_stage_lacks_its_
     assert calls == [(published, "pgd-20", reproduction.EPS_SWEEP), (published, "autoattack", None)]
 
 
+def test_a_claim_stage_without_per_example_records_is_evaluated_again_without_its_sweep(layout, monkeypatch):
+    calls = []
+    monkeypatch.setattr("mixacm_hf.hub.update_model_card", lambda *args, **kwargs: None)
+    monkeypatch.setattr(
+        "mixacm_hf.robustness.evaluate_robustness",
+        lambda path, dataset, attacks, **kwargs: calls.append((attacks[-1], kwargs["eps_sweep"])),
+    )
+    stage = reproduction.Stage("s", "student", "mixacm", "wrn-16-2", publish=True)
+    folder = layout / "runs" / "s"
+    folder.mkdir(parents=True)
+    (folder / "train_summary.json").write_text("{}")
+    report = {
+        **_report({"fgsm": 0.4, "pgd-20": 0.35, "all": 0.35}, 1000),
+        "eps_sweep": {"eps": [0.0], "robust_accuracy": {}},
+    }
+    (folder / "robustness.json").write_text(json.dumps([report]))
+    reproduction.evaluate(stage, reproduction.DEFAULT_DATASET, "fgsm")
+    assert calls == []  # not a member of the claim: its old report stands
+    monkeypatch.setattr(reproduction, "CLAIM_MEMBERS", {"s"})
+    reproduction.evaluate(stage, reproduction.DEFAULT_DATASET, "fgsm")
+    assert calls == [("pgd-20", None)]  # measured again for its records; the sweep it has is not redone
+    (folder / "robustness.json").write_text(json.dumps([report, {**report, "per_example": {"index": [0]}}]))
+    reproduction.evaluate(stage, reproduction.DEFAULT_DATASET, "fgsm")
+    assert calls == [("pgd-20", None)]  # now it has them
+
+
 def test_student_commands_share_epochs_schedule_and_precision():
     students = [s for s in reproduction.STAGES if s.role == "student"]
     commands = [s.command(reproduction.DEFAULT_DATASET) for s in students]

@@ -49,6 +49,27 @@ def compare_groups(
     }
 
 
+def _compare_available(
+    first: Sequence[str], second: Sequence[str], attack: str, report_of: Callable[[str, str], RobustnessReport | None]
+) -> dict[str, Any]:
+    """`compare_groups` over the seeds whose models both have per-example records of `attack` (a single model of
+    `second` pairs with every seed), with the models `used` and those still `missing` records."""
+
+    def recorded(name: str) -> RobustnessReport | None:
+        report = report_of(name, attack)
+        return report if report is not None and report.per_example and attack in report.per_example else None
+
+    pairs = [
+        (a, second[0] if len(second) == 1 else second[i]) for i, a in enumerate(first) if len(second) in (1, len(first))
+    ]
+    usable = [(a, b) for a, b in pairs if recorded(a) and recorded(b)]
+    missing = sorted({name for pair in pairs for name in pair if not recorded(name)})
+    if not usable:
+        return {"missing_per_example_records": missing}
+    result = compare_groups([recorded(a) for a, _ in usable], [recorded(b) for _, b in usable], attack)
+    return {"used": [list(pair) for pair in usable], "missing_per_example_records": missing, **result}
+
+
 ACCURACIES = ("clean", "fgsm", "pgd20", "autoattack")  # the result rows' accuracy columns
 ATTACK_OF = {"pgd20": "pgd-20", "autoattack": "autoattack"}  # the columns compared on per-example records
 
@@ -79,13 +100,6 @@ def claim_summary(
     for label, (first, second) in comparisons.items():
         result: dict[str, Any] = {"groups": [first, second]}
         for column, attack in ATTACK_OF.items():
-            reports = {name: report_of(name, attack) for name in [*groups[first], *groups[second]]}
-            missing = [
-                name for name, report in reports.items()
-                if report is None or report.per_example is None or attack not in report.per_example
-            ]  # fmt: skip
-            result[column] = {"missing_per_example_records": missing} if missing else compare_groups(
-                [reports[name] for name in groups[first]], [reports[name] for name in groups[second]], attack
-            )  # fmt: skip
+            result[column] = _compare_available(groups[first], groups[second], attack, report_of)
         summary["comparisons"][label] = result
     return summary

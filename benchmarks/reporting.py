@@ -41,6 +41,9 @@ class Stage(Protocol):
     method: str
     arch: str
     seed: int
+    train_fraction: float
+    code_commit: str | None
+    shared_machine: bool
 
     @property
     def output_dir(self) -> Path: ...
@@ -79,7 +82,8 @@ def result_row(stage: Stage, command: str) -> dict | None:
         "teacher": Path(summary["teacher"]).name if summary.get("teacher") else None,  # its published folder's name
         "train_fraction": stage.train_fraction,
         "hyperparameters": relevant_hyperparameters(stage.method, summary.get("hyperparameters", {})),
-        "code_commit": (summary.get("code") or {}).get("commit"),  # recorded by runs since provenance was added
+        "code_commit": (summary.get("code") or {}).get("commit") or stage.code_commit,
+        "shared_machine": stage.shared_machine,  # its train_seconds are no cost measurement
         "command": command,
     }
 
@@ -99,10 +103,15 @@ def markdown_table(rows: list[dict]) -> str:
         paper = PAPER_TABLE3.get(row["method"])
         paper_text = f"{paper[0]:.1f} / {paper[2]:.1f} / {paper[3]:.1f}" if paper and row["role"] == "student" else ""
         autoattack = f"{pct(row['autoattack'])} ({row['n_eval_autoattack']})" if row["autoattack"] is not None else "-"
+        minutes = f"{row['train_seconds'] / 60:.0f} min" + ("*" if row.get("shared_machine") else "")
         lines.append(
             f"| {row['name']} ({row['role']}) | {row['method']} | {row['params'] / 1e6:.2f}M | {row['epochs']:g} "
-            f"| {row['train_seconds'] / 60:.0f} min | {pct(row['clean'])} | {pct(row['fgsm'])} | {pct(row['pgd20'])} "
-            f"| {autoattack} | {paper_text} |"
+            f"| {minutes} | {pct(row['clean'])} | {pct(row['fgsm'])} | {pct(row['pgd20'])} | {autoattack} "
+            f"| {paper_text} |"
+        )
+    if any(row.get("shared_machine") for row in rows):
+        lines.append(
+            "\n\\* trained while other jobs shared the 2 cores: its wall time is no measure of the method's cost."
         )
     return "\n".join(lines)
 
@@ -217,8 +226,9 @@ def plot_headline(entries: list[tuple[str, list[dict]]], path: Path, n_eval: int
     labels = []
     for label, rows in entries:
         seeds = f", {len(rows)} seeds" if len(rows) > 1 else ""
-        minutes = sum(row["train_seconds"] for row in rows) / len(rows) / 60
-        labels.append(f"{label}\n({minutes:.0f} min{seeds})")
+        timed = [row["train_seconds"] for row in rows if not row.get("shared_machine")] or [None]
+        minutes = f"{sum(timed) / len(timed) / 60:.0f} min" if timed[0] is not None else "time not measured"
+        labels.append(f"{label}\n({minutes}{seeds})")
     axes.set_xticks(range(len(entries)), labels, fontsize=8)
     axes.set(ylabel="accuracy (%)", ylim=(0, 100))
     axes.legend(fontsize=8, loc="upper right", ncols=3)

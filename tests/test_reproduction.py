@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 ROW_KEYS = {
     "name", "role", "method", "arch", "params", "epochs", "train_seconds", "images_per_second", "clean", "fgsm",
     "pgd20", "autoattack", "n_eval", "n_eval_autoattack", "seed", "teacher", "train_fraction", "hyperparameters",
-    "code_commit", "command",
+    "code_commit", "shared_machine", "command",
 }  # fmt: skip
 RESULTS = REPO / "benchmarks" / "results" / "cifar10_cpu.json"
 CPU_CONFIG = REPO / "training" / "configs" / "cifar10_cpu_wrn16-2.yaml"

@@ -114,14 +114,24 @@ def start(launcher: list[str], workdir: Path, name: str, args: list, kill_at_ste
     return Run(process, workdir / name, workdir / f"{name}.log")
 
 
-def resume_run(workdir: Path, name: str, kill_at_step: int | None = None) -> Run:
-    """One process, MixACM with affine channel maps on in-memory images (crop/flip), 3 steps per epoch, checkpoints
-    every 2 steps (2 kept), resuming from the newest complete one."""
+# Other methods killed and resumed the same way: the randomness each draws (mixup, adversarial random starts) and the
+# state it keeps must come back too.
+RESUMED_VARIANTS = {
+    "mixacm-adaptive-max-pool": ["--teacher", "{teacher}", "--acm_channel_align", "adaptive_max_pool"],
+    "pgd-at": ["--method", "pgd-at", "--pgd_steps", 2],
+}
+
+
+def resume_run(workdir: Path, name: str, kill_at_step: int | None = None, variant: str | None = None) -> Run:
+    """One process, MixACM with affine channel maps (or a `RESUMED_VARIANTS` setting) on in-memory images
+    (crop/flip), 3 steps per epoch, checkpoints every 2 steps (2 kept), resuming from the newest complete one."""
+    settings = ["--teacher", workdir / "teacher-32", "--acm_channel_align", "affine"]
+    if variant is not None:
+        settings = [workdir / "teacher-32" if a == "{teacher}" else a for a in RESUMED_VARIANTS[variant]]
     args = [
-        "--teacher", workdir / "teacher-32", "--dataset", CIFAR10, "--max_train_samples", 24, "--max_eval_samples", 8,
-        "--per_device_train_batch_size", 8, "--max_steps", 10, "--save_strategy", "steps", "--save_steps", 2,
-        "--save_total_limit", 2, "--in_memory_images", "true", "--acm_channel_align", "affine",
-        "--resume_from_checkpoint", "last",
+        "--dataset", CIFAR10, "--max_train_samples", 24, "--max_eval_samples", 8, "--per_device_train_batch_size", 8,
+        "--max_steps", 10, "--save_strategy", "steps", "--save_steps", 2, "--save_total_limit", 2,
+        "--in_memory_images", "true", "--resume_from_checkpoint", "last", *settings,
     ]  # fmt: skip
     return start([sys.executable], workdir, name, args, kill_at_step)
 
@@ -144,6 +154,9 @@ def runs(workdir) -> Iterator[dict[str, Run]]:
         started["ddp"] = start(TWO_CPU_PROCESSES, workdir, "ddp", ddp)
         started["uninterrupted"] = resume_run(workdir, "uninterrupted")
         started["killed"] = resume_run(workdir, "resumed", kill_at_step=7)
+        for variant in RESUMED_VARIANTS:
+            started[f"uninterrupted-{variant}"] = resume_run(workdir, f"uninterrupted-{variant}", variant=variant)
+            started[f"killed-{variant}"] = resume_run(workdir, f"resumed-{variant}", kill_at_step=5, variant=variant)
     yield started
     for run in started.values():
         if run.process.poll() is None:  # a test failed early: stop the launcher and the processes it started
@@ -204,6 +217,22 @@ def test_killed_run_resumes_to_the_uninterrupted_result(runs, workdir, cifar10_p
             load_file(checkpoints[-1] / "acm_affine_maps.safetensors"),
             load_file(runs["uninterrupted"].output_dir / "checkpoint-10" / "acm_affine_maps.safetensors"),
         )
+
+
+@pytest.mark.parametrize("variant", list(RESUMED_VARIANTS))
+def test_other_methods_killed_mid_epoch_resume_to_the_uninterrupted_result(runs, workdir, cifar10_path, variant):
+    """SIGKILL at step 5 (mid-epoch: the newest checkpoint is step 4), resume with `last`: the same final weights."""
+    finish(runs[f"killed-{variant}"], returncode=-signal.SIGKILL)
+    assert sorted(p.name for p in runs[f"killed-{variant}"].output_dir.glob("checkpoint-*")) == [
+        "checkpoint-2", "checkpoint-4",
+    ]  # fmt: skip
+    resumed = resume_run(workdir, f"resumed-{variant}", variant=variant)
+    finish(resumed)
+    finish(runs[f"uninterrupted-{variant}"])
+    expected, expected_state = probe_result(runs[f"uninterrupted-{variant}"].output_dir)
+    weights, state = probe_result(resumed.output_dir)
+    assert expected_state["steps"] == state["steps"] == 10
+    assert same_weights(weights, expected)
 
 
 def test_two_process_ddp_run(runs, cifar10_path):

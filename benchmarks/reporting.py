@@ -30,6 +30,7 @@ PAPER_TABLE3 = {
 }
 METHOD_COLORS = {
     "natural": "C7", "kd": "C3", "mixacm-no-mixup": "C4", "mixacm": "C0", "pgd-at": "C2", "n-fgsm": "C8",
+    "trades": "C1", "ard": "C5", "rslad": "C6",
 }  # fmt: skip
 
 
@@ -72,6 +73,7 @@ def result_row(stage: Stage, command: str) -> dict | None:
         "epochs": summary["epochs"],
         "train_seconds": summary["train_seconds"],
         "images_per_second": summary["images_per_second"],
+        "backward_passes_per_image": summary.get("backward_passes_per_image"),
         "clean": report.clean_accuracy,
         "fgsm": report.robust_accuracy["fgsm"],
         "pgd20": report.robust_accuracy["pgd-20"],
@@ -169,10 +171,10 @@ def plot_results(rows: list[dict], path: Path, n_eval: int, n_autoattack: int) -
     figure.savefig(path, dpi=120)
 
 
-def replace_between_markers(path: Path, text: str) -> None:
-    """Put `text` between the results markers (TABLE_START, TABLE_END) of a markdown file; a file without both
-    markers is left alone."""
-    replaced = replace_marked_block(path.read_text(), f"\n{text}\n", TABLE_START, TABLE_END)
+def replace_between_markers(path: Path, text: str, markers: tuple[str, str] = (TABLE_START, TABLE_END)) -> None:
+    """Put `text` between the `markers` (start, end; the results table's by default) of a markdown file; a file
+    without both markers is left alone."""
+    replaced = replace_marked_block(path.read_text(), f"\n{text}\n", *markers)
     if replaced is not None:
         atomic_write_text(path, replaced)
 

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as `python benchmarks/reproduce_cifar10_cpu.py`: make `benchmarks` importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks import reporting, seed_statistics  # noqa: E402
+from benchmarks import reporting, seed_statistics, studies  # noqa: E402
 from mixacm_hf.methods import METHODS  # noqa: E402
 from mixacm_hf.robustness import RobustnessReport  # noqa: E402
 
@@ -259,6 +259,11 @@ STAGES = [
     # PGD-7 AT of the same WRN-16-1.
     in_memory_student("wrn16-1-mixacm-t20-acm2k-inmem", "mixacm", RECIPE_FLAGS, arch="wrn-16-1"),
     in_memory_student("wrn16-1-pgd7-at-inmem", "pgd-at", PGD7, arch="wrn-16-1"),
+    # The baselines of the adversarial-distillation literature and TRADES, with their papers' defaults (the methods
+    # registry): same student, epochs, schedule and pipeline; ARD and RSLAD distil the same 20-epoch teacher.
+    in_memory_student("wrn16-2-trades-inmem", "trades", []),
+    in_memory_student("wrn16-2-rslad-t20-inmem", "rslad", COMPILED_TEACHER),
+    in_memory_student("wrn16-2-ard-t20-inmem", "ard", COMPILED_TEACHER),
 ]
 
 
@@ -363,6 +368,33 @@ HEADLINE = {
     "natural": ["natural"],
 }
 HEADLINE_ROWS = {"kd (PIL pipeline)": ["wrn16-2-kd-t20"], "natural": ["wrn16-2-natural"]}
+# The paper's Figure 3 at CPU scale: points at 10%, 30% and all of the training set (the recipe's seeds there).
+FEW_DATA: studies.Study = {
+    "MixACM (recipe)": [
+        ["wrn16-2-mixacm-t20-acm2k-frac10"],
+        ["wrn16-2-mixacm-t20-acm2k-frac30"],
+        CLAIM_GROUPS["mixacm (recipe)"],
+    ],
+    "PGD-7 AT": [["wrn16-2-pgd7-at-frac10"], ["wrn16-2-pgd7-at-frac30"], CLAIM_GROUPS["pgd-7 AT"]],
+}
+# The paper's Table 4 at CPU scale: WRN-16-1 and WRN-16-2 students, the teacher (WRN-16-2) as reference.
+COMPRESSION: studies.Study = {
+    "MixACM (recipe)": [["wrn16-1-mixacm-t20-acm2k-inmem"], CLAIM_GROUPS["mixacm (recipe)"]],
+    "PGD-7 AT": [["wrn16-1-pgd7-at-inmem"], CLAIM_GROUPS["pgd-7 AT"]],
+}
+# The methods on one table (README, "Methods compared"): label -> the rows of its training seeds.
+METHODS_COMPARED = [
+    ("MixACM (recipe)", CLAIM_GROUPS["mixacm (recipe)"]),
+    ("soft labels only (kd)", CLAIM_GROUPS["kd"]),
+    ("RSLAD", ["wrn16-2-rslad-t20-inmem"]),
+    ("ARD", ["wrn16-2-ard-t20-inmem"]),
+    ("TRADES", ["wrn16-2-trades-inmem"]),
+    ("PGD-7 AT", CLAIM_GROUPS["pgd-7 AT"]),
+    ("natural", ["wrn16-2-natural"]),
+    ("teacher: N-FGSM, 20 epochs", CLAIM_GROUPS["teacher"]),
+]
+CLAIM_MARKERS = ("<!-- cifar10-cpu-claim:start -->", "<!-- cifar10-cpu-claim:end -->")
+METHODS_MARKERS = ("<!-- cifar10-cpu-methods:start -->", "<!-- cifar10-cpu-methods:end -->")
 
 
 def headline_entries(rows: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -388,12 +420,34 @@ def write_results(dataset: str) -> list[dict]:
     rows."""
     rows = [reporting.result_row(stage, reproduce_command(stage, dataset)) for stage in STAGES]
     rows = [row for row in rows if row is not None]
-    if rows:
-        summary = seed_statistics.claim_summary(rows, CLAIM_GROUPS, CLAIM_COMPARISONS, report_of)
-        reporting.write_results(
-            rows, RESULTS, "cifar10_cpu", n_eval=N_EVAL, n_autoattack=N_AUTOATTACK, readmes=READMES, summary=summary
-        )
-        reporting.plot_headline(headline_entries(rows), RESULTS / "cifar10_cpu_headline.png", N_EVAL, N_AUTOATTACK)
+    if not rows:
+        return rows
+    summary = seed_statistics.claim_summary(rows, CLAIM_GROUPS, CLAIM_COMPARISONS, report_of)
+    summary["criteria"] = seed_statistics.claim_criteria(
+        summary, rows, recipe="mixacm (recipe)", soft_labels="kd", adversarial_training="pgd-7 AT",
+        teacher="teacher", groups=CLAIM_GROUPS,
+    )  # fmt: skip
+    reporting.write_results(
+        rows, RESULTS, "cifar10_cpu", n_eval=N_EVAL, n_autoattack=N_AUTOATTACK, readmes=READMES, summary=summary
+    )
+    reporting.plot_headline(headline_entries(rows), RESULTS / "cifar10_cpu_headline.png", N_EVAL, N_AUTOATTACK)
+    protocol = f"CIFAR-10, Linf eps = 8/255: clean and PGD-20 on the first {N_EVAL} test images, AutoAttack on the "
+    protocol += f"first {N_AUTOATTACK}; {EPOCHS} epochs; error bars: std over training seeds"
+    studies.plot_study(
+        FEW_DATA, rows, RESULTS / "cifar10_cpu_few_data.png", x_of=lambda row: 100 * row["train_fraction"],
+        xlabel="training images used (%, class-balanced prefix)", references=[("teacher", CLAIM_GROUPS["teacher"])],
+        title=f"Few data (paper Fig. 3), WRN-16-2 students\n{protocol}",
+    )  # fmt: skip
+    studies.plot_study(
+        COMPRESSION, rows, RESULTS / "cifar10_cpu_compression.png", x_of=lambda row: row["params"] / 1e6,
+        xlabel="student parameters (millions, log scale)", references=[("teacher", CLAIM_GROUPS["teacher"])],
+        title=f"Compression (paper Table 4): WRN-16-1 and WRN-16-2 students\n{protocol}", xscale="log",
+    )  # fmt: skip
+    claim = seed_statistics.claim_markdown(summary, N_EVAL, N_AUTOATTACK)
+    methods = studies.methods_markdown(METHODS_COMPARED, rows)
+    for readme in READMES:
+        reporting.replace_between_markers(readme, claim, CLAIM_MARKERS)
+        reporting.replace_between_markers(readme, methods, METHODS_MARKERS)
     return rows
 
 

@@ -103,3 +103,123 @@ def claim_summary(
             result[column] = _compare_available(groups[first], groups[second], attack, report_of)
         summary["comparisons"][label] = result
     return summary
+
+
+def _mean(summary: dict[str, Any], group: str, column: str) -> float | None:
+    entry = summary["groups"].get(group, {}).get(column)
+    return entry["mean"] if entry else None
+
+
+def claim_criteria(
+    summary: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    *,
+    recipe: str,
+    soft_labels: str,
+    adversarial_training: str,
+    teacher: str,
+    groups: dict[str, Sequence[str]],
+) -> list[dict[str, Any]]:
+    """The CPU reproduction's claim (MixACM paper, Tables 3/4, scaled down) as criteria on the group means of
+    `summary`: AutoAttack >= 0.8 x the teacher's, >= soft labels alone + 5 points, >= adversarial training - 5
+    points, clean accuracy above adversarial training's, and training wall time <= 1/4 of adversarial training's
+    (the mean over the recipe's rows not trained on a shared machine). Each: {"criterion", "measured", "target",
+    "met"}; `measured` and `met` are None while a group lacks the numbers."""
+    by_name = {row["name"]: row for row in rows}
+
+    def seconds(group: str) -> float | None:
+        found = [by_name[name] for name in groups[group] if name in by_name]
+        timed = [row["train_seconds"] for row in found if not row["shared_machine"]]
+        return statistics.fmean(timed) if timed else None
+
+    recipe_aa, teacher_aa = _mean(summary, recipe, "autoattack"), _mean(summary, teacher, "autoattack")
+    kd_aa, at_aa = _mean(summary, soft_labels, "autoattack"), _mean(summary, adversarial_training, "autoattack")
+    recipe_clean, at_clean = _mean(summary, recipe, "clean"), _mean(summary, adversarial_training, "clean")
+    recipe_seconds, at_seconds = seconds(recipe), seconds(adversarial_training)
+
+    def criterion(name: str, measured: float | None, target: str, met: Callable[[float], bool]) -> dict[str, Any]:
+        return {"criterion": name, "measured": measured, "target": target,
+                "met": None if measured is None else bool(met(measured))}  # fmt: skip
+
+    def known(*values: float | None) -> bool:
+        return all(value is not None for value in values)
+
+    return [
+        criterion("AutoAttack / teacher's AutoAttack", recipe_aa / teacher_aa if known(recipe_aa, teacher_aa) else None,
+                  ">= 0.8", lambda ratio: ratio >= 0.8),
+        criterion("AutoAttack - soft labels' AutoAttack (points)",
+                  100 * (recipe_aa - kd_aa) if known(recipe_aa, kd_aa) else None, ">= 5", lambda points: points >= 5),
+        criterion("AutoAttack - PGD-7 AT's AutoAttack (points)",
+                  100 * (recipe_aa - at_aa) if known(recipe_aa, at_aa) else None, ">= -5", lambda points: points >= -5),
+        criterion("clean - PGD-7 AT's clean (points)",
+                  100 * (recipe_clean - at_clean) if known(recipe_clean, at_clean) else None, "> 0",
+                  lambda points: points > 0),
+        criterion("wall time / PGD-7 AT's wall time", recipe_seconds / at_seconds if known(recipe_seconds, at_seconds)
+                  else None, "<= 0.25", lambda ratio: ratio <= 0.25),
+    ]  # fmt: skip
+
+
+def format_mean_std(entry: dict[str, Any] | None) -> str:
+    """Percent, e.g. "31.5 +- 2.0" for a `mean_std` entry of several values, "31.5" for one, "-" for none."""
+    if not entry:
+        return "-"
+    if entry["std"] is None:
+        return f"{100 * entry['mean']:.1f}"
+    return f"{100 * entry['mean']:.1f} +- {100 * entry['std']:.1f}"
+
+
+def format_paired(result: dict[str, Any]) -> str:
+    """Points, e.g. "-5.8 [-7.2, -4.4], p < 1e-4 (n = 2000)", for a pooled `paired_difference`, or which models still
+    lack per-example records (named in `result`)."""
+    if "pooled" not in result:
+        return f"waiting for {len(result['missing_per_example_records'])} models' per-example records"
+    pooled = result["pooled"]
+    low, high = (100 * value for value in pooled["interval"])
+    p = pooled["p_value"]
+    p_text = "p < 1e-4" if p < 1e-4 else f"p = {p:.2g}"
+    return f"{100 * pooled['difference']:+.1f} [{low:+.1f}, {high:+.1f}], {p_text} (n = {pooled['n']})"
+
+
+def claim_markdown(summary: dict[str, Any], n_eval: int, n_autoattack: int) -> str:
+    """The claim's numbers as markdown: each group's mean +- std over its models (seeds), the criteria on the means
+    and the pooled paired comparisons. Accuracies in percent."""
+    criteria = summary.get("criteria", [])
+    failed = [item["criterion"] for item in criteria if item["met"] is False]
+    pending = [item["criterion"] for item in criteria if item["met"] is None]
+    verdict = (
+        f"**On the means, {len(failed)} of the claim's {len(criteria)} criteria {'is' if len(failed) == 1 else 'are'} "
+        f"not met: {'; '.join(failed)}.**"
+        if failed
+        else f"**On the means, every criterion measured so far is met ({len(criteria) - len(pending)} of "
+        f"{len(criteria)}).**"
+    )
+    if pending:
+        verdict += f" Not yet measured: {'; '.join(pending)}."
+    lines = [
+        verdict,
+        "",
+        f"Mean +- sample std over training seeds (clean, FGSM, PGD-20 on the first {n_eval} CIFAR-10 test images, "
+        f"AutoAttack on the first {n_autoattack}; Linf eps = 8/255):",
+        "",
+        "| group | models | clean | FGSM | PGD-20 | AutoAttack |",
+        "|---|---|---|---|---|---|",
+    ]
+    for group, entry in summary["groups"].items():
+        cells = " | ".join(format_mean_std(entry.get(column)) for column in ACCURACIES)
+        missing = f" ({len(entry['missing'])} not yet measured)" if entry["missing"] else ""
+        lines.append(f"| {group} | {len(entry['models'])}{missing} | {cells} |")
+    lines += ["", "| criterion, on the means | measured | target | met |", "|---|---|---|---|"]
+    for item in summary.get("criteria", []):
+        measured = "-" if item["measured"] is None else f"{item['measured']:.2f}"
+        met = {None: "not yet measured", True: "yes", False: "**no**"}[item["met"]]
+        lines.append(f"| {item['criterion']} | {measured} | {item['target']} | {met} |")
+    lines += [
+        "",
+        "Paired on the same test images, pooled over seeds (difference in points, 95% interval, exact McNemar p):",
+        "",
+        "| comparison | PGD-20 | AutoAttack |",
+        "|---|---|---|",
+    ]
+    for label, result in summary["comparisons"].items():
+        lines.append(f"| {label} | {format_paired(result['pgd20'])} | {format_paired(result['autoattack'])} |")
+    return "\n".join(lines)

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 ROW_KEYS = {
     "name", "role", "method", "arch", "params", "epochs", "train_seconds", "images_per_second", "clean", "fgsm",
     "pgd20", "autoattack", "n_eval", "n_eval_autoattack", "seed", "teacher", "train_fraction", "hyperparameters",
-    "code_commit", "shared_machine", "command",
+    "code_commit", "shared_machine", "command", "backward_passes_per_image",
 }  # fmt: skip
 RESULTS = REPO / "benchmarks" / "results" / "cifar10_cpu.json"
 CPU_CONFIG = REPO / "training" / "configs" / "cifar10_cpu_wrn16-2.yaml"
@@ -126,7 +126,7 @@ def test_student_commands_share_epochs_schedule_and_precision():
     for stage, command in zip(students, commands):
         assert command[command.index("--num_train_epochs") + 1] == str(reproduction.EPOCHS)
         assert "--bf16" not in command and "--learning_rate" not in command  # all from the one config
-        assert ("--teacher" in command) == (stage.method in {"mixacm", "mixacm-no-mixup", "kd"})
+        assert ("--teacher" in command) == (stage.method in {"mixacm", "mixacm-no-mixup", "kd", "ard", "rslad"})
     pgd7 = commands[[s.name for s in students].index("wrn16-2-pgd7-at")]
     assert pgd7[pgd7.index("--pgd_steps") + 1] == "7" and pgd7[pgd7.index("--pgd_step_size") + 1] == "2/255"
 
@@ -277,11 +277,34 @@ def test_committed_weights_are_stored_once():
             assert kept == [], f"{stage.name}: model files in both model_cards/ and benchmarks/runs/"
 
 
+def _recomputed_pooled(used: list[list[str]], attack: str) -> tuple[float, int, int, int]:
+    """(difference, n, only the first correct, only the second correct) of the models paired in `used`, pooled over
+    the seeds, from the run folders' per-example records (independently of `benchmarks.seed_statistics`)."""
+    pooled_a, pooled_b = [], []
+    for name, other in used:
+        mine = reproduction.report_of(name, attack).per_example
+        theirs = reproduction.report_of(other, attack).per_example
+        a, b = dict(zip(mine["index"], mine[attack])), dict(zip(theirs["index"], theirs[attack]))
+        common = sorted(a.keys() & b.keys())
+        pooled_a += [a[k] for k in common]
+        pooled_b += [b[k] for k in common]
+    only_a = sum(x and not y for x, y in zip(pooled_a, pooled_b))
+    only_b = sum(y and not x for x, y in zip(pooled_a, pooled_b))
+    return (only_a - only_b) / len(pooled_a), len(pooled_a), only_a, only_b
+
+
+def _recomputed_means(rows: dict[str, dict], names: list[str], column: str) -> tuple[float, float | None] | None:
+    import statistics as stats
+
+    values = [rows[name][column] for name in names if name in rows]
+    if not values or None in values:
+        return None
+    return stats.fmean(values), stats.stdev(values) if len(values) > 1 else None
+
+
 def test_committed_summary_is_recomputed_from_the_rows_and_per_example_records():
     """The results' `summary` (seed means and stds, paired comparisons) follows from the rows and the run folders'
     per-example records, recomputed here independently of `benchmarks.seed_statistics`."""
-    import statistics as stats
-
     from mixacm_hf.robustness.report import mcnemar_exact_p
 
     results = json.loads(RESULTS.read_text())
@@ -292,28 +315,110 @@ def test_committed_summary_is_recomputed_from_the_rows_and_per_example_records()
         entry = summary["groups"][group]
         assert entry["models"] == [name for name in names if name in rows]
         for column in ("clean", "fgsm", "pgd20", "autoattack"):
-            values = [rows[name][column] for name in entry["models"]]
-            if not values or None in values:
+            expected = _recomputed_means(rows, entry["models"], column)
+            if expected is None:
                 assert column not in entry
                 continue
-            assert entry[column]["mean"] == pytest.approx(stats.fmean(values))
-            assert entry[column]["std"] == (pytest.approx(stats.stdev(values)) if len(values) > 1 else None)
+            assert entry[column]["mean"] == pytest.approx(expected[0])
+            assert entry[column]["std"] == (None if expected[1] is None else pytest.approx(expected[1]))
     for label, (first, second) in reproduction.CLAIM_COMPARISONS.items():
         for column, attack in (("pgd20", "pgd-20"), ("autoattack", "autoattack")):
             result = summary["comparisons"][label][column]
             if "pooled" not in result:  # no pair of models with per-example records yet
                 assert result["missing_per_example_records"]
                 continue
-            pooled_a, pooled_b = [], []
             for name, other in result["used"]:
                 assert name in reproduction.CLAIM_GROUPS[first] and other in reproduction.CLAIM_GROUPS[second]
-                mine = reproduction.report_of(name, attack).per_example
-                theirs = reproduction.report_of(other, attack).per_example
-                a, b = dict(zip(mine["index"], mine[attack])), dict(zip(theirs["index"], theirs[attack]))
-                common = sorted(a.keys() & b.keys())
-                pooled_a += [a[k] for k in common]
-                pooled_b += [b[k] for k in common]
-            only_a = sum(x and not y for x, y in zip(pooled_a, pooled_b))
-            only_b = sum(y and not x for x, y in zip(pooled_a, pooled_b))
-            assert result["pooled"]["difference"] == pytest.approx((only_a - only_b) / len(pooled_a))
+            difference, n, only_a, only_b = _recomputed_pooled(result["used"], attack)
+            assert result["pooled"]["difference"] == pytest.approx(difference)
+            assert result["pooled"]["n"] == n
             assert result["pooled"]["p_value"] == pytest.approx(mcnemar_exact_p(only_a, only_b))
+
+
+def test_readme_claim_paragraph_states_the_recomputed_numbers():
+    """The README's claim block states the seed means +- stds, the criteria on the means (with a verdict naming
+    each criterion not met) and the pooled paired differences, all recomputed here from the rows and the per-example
+    records; the CPU config's comment quotes the same AutoAttack mean."""
+    results = json.loads(RESULTS.read_text())
+    rows = {row["name"]: row for row in results["rows"]}
+    readme = (REPO / "README.md").read_text()
+    start, end = (readme.index(marker) for marker in reproduction.CLAIM_MARKERS)
+    block = readme[start:end]
+    groups = reproduction.CLAIM_GROUPS
+    for group, names in groups.items():
+        line = next(line for line in block.splitlines() if line.startswith(f"| {group} |"))
+        for column in ("clean", "fgsm", "pgd20", "autoattack"):
+            expected = _recomputed_means(rows, names, column)
+            if expected is not None:
+                text = f"{100 * expected[0]:.1f}" + ("" if expected[1] is None else f" +- {100 * expected[1]:.1f}")
+                assert f" {text} |" in line, (group, column, text, line)
+    mean = {g: _recomputed_means(rows, names, "autoattack") for g, names in groups.items()}
+    clean = {g: _recomputed_means(rows, names, "clean") for g, names in groups.items()}
+    recipe, kd, at, teacher = "mixacm (recipe)", "kd", "pgd-7 AT", "teacher"
+    timed = {g: [rows[n]["train_seconds"] for n in names if n in rows and not rows[n]["shared_machine"]]
+             for g, names in groups.items()}  # fmt: skip
+    expected_criteria = {
+        "AutoAttack / teacher's AutoAttack": (mean[recipe] and mean[teacher]) and mean[recipe][0] / mean[teacher][0],
+        "AutoAttack - soft labels' AutoAttack (points)": (mean[recipe] and mean[kd])
+        and 100 * (mean[recipe][0] - mean[kd][0]),
+        "AutoAttack - PGD-7 AT's AutoAttack (points)": (mean[recipe] and mean[at])
+        and 100 * (mean[recipe][0] - mean[at][0]),
+        "clean - PGD-7 AT's clean (points)": (clean[recipe] and clean[at]) and 100 * (clean[recipe][0] - clean[at][0]),
+        "wall time / PGD-7 AT's wall time": (timed[recipe] and timed[at])
+        and (sum(timed[recipe]) / len(timed[recipe])) / (sum(timed[at]) / len(timed[at])),
+    }
+    thresholds = {
+        "AutoAttack / teacher's AutoAttack": lambda v: v >= 0.8,
+        "AutoAttack - soft labels' AutoAttack (points)": lambda v: v >= 5,
+        "AutoAttack - PGD-7 AT's AutoAttack (points)": lambda v: v >= -5,
+        "clean - PGD-7 AT's clean (points)": lambda v: v > 0,
+        "wall time / PGD-7 AT's wall time": lambda v: v <= 0.25,
+    }
+    verdict = block.splitlines()[1]
+    for criterion, value in expected_criteria.items():
+        line = next(line for line in block.splitlines() if line.startswith(f"| {criterion} |"))
+        if not value:
+            assert "not yet measured" in line
+            continue
+        met = thresholds[criterion](value)
+        assert line.startswith(f"| {criterion} | {value:.2f} |") and line.endswith("| yes |" if met else "| **no** |")
+        assert (criterion in verdict) != met, (criterion, verdict)  # every unmet criterion is named, no met one
+    assert ("not met" in verdict) == any(v and not thresholds[c](v) for c, v in expected_criteria.items())
+    summary = results["summary"]
+    for label in reproduction.CLAIM_COMPARISONS:
+        line = next(line for line in block.splitlines() if line.startswith(f"| {label} |"))
+        for column, attack in (("pgd20", "pgd-20"), ("autoattack", "autoattack")):
+            result = summary["comparisons"][label][column]
+            if "pooled" in result:
+                difference, n, _, _ = _recomputed_pooled(result["used"], attack)
+                assert f"{100 * difference:+.1f} [" in line and f"(n = {n})" in line, (label, column, line)
+    if mean[recipe] is not None:  # the CPU config's comment quotes the recipe's AutoAttack mean (+- std)
+        config_text = CPU_CONFIG.read_text()
+        quoted = f"{100 * mean[recipe][0]:.1f}" + (
+            "" if mean[recipe][1] is None else f" +- {100 * mean[recipe][1]:.1f}"
+        )
+        assert f"AutoAttack {quoted}" in config_text, quoted
+
+
+def test_methods_table_averages_seeds_and_times_only_the_runs_trained_alone(tmp_path):
+    from benchmarks import studies
+
+    def row(name: str, clean: float, pgd20: float, autoattack: float | None, seconds: float, shared: bool) -> dict:
+        return {
+            "name": name, "clean": clean, "pgd20": pgd20, "autoattack": autoattack, "train_seconds": seconds,
+            "shared_machine": shared, "teacher": "t", "backward_passes_per_image": 1, "n_eval_autoattack": 500,
+            "train_fraction": 1.0, "params": 1e6,
+        }  # fmt: skip
+
+    rows = [row("m0", 0.70, 0.30, 0.28, 1200, False), row("m1", 0.68, 0.32, 0.26, 3600, True)]
+    table = studies.methods_markdown([("MixACM", ["m0", "m1"]), ("absent", ["x"])], rows)
+    assert table.splitlines()[2] == "| MixACM | 2 | t | 1 | 20 min | 69.0 +- 1.4 | 31.0 +- 1.4 | 27.0 +- 1.4 (500) |"
+    assert "absent" not in table
+    assert studies.average(rows, "autoattack") == (pytest.approx(27.0), pytest.approx(2**0.5))
+    assert studies.average([row("a", 0.5, 0.2, None, 1, False)], "autoattack") is None
+    path = tmp_path / "study.png"
+    studies.plot_study(
+        {"MixACM": [["m0", "m1"], ["missing"]]}, rows, path, x_of=lambda r: 100 * r["train_fraction"], xlabel="x",
+        title="t", references=[("teacher", ["m0"])],
+    )  # fmt: skip
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

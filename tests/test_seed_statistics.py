@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from benchmarks.seed_statistics import compare_groups, mean_std
+from benchmarks.seed_statistics import claim_criteria, claim_markdown, compare_groups, format_paired, mean_std
 from mixacm_hf.robustness import RobustnessReport
 from mixacm_hf.robustness.report import paired_difference
 
@@ -52,3 +52,63 @@ def test_compare_groups_pairs_seeds_pools_them_and_pairs_a_single_report_with_ev
         compare_groups(seeds, [*others, others[0]], "autoattack")
     with pytest.raises(ValueError, match="no per-example"):
         compare_groups([RobustnessReport(1.0, {}, 1, 8 / 255, "Linf", {}, {}, 0)], others[:1], "autoattack")
+
+
+SEEDS_AB, ONE = {"models": ["a", "b"], "missing": []}, {"models": ["m"], "missing": []}
+
+
+def _row(name: str, seconds: float, shared: bool = False, **accuracies: float) -> dict:
+    return {"name": name, "train_seconds": seconds, "shared_machine": shared, **accuracies}
+
+
+def test_claim_criteria_on_the_means_by_hand():
+    """Each criterion from the group means; wall time from the rows trained alone (the shared-machine seed is out)."""
+    groups = {"recipe": ["a", "b"], "kd": ["k"], "at": ["p"], "teacher": ["t"]}
+    summary = {
+        "groups": {
+            "recipe": {**SEEDS_AB, "autoattack": mean_std([0.28, 0.30]), "clean": mean_std([0.70, 0.69])},
+            "kd": {**ONE, "autoattack": mean_std([0.20])},
+            "at": {**ONE, "autoattack": mean_std([0.33]), "clean": mean_std([0.70])},
+            "teacher": {**ONE, "autoattack": mean_std([0.37])},
+        }
+    }
+    rows = [_row("a", 1400), _row("b", 3600, shared=True), _row("p", 6000), _row("k", 1300), _row("t", 4000)]
+    criteria = claim_criteria(
+        summary, rows, recipe="recipe", soft_labels="kd", adversarial_training="at", teacher="teacher", groups=groups
+    )
+    measured = {item["criterion"]: (item["measured"], item["met"]) for item in criteria}
+    assert measured["AutoAttack / teacher's AutoAttack"] == (pytest.approx(0.29 / 0.37), False)
+    assert measured["AutoAttack - soft labels' AutoAttack (points)"] == (pytest.approx(9.0), True)
+    assert measured["AutoAttack - PGD-7 AT's AutoAttack (points)"] == (pytest.approx(-4.0), True)
+    assert measured["clean - PGD-7 AT's clean (points)"] == (pytest.approx(-0.5), False)
+    assert measured["wall time / PGD-7 AT's wall time"] == (pytest.approx(1400 / 6000), True)
+    summary["criteria"] = criteria
+    summary["comparisons"] = {}
+    text = claim_markdown(summary, 1000, 500)
+    verdict = text.splitlines()[0]
+    assert "2 of the claim's 5 criteria are not met" in verdict
+    assert "AutoAttack / teacher's AutoAttack" in verdict and "clean - PGD-7 AT's clean" in verdict
+    assert "soft labels" not in verdict
+    assert "| recipe | 2 | 69.5 +- 0.7 | - | - | 29.0 +- 1.4 |" in text
+
+
+def test_a_criterion_without_its_group_is_not_yet_measured():
+    none = {"models": [], "missing": ["x"]}
+    summary = {"groups": {"recipe": {**ONE, "autoattack": mean_std([0.3])}, "kd": none, "at": none, "teacher": none}}
+    groups = {"recipe": ["a"], "kd": [], "at": [], "teacher": []}
+    criteria = claim_criteria(
+        summary, [_row("a", 1)], recipe="recipe", soft_labels="kd", adversarial_training="at", teacher="teacher",
+        groups=groups,
+    )  # fmt: skip
+    assert all(item["measured"] is None and item["met"] is None for item in criteria)
+    text = claim_markdown({**summary, "criteria": criteria, "comparisons": {}}, 1000, 500)
+    assert "not met" not in text.splitlines()[0] and "Not yet measured" in text.splitlines()[0]
+
+
+def test_format_paired_by_hand():
+    pooled = paired_difference([True, True, False, True], [False, True, False, False])
+    assert pooled["difference"] == 0.5
+    text = format_paired({"pooled": pooled})
+    half = 100 * (pooled["interval"][1] - 0.5)
+    assert text == f"+50.0 [{50 - half:+.1f}, {50 + half:+.1f}], p = 0.5 (n = 4)"
+    assert format_paired({"missing_per_example_records": ["x", "y"]}) == "waiting for 2 models' per-example records"

@@ -1,0 +1,116 @@
+"""The CPU reproduction's studies beside the headline claim (`reproduce_cifar10_cpu.py`): few data (the paper's
+Figure 3: accuracy against the fraction of the training set), compression (the paper's Table 4: accuracy against the
+student's parameters) and the methods compared on one table (robustness, clean accuracy, wall time and backward
+passes per image).
+
+A study is a mapping label -> points, each point the names of the result rows (training seeds) it averages; a point
+shows their mean, with the sample std as an error bar when there are several. Accuracies are the result rows'
+fractions in [0, 1], drawn in percent: clean and PGD-20 on the first `n_eval` CIFAR-10 test images, AutoAttack on the
+first `n_autoattack` (Linf eps = 8/255).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+Study = dict[str, list[list[str]]]  # label -> points -> the names of the rows a point averages
+PANELS = [("clean", "clean"), ("pgd20", "PGD-20"), ("autoattack", "AutoAttack")]
+
+
+def average(rows: Sequence[dict], column: str) -> tuple[float, float | None] | None:
+    """(mean, sample std or None for one value) of `column` over the rows that measured it, in percent; None when
+    none did."""
+    values = [100 * row[column] for row in rows if row.get(column) is not None]
+    if not values:
+        return None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def plot_study(
+    study: Study,
+    rows: Sequence[dict],
+    path: Path,
+    *,
+    x_of: Callable[[dict], float],
+    xlabel: str,
+    title: str,
+    references: Sequence[tuple[str, list[str]]] = (),
+    xscale: str = "linear",
+) -> None:
+    """One panel per accuracy (clean, PGD-20, AutoAttack), one line per study label through its points at
+    `x_of(row)` (the first row of the point), and each reference (label, row names) as a star; a point averages the
+    rows present (none: left out). The x ticks are the points' x values. Saved as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    by_name = {row["name"]: row for row in rows}
+    named = [names for points in study.values() for names in points] + [names for _, names in references]
+    figure = Figure(figsize=(12, 4.6))
+    FigureCanvasAgg(figure)
+    for axes, (column, name) in zip(figure.subplots(1, 3), PANELS):
+        for color, (label, points) in enumerate(study.items()):
+            found = [[by_name[n] for n in names if n in by_name] for names in points]
+            found = [point for point in found if point]
+            measured = [(x_of(point[0]), average(point, column)) for point in found]
+            measured = sorted((x, value) for x, value in measured if value is not None)
+            if not measured:
+                continue
+            xs = [x for x, _ in measured]
+            means = [value[0] for _, value in measured]
+            errors = [value[1] or 0.0 for _, value in measured]
+            axes.errorbar(xs, means, yerr=errors, marker="o", capsize=4, color=f"C{color}", label=label)
+            for x, mean in zip(xs, means):
+                axes.annotate(f"{mean:.1f}", (x, mean), xytext=(5, -10 if color else 5), textcoords="offset points",
+                              fontsize=8, color=f"C{color}")  # fmt: skip
+        for offset, (label, names) in enumerate(references):
+            reference = [by_name[n] for n in names if n in by_name]
+            value = average(reference, column) if reference else None
+            if value is not None:
+                x = x_of(reference[0])
+                axes.scatter(x, value[0], marker="*", s=120, color=f"C{len(study) + offset}", label=label, zorder=3)
+                axes.annotate(f"{value[0]:.1f}", (x, value[0]), xytext=(5, 5), textcoords="offset points", fontsize=8)
+        axes.set(xlabel=xlabel, ylabel=f"{name} accuracy (%)", title=name, xscale=xscale)
+        ticks = sorted({x_of(row) for row in rows if any(row["name"] in names for names in named)})
+        axes.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
+        axes.minorticks_off()
+        axes.grid(alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=8, loc="lower right")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+
+
+def methods_markdown(entries: Sequence[tuple[str, list[str]]], rows: Sequence[dict]) -> str:
+    """The methods compared on one table: per entry (label, the row names of its training seeds) the method, its
+    teacher, backward passes per training image, training wall time (minutes; mean over the rows trained alone on
+    the machine), clean, PGD-20 and AutoAttack accuracy (mean +- std over seeds, percent). Entries without rows are
+    left out."""
+    by_name = {row["name"]: row for row in rows}
+    lines = [
+        "| method | seeds | teacher | backward passes / image | train time | clean | PGD-20 | AutoAttack (n) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(found: list[dict], column: str) -> str:
+        value = average(found, column)
+        if value is None:
+            return "-"
+        return f"{value[0]:.1f}" if value[1] is None else f"{value[0]:.1f} +- {value[1]:.1f}"
+
+    for label, names in entries:
+        found = [by_name[name] for name in names if name in by_name]
+        if not found:
+            continue
+        timed = [row["train_seconds"] for row in found if not row["shared_machine"]]
+        minutes = f"{statistics.fmean(timed) / 60:.0f} min" if timed else "not measured alone"
+        n_autoattack = {row["n_eval_autoattack"] for row in found if row["autoattack"] is not None}
+        autoattack = cell(found, "autoattack") + (f" ({min(n_autoattack)})" if n_autoattack else "")
+        lines.append(
+            f"| {label} | {len(found)} | {found[0]['teacher'] or '-'} | {found[0]['backward_passes_per_image']} "
+            f"| {minutes} | {cell(found, 'clean')} | {cell(found, 'pgd20')} | {autoattack} |"
+        )
+    return "\n".join(lines)

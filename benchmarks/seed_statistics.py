@@ -10,6 +10,7 @@ p-value of the pooled discordant pairs (`mixacm_hf.robustness.report`).
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,9 +21,9 @@ from mixacm_hf.robustness.report import paired_difference
 
 def mean_std(values: Sequence[float]) -> dict[str, Any]:
     """{"mean", "std" (sample standard deviation, None for one value), "n", "values"} of accuracies in [0, 1]."""
+    if not values or not all(isinstance(value, (int, float)) and math.isfinite(value) for value in values):
+        raise ValueError(f"mean_std needs one or more finite accuracies, got {list(values)}.")
     values = [float(value) for value in values]
-    if not values:
-        raise ValueError("mean_std needs at least one value.")
     std = statistics.stdev(values) if len(values) > 1 else None
     return {"mean": statistics.fmean(values), "std": std, "n": len(values), "values": values}
 
@@ -144,9 +145,11 @@ def claim_criteria(
     def known(*values: float | None) -> bool:
         return all(value is not None for value in values)
 
+    def ratio(numerator: float | None, denominator: float | None) -> float | None:  # a zero one measures nothing
+        return numerator / denominator if known(numerator, denominator) and denominator != 0 else None
+
     return [
-        criterion("AutoAttack / teacher's AutoAttack", recipe_aa / teacher_aa if known(recipe_aa, teacher_aa) else None,
-                  ">= 0.8", lambda ratio: ratio >= 0.8),
+        criterion("AutoAttack / teacher's AutoAttack", ratio(recipe_aa, teacher_aa), ">= 0.8", lambda r: r >= 0.8),
         criterion("AutoAttack - soft labels' AutoAttack (points)",
                   100 * (recipe_aa - kd_aa) if known(recipe_aa, kd_aa) else None, ">= 5", lambda points: points >= 5),
         criterion("AutoAttack - PGD-7 AT's AutoAttack (points)",
@@ -154,8 +157,8 @@ def claim_criteria(
         criterion("clean - PGD-7 AT's clean (points)",
                   100 * (recipe_clean - at_clean) if known(recipe_clean, at_clean) else None, "> 0",
                   lambda points: points > 0),
-        criterion("wall time / PGD-7 AT's wall time", recipe_seconds / at_seconds if known(recipe_seconds, at_seconds)
-                  else None, "<= 0.25", lambda ratio: ratio <= 0.25),
+        criterion("wall time / PGD-7 AT's (runs trained alone)", ratio(recipe_seconds, at_seconds), "<= 0.25",
+                  lambda r: r <= 0.25),
     ]  # fmt: skip
 
 
@@ -171,6 +174,8 @@ def format_mean_std(entry: dict[str, Any] | None) -> str:
 def format_paired(result: dict[str, Any]) -> str:
     """Points, e.g. "-5.8 [-7.2, -4.4], p < 1e-4 (n = 2000)", for a pooled `paired_difference`, or which models still
     lack per-example records (named in `result`)."""
+    if "pooled" not in result and not result.get("missing_per_example_records"):
+        return "groups of sizes that do not pair"
     if "pooled" not in result:
         return f"waiting for {len(result['missing_per_example_records'])} models' per-example records"
     pooled = result["pooled"]
@@ -186,14 +191,16 @@ def claim_markdown(summary: dict[str, Any], n_eval: int, n_autoattack: int) -> s
     criteria = summary.get("criteria", [])
     failed = [item["criterion"] for item in criteria if item["met"] is False]
     pending = [item["criterion"] for item in criteria if item["met"] is None]
-    verdict = (
-        f"**On the means, {len(failed)} of the claim's {len(criteria)} criteria {'is' if len(failed) == 1 else 'are'} "
-        f"not met: {'; '.join(failed)}.**"
-        if failed
-        else f"**On the means, every criterion measured so far is met ({len(criteria) - len(pending)} of "
-        f"{len(criteria)}).**"
-    )
-    if pending:
+    if failed:
+        verb = "is" if len(failed) == 1 else "are"
+        verdict = f"**On the means, {len(failed)} of the claim's {len(criteria)} criteria {verb} not met: "
+        verdict += f"{'; '.join(failed)}.**"
+    elif len(pending) < len(criteria):
+        verdict = f"**On the means, every criterion measured so far is met ({len(criteria) - len(pending)} of "
+        verdict += f"{len(criteria)}).**"
+    else:
+        verdict = "**No criterion of the claim is measured yet.**"
+    if pending and len(pending) < len(criteria):
         verdict += f" Not yet measured: {'; '.join(pending)}."
     lines = [
         verdict,

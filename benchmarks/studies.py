@@ -87,11 +87,12 @@ def plot_study(
 def methods_markdown(entries: Sequence[tuple[str, list[str]]], rows: Sequence[dict]) -> str:
     """The methods compared on one table: per entry (label, the row names of its training seeds) the method, its
     teacher, backward passes per training image, training wall time (minutes; mean over the rows trained alone on
-    the machine), clean, PGD-20 and AutoAttack accuracy (mean +- std over seeds, percent). Entries without rows are
+    the machine), clean, PGD-20 and AutoAttack accuracy (mean +- std over the seeds that measured it, percent; the
+    AutoAttack cell names its sample sizes and how many seeds it averages when not all). Entries without rows are
     left out."""
     by_name = {row["name"]: row for row in rows}
     lines = [
-        "| method | seeds | teacher | backward passes / image | train time | clean | PGD-20 | AutoAttack (n) |",
+        "| method | seeds | teacher | backward passes / image | train time (alone) | clean | PGD-20 | AutoAttack (n) |",
         "|---|---|---|---|---|---|---|---|",
     ]
 
@@ -107,8 +108,10 @@ def methods_markdown(entries: Sequence[tuple[str, list[str]]], rows: Sequence[di
             continue
         timed = [row["train_seconds"] for row in found if not row["shared_machine"]]
         minutes = f"{statistics.fmean(timed) / 60:.0f} min" if timed else "not measured alone"
-        n_autoattack = {row["n_eval_autoattack"] for row in found if row["autoattack"] is not None}
-        autoattack = cell(found, "autoattack") + (f" ({min(n_autoattack)})" if n_autoattack else "")
+        attacked = [row for row in found if row["autoattack"] is not None]
+        sizes = "/".join(str(n) for n in sorted({row["n_eval_autoattack"] for row in attacked}))
+        partial = f", {len(attacked)} of {len(found)} seeds" if attacked and len(attacked) < len(found) else ""
+        autoattack = cell(found, "autoattack") + (f" ({sizes}{partial})" if attacked else "")
         lines.append(
             f"| {label} | {len(found)} | {found[0]['teacher'] or '-'} | {found[0]['backward_passes_per_image']} "
             f"| {minutes} | {cell(found, 'clean')} | {cell(found, 'pgd20')} | {autoattack} |"

@@ -25,7 +25,7 @@ from transformers import (
 from .data import class_names, collate_image_batch, decode_all, load_image_dataset
 from .files import atomic_write_text
 from .hub import push_robust_model, save_image_processor, write_model_card
-from .methods import get_method
+from .methods import get_method, relevant_hyperparameters
 from .models import WideResNetConfig, WideResNetForImageClassification
 from .provenance import code_commit, package_versions
 from .robustness import RobustnessReport, evaluate_robustness, parse_eps
@@ -126,6 +126,11 @@ def run_mixacm(
     check_arguments(model_args, data_args, training_args, eval_args)
     set_seed(training_args.seed)
     teacher = load_teacher_model(model_args) if training_args.needs_teacher else None
+    if model_args.teacher and teacher is None:
+        logger.warning(
+            "--method %s learns from no teacher: --teacher %s is not used (pass --teacher '' to silence this).",
+            training_args.method, model_args.teacher,
+        )  # fmt: skip
     common = {
         "image_column": data_args.image_column,
         "label_column": data_args.label_column,
@@ -227,7 +232,8 @@ def run_mixacm(
 
 
 def _hyperparameters(args: MixACMTrainingArguments, objective: dict[str, Any]) -> dict[str, Any]:
-    """The run's hyperparameters; those of terms that did not run (`objective`: mixup off, KL dropped) are None."""
+    """The run's hyperparameters that its method uses (`methods.relevant_hyperparameters`) and the optimiser's; those
+    of terms that did not run (`objective`: mixup off, KL dropped) and the unused one of epochs/max_steps are None."""
     keys = (
         "method", "alpha_acm", "alpha_kld", "temperature", "mixup_alpha", "acm_channel_align", "acm_layer_mapping",
         "acm_teacher_layers", "acm_student_layers", "pgd_eps", "pgd_step_size", "pgd_steps", "nfgsm_noise",
@@ -239,7 +245,10 @@ def _hyperparameters(args: MixACMTrainingArguments, objective: dict[str, Any]) -
     unused = set() if objective["mixup_alpha"] is not None else {"mixup_alpha"}
     if "loss_kld" not in objective["loss_terms"]:
         unused |= {"alpha_kld", "temperature"}
-    return {key: None if key in unused else values[key] for key in keys}
+    unused.add("num_train_epochs" if values["max_steps"] > 0 else "max_steps")  # max_steps > 0 overrides epochs
+    # only the method's own (the methods registry) and the optimiser's: no ACM weight recorded for TRADES
+    own = relevant_hyperparameters(args.method, {key: values[key] for key in keys})
+    return {"method": args.method, **{key: None if key in unused else own[key] for key in keys if key in own}}
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -104,18 +104,25 @@ class MixACMTrainingArguments(TrainingArguments):
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        check_eps(self.pgd_eps, "Linf", "pgd_eps")
-        check_eps(self.pgd_step_size, "Linf", "pgd_step_size")
+        check_eps(self.pgd_eps, "Linf", "--pgd_eps")
+        check_eps(self.pgd_step_size, "Linf", "--pgd_step_size")
+        method = get_method(self.method)
+        for name in ("pgd_eps", "pgd_step_size"):  # a zero budget or step trains with no attack at all
+            if method.adversarial and name in method.hyperparameters and getattr(self, name) == 0:
+                raise ValueError(
+                    f"--{name} 0 makes --method {self.method} train without adversarial examples: give it a budget > 0 "
+                    "(e.g. --pgd_eps 8/255 --pgd_step_size 2/255), or use --method kd / natural for no attack."
+                )
         checks = (
             ("alpha_acm", self.alpha_acm >= 0, "a weight >= 0 (a negative one trains away from the teacher's maps)"),
             ("alpha_kld", 0 <= self.alpha_kld <= 1, "in [0, 1] (the CE gets 1 - alpha_kld)"),
-            ("temperature", self.temperature > 0, "positive"),
+            ("temperature", self.temperature > 0, "a finite number > 0"),
             ("mixup_alpha", self.mixup_alpha >= 0, "the Beta parameter, > 0, or 0 to turn mixup off"),
             ("nfgsm_noise", self.nfgsm_noise >= 0, ">= 0"),
             ("pgd_steps", self.pgd_steps >= 1, ">= 1"),
             ("trades_beta", self.trades_beta >= 0, ">= 0"),
             ("ard_alpha", 0 <= self.ard_alpha <= 1, "in [0, 1]"),
-            ("ard_temperature", self.ard_temperature > 0, "positive"),
+            ("ard_temperature", self.ard_temperature > 0, "a finite number > 0"),
             ("rslad_alpha", 0 <= self.rslad_alpha <= 1, "in [0, 1]"),
         )
         for name, ok, meaning in checks:

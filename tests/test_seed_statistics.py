@@ -81,7 +81,7 @@ def test_claim_criteria_on_the_means_by_hand():
     assert measured["AutoAttack - soft labels' AutoAttack (points)"] == (pytest.approx(9.0), True)
     assert measured["AutoAttack - PGD-7 AT's AutoAttack (points)"] == (pytest.approx(-4.0), True)
     assert measured["clean - PGD-7 AT's clean (points)"] == (pytest.approx(-0.5), False)
-    assert measured["wall time / PGD-7 AT's wall time"] == (pytest.approx(1400 / 6000), True)
+    assert measured["wall time / PGD-7 AT's (runs trained alone)"] == (pytest.approx(1400 / 6000), True)
     summary["criteria"] = criteria
     summary["comparisons"] = {}
     text = claim_markdown(summary, 1000, 500)
@@ -102,7 +102,8 @@ def test_a_criterion_without_its_group_is_not_yet_measured():
     )  # fmt: skip
     assert all(item["measured"] is None and item["met"] is None for item in criteria)
     text = claim_markdown({**summary, "criteria": criteria, "comparisons": {}}, 1000, 500)
-    assert "not met" not in text.splitlines()[0] and "Not yet measured" in text.splitlines()[0]
+    assert text.splitlines()[0] == "**No criterion of the claim is measured yet.**"
+    assert text.count("| not yet measured |") == len(criteria)
 
 
 def test_format_paired_by_hand():
@@ -112,3 +113,27 @@ def test_format_paired_by_hand():
     half = 100 * (pooled["interval"][1] - 0.5)
     assert text == f"+50.0 [{50 - half:+.1f}, {50 + half:+.1f}], p = 0.5 (n = 4)"
     assert format_paired({"missing_per_example_records": ["x", "y"]}) == "waiting for 2 models' per-example records"
+
+
+def test_no_measured_criterion_is_not_called_met_and_bad_values_are_refused():
+    criteria = [{"criterion": "x", "measured": None, "target": ">= 1", "met": None}]
+    text = claim_markdown({"groups": {}, "comparisons": {}, "criteria": criteria}, 1000, 500)
+    assert text.splitlines()[0] == "**No criterion of the claim is measured yet.**"
+    for values in ([], [None], [float("nan"), 0.5]):
+        with pytest.raises(ValueError, match="finite accuracies"):
+            mean_std(values)
+    assert format_paired({"missing_per_example_records": []}) == "groups of sizes that do not pair"
+
+
+def test_a_zero_denominator_measures_nothing():
+    zero = {**ONE, "autoattack": mean_std([0.0]), "clean": mean_std([0.5])}
+    summary = {"groups": {"recipe": {**ONE, "autoattack": mean_std([0.3])}, "kd": zero, "at": zero, "teacher": zero}}
+    groups = {"recipe": ["a"], "kd": ["k"], "at": ["p"], "teacher": ["t"]}
+    rows = [_row("a", 100), _row("p", 0), _row("k", 1), _row("t", 1)]
+    criteria = claim_criteria(
+        summary, rows, recipe="recipe", soft_labels="kd", adversarial_training="at", teacher="teacher", groups=groups
+    )
+    by_name = {item["criterion"]: item for item in criteria}
+    assert by_name["AutoAttack / teacher's AutoAttack"]["measured"] is None
+    assert by_name["wall time / PGD-7 AT's (runs trained alone)"]["measured"] is None
+    assert by_name["AutoAttack - PGD-7 AT's AutoAttack (points)"]["measured"] == pytest.approx(30.0)

@@ -73,12 +73,15 @@ def class_balanced_prefix(labels: Sequence[int] | np.ndarray, fraction: float) -
         raise ValueError(f"fraction must be in (0, 1], got {fraction}.")
     labels = np.asarray(labels)
     keep = np.zeros(len(labels), dtype=bool)
-    for label in np.unique(labels):
+    classes, sizes = np.unique(labels, return_counts=True)
+    for label, size in zip(classes, sizes):
         rows = np.flatnonzero(labels == label)
-        count = round(fraction * len(rows))
-        if count == 0:
-            raise ValueError(f"fraction={fraction} keeps no image of class {label} ({len(rows)} in the split).")
-        keep[rows[:count]] = True
+        if round(fraction * size) == 0:
+            raise ValueError(
+                f"--train_fraction {fraction} keeps no image of class {label} ({size} in the split): give at least "
+                f"{1 / sizes.min():.2g} (one image of the smallest class, {sizes.min()} images)."
+            )
+        keep[rows[: round(fraction * size)]] = True
     return np.flatnonzero(keep).tolist()
 
 

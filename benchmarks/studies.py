@@ -88,8 +88,8 @@ def methods_markdown(entries: Sequence[tuple[str, list[str]]], rows: Sequence[di
     """The methods compared on one table: per entry (label, the row names of its training seeds) the method, its
     teacher, backward passes per training image, training wall time (minutes; mean over the rows trained alone on
     the machine), clean, PGD-20 and AutoAttack accuracy (mean +- std over the seeds that measured it, percent; the
-    AutoAttack cell names its sample sizes and how many seeds it averages when not all). Entries without rows are
-    left out."""
+    AutoAttack cell names its sample sizes and how many seeds it averages when not all). An entry without rows says
+    which runs it waits for."""
     by_name = {row["name"]: row for row in rows}
     lines = [
         "| method | seeds | teacher | backward passes / image | train time (alone) | clean | PGD-20 | AutoAttack (n) |",
@@ -105,6 +105,7 @@ def methods_markdown(entries: Sequence[tuple[str, list[str]]], rows: Sequence[di
     for label, names in entries:
         found = [by_name[name] for name in names if name in by_name]
         if not found:
+            lines.append(f"| {label} | 0 | not yet trained and evaluated: `{'`, `'.join(names)}` | | | | | |")
             continue
         timed = [row["train_seconds"] for row in found if not row["shared_machine"]]
         minutes = f"{statistics.fmean(timed) / 60:.0f} min" if timed else "not measured alone"

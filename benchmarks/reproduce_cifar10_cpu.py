@@ -283,7 +283,9 @@ def train(stage: Stage, dataset: str, dry_run: bool) -> None:
 def evaluate(stage: Stage, dataset: str, key: str) -> None:
     """key "fgsm": clean, FGSM and PGD-20 on the first N_EVAL test images (with the eps sweep of published stages);
     key "autoattack": AutoAttack, with PGD-20 beside it for the sanity check AutoAttack <= PGD, on the first
-    N_AUTOATTACK. The model is loaded from `model_folder`; the report is merged into the card of the run folder."""
+    N_AUTOATTACK. The model is loaded from `model_folder`; the report is merged into the card of the run folder.
+    Per-batch progress is kept in `<run folder>/evaluation-progress-<key>` until the report is written, so a killed
+    evaluation resumes where it stopped."""
     from mixacm_hf.hub import update_model_card
     from mixacm_hf.robustness import evaluate_robustness
 
@@ -298,11 +300,14 @@ def evaluate(stage: Stage, dataset: str, key: str) -> None:
         return
     attacks, n = (["clean", "fgsm", "pgd-20"], N_EVAL) if key == "fgsm" else (["clean", "pgd-20", key], N_AUTOATTACK)
     print(f"[evaluate] {stage.name}: {attacks} on {n} images", flush=True)
+    progress = stage.output_dir / f"evaluation-progress-{key}"  # a killed evaluation resumes batch by batch
     report = evaluate_robustness(
         str(model_folder(stage.name)), dataset, attacks, n_examples=n, batch_size=250, seed=SEED, device="cpu",
         eps_sweep=EPS_SWEEP if stage.publish and key == "fgsm" and (previous is None or sweep_missing) else None,
+        resume_dir=progress,
     )  # fmt: skip
     update_model_card(stage.output_dir, report, dataset_id=DATASET_ID)
+    shutil.rmtree(progress, ignore_errors=True)
 
 
 def publish(stage: Stage) -> None:

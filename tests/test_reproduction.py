@@ -94,6 +94,33 @@ def test_evaluation_is_skipped_when_measured_unless_a_published_stage_lacks_its_
     assert calls == [(published, "pgd-20", reproduction.EPS_SWEEP), (published, "autoattack", None)]
 
 
+def test_a_killed_evaluation_keeps_its_progress_and_a_finished_one_removes_it(layout, monkeypatch):
+    """The evaluation keeps per-batch progress in the run folder (resumed by the next identical run) until its
+    report is written."""
+    seen = []
+
+    def evaluate(path, dataset, attacks, *, resume_dir, **kwargs):
+        Path(resume_dir).mkdir(parents=True)
+        (Path(resume_dir) / "batch-0.json").write_text("{}")
+        seen.append(Path(resume_dir))
+        raise KeyboardInterrupt  # killed mid-way
+
+    monkeypatch.setattr("mixacm_hf.robustness.evaluate_robustness", evaluate)
+    monkeypatch.setattr("mixacm_hf.hub.update_model_card", lambda *args, **kwargs: None)
+    stage = reproduction.Stage("s", "student", "mixacm", "wrn-16-2")
+    (layout / "runs" / "s").mkdir(parents=True)
+    (layout / "runs" / "s" / "train_summary.json").write_text("{}")
+    with pytest.raises(KeyboardInterrupt):
+        reproduction.evaluate(stage, reproduction.DEFAULT_DATASET, "autoattack")
+    assert seen == [layout / "runs" / "s" / "evaluation-progress-autoattack"] and (seen[0] / "batch-0.json").exists()
+    monkeypatch.setattr(
+        "mixacm_hf.robustness.evaluate_robustness",
+        lambda path, dataset, attacks, *, resume_dir, **kwargs: seen.append(Path(resume_dir)),
+    )
+    reproduction.evaluate(stage, reproduction.DEFAULT_DATASET, "autoattack")
+    assert seen[1] == seen[0] and not seen[0].exists()  # the same folder resumed, then removed with the report
+
+
 def test_a_claim_stage_without_per_example_records_is_evaluated_again_without_its_sweep(layout, monkeypatch):
     calls = []
     monkeypatch.setattr("mixacm_hf.hub.update_model_card", lambda *args, **kwargs: None)

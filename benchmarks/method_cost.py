@@ -5,7 +5,8 @@
 Runs `run_mixacm` (the code behind training/run_mixacm.py) with training/configs/cifar10_cpu_wrn16-2.yaml (WRN-16-2
 student and teacher, batch 128, bf16 autocast + channels_last, CIFAR-10 decoded into memory and augmented a batch at
 a time, no data-loader worker) for `--steps` optimiser steps of natural, kd, mixacm-no-mixup, mixacm, mixacm with
-the teacher compiled (--compile_teacher), n-fgsm and pgd-at (PGD-7, step 2/255), and of mixacm (teacher compiled)
+the teacher compiled (--compile_teacher), n-fgsm, pgd-at (PGD-7, step 2/255), trades, ard and rslad (10 PGD steps,
+their papers' defaults), and of mixacm (teacher compiled)
 and pgd-at with the per-image PIL input pipeline in one data-loader worker (the config's before), in `--rounds`
 rounds that each run every variant once (interleaved, so slow drift of the machine's speed hits all alike), and
 reports the median time per training iteration over all rounds (data loading and Trainer bookkeeping included, the
@@ -85,13 +86,15 @@ def time_teacher_forward(samples: list[float]) -> None:
 def measure(
     method: str, extra_flags: list[str], steps: int, dataset: str, teacher_seconds: list[float]
 ) -> tuple[list[float], list[float]]:
-    """Iteration times and teacher-forward times of one short run, warm-up left out."""
+    """Iteration times and teacher-forward times of one short run, warm-up left out. Each method runs with its
+    defaults (the methods registry: PGD-7 with step 2/255 for pgd-at, 10 steps for trades, ard and rslad), the ones
+    `backward_passes` counts."""
     clock, first_teacher_sample = IterationClock(), len(teacher_seconds)
     with tempfile.TemporaryDirectory() as output_dir:
         flags = [
             "--config", str(CONFIG), "--dataset", dataset, "--method", method, "--max_steps", str(steps),
             "--output_dir", output_dir, "--save_strategy", "no", "--disable_tqdm", "true", "--logging_steps", "1000",
-            "--pgd_steps", "7", "--pgd_step_size", "2/255", "--max_eval_samples", "16", "--eval_attacks", "",
+            "--max_eval_samples", "16", "--eval_attacks", "",
             "--eval_eps_sweep", "", *extra_flags,
         ]  # fmt: skip
         run_mixacm(*parse_with_config(argument_parser(), flags), callbacks=[clock])

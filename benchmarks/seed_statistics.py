@@ -177,7 +177,8 @@ def format_paired(result: dict[str, Any]) -> str:
     if "pooled" not in result and not result.get("missing_per_example_records"):
         return "groups of sizes that do not pair"
     if "pooled" not in result:
-        return f"waiting for {len(result['missing_per_example_records'])} models' per-example records"
+        count = len(result["missing_per_example_records"])
+        return f"waiting for the per-example records of {count} model{'s' if count != 1 else ''}"
     pooled = result["pooled"]
     low, high = (100 * value for value in pooled["interval"])
     p = pooled["p_value"]

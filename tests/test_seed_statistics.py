@@ -112,7 +112,9 @@ def test_format_paired_by_hand():
     text = format_paired({"pooled": pooled})
     half = 100 * (pooled["interval"][1] - 0.5)
     assert text == f"+50.0 [{50 - half:+.1f}, {50 + half:+.1f}], p = 0.5 (n = 4)"
-    assert format_paired({"missing_per_example_records": ["x", "y"]}) == "waiting for 2 models' per-example records"
+    assert (
+        format_paired({"missing_per_example_records": ["x", "y"]}) == "waiting for the per-example records of 2 models"
+    )
 
 
 def test_no_measured_criterion_is_not_called_met_and_bad_values_are_refused():

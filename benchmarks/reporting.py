@@ -229,7 +229,7 @@ def plot_headline(entries: list[tuple[str, list[dict]]], path: Path, n_eval: int
     for label, rows in entries:
         seeds = f", {len(rows)} seeds" if len(rows) > 1 else ""
         timed = [row["train_seconds"] for row in rows if not row.get("shared_machine")] or [None]
-        minutes = f"{sum(timed) / len(timed) / 60:.0f} min" if timed[0] is not None else "time not measured"
+        minutes = f"{sum(timed) / len(timed) / 60:.0f} min" if timed[0] is not None else "time not measured alone"
         labels.append(f"{label}\n({minutes}{seeds})")
     axes.set_xticks(range(len(entries)), labels, fontsize=8)
     axes.set(ylabel="accuracy (%)", ylim=(0, 100))

@@ -377,10 +377,16 @@ HEADLINE = {
     "teacher\n(N-FGSM, 20 epochs)": ["teacher"],
     "MixACM\n(recipe)": ["mixacm (recipe)"],
     "soft labels\nonly (KD)": ["kd", "kd (PIL pipeline)"],
+    "RSLAD": ["rslad"],
+    "ARD": ["ard"],
+    "TRADES": ["trades"],
     "PGD-7 AT": ["pgd-7 AT"],
     "natural": ["natural"],
 }
-HEADLINE_ROWS = {"kd (PIL pipeline)": ["wrn16-2-kd-t20"], "natural": ["wrn16-2-natural"]}
+HEADLINE_ROWS = {
+    "kd (PIL pipeline)": ["wrn16-2-kd-t20"], "natural": ["wrn16-2-natural"], "rslad": ["wrn16-2-rslad-t20-inmem"],
+    "ard": ["wrn16-2-ard-t20-inmem"], "trades": ["wrn16-2-trades-inmem"],
+}  # fmt: skip
 # The paper's Figure 3 at CPU scale: points at 10%, 30% and all of the training set (the recipe's seeds there).
 FEW_DATA: studies.Study = {
     "MixACM (recipe)": [

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from benchmarks.studies import average
 from mixacm_hf.files import atomic_write_text, replace_marked_block
 from mixacm_hf.hub import load_reports
 from mixacm_hf.methods import relevant_hyperparameters
@@ -216,11 +217,10 @@ def plot_headline(entries: list[tuple[str, list[dict]]], path: Path, n_eval: int
     width = 0.8 / len(columns)
     for offset, (column, name, color) in enumerate(columns):
         for position, (_, rows) in enumerate(entries):
-            values = [100 * row[column] for row in rows if row[column] is not None]
-            if not values:
+            value = average(rows, column)
+            if value is None:
                 continue
-            mean = sum(values) / len(values)
-            spread = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
+            mean, spread = value
             x = position + (offset - 1) * width
             axes.bar(x, mean, width, color=color, yerr=spread, capsize=4, label=name if position == 0 else None)
             axes.annotate(f"{mean:.1f}", (x, mean), xytext=(0, 3 if spread is None else 3 + 6), ha="center",

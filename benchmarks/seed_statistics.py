@@ -78,13 +78,14 @@ ATTACK_OF = {"pgd20": "pgd-20", "autoattack": "autoattack"}  # the columns compa
 def claim_summary(
     rows: Sequence[dict[str, Any]],
     groups: dict[str, Sequence[str]],
-    comparisons: dict[str, tuple[str, str]],
+    comparisons: dict[str, tuple[str, str] | tuple[str, str, Sequence[str]]],
     report_of: Callable[[str, str], RobustnessReport | None],
 ) -> dict[str, Any]:
     """The `summary` of the results: per group of rows (e.g. a recipe's seeds) the mean and std of each accuracy
-    over the rows present, and per comparison ("mixacm - kd": (group, group)) the paired comparisons of PGD-20 and
-    AutoAttack (`compare_groups`). `report_of(row name, attack)` gives the report that measured it. A comparison
-    whose models are not all trained and evaluated with per-example records says which are missing instead."""
+    over the rows present, and per comparison ("mixacm - kd": (group, group[, columns])) the paired comparisons of
+    the columns ("pgd20" and "autoattack" unless given; `compare_groups`). `report_of(row name, attack)` gives the
+    report that measured it. A comparison whose models are not all trained and evaluated with per-example records
+    says which are missing instead."""
     by_name = {row["name"]: row for row in rows}
     summary: dict[str, Any] = {"groups": {}, "comparisons": {}}
     for group, names in groups.items():
@@ -98,10 +99,10 @@ def claim_summary(
                 if present and all(row[column] is not None for row in present)
             },
         }
-    for label, (first, second) in comparisons.items():
+    for label, (first, second, *columns) in comparisons.items():
         result: dict[str, Any] = {"groups": [first, second]}
-        for column, attack in ATTACK_OF.items():
-            result[column] = _compare_available(groups[first], groups[second], attack, report_of)
+        for column in columns[0] if columns else ATTACK_OF:
+            result[column] = _compare_available(groups[first], groups[second], ATTACK_OF[column], report_of)
         summary["comparisons"][label] = result
     return summary
 
@@ -186,6 +187,35 @@ def format_paired(result: dict[str, Any]) -> str:
     return f"{100 * pooled['difference']:+.1f} [{low:+.1f}, {high:+.1f}], {p_text} (n = {pooled['n']})"
 
 
+def groups_markdown(summary: dict[str, Any]) -> list[str]:
+    """The table of each group's mean +- std (percent) over its models, saying how many are not yet measured."""
+    lines = ["| group | models | clean | FGSM | PGD-20 | AutoAttack |", "|---|---|---|---|---|---|"]
+    for group, entry in summary["groups"].items():
+        cells = " | ".join(format_mean_std(entry.get(column)) for column in ACCURACIES)
+        missing = f" ({len(entry['missing'])} not yet measured)" if entry["missing"] else ""
+        lines.append(f"| {group} | {len(entry['models'])}{missing} | {cells} |")
+    return lines
+
+
+def comparisons_markdown(summary: dict[str, Any]) -> list[str]:
+    """The table of the pooled paired comparisons (PGD-20 and AutoAttack; "not compared" where a comparison leaves a
+    column out)."""
+    lines = ["| comparison | PGD-20 | AutoAttack |", "|---|---|---|"]
+    for label, result in summary["comparisons"].items():
+        cells = [format_paired(result[column]) if column in result else "not compared" for column in ATTACK_OF]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    return lines
+
+
+def matches(result: dict[str, Any]) -> bool | None:
+    """Whether the first group of a comparison matches or beats the second: no paired difference it measured has its
+    95% interval wholly below 0 (True), one has (False); None while none is measured."""
+    pooled = [result[column]["pooled"] for column in ATTACK_OF if "pooled" in result.get(column, {})]
+    if not pooled:
+        return None
+    return all(entry["interval"][1] >= 0 for entry in pooled)
+
+
 def claim_markdown(summary: dict[str, Any], n_eval: int, n_autoattack: int) -> str:
     """The claim's numbers as markdown: each group's mean +- std over its models (seeds), the criteria on the means
     and the pooled paired comparisons. Accuracies in percent."""
@@ -209,13 +239,8 @@ def claim_markdown(summary: dict[str, Any], n_eval: int, n_autoattack: int) -> s
         f"Mean +- sample std over training seeds (clean, FGSM, PGD-20 on the first {n_eval} CIFAR-10 test images, "
         f"AutoAttack on the first {n_autoattack}; Linf eps = 8/255):",
         "",
-        "| group | models | clean | FGSM | PGD-20 | AutoAttack |",
-        "|---|---|---|---|---|---|",
+        *groups_markdown(summary),
     ]
-    for group, entry in summary["groups"].items():
-        cells = " | ".join(format_mean_std(entry.get(column)) for column in ACCURACIES)
-        missing = f" ({len(entry['missing'])} not yet measured)" if entry["missing"] else ""
-        lines.append(f"| {group} | {len(entry['models'])}{missing} | {cells} |")
     lines += ["", "| criterion, on the means | measured | target | met |", "|---|---|---|---|"]
     for item in summary.get("criteria", []):
         measured = "-" if item["measured"] is None else f"{item['measured']:.2f}"
@@ -225,9 +250,33 @@ def claim_markdown(summary: dict[str, Any], n_eval: int, n_autoattack: int) -> s
         "",
         "Paired on the same test images, pooled over seeds (difference in points, 95% interval, exact McNemar p):",
         "",
-        "| comparison | PGD-20 | AutoAttack |",
-        "|---|---|---|",
+        *comparisons_markdown(summary),
     ]
-    for label, result in summary["comparisons"].items():
-        lines.append(f"| {label} | {format_paired(result['pgd20'])} | {format_paired(result['autoattack'])} |")
     return "\n".join(lines)
+
+
+def questions_markdown(summary: dict[str, Any], questions: dict[str, str], n_eval: int, n_autoattack: int) -> str:
+    """A study's questions answered from its paired comparisons (`matches`; per question: its comparison's label ->
+    the question), then its groups' mean +- std and the pooled paired comparisons. Accuracies in percent."""
+    lines = []
+    for label, question in questions.items():
+        result = summary["comparisons"][label]
+        answer = {None: "not yet measured", True: "**yes**", False: "**no**"}[matches(result)]
+        measured = [f"{name} {format_paired(result[column])}" for column, name in (("pgd20", "PGD-20"),
+                    ("autoattack", "AutoAttack")) if column in result]  # fmt: skip
+        lines.append(f"- {question} {answer} ({label}, paired: {'; '.join(measured)}).")
+    return "\n".join(
+        [
+            *lines,
+            "",
+            "Yes means that no paired difference measured has its 95% interval wholly below 0. Mean +- std (clean, "
+            f"FGSM, PGD-20 on the first {n_eval} CIFAR-10 test images, AutoAttack on the first {n_autoattack}; Linf "
+            "eps = 8/255):",
+            "",
+            *groups_markdown(summary),
+            "",
+            "Paired on the same test images (difference in points, 95% interval, exact McNemar p):",
+            "",
+            *comparisons_markdown(summary),
+        ]
+    )

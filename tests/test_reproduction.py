@@ -427,6 +427,39 @@ def test_readme_claim_paragraph_states_the_recomputed_numbers():
         assert f"AutoAttack {quoted}" in config_text, quoted
 
 
+def test_readme_study_answers_are_recomputed_from_the_per_example_records():
+    """Each few-data and compression question in the README is answered as the paired comparisons recomputed here
+    give it: 'no' when a 95% interval (normal approximation, paired proportions) lies wholly below 0, 'yes' when
+    every measured one does not, 'not yet measured' without per-example records; only the columns asked compared."""
+    import math
+
+    from mixacm_hf.robustness.report import mcnemar_exact_p
+
+    studies = json.loads(RESULTS.read_text())["summary"]["studies"]
+    readme = (REPO / "README.md").read_text()
+    start, end = (readme.index(marker) for marker in reproduction.STUDIES_MARKERS)
+    block = readme[start:end]
+    for label, question in reproduction.STUDY_QUESTIONS.items():
+        first, second, *columns = reproduction.STUDY_COMPARISONS[label]
+        result = studies["comparisons"][label]
+        assert set(result) - {"groups"} == set(columns[0] if columns else ("pgd20", "autoattack"))
+        below = []
+        for column, attack in (("pgd20", "pgd-20"), ("autoattack", "autoattack")):
+            if "pooled" not in result.get(column, {}):
+                continue
+            for name, other in result[column]["used"]:
+                assert name in reproduction.STUDY_GROUPS[first] and other in reproduction.STUDY_GROUPS[second]
+            difference, n, only_a, only_b = _recomputed_pooled(result[column]["used"], attack)
+            half = 1.96 * math.sqrt(max((only_a + only_b) / n - difference**2, 0.0) / n)
+            assert result[column]["pooled"]["difference"] == pytest.approx(difference)
+            assert result[column]["pooled"]["p_value"] == pytest.approx(mcnemar_exact_p(only_a, only_b))
+            assert result[column]["pooled"]["interval"] == pytest.approx([difference - half, difference + half])
+            below.append(difference + half < 0)
+        answer = "not yet measured" if not below else "**no**" if any(below) else "**yes**"
+        line = next(line for line in block.splitlines() if line.startswith(f"- {question} "))
+        assert line.startswith(f"- {question} {answer} ({label}, paired:"), line
+
+
 def test_methods_table_averages_seeds_and_times_only_the_runs_trained_alone(tmp_path):
     from benchmarks import studies
 

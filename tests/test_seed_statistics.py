@@ -139,3 +139,40 @@ def test_a_zero_denominator_measures_nothing():
     assert by_name["AutoAttack / teacher's AutoAttack"]["measured"] is None
     assert by_name["wall time / PGD-7 AT's (runs trained alone)"]["measured"] is None
     assert by_name["AutoAttack - PGD-7 AT's AutoAttack (points)"]["measured"] == pytest.approx(30.0)
+
+
+def test_a_study_question_is_answered_from_its_paired_comparisons_and_only_the_columns_it_names():
+    """'Yes' when no measured paired interval lies wholly below 0, 'no' when one does; a comparison restricted to
+    PGD-20 never waits for AutoAttack records."""
+    from benchmarks.seed_statistics import claim_summary, matches, questions_markdown
+
+    def attacked(name: str, pgd: list[bool], autoattack: list[bool] | None) -> RobustnessReport:
+        records = {"pgd-20": pgd, **({"autoattack": autoattack} if autoattack else {})}
+        return RobustnessReport(
+            clean_accuracy=1.0, robust_accuracy={k: sum(v) / len(v) for k, v in records.items()},
+            n_examples=len(pgd), eps=8 / 255, norm="Linf", attacks={}, seconds={}, seed=0, model={"name": name},
+            per_example={"index": list(range(len(pgd))), "clean": [True] * len(pgd), **records},
+        )  # fmt: skip
+
+    n = 400
+    strong = [True] * 200 + [False] * 200  # 50%
+    weak = [True] * 100 + [False] * 300  # 25%, right only where strong is: 100 discordant pairs, all one way
+    reports = {"s": attacked("s", strong, None), "w": attacked("w", weak, weak), "t": attacked("t", strong, strong)}
+    rows = [{"name": name, "clean": 0.9, "fgsm": 0.5, "pgd20": 0.4, "autoattack": None} for name in reports]
+    summary = claim_summary(
+        rows, {"strong": ["s"], "weak": ["w"], "twin": ["t"]},
+        {"strong - weak": ("strong", "weak", ("pgd20",)), "weak - twin": ("weak", "twin")},
+        lambda name, attack: reports[name] if attack in reports[name].per_example else None,
+    )  # fmt: skip
+    first, second = summary["comparisons"]["strong - weak"], summary["comparisons"]["weak - twin"]
+    assert set(first) == {"groups", "pgd20"} and first["pgd20"]["pooled"]["difference"] == pytest.approx(0.25)
+    assert second["autoattack"]["pooled"]["difference"] == pytest.approx(-0.25)
+    assert matches(first) is True and matches(second) is False and matches({"pgd20": {"missing": ["x"]}}) is None
+    text = questions_markdown(summary, {"strong - weak": "Strong?", "weak - twin": "Weak?"}, n, n)
+    strong_line, weak_line = text.splitlines()[:2]
+    assert strong_line.startswith("- Strong? **yes** (strong - weak, paired: PGD-20 +25.0 [")
+    assert "AutoAttack" not in strong_line
+    assert weak_line.startswith("- Weak? **no** (weak - twin, paired: PGD-20 -25.0 [")
+    assert "AutoAttack -25.0 [" in weak_line
+    assert "| strong - weak | +25.0 [" in text
+    assert next(line for line in text.splitlines() if line.startswith("| strong - weak |")).endswith("| not compared |")

@@ -51,7 +51,12 @@ TEACHER = "teacher-wrn16-2-nfgsm"
 STRONG_TEACHER = "teacher-wrn16-2-nfgsm-20ep"
 N_EVAL = 1000
 N_AUTOATTACK = 500
-EVALUATIONS = ["fgsm", "autoattack"]  # the quick one first
+# evaluation key -> (attacks, number of test images); AutoAttack with PGD-20 beside it for the check AutoAttack <= PGD
+EVALUATION_ATTACKS = {
+    "fgsm": (["clean", "fgsm", "pgd-20"], N_EVAL),
+    "autoattack": (["clean", "pgd-20", "autoattack"], N_AUTOATTACK),
+}
+EVALUATIONS = list(EVALUATION_ATTACKS)  # the quick one first
 EPS_SWEEP = [0, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
 DEFAULT_DATASET = "../shared/datasets/cifar10"
 # The cards name the local JPEG copy as itself (its README: not comparable with results on the original files), not
@@ -288,6 +293,21 @@ def train(stage: Stage, dataset: str, dry_run: bool) -> None:
             subprocess.run(executable, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
+def evaluation_plan(stage: Stage, key: str) -> tuple[list[str], int, bool] | None:
+    """What `evaluate(stage, dataset, key)` would run: (attacks, number of test images, whether with the eps sweep),
+    or None when the stage is not trained, takes no AutoAttack, or is measured (printing "[skip]")."""
+    if not (stage.output_dir / "train_summary.json").exists() or (key == "autoattack" and not stage.autoattack):
+        return None
+    previous = reporting.measured(stage.output_dir, key)
+    sweep_missing = key == "fgsm" and stage.publish and previous is not None and previous.eps_sweep is None
+    # the claim's paired statistics need per-example records, which reports older than them lack
+    records_missing = previous is not None and previous.per_example is None and stage.name in CLAIM_MEMBERS
+    if previous is not None and not (sweep_missing or records_missing):  # a stage published late still gets its sweep
+        print(f"[skip] {stage.name}: {key} measured")
+        return None
+    return *EVALUATION_ATTACKS[key], stage.publish and key == "fgsm" and (previous is None or sweep_missing)
+
+
 def evaluate(stage: Stage, dataset: str, key: str) -> None:
     """key "fgsm": clean, FGSM and PGD-20 on the first N_EVAL test images (with the eps sweep of published stages);
     key "autoattack": AutoAttack, with PGD-20 beside it for the sanity check AutoAttack <= PGD, on the first
@@ -297,22 +317,15 @@ def evaluate(stage: Stage, dataset: str, key: str) -> None:
     from mixacm_hf.hub import update_model_card
     from mixacm_hf.robustness import evaluate_robustness
 
-    if not (stage.output_dir / "train_summary.json").exists() or (key == "autoattack" and not stage.autoattack):
+    plan = evaluation_plan(stage, key)
+    if plan is None:
         return
-    previous = reporting.measured(stage.output_dir, key)
-    sweep_missing = key == "fgsm" and stage.publish and previous is not None and previous.eps_sweep is None
-    # the claim's paired statistics need per-example records, which reports older than them lack
-    records_missing = previous is not None and previous.per_example is None and stage.name in CLAIM_MEMBERS
-    if previous is not None and not (sweep_missing or records_missing):  # a stage published late still gets its sweep
-        print(f"[skip] {stage.name}: {key} measured")
-        return
-    attacks, n = (["clean", "fgsm", "pgd-20"], N_EVAL) if key == "fgsm" else (["clean", "pgd-20", key], N_AUTOATTACK)
+    attacks, n, sweep = plan
     print(f"[evaluate] {stage.name}: {attacks} on {n} images", flush=True)
     progress = stage.output_dir / f"evaluation-progress-{key}"  # a killed evaluation resumes batch by batch
     report = evaluate_robustness(
         str(model_folder(stage.name)), dataset, attacks, n_examples=n, batch_size=250, seed=SEED, device="cpu",
-        eps_sweep=EPS_SWEEP if stage.publish and key == "fgsm" and (previous is None or sweep_missing) else None,
-        resume_dir=progress,
+        eps_sweep=EPS_SWEEP if sweep else None, resume_dir=progress,
     )  # fmt: skip
     update_model_card(stage.output_dir, report, dataset_id=DATASET_ID)
     shutil.rmtree(progress, ignore_errors=True)
@@ -525,6 +538,14 @@ def run(stages: list[Stage], dataset: str, dry_run: bool, evaluations: list[str]
     for stage in stages:
         train(stage, dataset, dry_run)
     if dry_run:
+        for key in evaluations:
+            for stage in stages:
+                if not (stage.output_dir / "train_summary.json").exists():
+                    if key == "fgsm" or stage.autoattack:
+                        attacks, n = EVALUATION_ATTACKS[key]
+                        print(f"[evaluate] {stage.name}: {attacks} on {n} images, after its training", flush=True)
+                elif (plan := evaluation_plan(stage, key)) is not None:
+                    print(f"[evaluate] {stage.name}: {plan[0]} on {plan[1]} images", flush=True)
         return
     rows: list[dict] = []
     for key in evaluations:

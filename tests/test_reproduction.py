@@ -287,6 +287,33 @@ def test_stages_train_first_then_quick_evaluations_then_autoattack(monkeypatch):
     assert teacher[teacher.index("--num_train_epochs") + 1] == "20" and "--teacher" not in teacher
 
 
+def test_a_dry_run_lists_the_evaluations_it_would_run_and_runs_nothing(layout, monkeypatch, capsys):
+    """The dry run prints each training command and each evaluation still to run (after its training for an
+    untrained stage; none for a measured one, no AutoAttack for a stage without it), and starts nothing."""
+    monkeypatch.setattr("subprocess.run", lambda *args, **kwargs: pytest.fail("the dry run started a process"))
+    monkeypatch.setattr("mixacm_hf.robustness.evaluate_robustness", lambda *a, **k: pytest.fail("it evaluated"))
+    trained = reproduction.Stage("trained", "student", "kd", "wrn-16-2")
+    measured = reproduction.Stage("measured", "student", "kd", "wrn-16-2")
+    untrained = reproduction.Stage("untrained", "student", "pgd-at", "wrn-16-2", autoattack=False)
+    for stage in (trained, measured):
+        stage.output_dir.mkdir(parents=True)
+        (stage.output_dir / "train_summary.json").write_text("{}")
+    (measured.output_dir / "robustness.json").write_text(
+        json.dumps([_report({"fgsm": 0.4, "pgd-20": 0.35, "all": 0.35}, 1000)])
+    )
+    reproduction.run([trained, measured, untrained], reproduction.DEFAULT_DATASET, dry_run=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines if line.startswith("[train]")] == ["[train] untrained"]
+    evaluations = [line for line in lines if line.startswith("[evaluate]")]
+    assert evaluations == [
+        "[evaluate] trained: ['clean', 'fgsm', 'pgd-20'] on 1000 images",
+        "[evaluate] untrained: ['clean', 'fgsm', 'pgd-20'] on 1000 images, after its training",
+        "[evaluate] trained: ['clean', 'pgd-20', 'autoattack'] on 500 images",
+        "[evaluate] measured: ['clean', 'pgd-20', 'autoattack'] on 500 images",
+    ]
+    assert not (layout / "runs" / "untrained").exists()
+
+
 def test_committed_weights_are_stored_once():
     """One copy of every artefact: no two committed safetensors files have the same content, and no published
     stage's run folder keeps its model files (they live in model_cards/<name>/)."""

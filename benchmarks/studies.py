@@ -22,10 +22,10 @@ PANELS = [("clean", "clean"), ("pgd20", "PGD-20"), ("autoattack", "AutoAttack")]
 def average(rows: Sequence[dict], column: str) -> tuple[float, float | None] | None:
     """(mean, sample std or None for one value) of `column` over the rows that measured it, in percent; None when
     none did."""
-    values = [100 * row[column] for row in rows if row.get(column) is not None]
+    values = [row[column] for row in rows if row.get(column) is not None]
     if not values:
-        return None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+        return None  # percent of the fractions' mean, as `seed_statistics.format_mean_std` shows it (same rounding)
+    return 100 * statistics.fmean(values), 100 * statistics.stdev(values) if len(values) > 1 else None
 
 
 def plot_study(

@@ -487,6 +487,26 @@ def test_readme_study_answers_are_recomputed_from_the_per_example_records():
         assert line.startswith(f"- {question} {answer} ({label}, paired:"), line
 
 
+def test_the_readme_states_a_group_mean_the_same_in_every_table():
+    """A group's clean and PGD-20 mean +- std reads the same in the claim block and the methods table (one rounding:
+    percent of the fractions' mean)."""
+    readme = (REPO / "README.md").read_text()
+    claim = readme[slice(*(readme.index(marker) for marker in reproduction.CLAIM_MARKERS))]
+    methods = readme[slice(*(readme.index(marker) for marker in reproduction.METHODS_MARKERS))]
+    groups = {tuple(names): group for group, names in reproduction.CLAIM_GROUPS.items()}
+    compared = 0
+    for label, names in reproduction.METHODS_COMPARED:
+        if tuple(names) not in groups:
+            continue
+        claim_cells = next(line for line in claim.splitlines() if line.startswith(f"| {groups[tuple(names)]} |"))
+        claim_cells = claim_cells.split(" | ")
+        method_cells = next(line for line in methods.splitlines() if line.startswith(f"| {label} |")).split(" | ")
+        if method_cells[1] != "0":
+            assert (method_cells[5], method_cells[6]) == (claim_cells[2], claim_cells[4]), label  # clean, PGD-20
+            compared += 1
+    assert compared >= 2
+
+
 def test_methods_table_averages_seeds_and_times_only_the_runs_trained_alone(tmp_path):
     from benchmarks import studies
 

@@ -95,7 +95,7 @@ def measure(
             "--config", str(CONFIG), "--dataset", dataset, "--method", method, "--max_steps", str(steps),
             "--output_dir", output_dir, "--save_strategy", "no", "--disable_tqdm", "true", "--logging_steps", "1000",
             "--max_eval_samples", "16", "--eval_attacks", "",
-            "--eval_eps_sweep", "", *extra_flags,
+            "--eval_eps_sweep", "", *([] if get_method(method).needs_teacher else ["--teacher", ""]), *extra_flags,
         ]  # fmt: skip
         run_mixacm(*parse_with_config(argument_parser(), flags), callbacks=[clock])
     return clock.seconds[WARMUP:], teacher_seconds[first_teacher_sample + WARMUP :]

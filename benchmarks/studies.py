@@ -76,8 +76,9 @@ def plot_study(
         axes.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
         axes.minorticks_off()
         axes.grid(alpha=0.3)
+        axes.margins(x=0.1, y=0.15)  # room for the value labels
         if axes.get_legend_handles_labels()[0]:
-            axes.legend(fontsize=8, loc="lower right")
+            axes.legend(fontsize=8, loc="best")  # clear of the points and their error bars
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

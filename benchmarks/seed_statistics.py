@@ -5,7 +5,10 @@ test images from their per-example records (`RobustnessReport.per_example`), per
 Pooled comparisons concatenate, seed by seed, the examples two paired models both evaluated (seed s of one group
 with seed s of the other; a single model, e.g. the teacher or PGD-7 AT, is paired with every seed), then give the
 difference in accuracy with its 95% interval (normal approximation for paired proportions) and the exact McNemar
-p-value of the pooled discordant pairs (`mixacm_hf.robustness.report`).
+p-value of the pooled discordant pairs (`mixacm_hf.robustness.report`). The pooled interval and p-value treat the
+pooled pairs as independent: they account for the sampling of test images, not for the variation between training
+seeds (and a single model paired with every seed enters with the same images each time), so the tables also give the
+per-seed differences, whose spread is that variation.
 """
 
 from __future__ import annotations
@@ -81,11 +84,12 @@ def claim_summary(
     comparisons: dict[str, tuple[str, str] | tuple[str, str, Sequence[str]]],
     report_of: Callable[[str, str], RobustnessReport | None],
 ) -> dict[str, Any]:
-    """The `summary` of the results: per group of rows (e.g. a recipe's seeds) the mean and std of each accuracy
-    over the rows present, and per comparison ("mixacm - kd": (group, group[, columns])) the paired comparisons of
-    the columns ("pgd20" and "autoattack" unless given; `compare_groups`). `report_of(row name, attack)` gives the
-    report that measured it. A comparison whose models are not all trained and evaluated with per-example records
-    says which are missing instead."""
+    """The `summary` of the results: per group of rows (e.g. a recipe's seeds) the `mean_std` of each accuracy
+    (fractions in [0, 1]) over the rows that measured it (its "n" says how many of the group's models), and per
+    comparison ("mixacm - kd": (group, group[, columns])) the paired comparisons of the columns ("pgd20" and
+    "autoattack" unless given; `compare_groups`, differences as fractions) over the seeds whose models both have
+    per-example records, with the models still missing them. `report_of(row name, attack)` gives the report that
+    measured it."""
     by_name = {row["name"]: row for row in rows}
     summary: dict[str, Any] = {"groups": {}, "comparisons": {}}
     for group, names in groups.items():
@@ -94,9 +98,9 @@ def claim_summary(
             "models": [row["name"] for row in present],
             "missing": [name for name in names if name not in by_name],
             **{
-                column: mean_std([row[column] for row in present])
+                column: mean_std(measured)
                 for column in ACCURACIES
-                if present and all(row[column] is not None for row in present)
+                if (measured := [row[column] for row in present if row[column] is not None])
             },
         }
     for label, (first, second, *columns) in comparisons.items():
@@ -108,8 +112,11 @@ def claim_summary(
 
 
 def _mean(summary: dict[str, Any], group: str, column: str) -> float | None:
-    entry = summary["groups"].get(group, {}).get(column)
-    return entry["mean"] if entry else None
+    """The group's mean of `column` once every one of its models (trained or not) has measured it, else None."""
+    group_entry = summary["groups"].get(group, {})
+    entry = group_entry.get(column)
+    complete = entry and entry["n"] == len(group_entry["models"]) + len(group_entry["missing"])
+    return entry["mean"] if complete else None
 
 
 def claim_criteria(
@@ -173,8 +180,9 @@ def format_mean_std(entry: dict[str, Any] | None) -> str:
 
 
 def format_paired(result: dict[str, Any]) -> str:
-    """Points, e.g. "-5.8 [-7.2, -4.4], p < 1e-4 (n = 2000)", for a pooled `paired_difference`, or which models still
-    lack per-example records (named in `result`)."""
+    """Points, e.g. "-5.8 [-7.2, -4.4], p < 1e-4 (n = 2000; per seed -4.4 / -7.2)", for a pooled `paired_difference`
+    (with the per-seed differences when several), or which models still lack per-example records (named in
+    `result`)."""
     if "pooled" not in result and not result.get("missing_per_example_records"):
         return "groups of sizes that do not pair"
     if "pooled" not in result:
@@ -184,14 +192,23 @@ def format_paired(result: dict[str, Any]) -> str:
     low, high = (100 * value for value in pooled["interval"])
     p = pooled["p_value"]
     p_text = "p < 1e-4" if p < 1e-4 else f"p = {p:.2g}"
-    return f"{100 * pooled['difference']:+.1f} [{low:+.1f}, {high:+.1f}], {p_text} (n = {pooled['n']})"
+    differences = [f"{100 * seed['difference']:+.1f}" for seed in result.get("per_seed", [])]
+    seeds = f"; per seed {' / '.join(differences)}" if len(differences) > 1 else ""
+    return f"{100 * pooled['difference']:+.1f} [{low:+.1f}, {high:+.1f}], {p_text} (n = {pooled['n']}{seeds})"
 
 
 def groups_markdown(summary: dict[str, Any]) -> list[str]:
-    """The table of each group's mean +- std (percent) over its models, saying how many are not yet measured."""
+    """The table of each group's mean +- std (percent) over its models, saying how many are not yet trained and, in a
+    cell, how many of them it averages when not all."""
     lines = ["| group | models | clean | FGSM | PGD-20 | AutoAttack |", "|---|---|---|---|---|---|"]
+
+    def cell(entry: dict[str, Any], column: str) -> str:
+        value, total = entry.get(column), len(entry["models"]) + len(entry["missing"])
+        partial = f" ({value['n']} of {total})" if value and value["n"] < total else ""
+        return format_mean_std(value) + partial
+
     for group, entry in summary["groups"].items():
-        cells = " | ".join(format_mean_std(entry.get(column)) for column in ACCURACIES)
+        cells = " | ".join(cell(entry, column) for column in ACCURACIES)
         missing = f" ({len(entry['missing'])} not yet measured)" if entry["missing"] else ""
         lines.append(f"| {group} | {len(entry['models'])}{missing} | {cells} |")
     return lines
@@ -207,13 +224,16 @@ def comparisons_markdown(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def matches(result: dict[str, Any]) -> bool | None:
-    """Whether the first group of a comparison matches or beats the second: no paired difference it measured has its
-    95% interval wholly below 0 (True), one has (False); None while none is measured."""
+def paired_verdict(result: dict[str, Any]) -> str | None:
+    """How the first group of a comparison stands against the second on the paired differences it measured:
+    "below" when a 95% interval lies wholly below 0, else "above" when every one lies wholly above 0, else "not
+    distinguishable" (an interval contains 0); None while none is measured."""
     pooled = [result[column]["pooled"] for column in ATTACK_OF if "pooled" in result.get(column, {})]
     if not pooled:
         return None
-    return all(entry["interval"][1] >= 0 for entry in pooled)
+    if any(entry["interval"][1] < 0 for entry in pooled):
+        return "below"
+    return "above" if all(entry["interval"][0] > 0 for entry in pooled) else "not distinguishable"
 
 
 def claim_markdown(summary: dict[str, Any], n_eval: int, n_autoattack: int) -> str:
@@ -255,13 +275,21 @@ def claim_markdown(summary: dict[str, Any], n_eval: int, n_autoattack: int) -> s
     return "\n".join(lines)
 
 
+ANSWERS = {
+    None: "not yet measured",
+    "below": "**no**, below",
+    "above": "**yes**, above",
+    "not distinguishable": "**not distinguishable** at this sample size",
+}
+
+
 def questions_markdown(summary: dict[str, Any], questions: dict[str, str], n_eval: int, n_autoattack: int) -> str:
-    """A study's questions answered from its paired comparisons (`matches`; per question: its comparison's label ->
-    the question), then its groups' mean +- std and the pooled paired comparisons. Accuracies in percent."""
+    """A study's questions answered from its paired comparisons (`paired_verdict`; `questions`: comparison label ->
+    question), then its groups' mean +- std and the pooled paired comparisons. Accuracies in percent."""
     lines = []
     for label, question in questions.items():
         result = summary["comparisons"][label]
-        answer = {None: "not yet measured", True: "**yes**", False: "**no**"}[matches(result)]
+        answer = ANSWERS[paired_verdict(result)]
         measured = [f"{name} {format_paired(result[column])}" for column, name in (("pgd20", "PGD-20"),
                     ("autoattack", "AutoAttack")) if column in result]  # fmt: skip
         lines.append(f"- {question} {answer} ({label}, paired: {'; '.join(measured)}).")
@@ -269,7 +297,9 @@ def questions_markdown(summary: dict[str, Any], questions: dict[str, str], n_eva
         [
             *lines,
             "",
-            "Yes means that no paired difference measured has its 95% interval wholly below 0. Mean +- std (clean, "
+            "No: a paired difference's 95% interval lies wholly below 0; yes: every one measured lies wholly above 0; "
+            "not distinguishable: an interval contains 0 (with one training seed per point, these intervals hold the "
+            "sampling of test images, not the variation between seeds). Mean +- std (clean, "
             f"FGSM, PGD-20 on the first {n_eval} CIFAR-10 test images, AutoAttack on the first {n_autoattack}; Linf "
             "eps = 8/255):",
             "",

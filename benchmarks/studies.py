@@ -88,9 +88,9 @@ def plot_study(
 def methods_markdown(entries: Sequence[tuple[str, list[str]]], rows: Sequence[dict]) -> str:
     """The methods compared on one table: per entry (label, the row names of its training seeds) the method, its
     teacher, backward passes per training image, training wall time (minutes; mean over the rows trained alone on
-    the machine), clean, PGD-20 and AutoAttack accuracy (mean +- std over the seeds that measured it, percent; the
-    AutoAttack cell names its sample sizes and how many seeds it averages when not all). An entry without rows says
-    which runs it waits for."""
+    the machine, saying how many of the seeds when not all), clean, PGD-20 and AutoAttack accuracy (mean +- std
+    over the seeds that measured it, percent; the AutoAttack cell names its sample sizes and how many seeds it
+    averages when not all). An entry without rows says which runs it waits for."""
     by_name = {row["name"]: row for row in rows}
     lines = [
         "| method | seeds | teacher | backward passes / image | train time (alone) | clean | PGD-20 | AutoAttack (n) |",
@@ -110,6 +110,7 @@ def methods_markdown(entries: Sequence[tuple[str, list[str]]], rows: Sequence[di
             continue
         timed = [row["train_seconds"] for row in found if not row["shared_machine"]]
         minutes = f"{statistics.fmean(timed) / 60:.0f} min" if timed else "not measured alone"
+        minutes += f" ({len(timed)} of {len(found)} seeds)" if timed and len(timed) < len(found) else ""
         attacked = [row for row in found if row["autoattack"] is not None]
         sizes = "/".join(str(n) for n in sorted({row["n_eval_autoattack"] for row in attacked}))
         partial = f", {len(attacked)} of {len(found)} seeds" if attacked and len(attacked) < len(found) else ""

@@ -347,11 +347,14 @@ def _recomputed_pooled(used: list[list[str]], attack: str) -> tuple[float, int, 
     return (only_a - only_b) / len(pooled_a), len(pooled_a), only_a, only_b
 
 
-def _recomputed_means(rows: dict[str, dict], names: list[str], column: str) -> tuple[float, float | None] | None:
+def _recomputed_means(
+    rows: dict[str, dict], names: list[str], column: str, complete: bool = False
+) -> tuple[float, float | None] | None:
+    """(mean, std) over the named rows that measured `column`; with `complete`, None unless all of `names` did."""
     import statistics as stats
 
-    values = [rows[name][column] for name in names if name in rows]
-    if not values or None in values:
+    values = [rows[name][column] for name in names if name in rows and rows[name][column] is not None]
+    if not values or (complete and len(values) < len(names)):
         return None
     return stats.fmean(values), stats.stdev(values) if len(values) > 1 else None
 
@@ -373,6 +376,7 @@ def test_committed_summary_is_recomputed_from_the_rows_and_per_example_records()
             if expected is None:
                 assert column not in entry
                 continue
+            assert entry[column]["n"] == sum(rows[name][column] is not None for name in entry["models"])
             assert entry[column]["mean"] == pytest.approx(expected[0])
             assert entry[column]["std"] == (None if expected[1] is None else pytest.approx(expected[1]))
     for label, (first, second) in reproduction.CLAIM_COMPARISONS.items():
@@ -405,9 +409,12 @@ def test_readme_claim_paragraph_states_the_recomputed_numbers():
             expected = _recomputed_means(rows, names, column)
             if expected is not None:
                 text = f"{100 * expected[0]:.1f}" + ("" if expected[1] is None else f" +- {100 * expected[1]:.1f}")
+                measured = sum(name in rows and rows[name][column] is not None for name in names)
+                text += f" ({measured} of {len(names)})" if measured < len(names) else ""
                 assert f" {text} |" in line, (group, column, text, line)
-    mean = {g: _recomputed_means(rows, names, "autoattack") for g, names in groups.items()}
-    clean = {g: _recomputed_means(rows, names, "clean") for g, names in groups.items()}
+    # the criteria take a group's mean only once every one of its models has measured it
+    mean = {g: _recomputed_means(rows, names, "autoattack", complete=True) for g, names in groups.items()}
+    clean = {g: _recomputed_means(rows, names, "clean", complete=True) for g, names in groups.items()}
     recipe, kd, at, teacher = "mixacm (recipe)", "kd", "pgd-7 AT", "teacher"
     timed = {g: [rows[n]["train_seconds"] for n in names if n in rows and not rows[n]["shared_machine"]]
              for g, names in groups.items()}  # fmt: skip
@@ -445,7 +452,7 @@ def test_readme_claim_paragraph_states_the_recomputed_numbers():
             result = summary["comparisons"][label][column]
             if "pooled" in result:
                 difference, n, _, _ = _recomputed_pooled(result["used"], attack)
-                assert f"{100 * difference:+.1f} [" in line and f"(n = {n})" in line, (label, column, line)
+                assert f"{100 * difference:+.1f} [" in line and f"(n = {n}" in line, (label, column, line)
     if mean[recipe] is not None:  # the CPU config's comment quotes the recipe's AutoAttack mean (+- std)
         config_text = CPU_CONFIG.read_text()
         quoted = f"{100 * mean[recipe][0]:.1f}" + (
@@ -457,7 +464,8 @@ def test_readme_claim_paragraph_states_the_recomputed_numbers():
 def test_readme_study_answers_are_recomputed_from_the_per_example_records():
     """Each few-data and compression question in the README is answered as the paired comparisons recomputed here
     give it: 'no' when a 95% interval (normal approximation, paired proportions) lies wholly below 0, 'yes' when
-    every measured one does not, 'not yet measured' without per-example records; only the columns asked compared."""
+    every measured one lies wholly above, 'not distinguishable' otherwise, 'not yet measured' without per-example
+    records; only the columns asked compared."""
     import math
 
     from mixacm_hf.robustness.report import mcnemar_exact_p
@@ -470,7 +478,7 @@ def test_readme_study_answers_are_recomputed_from_the_per_example_records():
         first, second, *columns = reproduction.STUDY_COMPARISONS[label]
         result = studies["comparisons"][label]
         assert set(result) - {"groups"} == set(columns[0] if columns else ("pgd20", "autoattack"))
-        below = []
+        below, above = [], []
         for column, attack in (("pgd20", "pgd-20"), ("autoattack", "autoattack")):
             if "pooled" not in result.get(column, {}):
                 continue
@@ -482,7 +490,11 @@ def test_readme_study_answers_are_recomputed_from_the_per_example_records():
             assert result[column]["pooled"]["p_value"] == pytest.approx(mcnemar_exact_p(only_a, only_b))
             assert result[column]["pooled"]["interval"] == pytest.approx([difference - half, difference + half])
             below.append(difference + half < 0)
-        answer = "not yet measured" if not below else "**no**" if any(below) else "**yes**"
+            above.append(difference - half > 0)
+        answer = (
+            "not yet measured" if not below else "**no**, below" if any(below)
+            else "**yes**, above" if all(above) else "**not distinguishable** at this sample size"
+        )  # fmt: skip
         line = next(line for line in block.splitlines() if line.startswith(f"- {question} "))
         assert line.startswith(f"- {question} {answer} ({label}, paired:"), line
 
@@ -519,11 +531,15 @@ def test_methods_table_averages_seeds_and_times_only_the_runs_trained_alone(tmp_
 
     rows = [row("m0", 0.70, 0.30, 0.28, 1200, False), row("m1", 0.68, 0.32, 0.26, 3600, True)]
     table = studies.methods_markdown([("MixACM", ["m0", "m1"]), ("absent", ["x"])], rows)
-    assert table.splitlines()[2] == "| MixACM | 2 | t | 1 | 20 min | 69.0 +- 1.4 | 31.0 +- 1.4 | 27.0 +- 1.4 (500) |"
+    assert table.splitlines()[2] == (
+        "| MixACM | 2 | t | 1 | 20 min (1 of 2 seeds) | 69.0 +- 1.4 | 31.0 +- 1.4 | 27.0 +- 1.4 (500) |"
+    )
     assert table.splitlines()[3] == "| absent | 0 | not yet trained and evaluated: `x` | | | | | |"
     rows.append(row("m2", 0.66, 0.28, None, 1300, False))  # a seed not yet attacked with AutoAttack
     table = studies.methods_markdown([("MixACM", ["m0", "m1", "m2"])], rows)
-    assert table.splitlines()[2].endswith("| 21 min | 68.0 +- 2.0 | 30.0 +- 2.0 | 27.0 +- 1.4 (500, 2 of 3 seeds) |")
+    assert table.splitlines()[2].endswith(
+        "| 21 min (2 of 3 seeds) | 68.0 +- 2.0 | 30.0 +- 2.0 | 27.0 +- 1.4 (500, 2 of 3 seeds) |"
+    )
     assert studies.average(rows, "autoattack") == (pytest.approx(27.0), pytest.approx(2**0.5))
     assert studies.average([row("a", 0.5, 0.2, None, 1, False)], "autoattack") is None
     path = tmp_path / "study.png"

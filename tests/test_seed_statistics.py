@@ -142,9 +142,9 @@ def test_a_zero_denominator_measures_nothing():
 
 
 def test_a_study_question_is_answered_from_its_paired_comparisons_and_only_the_columns_it_names():
-    """'Yes' when no measured paired interval lies wholly below 0, 'no' when one does; a comparison restricted to
-    PGD-20 never waits for AutoAttack records."""
-    from benchmarks.seed_statistics import claim_summary, matches, questions_markdown
+    """'no' when a measured paired interval lies wholly below 0, 'yes' when every one lies wholly above, 'not
+    distinguishable' when one contains 0; a comparison restricted to PGD-20 never waits for AutoAttack records."""
+    from benchmarks.seed_statistics import claim_summary, paired_verdict, questions_markdown
 
     def attacked(name: str, pgd: list[bool], autoattack: list[bool] | None) -> RobustnessReport:
         records = {"pgd-20": pgd, **({"autoattack": autoattack} if autoattack else {})}
@@ -157,22 +157,34 @@ def test_a_study_question_is_answered_from_its_paired_comparisons_and_only_the_c
     n = 400
     strong = [True] * 200 + [False] * 200  # 50%
     weak = [True] * 100 + [False] * 300  # 25%, right only where strong is: 100 discordant pairs, all one way
-    reports = {"s": attacked("s", strong, None), "w": attacked("w", weak, weak), "t": attacked("t", strong, strong)}
+    close = [True] * 198 + [False] * 4 + [True] * 2 + [False] * 196  # 50%: 2 + 2 discordant pairs against strong
+    reports = {
+        "s": attacked("s", strong, None), "w": attacked("w", weak, weak), "t": attacked("t", strong, strong),
+        "c": attacked("c", close, None),
+    }  # fmt: skip
     rows = [{"name": name, "clean": 0.9, "fgsm": 0.5, "pgd20": 0.4, "autoattack": None} for name in reports]
     summary = claim_summary(
-        rows, {"strong": ["s"], "weak": ["w"], "twin": ["t"]},
-        {"strong - weak": ("strong", "weak", ("pgd20",)), "weak - twin": ("weak", "twin")},
+        rows, {"strong": ["s"], "weak": ["w"], "twin": ["t"], "close": ["c"]},
+        {"strong - weak": ("strong", "weak", ("pgd20",)), "weak - twin": ("weak", "twin"),
+         "close - strong": ("close", "strong", ("pgd20",))},
         lambda name, attack: reports[name] if attack in reports[name].per_example else None,
     )  # fmt: skip
     first, second = summary["comparisons"]["strong - weak"], summary["comparisons"]["weak - twin"]
+    third = summary["comparisons"]["close - strong"]
     assert set(first) == {"groups", "pgd20"} and first["pgd20"]["pooled"]["difference"] == pytest.approx(0.25)
     assert second["autoattack"]["pooled"]["difference"] == pytest.approx(-0.25)
-    assert matches(first) is True and matches(second) is False and matches({"pgd20": {"missing": ["x"]}}) is None
-    text = questions_markdown(summary, {"strong - weak": "Strong?", "weak - twin": "Weak?"}, n, n)
-    strong_line, weak_line = text.splitlines()[:2]
-    assert strong_line.startswith("- Strong? **yes** (strong - weak, paired: PGD-20 +25.0 [")
+    assert third["pgd20"]["pooled"]["difference"] == 0
+    assert [paired_verdict(result) for result in (first, second, third)] == ["above", "below", "not distinguishable"]
+    assert paired_verdict({"pgd20": {"missing_per_example_records": ["x"]}}) is None
+    questions = {"strong - weak": "Strong?", "weak - twin": "Weak?", "close - strong": "Close?"}
+    text = questions_markdown(summary, questions, n, n)
+    strong_line, weak_line, close_line = text.splitlines()[:3]
+    assert strong_line.startswith("- Strong? **yes**, above (strong - weak, paired: PGD-20 +25.0 [")
     assert "AutoAttack" not in strong_line
-    assert weak_line.startswith("- Weak? **no** (weak - twin, paired: PGD-20 -25.0 [")
+    assert weak_line.startswith("- Weak? **no**, below (weak - twin, paired: PGD-20 -25.0 [")
     assert "AutoAttack -25.0 [" in weak_line
+    assert close_line.startswith(
+        "- Close? **not distinguishable** at this sample size (close - strong, paired: PGD-20 +0.0 ["
+    )
     assert "| strong - weak | +25.0 [" in text
     assert next(line for line in text.splitlines() if line.startswith("| strong - weak |")).endswith("| not compared |")

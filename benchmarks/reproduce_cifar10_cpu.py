@@ -1,12 +1,15 @@
 """Reproduce MixACM's central claim at CPU scale on CIFAR-10 (resumable; each stage is skipped when its output exists).
 
-    python benchmarks/reproduce_cifar10_cpu.py [--dataset ../shared/datasets/cifar10] [--only NAME ...] [--dry-run]
+    python benchmarks/reproduce_cifar10_cpu.py [--dataset ../shared/datasets/cifar10] [--only NAME ...]
+        [--evaluations {fgsm,autoattack,none} ...] [--dry-run]
 
-Stages: (1) a robust WRN-16-2 teacher by 10 epochs of N-FGSM adversarial training (its row doubles as the fast
-single-step AT baseline), (2) students with the same 10 epochs and schedule: natural, kd (RKD), mixacm-no-mixup,
-mixacm (WRN-16-2), mixacm (WRN-16-1) and the PGD-7 adversarial-training baseline; (1') a stronger teacher (20 epochs
-of N-FGSM) and (2') the kd, mixacm-no-mixup and mixacm WRN-16-2 students against it, the latter also with 4x
-the ACM weight. Every selected stage is trained first, then (3) evaluated (FGSM and PGD-20 for all, then
+Stages (`STAGES`, in order): (1) a robust WRN-16-2 teacher by 10 epochs of N-FGSM adversarial training (its row
+doubles as the fast single-step AT baseline), (2) students with the same 10 epochs and schedule: natural, kd (RKD),
+mixacm-no-mixup, mixacm (WRN-16-2), mixacm (WRN-16-1) and the PGD-7 adversarial-training baseline; (1') a stronger
+teacher (20 epochs of N-FGSM) and (2') the recipe search against it; (5) the CPU config's recipe and kd on training
+seeds 0, 1 and 2 (the claim's means and paired comparisons); (6) the recipe and PGD-7 AT on 10% and 30% of the
+training set (few data) and as WRN-16-1 students (compression); (7) the baselines trades, rslad and ard. Every
+selected stage is trained first, then (3) evaluated (FGSM and PGD-20 for all, then
 AutoAttack), and (4) the results table `benchmarks/results/cifar10_cpu.json` and plots are rewritten
 (`benchmarks.reporting`). Each training run is one `run_mixacm.py` command, recorded in its row; a killed run resumes
 from its last epoch checkpoint.
@@ -90,6 +93,9 @@ class Stage:
     code_commit: str | None = None
     shared_machine: bool = False  # trained while other jobs shared the cores: its wall time is no cost measurement
 
+    def __post_init__(self) -> None:
+        self.shared_machine = self.shared_machine or self.name in SHARED_MACHINE_RUNS
+
     @property
     def output_dir(self) -> Path:
         return RUNS / self.name
@@ -125,9 +131,11 @@ RECIPE_FLAGS = [*COMPILED_TEACHER, "--alpha_acm", "2000"]
 # Seed 1 was trained (session 10) by the code of commit 863b1ac in a checkout of its own, beside other work on the same
 # 2 cores (3582 s against seed 0's uncontended 1434 s).
 RECIPE_SEED_RUNS = {1: {"code_commit": "863b1ac44ff7b4ef5d0333ae1068d867f553d8c9", "shared_machine": True}}
-# Trained (session 11) one thread each beside an evaluation job on the other core, so their wall times are no cost
-# measurement (the claim's wall-time criterion uses the recipe's seed 0, trained alone).
+# Trained beside other jobs, so their wall times are no cost measurement (the claim's wall-time criterion uses the
+# recipe's seed 0, trained alone): the first teacher and kd-t20's last 3 epochs (benchmarks/README.md), and from
+# session 11 on, one thread each beside an evaluation job on the other core, the seed, few-data and WRN-16-1 runs.
 SHARED_MACHINE_RUNS = {
+    "teacher-wrn16-2-nfgsm", "wrn16-2-kd-t20",
     f"{RECIPE}-seed2", *(f"wrn16-2-kd-t20-inmem-seed{seed}" for seed in (0, 1, 2)),
     "wrn16-2-mixacm-t20-acm2k-frac10", "wrn16-2-mixacm-t20-acm2k-frac30", "wrn16-1-mixacm-t20-acm2k-inmem",
     "wrn16-2-pgd7-at-frac10", "wrn16-2-pgd7-at-frac30", "wrn16-1-pgd7-at-inmem",
@@ -136,7 +144,6 @@ SHARED_MACHINE_RUNS = {
 
 def in_memory_student(name: str, method: str, flags: list[str], arch: str = "wrn-16-2", **fields) -> Stage:
     """A student of the 20-epoch teacher (where its method has one) with the config's in-memory pipeline."""
-    fields.setdefault("shared_machine", name in SHARED_MACHINE_RUNS)
     return Stage(name, "student", method, arch, flags, teacher=STRONG_TEACHER, in_memory_images=True, **fields)
 
 
@@ -293,19 +300,27 @@ def train(stage: Stage, dataset: str, dry_run: bool) -> None:
             subprocess.run(executable, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
-def evaluation_plan(stage: Stage, key: str) -> tuple[list[str], int, bool] | None:
-    """What `evaluate(stage, dataset, key)` would run: (attacks, number of test images, whether with the eps sweep),
-    or None when the stage is not trained, takes no AutoAttack, or is measured (printing "[skip]")."""
+def evaluation_plan(stage: Stage, key: str) -> tuple[list[str], int, bool, str] | None:
+    """What `evaluate(stage, dataset, key)` would run: (attacks, number of test images, whether with the eps sweep,
+    why a measured stage is evaluated again or ""), or None when the stage is not trained, takes no AutoAttack, or is
+    measured (printing "[skip]")."""
     if not (stage.output_dir / "train_summary.json").exists() or (key == "autoattack" and not stage.autoattack):
         return None
     previous = reporting.measured(stage.output_dir, key)
     sweep_missing = key == "fgsm" and stage.publish and previous is not None and previous.eps_sweep is None
     # the claim's paired statistics need per-example records, which reports older than them lack
     records_missing = previous is not None and previous.per_example is None and stage.name in CLAIM_MEMBERS
+    attacks, n = EVALUATION_ATTACKS[key]
     if previous is not None and not (sweep_missing or records_missing):  # a stage published late still gets its sweep
-        print(f"[skip] {stage.name}: {key} measured")
+        print(f"[skip] {stage.name}: {', '.join(attacks)} measured")
         return None
-    return *EVALUATION_ATTACKS[key], stage.publish and key == "fgsm" and (previous is None or sweep_missing)
+    again = " again: its card lacks the eps sweep" if sweep_missing else " again: per-example records missing"
+    return (
+        attacks,
+        n,
+        stage.publish and key == "fgsm" and (previous is None or sweep_missing),
+        again if previous else "",
+    )
 
 
 def evaluate(stage: Stage, dataset: str, key: str) -> None:
@@ -320,8 +335,8 @@ def evaluate(stage: Stage, dataset: str, key: str) -> None:
     plan = evaluation_plan(stage, key)
     if plan is None:
         return
-    attacks, n, sweep = plan
-    print(f"[evaluate] {stage.name}: {attacks} on {n} images", flush=True)
+    attacks, n, sweep, again = plan
+    print(f"[evaluate] {stage.name}: {attacks} on {n} images{again}", flush=True)
     progress = stage.output_dir / f"evaluation-progress-{key}"  # a killed evaluation resumes batch by batch
     report = evaluate_robustness(
         str(model_folder(stage.name)), dataset, attacks, n_examples=n, batch_size=250, seed=SEED, device="cpu",
@@ -517,19 +532,27 @@ def write_results(dataset: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default=DEFAULT_DATASET, help="path (relative to the repo) or Hub id")
-    parser.add_argument("--only", nargs="*", help="Run only these stages, in this order (names as in STAGES).")
+    parser.add_argument("--only", nargs="+", help="Run only these stages, in this order (names as in STAGES).")
     parser.add_argument(
-        "--evaluations", nargs="*", choices=EVALUATIONS, default=EVALUATIONS,
-        help="Which evaluations to run after training: fgsm (clean, FGSM, PGD-20) and/or autoattack (the slow one).",
+        "--evaluations", nargs="+", choices=[*EVALUATIONS, "none"], default=EVALUATIONS,
+        help="Which evaluations to run after training: fgsm (clean, FGSM, PGD-20) and/or autoattack (the slow one), "
+        "or none (train only).",
     )  # fmt: skip
-    parser.add_argument("--dry-run", action="store_true", help="Print the commands without running them.")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="Print what would run (trainings, evaluations), run none."
+    )
     args = parser.parse_args(argv)
     unknown = set(args.only or []) - {stage.name for stage in STAGES}
     if unknown:
         parser.error(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(stage.name for stage in STAGES)}")
+    if "none" in args.evaluations and len(args.evaluations) > 1:
+        parser.error(f"--evaluations none means no evaluation: give it alone, not with {args.evaluations}")
+    evaluations = [] if args.evaluations == ["none"] else list(dict.fromkeys(args.evaluations))
     by_name = {stage.name: stage for stage in STAGES}
-    stages = [by_name[name] for name in args.only] if args.only else STAGES
-    run(stages, args.dataset, args.dry_run, args.evaluations)
+    stages = [by_name[name] for name in dict.fromkeys(args.only)] if args.only else STAGES  # each once
+    if args.dry_run:
+        print("dry run: nothing is trained or evaluated; a run would do this:")
+    run(stages, args.dataset, args.dry_run, evaluations)
 
 
 def run(stages: list[Stage], dataset: str, dry_run: bool, evaluations: list[str] = EVALUATIONS) -> None:
@@ -545,7 +568,7 @@ def run(stages: list[Stage], dataset: str, dry_run: bool, evaluations: list[str]
                         attacks, n = EVALUATION_ATTACKS[key]
                         print(f"[evaluate] {stage.name}: {attacks} on {n} images, after its training", flush=True)
                 elif (plan := evaluation_plan(stage, key)) is not None:
-                    print(f"[evaluate] {stage.name}: {plan[0]} on {plan[1]} images", flush=True)
+                    print(f"[evaluate] {stage.name}: {plan[0]} on {plan[1]} images{plan[3]}", flush=True)
         return
     rows: list[dict] = []
     for key in evaluations:

@@ -35,7 +35,8 @@ def compare_groups(
     first: Sequence[RobustnessReport], second: Sequence[RobustnessReport], attack: str
 ) -> dict[str, Any]:
     """Per-seed and pooled paired comparisons of `first` (one report per seed) with `second` (one report per seed,
-    or a single report paired with every seed) under `attack`.
+    or a single report paired with every seed) under `attack`: {"attack", "per_seed": [paired_difference, ...],
+    "pooled": paired_difference}, differences and intervals as fractions (accuracy in [0, 1]).
 
     Raises:
         ValueError: the groups' sizes do not pair up, or records are missing.

@@ -121,7 +121,7 @@ def test_a_killed_evaluation_keeps_its_progress_and_a_finished_one_removes_it(la
     assert seen[1] == seen[0] and not seen[0].exists()  # the same folder resumed, then removed with the report
 
 
-def test_a_claim_stage_without_per_example_records_is_evaluated_again_without_its_sweep(layout, monkeypatch):
+def test_a_claim_stage_without_per_example_records_is_evaluated_again_without_its_sweep(layout, monkeypatch, capsys):
     calls = []
     monkeypatch.setattr("mixacm_hf.hub.update_model_card", lambda *args, **kwargs: None)
     monkeypatch.setattr(
@@ -142,6 +142,7 @@ def test_a_claim_stage_without_per_example_records_is_evaluated_again_without_it
     monkeypatch.setattr(reproduction, "CLAIM_MEMBERS", {"s"})
     reproduction.evaluate(stage, reproduction.DEFAULT_DATASET, "fgsm")
     assert calls == [("pgd-20", None)]  # measured again for its records; the sweep it has is not redone
+    assert "on 1000 images again: per-example records missing" in capsys.readouterr().out  # and says why
     (folder / "robustness.json").write_text(json.dumps([report, {**report, "per_example": {"index": [0]}}]))
     reproduction.evaluate(stage, reproduction.DEFAULT_DATASET, "fgsm")
     assert calls == [("pgd-20", None)]  # now it has them
@@ -312,6 +313,30 @@ def test_a_dry_run_lists_the_evaluations_it_would_run_and_runs_nothing(layout, m
         "[evaluate] measured: ['clean', 'pgd-20', 'autoattack'] on 500 images",
     ]
     assert not (layout / "runs" / "untrained").exists()
+
+
+def test_stage_and_evaluation_flags_refuse_empty_or_contradictory_lists_and_run_each_stage_once(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(reproduction, "train", lambda stage, dataset, dry_run: calls.append(("train", stage.name)))
+    monkeypatch.setattr(reproduction, "evaluate", lambda stage, dataset, key: calls.append((key, stage.name)))
+    monkeypatch.setattr(reproduction, "publish", lambda stage: None)
+    monkeypatch.setattr(reproduction, "write_results", lambda dataset: [])
+    name = "wrn16-2-mixacm-t20"
+    reproduction.main(["--only", name, name, "--evaluations", "none"])  # train only, once
+    assert calls == [("train", name)]
+    calls.clear()
+    reproduction.main(["--only", name, "--evaluations", "autoattack", "autoattack"])
+    assert calls == [("train", name), ("autoattack", name)]
+    for argv, message in (
+        (["--only"], "expected at least one argument"),  # would otherwise run every stage
+        (["--only", name, "--evaluations"], "expected at least one argument"),
+        (["--only", name, "--evaluations", "none", "fgsm"], "--evaluations none means no evaluation"),
+    ):
+        with pytest.raises(SystemExit):
+            reproduction.main(argv)
+        assert message in capsys.readouterr().err, argv
+    reproduction.main(["--only", name, "--dry-run"])
+    assert capsys.readouterr().out.startswith("dry run: nothing is trained or evaluated")
 
 
 def test_committed_weights_are_stored_once():

@@ -201,6 +201,17 @@ def write_results(
         replace_between_markers(readme, table)
 
 
+def headline_label(label: str, rows: list[dict]) -> str:
+    """A headline bar group's label: its name, the mean training time of its seeds trained alone, how many seeds it
+    averages and, when AutoAttack measured only some of them, how many."""
+    seeds = f", {len(rows)} seeds" if len(rows) > 1 else ""
+    attacked = sum(row["autoattack"] is not None for row in rows)
+    seeds += f"; AutoAttack {attacked} of {len(rows)}" if 0 < attacked < len(rows) else ""
+    timed = [row["train_seconds"] for row in rows if not row.get("shared_machine")]
+    minutes = f"{sum(timed) / len(timed) / 60:.0f} min" if timed else "time not measured alone"
+    return f"{label}\n({minutes}{seeds})"
+
+
 def plot_headline(entries: list[tuple[str, list[dict]]], path: Path, n_eval: int, n_autoattack: int) -> None:
     """The headline comparison as grouped bars, one group per entry (label, its rows: one per training seed): clean
     and PGD-20 accuracy (first `n_eval` test images) and AutoAttack (first `n_autoattack`), the mean over the rows
@@ -225,13 +236,7 @@ def plot_headline(entries: list[tuple[str, list[dict]]], path: Path, n_eval: int
             axes.bar(x, mean, width, color=color, yerr=spread, capsize=4, label=name if position == 0 else None)
             axes.annotate(f"{mean:.1f}", (x, mean), xytext=(0, 3 if spread is None else 3 + 6), ha="center",
                           textcoords="offset points", fontsize=8)  # fmt: skip
-    labels = []
-    for label, rows in entries:
-        seeds = f", {len(rows)} seeds" if len(rows) > 1 else ""
-        timed = [row["train_seconds"] for row in rows if not row.get("shared_machine")] or [None]
-        minutes = f"{sum(timed) / len(timed) / 60:.0f} min" if timed[0] is not None else "time not measured alone"
-        labels.append(f"{label}\n({minutes}{seeds})")
-    axes.set_xticks(range(len(entries)), labels, fontsize=8)
+    axes.set_xticks(range(len(entries)), [headline_label(label, rows) for label, rows in entries], fontsize=8)
     axes.set(ylabel="accuracy (%)", ylim=(0, 100))
     axes.legend(fontsize=8, loc="upper right", ncols=3)
     axes.grid(axis="y", alpha=0.3)

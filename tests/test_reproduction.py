@@ -339,6 +339,15 @@ def test_stage_and_evaluation_flags_refuse_empty_or_contradictory_lists_and_run_
     assert capsys.readouterr().out.startswith("dry run: nothing is trained or evaluated")
 
 
+def test_a_headline_label_says_how_many_seeds_its_bars_average():
+    def row(seconds: float, shared: bool, autoattack: float | None) -> dict:
+        return {"train_seconds": seconds, "shared_machine": shared, "autoattack": autoattack}
+
+    rows = [row(1200, False, 0.3), row(3000, True, 0.28), row(3000, True, None)]
+    assert reporting.headline_label("MixACM", rows) == "MixACM\n(20 min, 3 seeds; AutoAttack 2 of 3)"
+    assert reporting.headline_label("kd", rows[1:2]) == "kd\n(time not measured alone)"
+
+
 def test_committed_weights_are_stored_once():
     """One copy of every artefact: no two committed safetensors files have the same content, and no published
     stage's run folder keeps its model files (they live in model_cards/<name>/)."""

@@ -300,12 +300,15 @@ def train(stage: Stage, dataset: str, dry_run: bool) -> None:
             subprocess.run(executable, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
-def evaluation_plan(stage: Stage, key: str) -> tuple[list[str], int, bool, str] | None:
+def evaluation_plan(stage: Stage, key: str, planned: bool = False) -> tuple[list[str], int, bool, str] | None:
     """What `evaluate(stage, dataset, key)` would run: (attacks, number of test images, whether with the eps sweep,
-    why a measured stage is evaluated again or ""), or None when the stage is not trained, takes no AutoAttack, or is
-    measured (printing "[skip]")."""
-    if not (stage.output_dir / "train_summary.json").exists() or (key == "autoattack" and not stage.autoattack):
+    a note: why a measured stage is evaluated again, or ""), or None when the stage takes no AutoAttack, is measured
+    (printing "[skip]") or is not trained; with `planned`, an untrained stage's plan is its evaluation after training
+    (note ", after its training")."""
+    if key == "autoattack" and not stage.autoattack:
         return None
+    if not (stage.output_dir / "train_summary.json").exists():
+        return (*EVALUATION_ATTACKS[key], stage.publish and key == "fgsm", ", after its training") if planned else None
     previous = reporting.measured(stage.output_dir, key)
     sweep_missing = key == "fgsm" and stage.publish and previous is not None and previous.eps_sweep is None
     # the claim's paired statistics need per-example records, which reports older than them lack
@@ -323,6 +326,11 @@ def evaluation_plan(stage: Stage, key: str) -> tuple[list[str], int, bool, str] 
     )
 
 
+def announce(stage: Stage, plan: tuple[list[str], int, bool, str]) -> None:
+    """Print the evaluation `plan` of `stage` (`evaluation_plan`)."""
+    print(f"[evaluate] {stage.name}: {plan[0]} on {plan[1]} images{plan[3]}", flush=True)
+
+
 def evaluate(stage: Stage, dataset: str, key: str) -> None:
     """key "fgsm": clean, FGSM and PGD-20 on the first N_EVAL test images (with the eps sweep of published stages);
     key "autoattack": AutoAttack, with PGD-20 beside it for the sanity check AutoAttack <= PGD, on the first
@@ -335,8 +343,8 @@ def evaluate(stage: Stage, dataset: str, key: str) -> None:
     plan = evaluation_plan(stage, key)
     if plan is None:
         return
-    attacks, n, sweep, again = plan
-    print(f"[evaluate] {stage.name}: {attacks} on {n} images{again}", flush=True)
+    announce(stage, plan)
+    attacks, n, sweep, _ = plan
     progress = stage.output_dir / f"evaluation-progress-{key}"  # a killed evaluation resumes batch by batch
     report = evaluate_robustness(
         str(model_folder(stage.name)), dataset, attacks, n_examples=n, batch_size=250, seed=SEED, device="cpu",
@@ -563,12 +571,8 @@ def run(stages: list[Stage], dataset: str, dry_run: bool, evaluations: list[str]
     if dry_run:
         for key in evaluations:
             for stage in stages:
-                if not (stage.output_dir / "train_summary.json").exists():
-                    if key == "fgsm" or stage.autoattack:
-                        attacks, n = EVALUATION_ATTACKS[key]
-                        print(f"[evaluate] {stage.name}: {attacks} on {n} images, after its training", flush=True)
-                elif (plan := evaluation_plan(stage, key)) is not None:
-                    print(f"[evaluate] {stage.name}: {plan[0]} on {plan[1]} images{plan[3]}", flush=True)
+                if (plan := evaluation_plan(stage, key, planned=True)) is not None:
+                    announce(stage, plan)
         return
     rows: list[dict] = []
     for key in evaluations:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from benchmarks.studies import average
+from benchmarks.studies import average, mean_seconds_alone
 from mixacm_hf.files import atomic_write_text, replace_marked_block
 from mixacm_hf.hub import load_reports
 from mixacm_hf.methods import relevant_hyperparameters
@@ -207,8 +207,8 @@ def headline_label(label: str, rows: list[dict]) -> str:
     seeds = f", {len(rows)} seeds" if len(rows) > 1 else ""
     attacked = sum(row["autoattack"] is not None for row in rows)
     seeds += f"; AutoAttack {attacked} of {len(rows)}" if 0 < attacked < len(rows) else ""
-    timed = [row["train_seconds"] for row in rows if not row.get("shared_machine")]
-    minutes = f"{sum(timed) / len(timed) / 60:.0f} min" if timed else "time not measured alone"
+    seconds = mean_seconds_alone(rows)
+    minutes = "time not measured alone" if seconds is None else f"{seconds / 60:.0f} min"
     return f"{label}\n({minutes}{seeds})"
 
 

@@ -139,6 +139,7 @@ SHARED_MACHINE_RUNS = {
     f"{RECIPE}-seed2", *(f"wrn16-2-kd-t20-inmem-seed{seed}" for seed in (0, 1, 2)),
     "wrn16-2-mixacm-t20-acm2k-frac10", "wrn16-2-mixacm-t20-acm2k-frac30", "wrn16-1-mixacm-t20-acm2k-inmem",
     "wrn16-2-pgd7-at-frac10", "wrn16-2-pgd7-at-frac30", "wrn16-1-pgd7-at-inmem",
+    "wrn16-2-trades-inmem", "wrn16-2-rslad-t20-inmem", "wrn16-2-ard-t20-inmem",
 }  # fmt: skip
 
 

@@ -18,6 +18,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from benchmarks.studies import mean_seconds_alone
 from mixacm_hf.robustness import RobustnessReport
 from mixacm_hf.robustness.report import paired_difference
 
@@ -138,9 +139,7 @@ def claim_criteria(
     by_name = {row["name"]: row for row in rows}
 
     def seconds(group: str) -> float | None:
-        found = [by_name[name] for name in groups[group] if name in by_name]
-        timed = [row["train_seconds"] for row in found if not row["shared_machine"]]
-        return statistics.fmean(timed) if timed else None
+        return mean_seconds_alone([by_name[name] for name in groups[group] if name in by_name])
 
     recipe_aa, teacher_aa = _mean(summary, recipe, "autoattack"), _mean(summary, teacher, "autoattack")
     kd_aa, at_aa = _mean(summary, soft_labels, "autoattack"), _mean(summary, adversarial_training, "autoattack")

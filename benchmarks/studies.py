@@ -28,6 +28,13 @@ def average(rows: Sequence[dict], column: str) -> tuple[float, float | None] | N
     return 100 * statistics.fmean(values), 100 * statistics.stdev(values) if len(values) > 1 else None
 
 
+def mean_seconds_alone(rows: Sequence[dict]) -> float | None:
+    """Mean training wall time in seconds over the rows not trained on a shared machine (the only ones whose wall
+    time is a cost measurement); None when every row shared the machine."""
+    timed = [row["train_seconds"] for row in rows if not row.get("shared_machine")]
+    return statistics.fmean(timed) if timed else None
+
+
 def plot_study(
     study: Study,
     rows: Sequence[dict],
@@ -108,9 +115,9 @@ def methods_markdown(entries: Sequence[tuple[str, list[str]]], rows: Sequence[di
         if not found:
             lines.append(f"| {label} | 0 | not yet trained and evaluated: `{'`, `'.join(names)}` | | | | | |")
             continue
-        timed = [row["train_seconds"] for row in found if not row["shared_machine"]]
-        minutes = f"{statistics.fmean(timed) / 60:.0f} min" if timed else "not measured alone"
-        minutes += f" ({len(timed)} of {len(found)} seeds)" if timed and len(timed) < len(found) else ""
+        seconds, alone = mean_seconds_alone(found), sum(not row.get("shared_machine") for row in found)
+        minutes = "not measured alone" if seconds is None else f"{seconds / 60:.0f} min"
+        minutes += f" ({alone} of {len(found)} seeds)" if 0 < alone < len(found) else ""
         attacked = [row for row in found if row["autoattack"] is not None]
         sizes = "/".join(str(n) for n in sorted({row["n_eval_autoattack"] for row in attacked}))
         partial = f", {len(attacked)} of {len(found)} seeds" if attacked and len(attacked) < len(found) else ""

@@ -197,7 +197,11 @@ def ard_loss(
     alpha: float = ARD_ALPHA,
     temperature: float = ARD_TEMPERATURE,
 ) -> WeightedTerms:
-    """ARD (Goldblum et al., AAAI 2020, Eq. 2): (1 - alpha) CE(S(x), y) + alpha t^2 KL(T(x)/t || S(x_adv)/t).
+    """ARD (Goldblum et al., AAAI 2020, Eq. 2): (1 - alpha) CE(S(x), y) + alpha t^2 KL(T(x)/t || S(x_adv)/t) / K.
+
+    The KL is at the reference code's scale: its `nn.KLDivLoss()` averages over the batch and the K classes, so its
+    term is the paper's per-example KL divided by K. The defaults (alpha, t, and the paper's learning rate) were set
+    at that scale; keeping it keeps the CE/KL balance for alpha < 1 and the step size of the paper's runs.
 
     Args:
         student_adversarial_logits: (B, K) the student's logits on x_adv (PGD on the student's CE).
@@ -205,13 +209,13 @@ def ard_loss(
         labels: (B,) class indices.
         student_natural_logits: (B, K) the student's logits on clean x; needed only when alpha < 1.
         alpha, temperature: the paper's reference defaults 1 and 30 for CIFAR-10.
-    Returns {"loss_kld": (alpha, t^2 KL)} plus {"loss_ce": (1 - alpha, CE)} when alpha < 1. The KL is the batch
-    mean of the per-example divergence; the reference code's `nn.KLDivLoss()` also divides by the number of classes.
+    Returns {"loss_kld": (alpha, t^2 KL / K)} plus {"loss_ce": (1 - alpha, CE)} when alpha < 1.
 
     Raises:
-        ValueError: alpha < 1 without `student_natural_logits`.
+        ValueError: alpha < 1 without `student_natural_logits`; the teacher has other classes than the student.
     """
-    terms = {"loss_kld": (alpha, kd_loss(student_adversarial_logits, teacher_logits, temperature))}
+    classes = student_adversarial_logits.shape[-1]
+    terms = {"loss_kld": (alpha, kd_loss(student_adversarial_logits, teacher_logits, temperature) / classes)}
     if alpha < 1:
         if student_natural_logits is None:
             raise ValueError("ard_loss with alpha < 1 needs the student's logits on the clean images.")
@@ -225,21 +229,28 @@ def rslad_loss(
     teacher_logits: torch.Tensor,
     alpha: float = RSLAD_ALPHA,
 ) -> WeightedTerms:
-    """RSLAD (Zi et al., ICCV 2021, Eq. 7): (1 - alpha) KL(T(x) || S(x)) + alpha KL(T(x) || S(x_adv)), temperature 1.
+    """RSLAD (Zi et al., ICCV 2021, Eq. 7): (1 - alpha) KL(T(x) || S(x)) / K + alpha KL(T(x) || S(x_adv)) / K,
+    temperature 1.
 
     The paper writes KL(S(x), T(x)) for PyTorch's `KLDivLoss(log S, T)`, which is KL(T || S): the teacher's robust
-    soft labels are the target of both terms.
+    soft labels are the target of both terms. Both KLs are at the reference code's scale: it takes `torch.mean` of the
+    element-wise KL over the batch and the K classes, the paper's per-example KL divided by K (the scale its learning
+    rate was set at).
 
     Args:
         student_natural_logits, student_adversarial_logits: (B, K) the student's logits on x and on x_adv (PGD
             maximising KL(T(x) || S(x'))).
         teacher_logits: (B, K) the frozen teacher's logits on clean x (detached here).
-        alpha: 5/6 in the paper. The reference code averages over classes too (a constant factor 1/K).
-    Returns {"loss_rslad_natural": (1 - alpha, ...), "loss_rslad_adv": (alpha, ...)}.
+        alpha: 5/6 in the paper and its code.
+    Returns {"loss_rslad_natural": (1 - alpha, KL / K), "loss_rslad_adv": (alpha, KL / K)}.
+
+    Raises:
+        ValueError: the teacher has other classes than the student.
     """
+    classes = student_natural_logits.shape[-1]
     return {
-        "loss_rslad_natural": (1 - alpha, kd_loss(student_natural_logits, teacher_logits, 1.0)),
-        "loss_rslad_adv": (alpha, kd_loss(student_adversarial_logits, teacher_logits, 1.0)),
+        "loss_rslad_natural": (1 - alpha, kd_loss(student_natural_logits, teacher_logits, 1.0) / classes),
+        "loss_rslad_adv": (alpha, kd_loss(student_adversarial_logits, teacher_logits, 1.0) / classes),
     }
 
 

@@ -221,15 +221,20 @@ def nfgsm_terms(
 
 
 def _kl_attack(
-    trainer: MixACMTrainer, model: nn.Module, pixel_values: torch.Tensor, target_logits: torch.Tensor
+    trainer: MixACMTrainer, model: nn.Module, pixel_values: torch.Tensor, target_logits: torch.Tensor | None
 ) -> torch.Tensor:
     """TRADES' and RSLAD's inner maximisation: from x + 0.001 N(0, 1), `pgd_steps` signed steps of `pgd_step_size`
-    maximising KL(softmax(target) || softmax(f(x'))), the model in eval mode as in both papers' code."""
+    maximising KL(softmax(target) || softmax(f(x'))), the model in eval mode as in both papers' code. A None
+    `target_logits` is TRADES' target: the model's own logits of x, also in eval mode (as the reference code computes
+    them inside its attack loop), so the inner and outer KL measure the same quantity."""
     args, attacked = trainer.args, trainer.accelerator.unwrap_model(model)
     start = (pixel_values + _normal(pixel_values, 0.001, trainer.batch_generator())).clamp(0, 1)
     was_training = attacked.training
     attacked.eval()
     try:
+        if target_logits is None:
+            with torch.no_grad():
+                target_logits = _logits(attacked, pixel_values)
         return gradient_ascent(
             lambda x: kl_divergence(target_logits.detach(), _logits(attacked, x)), pixel_values, start,
             eps=args.pgd_eps, step_size=args.pgd_step_size, steps=args.pgd_steps,
@@ -241,10 +246,8 @@ def _kl_attack(
 def trades_terms(
     trainer: MixACMTrainer, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor
 ) -> tuple[WeightedTerms, Any]:
-    """TRADES (Zhang et al., ICML 2019): `losses.trades_loss` with x_adv from `_kl_attack` against f(x)."""
-    with torch.no_grad():
-        natural_target = _logits(trainer.accelerator.unwrap_model(model), pixel_values)
-    adversarial = _kl_attack(trainer, model, pixel_values, natural_target)
+    """TRADES (Zhang et al., ICML 2019): `losses.trades_loss` with x_adv from `_kl_attack` against f(x) (eval mode)."""
+    adversarial = _kl_attack(trainer, model, pixel_values, None)
     outputs = model(pixel_values=pixel_values)
     adversarial_logits = _logits(model, adversarial)
     return trades_loss(outputs.logits, adversarial_logits, labels, beta=trainer.args.trades_beta), outputs

@@ -201,14 +201,15 @@ def test_ard_loss_temperature_factor_direction_and_alpha():
     student_adv, teacher = torch.tensor([Q_LOGITS]), torch.tensor([P_LOGITS])
     terms = ard_loss(student_adv, teacher, torch.tensor([0]), temperature=30.0)
     assert set(terms) == {"loss_kld"} and terms["loss_kld"][0] == 1.0  # alpha = 1: no CE term
-    expected = 30.0**2 * _kl(_softmax(P_LOGITS, 30.0), _softmax(Q_LOGITS, 30.0))  # t^2 KL(T/t || S_adv/t)
+    # t^2 KL(T/t || S_adv/t) / K: the reference code's nn.KLDivLoss() averages over the K = 3 classes too
+    expected = 30.0**2 * _kl(_softmax(P_LOGITS, 30.0), _softmax(Q_LOGITS, 30.0)) / 3
     assert terms["loss_kld"][1].item() == pytest.approx(expected, rel=1e-4)
     natural = torch.tensor([[0.0, 0.0, 3.0]])
     mixed = ard_loss(student_adv, teacher, torch.tensor([2]), natural, alpha=0.75, temperature=2.0)
     assert mixed["loss_kld"][0] == 0.75 and mixed["loss_ce"][0] == pytest.approx(0.25)
     assert mixed["loss_ce"][1].item() == pytest.approx(-math.log(_softmax([0.0, 0.0, 3.0])[2]), rel=1e-5)
     assert mixed["loss_kld"][1].item() == pytest.approx(
-        4 * _kl(_softmax(P_LOGITS, 2.0), _softmax(Q_LOGITS, 2.0)), rel=1e-5
+        4 * _kl(_softmax(P_LOGITS, 2.0), _softmax(Q_LOGITS, 2.0)) / 3, rel=1e-5
     )
     with pytest.raises(ValueError, match="clean images"):
         ard_loss(student_adv, teacher, torch.tensor([0]), alpha=0.5)
@@ -219,6 +220,29 @@ def test_rslad_loss_targets_the_teacher_in_both_terms():
     terms = rslad_loss(natural, adversarial, teacher)
     assert terms["loss_rslad_natural"][0] == pytest.approx(1 / 6)
     assert terms["loss_rslad_adv"][0] == pytest.approx(5 / 6)
-    teacher_probs = _softmax(P_LOGITS)
-    assert terms["loss_rslad_natural"][1].item() == pytest.approx(_kl(teacher_probs, _softmax(Q_LOGITS)), rel=1e-5)
-    assert terms["loss_rslad_adv"][1].item() == pytest.approx(_kl(teacher_probs, [1 / 3] * 3), rel=1e-5)
+    teacher_probs = _softmax(P_LOGITS)  # each KL(T || S) / K, K = 3: the reference code's mean over classes
+    assert terms["loss_rslad_natural"][1].item() == pytest.approx(_kl(teacher_probs, _softmax(Q_LOGITS)) / 3, rel=1e-5)
+    assert terms["loss_rslad_adv"][1].item() == pytest.approx(_kl(teacher_probs, [1 / 3] * 3) / 3, rel=1e-5)
+
+
+def test_baseline_losses_equal_their_reference_codes_on_random_logits():
+    """TRADES' code: CE + beta * KLDivLoss(sum) / B; ARD's: alpha t^2 nn.KLDivLoss() (mean over batch and classes) +
+    (1 - alpha) CE; RSLAD's: torch.mean of the element-wise KL (batch and classes), weights 5/6 and 1/6."""
+    torch.manual_seed(0)
+    natural, adversarial, teacher = torch.randn(4, 10) * 3, torch.randn(4, 10) * 3, torch.randn(4, 10) * 3
+    labels = torch.tensor([0, 3, 5, 9])
+
+    def elementwise_kl(input_logits, target_logits, temperature=1.0):  # KLDivLoss(reduction="none")
+        return F.kl_div(F.log_softmax(input_logits / temperature, 1), F.softmax(target_logits / temperature, 1),
+                        reduction="none")  # fmt: skip
+
+    def total(terms):
+        return sum(weight * value for weight, value in terms.values()).item()
+
+    trades = F.cross_entropy(natural, labels) + 6.0 * elementwise_kl(adversarial, natural).sum() / 4
+    assert total(trades_loss(natural, adversarial, labels, beta=6.0)) == pytest.approx(trades.item(), rel=1e-5)
+    ard = 0.3 * 30.0**2 * elementwise_kl(adversarial, teacher, 30.0).mean() + 0.7 * F.cross_entropy(natural, labels)
+    terms = ard_loss(adversarial, teacher, labels, natural, alpha=0.3, temperature=30.0)
+    assert total(terms) == pytest.approx(ard.item(), rel=1e-5)
+    rslad = 5 / 6 * elementwise_kl(adversarial, teacher).mean() + 1 / 6 * elementwise_kl(natural, teacher).mean()
+    assert total(rslad_loss(natural, adversarial, teacher)) == pytest.approx(rslad.item(), rel=1e-5)

@@ -179,6 +179,24 @@ def test_the_inner_attack_of_every_adversarial_method_stays_in_its_ball_and_in_p
         assert adversarial.min() >= 0 and adversarial.max() <= 1
 
 
+@pytest.mark.parametrize(
+    ("method", "modes"),
+    [
+        # the reference codes: TRADES computes f(x) and attacks in eval mode, RSLAD attacks in eval mode, ARD attacks
+        # in training mode; the outer loss always runs in training mode (x and x_adv, or x_adv alone for ARD alpha=1)
+        ("trades", ["eval"] * (1 + 2) + ["train"] * 2),
+        ("rslad", ["eval"] * 2 + ["train"] * 2),
+        ("ard", ["train"] * 2 + ["train"]),
+    ],
+)
+def test_each_baseline_runs_its_forwards_in_the_reference_codes_modes(tmp_path, tiny_wrn, method, modes):
+    trainer = make_trainer(tmp_path, tiny_wrn, method=method, max_steps=1)  # pgd_steps=2
+    seen = []
+    trainer.model.register_forward_pre_hook(lambda module, args: seen.append("train" if module.training else "eval"))
+    trainer.train()
+    assert seen == modes
+
+
 @pytest.mark.parametrize("method", ["ard", "rslad"])
 def test_distillation_baselines_need_a_teacher_and_trades_does_not(tmp_path, tiny_wrn, method):
     with pytest.raises(ValueError, match="learns from a teacher"):

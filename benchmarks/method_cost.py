@@ -101,12 +101,20 @@ def measure(
     return clock.seconds[WARMUP:], teacher_seconds[first_teacher_sample + WARMUP :]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dataset", default="../shared/datasets/cifar10")
-    args = parser.parse_args()
+    parser.add_argument("--output", type=Path, default=RESULTS / "method_cost.json", help="the results JSON")
+    args = parser.parse_args(argv)
+    if args.steps < WARMUP + 2 or args.rounds < 1:
+        parser.error(
+            f"--steps {args.steps} --rounds {args.rounds}: give --steps >= {WARMUP + 2} (the first step and the "
+            f"{WARMUP} after it are warm-up, left out of the timing) and --rounds >= 1."
+        )
+    if not Path(args.dataset).is_dir():
+        parser.error(f"--dataset {args.dataset}: no such folder (the CIFAR-10 copy in the Hub's parquet layout).")
     teacher_seconds: list[float] = []
     time_teacher_forward(teacher_seconds)
     step_samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
@@ -129,8 +137,8 @@ def main() -> None:
         "vs_pgd7_at": {k: round(v, 3) for k, v in relative.items()},
         "target_mixacm_vs_pgd7_at": TARGET,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "method_cost.json").write_text(json.dumps(result, indent=2) + "\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
     for name, (method, _) in VARIANTS.items():
         teacher = teacher_forward.get(name)
         teacher_text = f"  (teacher forward {teacher:.4f} s)" if teacher else ""

@@ -59,8 +59,30 @@ def config_to_argv(config: dict[str, Any]) -> list[str]:
     return argv
 
 
-def _fractions_to_floats(argv: Sequence[str]) -> list[str]:
-    return [str(parse_fraction(arg)) if _FRACTION.match(arg) else arg for arg in argv]
+def _fractions_to_floats(parser: HfArgumentParser, argv: Sequence[str]) -> list[str]:
+    """The values of float flags given as fractions (`--pgd_eps 8/255`, `--pgd_eps=8/255`) as floats; the values of
+    other flags (a path such as `--output_dir runs/10/3`) as they are."""
+    float_flags = {option for action in parser._actions if action.type is float for option in action.option_strings}
+    converted: list[str] = []
+    flag = None
+    for arg in argv:
+        if arg.startswith("--"):
+            flag, equals, value = arg.partition("=")
+            if equals and flag in float_flags and _FRACTION.match(value):
+                arg = f"{flag}={parse_fraction(value, flag)}"
+        elif flag in float_flags and _FRACTION.match(arg):
+            arg = str(parse_fraction(arg, flag))
+        converted.append(arg)
+    return converted
+
+
+def explicit_flags(argv: Sequence[str]) -> set[str]:
+    """The field names of the flags given on the command line (not from `--config`): `--alpha-acm=3` -> alpha_acm."""
+    argv = list(argv)
+    if "--config" in argv:
+        index = argv.index("--config")
+        del argv[index : index + 2]
+    return {arg[2:].partition("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")}
 
 
 def parse_with_config(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[Any, ...]:
@@ -76,7 +98,7 @@ def parse_with_config(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[An
     unknown_keys = _unknown_flags(parser, config_argv)
     if unknown_keys:
         raise ValueError(f"Unknown keys in the config file: {unknown_keys}. Run with --help for the valid names.")
-    return parser.parse_args_into_dataclasses(args=_fractions_to_floats(config_argv + argv))
+    return parser.parse_args_into_dataclasses(args=_fractions_to_floats(parser, config_argv + argv))
 
 
 def _unknown_flags(parser: HfArgumentParser, argv: Sequence[str]) -> list[str]:

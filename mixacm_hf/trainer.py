@@ -81,7 +81,10 @@ class MixACMTrainer(Trainer):
             compile_frozen(self.teacher_model) if args.compile_teacher and self.teacher_model else self.teacher_model
         )
         self.method = get_method(args.method)
-        self.use_kld = self.method.uses_kld and args.alpha_kld > 0 and self._teacher_shares_labels()
+        # alpha_kld weighs the KL term only of the methods that list it (ARD and RSLAD have their own weights)
+        weighted = "alpha_kld" not in self.method.hyperparameters or args.alpha_kld > 0
+        self._wants_kld = self.method.uses_kld and weighted
+        self.use_kld = self._wants_kld and self._teacher_shares_labels()
         self.uses_mixup = self.method.uses_mixup and args.mixup_alpha > 0
         self.affine_maps = self._check_acm_layers() if self.method.uses_acm else None
         self.term_weights = self.method.weights(self)
@@ -101,7 +104,7 @@ class MixACMTrainer(Trainer):
             "method": args.method,
             "loss_terms": dict(self.term_weights),
             "mixup_alpha": args.mixup_alpha if self.uses_mixup else None,
-            "kld_dropped": self.method.uses_kld and args.alpha_kld > 0 and not self.use_kld,
+            "kld_dropped": self._wants_kld and not self.use_kld,
         }
 
     def batch_generator(self) -> torch.Generator:
@@ -153,10 +156,16 @@ class MixACMTrainer(Trainer):
             f"The teacher predicts {teacher_labels} classes and the student {student_labels}: soft labels (KLD) "
             "need the same classes."
         )
-        if self.args.cross_dataset is False or not self.method.uses_acm:
+        if not self.method.uses_acm:
             raise ValueError(
-                f"{message} Use a teacher trained on the student's classes, or, for cross-dataset transfer, a method "
-                "with ACM (e.g. mixacm) and --cross_dataset true, which drops the KLD term."
+                f"{message} --method {self.args.method} learns from the soft labels, so it cannot drop them: use a "
+                "teacher trained on the student's classes, or, for cross-dataset transfer, a method with ACM (e.g. "
+                "mixacm) and --cross_dataset true."
+            )
+        if self.args.cross_dataset is False:
+            raise ValueError(
+                f"{message} Use a teacher trained on the student's classes, or, for cross-dataset transfer, pass "
+                "--cross_dataset true, which drops the KLD term."
             )
         logger.warning("%s Cross-dataset transfer: dropping the KLD term (mixup CE and ACM remain).", message)
         return False

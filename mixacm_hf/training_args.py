@@ -22,7 +22,10 @@ class MixACMTrainingArguments(TrainingArguments):
 
     method: str = field(
         default="mixacm",
-        metadata={"help": f"Training method, one of {', '.join(METHODS)} (mixacm_hf.methods)."},
+        metadata={
+            "help": "Training method (mixacm_hf.methods): "
+            + "; ".join(f"{name}: {entry.description.rstrip('.')}" for name, entry in METHODS.items())
+        },
     )
     alpha_acm: float = field(default=5000.0, metadata={"help": "Weight (>= 0) of the activated-channel-map loss."})
     alpha_kld: float = field(
@@ -113,22 +116,26 @@ class MixACMTrainingArguments(TrainingArguments):
                     f"--{name} 0 makes --method {self.method} train without adversarial examples: give it a budget > 0 "
                     "(e.g. --pgd_eps 8/255 --pgd_step_size 2/255), or use --method kd / natural for no attack."
                 )
+        for name, weighs in method.refuses_zero.items():
+            if getattr(self, name) == 0:
+                raise ValueError(f"--{name} 0 switches off --method {self.method}: it weighs {weighs}.")
         checks = (
             ("alpha_acm", self.alpha_acm >= 0, "a weight >= 0 (a negative one trains away from the teacher's maps)"),
             ("alpha_kld", 0 <= self.alpha_kld <= 1, "in [0, 1] (the CE gets 1 - alpha_kld)"),
-            ("temperature", self.temperature > 0, "a finite number > 0"),
+            ("temperature", self.temperature > 0, "> 0"),
             ("mixup_alpha", self.mixup_alpha >= 0, "the Beta parameter, > 0, or 0 to turn mixup off"),
             ("nfgsm_noise", self.nfgsm_noise >= 0, ">= 0"),
             ("pgd_steps", self.pgd_steps >= 1, ">= 1"),
             ("trades_beta", self.trades_beta >= 0, ">= 0"),
             ("ard_alpha", 0 <= self.ard_alpha <= 1, "in [0, 1]"),
-            ("ard_temperature", self.ard_temperature > 0, "a finite number > 0"),
+            ("ard_temperature", self.ard_temperature > 0, "> 0"),
             ("rslad_alpha", 0 <= self.rslad_alpha <= 1, "in [0, 1]"),
         )
         for name, ok, meaning in checks:
             value = getattr(self, name)
             if not (ok and math.isfinite(value)):
-                raise ValueError(f"--{name} {value} is invalid: it must be {meaning}.")
+                finite = "" if math.isfinite(value) else "finite and "
+                raise ValueError(f"--{name} {value} is invalid: it must be {finite}{meaning}.")
 
     @property
     def needs_teacher(self) -> bool:

@@ -2,14 +2,18 @@
 optimiser steps, records exactly its loss terms and its true cost, and needs a teacher exactly when it should."""
 
 import json
+import math
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from test_reliability import plain_images, tiny_run_argv, write_dataset
 
-from mixacm_hf.cli import parse_with_config
+from mixacm_hf import MixACMTrainingArguments
+from mixacm_hf.cli import explicit_flags, parse_with_config
+from mixacm_hf.methods import METHODS, check_method_flags
 from mixacm_hf.models import WideResNetConfig, WideResNetForImageClassification
 from mixacm_hf.run import argument_parser, run_mixacm
 
@@ -19,6 +23,7 @@ TERMS = {
     "ard": {"loss_kld": 1.0},
     "rslad": {"loss_rslad_natural": pytest.approx(1 / 6), "loss_rslad_adv": pytest.approx(5 / 6)},
 }
+CITED = {"trades": "zhang2019trades", "ard": "goldblum2020ard", "rslad": "zi2021rslad"}
 PASSES = {"trades": 2 + 2, "ard": 2 + 1, "rslad": 2 + 2}  # 2 PGD steps, then the outer backward(s)
 
 
@@ -63,6 +68,11 @@ def test_baseline_trains_from_run_mixacm_and_records_its_terms_and_cost(tmp_path
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
     assert saved["code"]["commit"] == (head.stdout.strip() if head.returncode == 0 else None)
     assert saved["code"]["versions"]["torch"] == torch.__version__.split("+")[0]
+    # the card says what the method is and cites its paper, beside MixACM and AutoAttack
+    card = (tmp_path / "out" / "README.md").read_text()
+    entry = METHODS[method]
+    assert f"trained with **{entry.card_title}**" in card and entry.card_text in card
+    assert CITED[method] in card and entry.citation in card and "awais2021mixacm" in card
 
 
 @pytest.mark.parametrize("method", ["ard", "rslad"])
@@ -85,3 +95,91 @@ def test_adversarial_methods_refuse_a_zero_budget_or_step(tmp_path, data_and_tea
     argv = [*tiny_run_argv(folder, tmp_path / "out"), "--method", method, "--teacher", str(teacher), flag, "0"]
     with pytest.raises(ValueError, match=f"{flag} 0 makes --method {method} train without adversarial examples"):
         run_mixacm(*parse_with_config(argument_parser(), argv))
+
+
+ZERO_WEIGHTS = [(method.name, name) for method in METHODS.values() for name in method.refuses_zero]
+
+
+@pytest.mark.parametrize(("method", "name"), ZERO_WEIGHTS)
+def test_a_zero_weight_that_switches_the_method_off_is_refused(tmp_path, method, name):
+    """TRADES with beta 0, ARD or RSLAD with alpha 0, kd with alpha_kld 0: the method's point is gone while its cost
+    and its name on the card stay; refused, naming the flag."""
+    with pytest.raises(ValueError, match=f"--{name} 0 switches off --method {method}: it weighs"):
+        MixACMTrainingArguments(output_dir=str(tmp_path), method=method, **{name: 0.0})
+
+
+def test_every_baseline_weight_refuses_zero_and_non_finite_values(tmp_path):
+    assert {(m, n) for m, n in ZERO_WEIGHTS} >= {("trades", "trades_beta"), ("ard", "ard_alpha"),
+                                                 ("rslad", "rslad_alpha"), ("kd", "alpha_kld")}  # fmt: skip
+    for name in ("trades_beta", "ard_temperature"):
+        for value in (math.inf, math.nan):
+            with pytest.raises(ValueError, match=f"--{name} {value} is invalid: it must be finite and "):
+                MixACMTrainingArguments(output_dir=str(tmp_path), method="trades", **{name: value})
+
+
+@pytest.mark.parametrize(
+    ("method", "flags", "message"),
+    [
+        (
+            "ard",
+            ["--temperature", "4"],
+            r"ard does not use --temperature \(a hyperparameter of mixacm, "
+            r"mixacm-no-mixup, kd\).*takes: .*--ard_temperature",
+        ),
+        ("trades", ["--alpha-acm=2000", "--mixup_alpha", "0.2"], r"does not use --alpha_acm .*; --mixup_alpha"),
+        ("rslad", ["--ard_temperature", "10"], r"--ard_temperature \(a hyperparameter of ard\)"),
+        ("mixacm", ["--pgd_steps", "10"], r"--pgd_steps \(a hyperparameter of pgd-at, trades, ard, rslad\)"),
+    ],
+)
+def test_another_methods_flag_on_the_command_line_is_refused_before_any_work(tmp_path, method, flags, message):
+    """Ignored without a word, `--temperature 4` for ARD (whose temperature is --ard_temperature) would train at 30
+    and record 30; a config file's values are not checked, since one file serves several methods."""
+    from training.run_mixacm import main
+
+    argv = ["--output_dir", str(tmp_path / "out"), "--dataset", str(tmp_path / "none"), "--method", method, *flags]
+    with pytest.raises(SystemExit, match="^error: --method .*" + message):
+        main(argv)
+    assert not (tmp_path / "out").exists()
+    config = tmp_path / "config.yaml"
+    config.write_text("alpha_acm: 2000\ntemperature: 4\nmixup_alpha: 0.2\n")
+    assert explicit_flags(["--config", str(config), "--method", "trades", "--pgd-eps=8/255"]) == {"method", "pgd_eps"}
+    check_method_flags("trades", explicit_flags(["--config", str(config), "--method", "trades"]))  # no error
+
+
+def test_fractions_are_read_only_for_number_flags_and_a_bad_one_names_its_flag():
+    argv = ["--output_dir", "runs/10/3", "--dataset", "d", "--pgd_eps", "8/255", "--pgd-step-size=2/255"]
+    _, data_args, training_args, _ = parse_with_config(argument_parser(), [*argv, "--method", "pgd-at"])
+    assert training_args.output_dir == "runs/10/3" and data_args.dataset == "d"
+    assert training_args.pgd_eps == pytest.approx(8 / 255) and training_args.pgd_step_size == pytest.approx(2 / 255)
+    with pytest.raises(ValueError, match=r"Cannot parse --pgd_eps '8/0'"):
+        parse_with_config(argument_parser(), ["--output_dir", "o", "--pgd_eps", "8/0"])
+
+
+def test_unloadable_teacher_folders_end_the_run_with_one_line_naming_the_teacher(tmp_path, data_and_teacher, capsys):
+    """A folder with config.json but no weights, and an empty folder: `error: Cannot load the teacher ...`, no
+    traceback, before any training."""
+    from training.run_mixacm import main
+
+    folder, teacher = data_and_teacher
+    without_weights, empty = tmp_path / "no-weights", tmp_path / "empty"
+    without_weights.mkdir(), empty.mkdir()
+    (without_weights / "config.json").write_text((teacher / "config.json").read_text())
+    for bad in (without_weights, empty):
+        argv = [*tiny_run_argv(folder, tmp_path / "out"), "--method", "rslad", "--teacher", str(bad)]
+        with pytest.raises(SystemExit, match=f"^error: Cannot load the teacher '{bad}': .*holds config.json"):
+            main(argv)
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--steps", "6"], "give --steps >= 7"), (["--rounds", "1", "--dataset", "nowhere"], "no such folder")],
+)
+def test_method_cost_refuses_a_run_that_could_not_time_anything_before_running(tmp_path, flags, message):
+    """Six steps leave no timed iteration after the warm-up: refused up front, not after the whole run."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "method_cost.py"), *flags, "--output", str(tmp_path / "cost.json")],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "cost.json").exists()

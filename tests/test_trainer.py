@@ -168,7 +168,7 @@ def test_the_inner_attack_of_every_adversarial_method_stays_in_its_ball_and_in_p
         seen.append((x.detach().clone(), adversarial))
         return adversarial
 
-    monkeypatch.setattr(methods, "gradient_ascent", recording)
+    monkeypatch.setattr(methods.adversarial, "gradient_ascent", recording)
     trainer = make_trainer(tmp_path, tiny_wrn, method=method)
     trainer.train()
     args = trainer.args
@@ -234,6 +234,18 @@ def test_label_mismatch_with_kld(tmp_path, tiny_wrn, caplog):
     log = next(log for log in trainer.state.log_history if "loss" in log)
     assert {k for k in log if k.startswith("loss_")} == {"loss_mix", "loss_acm"}
     assert log["loss"] == pytest.approx(log["loss_mix"] + 5000 * log["loss_acm"], rel=1e-3)
+
+
+@pytest.mark.parametrize("method", ["kd", "ard", "rslad"])
+def test_soft_label_methods_refuse_a_teacher_of_other_classes_whatever_the_mixacm_flags(tmp_path, tiny_wrn, method):
+    """ARD and RSLAD weigh their KL terms with their own alphas: MixACM's alpha_kld = 0 must not skip the check (it
+    used to, and the run failed in its first step), and --cross_dataset true cannot drop their only signal."""
+    teacher = tiny_wrn("wrn-10-1", num_labels=100)
+    for overrides in ({"alpha_kld": 0.0}, {"cross_dataset": True}):
+        if method == "kd" and overrides == {"alpha_kld": 0.0}:
+            continue  # kd with alpha_kld 0 is plain CE and needs no soft labels
+        with pytest.raises(ValueError, match=f"100 classes and the student 10.*--method {method} .*cannot drop"):
+            make_trainer(tmp_path, tiny_wrn, teacher=teacher, method=method, **overrides)
 
 
 class LogitsOnly(nn.Module):

@@ -8,25 +8,26 @@ import sys
 
 import transformers
 
-from mixacm_hf.cli import parse_with_config
+from mixacm_hf.cli import explicit_flags, parse_with_config
 from mixacm_hf.hub import HubPushError
+from mixacm_hf.methods import check_method_flags
 from mixacm_hf.run import EvaluationFailed, argument_parser, format_summary, run_mixacm
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        model_args, data_args, training_args, eval_args = parse_with_config(
-            argument_parser(), sys.argv[1:] if argv is None else argv
-        )
+        model_args, data_args, training_args, eval_args = parse_with_config(argument_parser(), argv)
+        check_method_flags(training_args.method, explicit_flags(argv))
     except ValueError as error:  # an invalid flag value: the message names it
         sys.exit(f"error: {error}")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     try:
         summary = run_mixacm(model_args, data_args, training_args, eval_args)
-    except (HubPushError, EvaluationFailed, ValueError, FileNotFoundError) as error:
+    except (HubPushError, EvaluationFailed, ValueError, OSError) as error:
         # A failed push or end-of-run evaluation (the model is saved; the message says how to retry) or bad input
-        # (the message names it): exit with status 1, without a traceback.
+        # such as a model folder without weights (the message names it): exit with status 1, without a traceback.
         sys.exit(f"error: {error}")
     if training_args.process_index == 0:
         print(format_summary(summary))

@@ -12,7 +12,7 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..data.identity import dataset_identity, recorded_identity
-from ..methods import get_method, relevant_hyperparameters
+from ..methods import METHODS, get_method, relevant_hyperparameters
 from ..robustness import RobustnessReport, attack_title
 from .results import (
     CARD_NAME,
@@ -78,8 +78,12 @@ def _teacher(name: str | None) -> dict[str, Any] | None:
 def _training(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     if summary is None:
         return None
+    method = METHODS.get(summary["method"])  # None: a method this version does not know (a card written elsewhere)
     return {
         "method": summary["method"],
+        "title": method.card_title if method else None,
+        "text": method.card_text if method else None,
+        "citation": method.citation if method else "",
         "teacher": _teacher(summary.get("teacher")),
         "hyperparameters": relevant_hyperparameters(summary["method"], summary.get("hyperparameters", {})),
         "dataset": summary.get("dataset"),

@@ -85,8 +85,9 @@ def as_pixel_space(
     if normalization is None:
         raise ValueError(
             f"Cannot tell how {name!r} normalises its inputs: it has no image processor with image_mean/image_std. "
-            "Pass image_mean and image_std (command line: --image-mean/--image-std; use 0,0,0 and 1,1,1 for a model "
-            "trained on raw [0, 1] pixels)."
+            "Pass image_mean and image_std (training/run_mixacm.py: --teacher_image_mean 0.5 0.5 0.5 "
+            "--teacher_image_std 0.5 0.5 0.5; training/evaluate_robustness.py: --image-mean/--image-std; use 0 0 0 "
+            "and 1 1 1 for a model trained on raw [0, 1] pixels)."
         )
     logger.info("Teacher %s takes normalised inputs: applying mean %s / std %s inside.", name, *normalization)
     return PixelSpaceClassifier(model, *normalization)
@@ -139,8 +140,8 @@ def _load_pretrained(
     except SafetensorError as error:
         weights = sorted(str(p) for p in Path(spec).glob("*.safetensors")) or [str(spec)]
         raise ValueError(_unreadable_weights(", ".join(weights), error)) from error
-    except OSError as error:
-        raise OSError(
+    except (OSError, ValueError) as error:  # ValueError: e.g. a folder without config.json ("Unrecognized model")
+        raise type(error)(
             f"Cannot load the {what} {str(spec)!r}: {error} Check that the folder holds config.json and its "
             "weights, or that the Hub id exists and is reachable (offline: download it first)."
         ) from error

@@ -219,7 +219,7 @@ def ard_loss(
     if alpha < 1:
         if student_natural_logits is None:
             raise ValueError("ard_loss with alpha < 1 needs the student's logits on the clean images.")
-        terms["loss_ce"] = (1 - alpha, F.cross_entropy(student_natural_logits.float(), labels))
+        terms["loss_ce"] = (round(1 - alpha, 12), F.cross_entropy(student_natural_logits.float(), labels))
     return terms
 
 
@@ -249,7 +249,7 @@ def rslad_loss(
     """
     classes = student_natural_logits.shape[-1]
     return {
-        "loss_rslad_natural": (1 - alpha, kd_loss(student_natural_logits, teacher_logits, 1.0) / classes),
+        "loss_rslad_natural": (round(1 - alpha, 12), kd_loss(student_natural_logits, teacher_logits, 1.0) / classes),
         "loss_rslad_adv": (alpha, kd_loss(student_adversarial_logits, teacher_logits, 1.0) / classes),
     }
 

@@ -199,7 +199,7 @@ for entry in (
            ), citation=ARD_CITATION,
            terms=ard_terms, needs_teacher=True, uses_kld=True, adversarial=True,
            weights=lambda trainer: {"loss_kld": trainer.args.ard_alpha}
-           | ({"loss_ce": 1 - trainer.args.ard_alpha} if trainer.args.ard_alpha < 1 else {}),
+           | ({"loss_ce": round(1 - trainer.args.ard_alpha, 12)} if trainer.args.ard_alpha < 1 else {}),
            hyperparameters=(*PGD_HYPERPARAMETERS, "ard_alpha", "ard_temperature"), backward_passes=_ard_passes,
            defaults={"pgd_steps": 10, "pgd_step_size": 2 / 255},
            refuses_zero={"ard_alpha": "the adversarial distillation term; with 0 it is CE on clean images at the "
@@ -214,7 +214,7 @@ for entry in (
                "averaged over classes, as in the authors' code."
            ), citation=RSLAD_CITATION,
            terms=rslad_terms, needs_teacher=True, uses_kld=True, adversarial=True,
-           weights=lambda trainer: {"loss_rslad_natural": 1 - trainer.args.rslad_alpha,
+           weights=lambda trainer: {"loss_rslad_natural": round(1 - trainer.args.rslad_alpha, 12),
                                     "loss_rslad_adv": trainer.args.rslad_alpha},
            hyperparameters=(*PGD_HYPERPARAMETERS, "rslad_alpha"), backward_passes=_attack_and_two,
            defaults={"pgd_steps": 10, "pgd_step_size": 2 / 255},

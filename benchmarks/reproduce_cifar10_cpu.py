@@ -527,6 +527,7 @@ def write_results(dataset: str) -> list[dict]:
         COMPRESSION, rows, RESULTS / "cifar10_cpu_compression.png", x_of=lambda row: row["params"] / 1e6,
         xlabel="student parameters (millions, log scale)", references=[("teacher", CLAIM_GROUPS["teacher"])],
         title=f"Compression (paper Table 4): WRN-16-1 and WRN-16-2 students\n{protocol}", xscale="log",
+        tick_label=lambda row: f"{row['params'] / 1e6:.2f}M\n{row['arch'].upper()}",
     )  # fmt: skip
     claim = seed_statistics.claim_markdown(summary, N_EVAL, N_AUTOATTACK)
     methods = studies.methods_markdown(METHODS_COMPARED, rows)

@@ -45,10 +45,12 @@ def plot_study(
     title: str,
     references: Sequence[tuple[str, list[str]]] = (),
     xscale: str = "linear",
+    tick_label: Callable[[dict], str] | None = None,
 ) -> None:
     """One panel per accuracy (clean, PGD-20, AutoAttack), one line per study label through its points at
     `x_of(row)` (the first row of the point), and each reference (label, row names) as a star; a point averages the
-    rows present (none: left out). The x ticks are the points' x values. Saved as a PNG."""
+    rows present (none: left out). The x ticks are the points' x values, labelled `tick_label(row)` (default: the
+    value). Saved as a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -79,8 +81,8 @@ def plot_study(
                 axes.scatter(x, value[0], marker="*", s=120, color=f"C{len(study) + offset}", label=label, zorder=3)
                 axes.annotate(f"{value[0]:.1f}", (x, value[0]), xytext=(5, 5), textcoords="offset points", fontsize=8)
         axes.set(xlabel=xlabel, ylabel=f"{name} accuracy (%)", title=name, xscale=xscale)
-        ticks = sorted({x_of(row) for row in rows if any(row["name"] in names for names in named)})
-        axes.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
+        ticks = {x_of(row): row for row in rows if any(row["name"] in names for names in named)}
+        axes.set_xticks(sorted(ticks), [tick_label(ticks[x]) if tick_label else f"{x:g}" for x in sorted(ticks)])
         axes.minorticks_off()
         axes.grid(alpha=0.3)
         axes.margins(x=0.1, y=0.15)  # room for the value labels

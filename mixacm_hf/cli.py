@@ -35,11 +35,18 @@ def parse_fraction(value: str | float, name: str = "value") -> float:
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON mapping of argument names to values."""
-    text = Path(path).read_text()
-    config = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    """Read a YAML or JSON mapping of argument names to values.
+
+    Raises:
+        ValueError: naming `--config` and the file, when it cannot be read or parsed or is not a mapping.
+    """
+    try:
+        text = Path(path).read_text()
+        config = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:  # JSONDecodeError is a ValueError
+        raise ValueError(f"--config {path}: cannot read it as a YAML or JSON file ({error}).") from error
     if not isinstance(config, dict):
-        raise ValueError(f"Config file {path} must contain a mapping of argument names to values.")
+        raise ValueError(f"--config {path} must contain a mapping of argument names to values.")
     return config
 
 
@@ -82,16 +89,23 @@ def explicit_flags(argv: Sequence[str]) -> set[str]:
     if "--config" in argv:
         index = argv.index("--config")
         del argv[index : index + 2]
-    return {arg[2:].partition("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")}
+    names = {arg[2:].partition("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")}
+    return names - {"config"}
 
 
 def parse_with_config(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[Any, ...]:
-    """Parse `--config FILE` (YAML/JSON) then the other flags, which override the file's values."""
-    argv = list(argv)
+    """Parse `--config FILE` (YAML/JSON; also `--config=FILE`) then the other flags, which override the file's values.
+
+    Raises:
+        ValueError: `--config` given twice or without a file, an unreadable file, or unknown keys in it.
+    """
+    argv = [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
     config_argv: list[str] = []
+    if argv.count("--config") > 1:
+        raise ValueError("--config is given more than once: merge the files into one, or override with flags.")
     if "--config" in argv:
         index = argv.index("--config")
-        if index + 1 >= len(argv):
+        if index + 1 >= len(argv) or argv[index + 1].startswith("--"):
             raise ValueError("--config needs a file path.")
         config_argv = config_to_argv(load_config(argv[index + 1]))
         del argv[index : index + 2]

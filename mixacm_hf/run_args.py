@@ -108,7 +108,11 @@ class EvaluationArguments:
 
 
 def argument_parser() -> HfArgumentParser:
-    return HfArgumentParser((ModelArguments, DataArguments, MixACMTrainingArguments, EvaluationArguments))
+    """The parser of `training/run_mixacm.py`. No abbreviated flags (`--temp` for `--temperature`): each flag is
+    checked by its full name (`methods.check_method_flags`), as in `evaluate_robustness.py`."""
+    return HfArgumentParser(
+        (ModelArguments, DataArguments, MixACMTrainingArguments, EvaluationArguments), allow_abbrev=False
+    )
 
 
 def check_arguments(

@@ -7,11 +7,14 @@ for the batch's weighted loss terms and logs each term. The arguments are `MixAC
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -24,6 +27,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from .data import EndlessStream, epoch_setter, seeded_generator, split_stream
+from .files import atomic_write_text
 from .losses import activated_channel_map, build_affine_maps, hidden_states_of, match_layers, probe_outputs
 from .methods import get_method
 from .training_args import MixACMTrainingArguments
@@ -33,6 +37,7 @@ __all__ = ["MixACMTrainer", "MixACMTrainingArguments", "TrainingClock", "compile
 logger = logging.getLogger(__name__)
 
 AFFINE_MAPS_NAME = "acm_affine_maps.safetensors"  # the affine ACM maps in a checkpoint
+OBJECTIVE_NAME = "mixacm_objective.json"  # a checkpoint's method, loss weights and method hyperparameters
 
 
 def compile_frozen(model: nn.Module) -> Callable[..., Any]:
@@ -115,13 +120,34 @@ class MixACMTrainer(Trainer):
         return seeded_generator(self.args.seed, self.state.global_step, micro, self.args.process_index)
 
     # -- checkpoints: the affine ACM maps train with the student and resume with it --------------------------------
+    def _objective_record(self) -> dict[str, Any]:
+        """What this run optimises, as a checkpoint records it (JSON values)."""
+        hyperparameters = {name: getattr(self.args, name) for name in self.method.hyperparameters}
+        record = {"method": self.args.method, "loss_terms": self.term_weights, "hyperparameters": hyperparameters}
+        return json.loads(json.dumps(record))
+
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.should_save:
+            atomic_write_text(Path(output_dir) / OBJECTIVE_NAME, json.dumps(self._objective_record(), indent=2))
         if self.affine_maps is not None and self.args.should_save:
             state = {key: value.detach().contiguous() for key, value in self.affine_maps.state_dict().items()}
             save_file(state, f"{output_dir}/{AFFINE_MAPS_NAME}")
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        recorded = Path(checkpoint or "") / OBJECTIVE_NAME  # checkpoints of older versions have none
+        if checkpoint is not None and recorded.is_file():
+            before, now = json.loads(recorded.read_text()), self._objective_record()
+            changed = [key for key in now if before.get(key) != now[key]]
+            if changed:
+                raise ValueError(
+                    f"--resume_from_checkpoint {checkpoint}: that run optimised "
+                    + "; ".join(f"{key} {before.get(key)}" for key in changed)
+                    + ", this one "
+                    + "; ".join(f"{key} {now[key]}" for key in changed)
+                    + ". A resumed run must continue the same objective (its card would misname what trained it): "
+                    "resume with the checkpoint's settings, or train into a new --output_dir."
+                )
         if checkpoint is not None and self.affine_maps is not None:
             path = f"{checkpoint}/{AFFINE_MAPS_NAME}"
             try:
@@ -150,12 +176,21 @@ class MixACMTrainer(Trainer):
     def _teacher_shares_labels(self) -> bool:
         teacher_labels = _config_num_labels(self.teacher_model)
         student_labels = _config_num_labels(self.model)
-        if teacher_labels is None or student_labels is None or teacher_labels == student_labels:
+        teacher_names, student_names = _class_names(self.teacher_model), _class_names(self.model)
+        if teacher_labels is not None and student_labels is not None and teacher_labels != student_labels:
+            message = (
+                f"The teacher predicts {teacher_labels} classes and the student {student_labels}: soft labels (KLD) "
+                "need the same classes."
+            )
+        elif teacher_names and student_names and teacher_names != student_names:
+            index = next(i for i, pair in enumerate(zip(teacher_names, student_names)) if pair[0] != pair[1])
+            message = (
+                f"The teacher's class {index} is {teacher_names[index]!r} and the student's {student_names[index]!r} "
+                f"(teacher: {teacher_names}; student: {student_names}): soft labels (KLD) need the same classes in "
+                "the same order."
+            )
+        else:
             return True
-        message = (
-            f"The teacher predicts {teacher_labels} classes and the student {student_labels}: soft labels (KLD) "
-            "need the same classes."
-        )
         if not self.method.uses_acm:
             raise ValueError(
                 f"{message} --method {self.args.method} learns from the soft labels, so it cannot drop them: use a "
@@ -337,6 +372,14 @@ class TrainingClock(TrainerCallback, ExportableState):
 
     def state(self) -> dict[str, Any]:
         return {"args": {}, "attributes": {"seconds": self.total_seconds}}
+
+
+def _class_names(model: nn.Module) -> list[str] | None:
+    """A model's class names in index order (`config.id2label`, compared case-blind), or None when it has none or
+    only transformers' placeholders (LABEL_0, ...)."""
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    names = [str(id2label[key]).strip().lower() for key in sorted(id2label, key=int)]
+    return None if not names or all(re.fullmatch(r"label_\d+", name) for name in names) else names
 
 
 def _config_num_labels(model: nn.Module) -> int | None:

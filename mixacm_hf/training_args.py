@@ -107,6 +107,11 @@ class MixACMTrainingArguments(TrainingArguments):
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.max_steps == 0 or (self.max_steps < 0 and not self.num_train_epochs > 0):
+            raise ValueError(
+                f"--max_steps {self.max_steps} with --num_train_epochs {self.num_train_epochs} trains nothing: give "
+                "--max_steps > 0, or --max_steps -1 (the default) with --num_train_epochs > 0."
+            )
         check_eps(self.pgd_eps, "Linf", "--pgd_eps")
         check_eps(self.pgd_step_size, "Linf", "--pgd_step_size")
         method = get_method(self.method)

@@ -3,6 +3,7 @@ optimiser steps, records exactly its loss terms and its true cost, and needs a t
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,54 @@ def test_method_cost_refuses_a_run_that_could_not_time_anything_before_running(t
     )  # fmt: skip
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "cost.json").exists()
+
+
+def test_abbreviated_flags_and_bad_config_files_end_with_one_line(tmp_path):
+    """`--temp 4` used to be read as --temperature (argparse's prefixes), past the check of another method's flags;
+    a missing, unreadable or malformed --config file used to end in a traceback."""
+    from training.run_mixacm import main
+
+    base = ["--output_dir", str(tmp_path / "out"), "--dataset", str(tmp_path / "none")]
+    with pytest.raises(SystemExit, match=r"^error: .*not used by the HfArgumentParser: \['--temp', '4'\]"):
+        main([*base, "--method", "rslad", "--temp", "4"])
+    malformed = tmp_path / "bad.yaml"
+    malformed.write_text("trades_beta: [1, 2\n")
+    for config in (tmp_path / "missing.yaml", tmp_path, malformed):
+        with pytest.raises(SystemExit, match=f"^error: --config {re.escape(str(config))}: cannot read it as a YAML"):
+            main([*base, "--config", str(config)])
+    with pytest.raises(SystemExit, match="^error: --config is given more than once"):
+        main([*base, "--config", str(malformed), "--config", str(malformed)])
+    good = tmp_path / "good.yaml"
+    good.write_text("trades_beta: 3\n")
+    args = parse_with_config(argument_parser(), [*base, f"--config={good}", "--method", "trades"])[2]
+    assert args.trades_beta == 3
+    assert not (tmp_path / "out").exists()
+
+
+def test_resuming_with_another_method_or_hyperparameters_is_refused_before_a_step(tmp_path, data_and_teacher):
+    """Resuming an ARD checkpoint as TRADES used to train on and record the result as TRADES without a teacher."""
+    folder, teacher = data_and_teacher
+    out = tmp_path / "out"
+    argv = [*tiny_run_argv(folder, out, "--save_strategy", "steps", "--save_steps", "2", "--max_steps", "2"),
+            "--method", "ard", "--teacher", str(teacher), "--pgd_steps", "2"]  # fmt: skip
+    run_mixacm(*parse_with_config(argument_parser(), argv))
+    recorded = json.loads((out / "checkpoint-2" / "mixacm_objective.json").read_text())
+    assert recorded["method"] == "ard" and recorded["hyperparameters"]["pgd_steps"] == 2
+    more = ["--resume_from_checkpoint", "last", "--max_steps", "3"]
+    trades = [*tiny_run_argv(folder, out, "--save_strategy", "steps", "--save_steps", "2"), "--method", "trades",
+              "--pgd_steps", "2", *more]  # fmt: skip
+    with pytest.raises(ValueError, match=r"that run optimised method ard; .*this one method trades"):
+        run_mixacm(*parse_with_config(argument_parser(), trades))
+    with pytest.raises(ValueError, match=r"hyperparameters \{.*'pgd_steps': 2.*this one .*'pgd_steps': 3"):
+        run_mixacm(*parse_with_config(argument_parser(), [*argv, "--pgd_steps", "3", *more]))
+    assert run_mixacm(*parse_with_config(argument_parser(), [*argv, *more]))["steps"] == 3  # the same: continues
+
+
+def test_teacher_settings_for_a_method_without_a_teacher_are_refused(tmp_path):
+    from training.run_mixacm import main
+
+    base = ["--output_dir", str(tmp_path / "out"), "--dataset", str(tmp_path / "none"), "--method", "trades"]
+    for flags in (["--compile_teacher", "true"], ["--cross_dataset", "true"], ["--teacher_image_mean", "0", "0", "0"]):
+        with pytest.raises(SystemExit, match=f"^error: --method trades learns from no teacher: {flags[0]} would be"):
+            main([*base, *flags])
+    check_method_flags("ard", {"compile_teacher", "cross_dataset", "teacher_architecture"})  # ARD has a teacher

@@ -129,7 +129,7 @@ def test_default_output_keeps_no_progress_and_ignores_stale_progress(setup, monk
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--eps", "8"], r"^error: eps=8 is larger than the whole \[0, 1\] pixel range"),
+        (["--eps", "8"], r"^error: eps=8 spans the whole \[0, 1\] pixel range"),
         (["--eps", "-1/255"], r"^error: eps must be a finite number >= 0, got -0.0039"),
         (["--attacks", "clean,pgd-0"], r"^error: .*pgd-0"),
         (["--attacks", "clean,nosuch"], r"^error: .*nosuch"),

@@ -240,11 +240,11 @@ def test_a_filter_that_matches_nothing_names_the_filters_and_what_the_sources_ha
             main(["leaderboard", *sources, *filters])
         assert str(stop.value) == f"error: no table matches the filters ({named}); {have}", filters
     # eps in 0..255 units: the hint of check_eps, up front with Linf, after the tables the sources have without
-    with pytest.raises(SystemExit, match=re.escape("error: eps=8 is larger than the whole [0, 1] pixel range")):
+    with pytest.raises(SystemExit, match=re.escape("error: eps=8 spans the whole [0, 1] pixel range")):
         main(["leaderboard", *sources, "--threat-model", "Linf", "--eps", "8"])
     with pytest.raises(SystemExit) as stop:
         main(["leaderboard", *sources, "--eps", "8"])
-    assert str(stop.value).startswith(f"error: no table matches the filters (eps 8); {have} eps=8 is larger")
+    assert str(stop.value).startswith(f"error: no table matches the filters (eps 8); {have} eps=8 spans the whole")
     assert str(stop.value).endswith("Did you mean 8/255 (= 0.031373)?")
     # L2 budgets may exceed 1: no hint, just no table
     board = leaderboard(sources, threat_model="L2", eps=8.0)

@@ -183,10 +183,10 @@ def test_the_inner_attack_of_every_adversarial_method_stays_in_its_ball_and_in_p
     ("method", "modes"),
     [
         # the reference codes: TRADES computes f(x) and attacks in eval mode, RSLAD attacks in eval mode, ARD attacks
-        # in training mode; the outer loss always runs in training mode (x and x_adv, or x_adv alone for ARD alpha=1)
+        # in training mode; the outer loss runs in training mode on x and x_adv
         ("trades", ["eval"] * (1 + 2) + ["train"] * 2),
         ("rslad", ["eval"] * 2 + ["train"] * 2),
-        ("ard", ["train"] * 2 + ["train"]),
+        ("ard", ["train"] * 2 + ["train"] * 2),  # x_adv, then x (weight 0 at alpha = 1: BatchNorm statistics)
     ],
 )
 def test_each_baseline_runs_its_forwards_in_the_reference_codes_modes(tmp_path, tiny_wrn, method, modes):
@@ -209,6 +209,17 @@ def test_distillation_baselines_need_a_teacher_and_trades_does_not(tmp_path, tin
 def test_eps_given_in_pixel_levels_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="Did you mean 8/255"):
         make_args(tmp_path, method="pgd-at", pgd_eps=8)
+    # 1 is the whole pixel range (every image reaches every other), most likely 1/255 meant
+    with pytest.raises(ValueError, match="--pgd_step_size=1 spans the whole .* Did you mean 1/255"):
+        make_args(tmp_path, method="trades", pgd_step_size=1)
+    assert make_args(tmp_path, method="trades", pgd_eps=0.99).pgd_eps == 0.99
+
+
+def test_runs_that_would_train_nothing_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="--max_steps 0 .* trains nothing"):
+        make_args(tmp_path, max_steps=0)
+    with pytest.raises(ValueError, match="--max_steps -1 with --num_train_epochs 0.0 trains nothing"):
+        make_args(tmp_path, max_steps=-1, num_train_epochs=0.0)
 
 
 def test_unknown_method_lists_valid_ones(tmp_path):
@@ -246,6 +257,31 @@ def test_soft_label_methods_refuse_a_teacher_of_other_classes_whatever_the_mixac
             continue  # kd with alpha_kld 0 is plain CE and needs no soft labels
         with pytest.raises(ValueError, match=f"100 classes and the student 10.*--method {method} .*cannot drop"):
             make_trainer(tmp_path, tiny_wrn, teacher=teacher, method=method, **overrides)
+
+
+def test_a_teacher_with_the_classes_in_another_order_is_refused_like_other_classes(tmp_path, tiny_wrn, caplog):
+    """Ten classes each, but the teacher's class 0 is the student's class 9: its soft labels would teach a permuted
+    answer. Transformers' placeholder names (LABEL_0, ...) say nothing and are not compared."""
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+    def model(order, seed):
+        return tiny_wrn("wrn-10-1", seed=seed, id2label=dict(enumerate(order)), label2id={n: i for i, n in
+                                                                                        enumerate(order)})  # fmt: skip
+
+    def trainer(teacher, **overrides):
+        return MixACMTrainer(model=model(names, 0).train(), teacher_model=teacher,
+                             args=make_args(tmp_path, **overrides), train_dataset=random_image_dataset(),
+                             data_collator=collate_image_batch)  # fmt: skip
+
+    reversed_teacher = model(names[::-1], 1)
+    for method in ("ard", "rslad", "kd"):
+        with pytest.raises(ValueError, match=r"teacher's class 0 is 'truck' and the student's 'airplane'"):
+            trainer(reversed_teacher, method=method)
+    with caplog.at_level(logging.WARNING):
+        assert not trainer(reversed_teacher, method="mixacm", cross_dataset=True).use_kld
+    assert "same order" in caplog.text and "dropping the KLD term" in caplog.text
+    cased = model([name.upper() for name in names], 1)  # the same classes, other spelling
+    assert trainer(cased, method="ard").use_kld and trainer(tiny_wrn("wrn-10-1", seed=1), method="ard").use_kld
 
 
 class LogitsOnly(nn.Module):

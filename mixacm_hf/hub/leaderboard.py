@@ -62,7 +62,7 @@ def leaderboard(
 
     Raises:
         ValueError: for an unknown `threat_model`, or an `eps` that is not a finite number >= 0 or, with threat
-            model Linf, above 1 (with the "Did you mean 8/255" hint of `check_eps`; without a threat model that
+            model Linf, 1 or above (with the "Did you mean 8/255" hint of `check_eps`; without a threat model that
             hint ends `no_match` instead, as L2 budgets may exceed 1).
     """
     wanted_norm = coerce_norm(threat_model) if threat_model else None

@@ -100,7 +100,8 @@ def ard_terms(
     trainer: MixACMTrainer, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor
 ) -> tuple[WeightedTerms, Any]:
     """ARD (Goldblum et al., AAAI 2020): `losses.ard_loss`, x_adv by PGD on the student's CE from a uniform start
-    (the student in training mode, as in the reference code)."""
+    (the student in training mode, as in the reference code); the clean images always pass through the student in
+    training mode, as in the reference code (with alpha = 1 without a gradient: their CE has weight 0)."""
     args, attacked = trainer.args, trainer.accelerator.unwrap_model(model)
     start = (pixel_values + _uniform(pixel_values, -args.pgd_eps, args.pgd_eps, trainer.batch_generator())).clamp(0, 1)
     adversarial = gradient_ascent(
@@ -109,7 +110,12 @@ def ard_terms(
     )  # fmt: skip
     teacher_logits, _ = trainer.teacher_signals(pixel_values, False)
     outputs = model(pixel_values=adversarial)
-    natural = _logits(model, pixel_values) if args.ard_alpha < 1 else None
+    if args.ard_alpha < 1:
+        natural = _logits(model, pixel_values)
+    else:  # the reference code's clean forward of weight 0: it adds only the clean images' BatchNorm statistics
+        with torch.no_grad():
+            model(pixel_values=pixel_values)
+        natural = None
     terms = ard_loss(outputs.logits, teacher_logits, labels, natural, alpha=args.ard_alpha,
                      temperature=args.ard_temperature)  # fmt: skip
     return terms, outputs

@@ -126,24 +126,35 @@ def get_method(name: str) -> Method:
 # -- the built-in methods' loss terms ---------------------------------------------------------------------------------
 
 
+# flags that only configure the teacher (`--teacher` itself only warns when unused: scripts pass it to every method)
+TEACHER_FLAGS = ("teacher_architecture", "teacher_image_mean", "teacher_image_std", "compile_teacher", "cross_dataset")
+
+
 def check_method_flags(method: str, flags: Iterable[str]) -> None:
     """Refuse hyperparameters of other methods given on the command line (e.g. `--temperature` for ARD, whose
-    temperature is `--ard_temperature`): they would be ignored without a word. Values from a `--config` file are not
-    checked (one file serves several methods).
+    temperature is `--ard_temperature`), and teacher settings for a method without a teacher: they would be ignored
+    without a word. Values from a `--config` file are not checked (one file serves several methods).
 
     Raises:
         ValueError: naming each such flag, the methods it belongs to and the flags `method` takes.
     """
-    own = set(get_method(method).hyperparameters)
-    foreign = sorted({name for entry in METHODS.values() for name in entry.hyperparameters} & set(flags) - own)
+    entry = get_method(method)
+    foreign = sorted({name for other in METHODS.values() for name in other.hyperparameters} & set(flags))
+    foreign = [name for name in foreign if name not in entry.hyperparameters]
     if foreign:
-        owners = {name: ", ".join(entry.name for entry in METHODS.values() if name in entry.hyperparameters)
+        owners = {name: ", ".join(other.name for other in METHODS.values() if name in other.hyperparameters)
                   for name in foreign}  # fmt: skip
-        takes = ", ".join(f"--{name}" for name in get_method(method).hyperparameters) or "none"
+        takes = ", ".join(f"--{name}" for name in entry.hyperparameters) or "none"
         raise ValueError(
             f"--method {method} does not use "
             + "; ".join(f"--{name} (a hyperparameter of {owners[name]})" for name in foreign)
             + f": remove it, or choose the method it belongs to. --method {method} takes: {takes}."
+        )
+    unused = [name for name in TEACHER_FLAGS if name in flags] if not entry.needs_teacher else []
+    if unused:
+        raise ValueError(
+            f"--method {method} learns from no teacher: {', '.join(f'--{name}' for name in unused)} would be "
+            "ignored. Remove it, or choose a method with a teacher (e.g. mixacm, kd, ard, rslad)."
         )
 
 

@@ -28,7 +28,8 @@ def parse_eps(value: str | float) -> float:
 
 def check_eps(eps: float, norm: str, name: str = "eps") -> float:
     """Validate a pixel-space budget (training's `pgd_eps`/`pgd_step_size` and evaluation's eps alike): a finite
-    number >= 0; Linf eps > 1 is almost certainly eps in 0..255 units.
+    number >= 0; Linf eps >= 1 (the whole pixel range: every image can reach every other) is almost certainly eps in
+    0..255 units.
 
     Raises:
         ValueError: naming `name`, with the fix (e.g. "Did you mean 8/255").
@@ -37,9 +38,9 @@ def check_eps(eps: float, norm: str, name: str = "eps") -> float:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}.")
     if not math.isfinite(eps) or eps < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {eps!r}.")
-    if norm == "Linf" and eps > 1:
+    if norm == "Linf" and eps >= 1:
         raise ValueError(
-            f"{name}={eps:g} is larger than the whole [0, 1] pixel range: budgets are in pixel units of images in "
+            f"{name}={eps:g} spans the whole [0, 1] pixel range: budgets are in pixel units of images in "
             f"[0, 1]. Did you mean {eps:g}/255 (= {eps / 255:.6f})?"
         )
     return float(eps)

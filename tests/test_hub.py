@@ -242,3 +242,22 @@ def test_evaluate_robustness_cli_updates_the_card_then_fails_push_cleanly(saved,
     assert exit_info.value.code not in (0, None)
     assert _snapshot(folder).keys() == snapshot.keys()
     assert "org/model" in capsys.readouterr().err + str(exit_info.value.code)
+
+
+def test_cards_render_with_the_template_of_the_code_that_runs(saved, monkeypatch):
+    """A run that outlived an upgrade of the package read the new template.md with its old code at its end and lost
+    its card (a newer template needs context the old code does not give): the template is read at import."""
+    from pathlib import Path
+
+    from mixacm_hf.hub import cards
+
+    _, _, report = saved
+    expected = create_model_card("robust", [report]).text
+    read_text = Path.read_text
+
+    def refuse_the_template(path, *args, **kwargs):
+        assert path != cards.TEMPLATE, "template.md read at render time"
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", refuse_the_template)
+    assert create_model_card("robust", [report]).text == expected

@@ -24,6 +24,9 @@ from .results import (
 )
 
 TEMPLATE = Path(__file__).with_name("template.md")  # package data: a wheel install writes cards too
+# Read with the code, once: a run that outlives an upgrade of the package renders its cards with the template of the
+# code it runs (a newer template may need context this code does not give).
+_TEMPLATE_TEXT = TEMPLATE.read_text(encoding="utf-8")
 TAGS = ("adversarial-robustness", "mixacm", "knowledge-distillation")
 
 
@@ -229,7 +232,8 @@ def create_model_card(
         ),
         "training": _training(training_summary),
     }
-    return ModelCard(_card_template(Path(template_path).read_text(encoding="utf-8")).render(**context))
+    text = _TEMPLATE_TEXT if Path(template_path) == TEMPLATE else Path(template_path).read_text(encoding="utf-8")
+    return ModelCard(_card_template(text).render(**context))
 
 
 @functools.lru_cache(maxsize=8)

@@ -124,6 +124,7 @@ def run_mixacm(
     card, push it with `--push_to_hub` (one commit; `HubPushError` when that fails) and return a summary."""
     eval_args = eval_args or EvaluationArguments()
     check_arguments(model_args, data_args, training_args, eval_args)
+    code = {**code_commit(), "versions": package_versions()}  # the code that trains: read now, not at the end
     set_seed(training_args.seed)
     teacher = load_teacher_model(model_args) if training_args.needs_teacher else None
     if model_args.teacher and teacher is None:
@@ -198,7 +199,7 @@ def run_mixacm(
         "objective": objective,
         "hyperparameters": _hyperparameters(training_args, objective),
         "command": shlex.join(sys.argv),
-        "code": {**code_commit(), "versions": package_versions()},
+        "code": code,
     }
     summary_path = Path(training_args.output_dir, "train_summary.json")
     if trainer.is_world_process_zero():

@@ -235,3 +235,33 @@ def test_teacher_settings_for_a_method_without_a_teacher_are_refused(tmp_path):
         with pytest.raises(SystemExit, match=f"^error: --method trades learns from no teacher: {flags[0]} would be"):
             main([*base, *flags])
     check_method_flags("ard", {"compile_teacher", "cross_dataset", "teacher_architecture"})  # ARD has a teacher
+
+
+def test_the_recorded_code_commit_is_the_one_the_run_started_with(tmp_path, data_and_teacher, monkeypatch):
+    """A checkout that moves on while a long run goes on: the run recorded the commit at its end, not the code it
+    had imported (here: git answers another commit after the training starts)."""
+    from mixacm_hf import provenance, run
+
+    folder, _ = data_and_teacher
+    provenance.code_commit.cache_clear()
+    started = dict(provenance.code_commit())
+    provenance.code_commit.cache_clear()  # the run reads it itself
+    real_run = subprocess.run
+
+    def moved_on(args, *rest, **kwargs):
+        if args[:2] == ["git", "rev-parse"]:
+            return subprocess.CompletedProcess(args, 0, stdout="f" * 40 + "\n", stderr="")
+        return real_run(args, *rest, **kwargs)
+
+    def train_then_move(*args, **kwargs):
+        monkeypatch.setattr(provenance.subprocess, "run", moved_on)
+        return original_train(*args, **kwargs)
+
+    original_train = run.MixACMTrainer.train
+    monkeypatch.setattr(run.MixACMTrainer, "train", train_then_move)
+    run_mixacm(*parse_with_config(argument_parser(), [*tiny_run_argv(folder, tmp_path / "out"), "--method", "trades"]))
+    saved = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    assert saved["code"]["commit"] == started["commit"] and saved["code"]["dirty"] == started["dirty"]
+    provenance.code_commit.cache_clear()
+    assert provenance.code_commit()["commit"] == "f" * 40  # git itself has moved on
+    provenance.code_commit.cache_clear()

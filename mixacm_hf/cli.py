@@ -83,14 +83,27 @@ def _fractions_to_floats(parser: HfArgumentParser, argv: Sequence[str]) -> list[
     return converted
 
 
+def _split_config(argv: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(the `--config` file or None, the other arguments); `--config=FILE` is read as `--config FILE`.
+
+    Raises:
+        ValueError: `--config` given twice or without a file.
+    """
+    argv = [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
+    if argv.count("--config") > 1:
+        raise ValueError("--config is given more than once: merge the files into one, or override with flags.")
+    if "--config" not in argv:
+        return None, argv
+    index = argv.index("--config")
+    if index + 1 >= len(argv) or argv[index + 1].startswith("--"):
+        raise ValueError("--config needs a file path.")
+    return argv[index + 1], argv[:index] + argv[index + 2 :]
+
+
 def explicit_flags(argv: Sequence[str]) -> set[str]:
     """The field names of the flags given on the command line (not from `--config`): `--alpha-acm=3` -> alpha_acm."""
-    argv = list(argv)
-    if "--config" in argv:
-        index = argv.index("--config")
-        del argv[index : index + 2]
-    names = {arg[2:].partition("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")}
-    return names - {"config"}
+    _, argv = _split_config(argv)
+    return {arg[2:].partition("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")}
 
 
 def parse_with_config(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[Any, ...]:
@@ -99,16 +112,8 @@ def parse_with_config(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[An
     Raises:
         ValueError: `--config` given twice or without a file, an unreadable file, or unknown keys in it.
     """
-    argv = [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
-    config_argv: list[str] = []
-    if argv.count("--config") > 1:
-        raise ValueError("--config is given more than once: merge the files into one, or override with flags.")
-    if "--config" in argv:
-        index = argv.index("--config")
-        if index + 1 >= len(argv) or argv[index + 1].startswith("--"):
-            raise ValueError("--config needs a file path.")
-        config_argv = config_to_argv(load_config(argv[index + 1]))
-        del argv[index : index + 2]
+    config, argv = _split_config(argv)
+    config_argv = config_to_argv(load_config(config)) if config is not None else []
     unknown_keys = _unknown_flags(parser, config_argv)
     if unknown_keys:
         raise ValueError(f"Unknown keys in the config file: {unknown_keys}. Run with --help for the valid names.")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import metadata_load
 from test_reliability import plain_images, tiny_run_argv, write_dataset
 
 from mixacm_hf import MixACMTrainingArguments
@@ -25,6 +26,11 @@ TERMS = {
     "rslad": {"loss_rslad_natural": 0.166666666667, "loss_rslad_adv": 5 / 6},  # 1 - 5/6, recorded without float noise
 }
 CITED = {"trades": "zhang2019trades", "ard": "goldblum2020ard", "rslad": "zi2021rslad"}
+TAGGED = {
+    "trades": {"adversarial-training", "trades"},
+    "ard": {"adversarial-distillation", "knowledge-distillation"},
+    "rslad": {"adversarial-distillation", "knowledge-distillation"},
+}
 PASSES = {"trades": 2 + 2, "ard": 2 + 1, "rslad": 2 + 2}  # 2 PGD steps, then the outer backward(s)
 
 
@@ -74,6 +80,8 @@ def test_baseline_trains_from_run_mixacm_and_records_its_terms_and_cost(tmp_path
     entry = METHODS[method]
     assert f"trained with **{entry.card_title}**" in card and entry.card_text in card
     assert CITED[method] in card and entry.citation in card and "awais2021mixacm" in card
+    # tagged as what it is: a TRADES or ARD model is not found on the Hub under `mixacm`
+    assert set(metadata_load(tmp_path / "out" / "README.md")["tags"]) == {"adversarial-robustness", *TAGGED[method]}
 
 
 @pytest.mark.parametrize("method", ["ard", "rslad"])

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -95,6 +96,27 @@ def test_card_metadata_files_and_values(saved):
     assert not list(folder.glob("*.bin"))
     assert [r.to_dict() for r in load_reports(folder)] == [report.to_dict()]
     assert "| PGD-2 | Linf, eps=8/255 |" in card.text and "Sanity checks" in card.text
+
+
+@pytest.mark.parametrize(
+    ("method", "tags", "cited"),
+    [
+        ("mixacm", {"mixacm", "knowledge-distillation"}, None),
+        ("acm-only", {"mixacm", "knowledge-distillation"}, None),
+        ("kd", {"knowledge-distillation"}, "hinton2015distilling"),
+        ("natural", set(), None),
+        ("pgd-at", {"adversarial-training"}, "madry2018towards"),
+        ("n-fgsm", {"adversarial-training"}, "dejorge2022nfgsm"),
+        ("trades", {"adversarial-training", "trades"}, "zhang2019trades"),
+        (None, set(), None),  # a model evaluated here, trained elsewhere
+    ],
+)
+def test_cards_are_tagged_and_cited_by_the_method_that_trained_the_model(method, tags, cited):
+    summary = {**SUMMARY, "method": method, "hyperparameters": {"method": method}} if method else None
+    card = create_model_card("m", [], summary)
+    assert set(card.data.tags) == {"adversarial-robustness", *tags}
+    cited_keys = set(re.findall(r"@\w+\{(\w+),", card.text))
+    assert cited_keys == {"awais2021mixacm", "croce2020reliable", *([cited] if cited else [])}
 
 
 def test_card_usage_snippet_is_valid_python_within_120_columns_for_a_long_repo_id(saved):

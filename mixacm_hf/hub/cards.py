@@ -27,7 +27,7 @@ TEMPLATE = Path(__file__).with_name("template.md")  # package data: a wheel inst
 # Read with the code, once: a run that outlives an upgrade of the package renders its cards with the template of the
 # code it runs (a newer template may need context this code does not give).
 _TEMPLATE_TEXT = TEMPLATE.read_text(encoding="utf-8")
-TAGS = ("adversarial-robustness", "mixacm", "knowledge-distillation")
+TAGS = ("adversarial-robustness",)  # every card's; a trained model's method adds its own (`Method.tags`)
 
 
 def _shown(value: Any, pattern: str = "{}") -> str:
@@ -193,7 +193,7 @@ def create_model_card(
         library_name="transformers",
         pipeline_tag="image-classification",
         license=license,
-        tags=list(TAGS),
+        tags=[*TAGS, *(METHODS[summary["method"]].tags if summary.get("method") in METHODS else ())],
         datasets=datasets or None,
         metrics=["accuracy"],
         model_name=model_name,

@@ -143,6 +143,19 @@ def _ard_passes(hyperparameters: Mapping[str, Any]) -> int:
     return int(hyperparameters["pgd_steps"]) + (2 if hyperparameters.get("ard_alpha", ARD_ALPHA) < 1 else 1)
 
 
+PGD_AT_CITATION = """@inproceedings{madry2018towards,
+  title     = {Towards Deep Learning Models Resistant to Adversarial Attacks},
+  author    = {Madry, Aleksander and Makelov, Aleksandar and Schmidt, Ludwig and Tsipras, Dimitris and Vladu, Adrian},
+  booktitle = {International Conference on Learning Representations},
+  year      = {2018}
+}"""
+NFGSM_CITATION = """@inproceedings{dejorge2022nfgsm,
+  title     = {Make Some Noise: Reliable and Efficient Single-Step Adversarial Training},
+  author    = {de Jorge, Pau and Bibi, Adel and Volpi, Riccardo and Sanyal, Amartya and Torr, Philip H. S.
+               and Rogez, Gr{\\'e}gory and Dokania, Puneet K.},
+  booktitle = {Advances in Neural Information Processing Systems},
+  year      = {2022}
+}"""
 TRADES_CITATION = """@inproceedings{zhang2019trades,
   title     = {Theoretically Principled Trade-off between Robustness and Accuracy},
   author    = {Zhang, Hongyang and Yu, Yaodong and Jiao, Jiantao and Xing, Eric and El Ghaoui, Laurent
@@ -163,6 +176,8 @@ RSLAD_CITATION = """@inproceedings{zi2021rslad,
   year      = {2021}
 }"""
 
+AT_TAGS = ("adversarial-training",)
+DISTILLATION_TAGS = ("adversarial-distillation", "knowledge-distillation")
 ADVERSARIAL_WEIGHTS: Callable[[MixACMTrainer], dict[str, float]] = lambda trainer: {"loss_adv": 1.0}  # noqa: E731
 for entry in (
     Method("pgd-at", "PGD adversarial training (Madry et al., ICLR 2018).",
@@ -170,7 +185,7 @@ for entry in (
            card_text=(
                "Madry et al.'s adversarial training: every step trains on PGD adversarial examples (pgd_steps steps "
                "of pgd_step_size in an Linf ball of radius pgd_eps)."
-           ), terms=pgd_at_terms,
+           ), citation=PGD_AT_CITATION, tags=AT_TAGS, terms=pgd_at_terms,
            weights=ADVERSARIAL_WEIGHTS, adversarial=True, hyperparameters=PGD_HYPERPARAMETERS,
            backward_passes=attack_and_train, defaults={"pgd_steps": 7, "pgd_step_size": 2 / 255}),
     Method("n-fgsm", "N-FGSM single-step adversarial training (de Jorge et al., NeurIPS 2022).",
@@ -178,7 +193,7 @@ for entry in (
            card_text=(
                "Single-step adversarial training with noise (de Jorge et al., 2022): an FGSM step of size pgd_eps "
                "from a noisy start."
-           ), terms=nfgsm_terms,
+           ), citation=NFGSM_CITATION, tags=AT_TAGS, terms=nfgsm_terms,
            weights=ADVERSARIAL_WEIGHTS, adversarial=True, hyperparameters=("pgd_eps", "nfgsm_noise"),
            backward_passes=lambda hyperparameters: 2),
     Method("trades", "TRADES (Zhang et al., ICML 2019): CE + beta KL(f(x) || f(x_adv)).",
@@ -188,7 +203,7 @@ for entry in (
                "trades_beta times the KL divergence between the model's predictions on the clean image and on an "
                "adversarial image found by maximising that KL (pgd_steps steps of pgd_step_size in an Linf ball of "
                "radius pgd_eps). No teacher."
-           ), citation=TRADES_CITATION, terms=trades_terms,
+           ), citation=TRADES_CITATION, tags=(*AT_TAGS, "trades"), terms=trades_terms,
            weights=lambda trainer: {"loss_ce": 1.0, "loss_trades_kl": trainer.args.trades_beta}, adversarial=True,
            hyperparameters=(*PGD_HYPERPARAMETERS, "trades_beta"), backward_passes=_attack_and_two,
            defaults={"pgd_steps": 10, "pgd_step_size": 0.007},
@@ -202,7 +217,7 @@ for entry in (
                "maximising its cross-entropy), the frozen robust teacher's soft labels on the clean image at "
                "temperature ard_temperature, with weight ard_alpha; 1 - ard_alpha goes to cross-entropy on clean "
                "images. The KL is averaged over classes, as in the authors' code."
-           ), citation=ARD_CITATION,
+           ), citation=ARD_CITATION, tags=DISTILLATION_TAGS,
            terms=ard_terms, needs_teacher=True, uses_kld=True, adversarial=True,
            weights=lambda trainer: {"loss_kld": trainer.args.ard_alpha}
            | ({"loss_ce": round(1 - trainer.args.ard_alpha, 12)} if trainer.args.ard_alpha < 1 else {}),
@@ -218,7 +233,7 @@ for entry in (
                "rslad_alpha) and on an adversarial image found by maximising the student's KL divergence from them "
                "(weight rslad_alpha; pgd_steps steps of pgd_step_size in an Linf ball of radius pgd_eps). The KL is "
                "averaged over classes, as in the authors' code."
-           ), citation=RSLAD_CITATION,
+           ), citation=RSLAD_CITATION, tags=DISTILLATION_TAGS,
            terms=rslad_terms, needs_teacher=True, uses_kld=True, adversarial=True,
            weights=lambda trainer: {"loss_rslad_natural": round(1 - trainer.args.rslad_alpha, 12),
                                     "loss_rslad_adv": trainer.args.rslad_alpha},

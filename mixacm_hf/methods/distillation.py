@@ -52,6 +52,13 @@ def distillation_terms(
     return terms, outputs
 
 
+KD_CITATION = """@article{hinton2015distilling,
+  title   = {Distilling the Knowledge in a Neural Network},
+  author  = {Hinton, Geoffrey and Vinyals, Oriol and Dean, Jeff},
+  journal = {arXiv preprint arXiv:1503.02531},
+  year    = {2015}
+}"""
+MIXACM_TAGS = ("mixacm", "knowledge-distillation")
 DISTILLATION = {"terms": distillation_terms, "weights": distillation_weights, "needs_teacher": True}
 for entry in (
     Method("mixacm", "MixACM (Awais et al., NeurIPS 2021): mixup CE, soft labels and activated channel maps.",
@@ -62,7 +69,7 @@ for entry in (
                "channel maps (per-channel spatial maxima of each stage's output) and its soft labels. Loss: (1 - "
                "alpha_kld) L_mix + alpha_kld L_kld + alpha_acm L_acm (Awais et al., NeurIPS 2021)."
            ),
-           uses_mixup=True, uses_kld=True, uses_acm=True,
+           uses_mixup=True, uses_kld=True, uses_acm=True, tags=MIXACM_TAGS,
            hyperparameters=("mixup_alpha", *KLD_HYPERPARAMETERS, *ACM_HYPERPARAMETERS), **DISTILLATION),
     Method("mixacm-no-mixup", "MixACM without mixup (the paper's ablation): CE, soft labels and channel maps.",
            card_title="MixACM without mixup",
@@ -70,20 +77,21 @@ for entry in (
                "MixACM's ablation on clean (not mixup) images: soft labels and activated-channel-map matching with "
                "the frozen teacher, plus cross-entropy."
            ),
-           uses_kld=True, uses_acm=True, hyperparameters=(*KLD_HYPERPARAMETERS, *ACM_HYPERPARAMETERS), **DISTILLATION),
+           uses_kld=True, uses_acm=True, tags=MIXACM_TAGS,
+           hyperparameters=(*KLD_HYPERPARAMETERS, *ACM_HYPERPARAMETERS), **DISTILLATION),
     Method("acm-only", "Activated channel maps and CE only (no soft labels).",
            card_title="activated-channel-map distillation only",
            card_text=(
                "The student matches the frozen teacher's activated channel maps on mixup images, without the "
                "soft-label term."
-           ), uses_acm=True,
+           ), uses_acm=True, tags=MIXACM_TAGS,
            hyperparameters=ACM_HYPERPARAMETERS, **DISTILLATION),
     Method("kd", "Soft labels only (Hinton et al. 2015; the paper's RKD baseline).",
            card_title="knowledge distillation (RKD)",
            card_text=(
                "Soft-label distillation from the frozen robust teacher (the paper's RKD baseline): no channel maps, "
                "no adversarial examples."
-           ), uses_kld=True,
+           ), uses_kld=True, citation=KD_CITATION, tags=("knowledge-distillation",),
            hyperparameters=KLD_HYPERPARAMETERS,
            refuses_zero={"alpha_kld": "the soft-label term; with 0 it is natural training (--method natural)"},
            **DISTILLATION),

@@ -74,7 +74,9 @@ class Method:
         defaults: per-method defaults for fields the user left unset (None).
         card_title, card_text: the method's name in its model card's first line, and the card's paragraph on it.
         citation: BibTeX of the method's paper, cited in its cards beside MixACM and AutoAttack ("" for MixACM's own
-            methods and baselines cited there).
+            methods).
+        tags: the Hub tags of its cards beside `adversarial-robustness` (e.g. `adversarial-training`): a card says
+            how its model was trained, so a TRADES model is not found under `mixacm`.
         refuses_zero: {field: what it weighs, and what a 0 would leave}: fields a 0 would switch the method's point
             off, so 0 is refused (e.g. TRADES with beta = 0 is natural training at the cost of TRADES).
     """
@@ -94,6 +96,7 @@ class Method:
     card_title: str = ""
     card_text: str = ""
     citation: str = ""
+    tags: tuple[str, ...] = ()
     refuses_zero: Mapping[str, str] = field(default_factory=dict)
 
 

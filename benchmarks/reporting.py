@@ -9,6 +9,7 @@ protocol".
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
@@ -56,6 +57,16 @@ def measured(run_folder: Path, attack: str) -> RobustnessReport | None:
     return next((r for r in reversed(load_reports(run_folder)) if attack in r.robust_accuracy), None)
 
 
+def summary_commit(summary_path: Path) -> str | None:
+    """The git commit that committed `summary_path` as it is (None outside a git checkout or if uncommitted): for a
+    run trained before training summaries recorded their code's commit, its code is this commit's or older."""
+    log = subprocess.run(
+        ["git", "log", "-1", "--format=%H", "--", summary_path.name],
+        cwd=summary_path.parent, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return log.stdout.strip() or None if log.returncode == 0 else None
+
+
 def result_row(stage: Stage, command: str) -> dict | None:
     """One row of results/cifar10_cpu.json from the stage's run folder (train_summary.json and robustness.json), or
     None while the stage is untrained or its clean/FGSM/PGD-20 evaluation is missing. `command` reproduces the row."""
@@ -65,6 +76,7 @@ def result_row(stage: Stage, command: str) -> dict | None:
         return None
     summary = json.loads(summary_path.read_text())
     autoattack = measured(stage.output_dir, "autoattack")
+    code_commit = (summary.get("code") or {}).get("commit") or stage.code_commit
     return {
         "name": stage.name,
         "role": stage.role,
@@ -85,7 +97,9 @@ def result_row(stage: Stage, command: str) -> dict | None:
         "teacher": Path(summary["teacher"]).name if summary.get("teacher") else None,  # its published folder's name
         "train_fraction": stage.train_fraction,
         "hyperparameters": relevant_hyperparameters(stage.method, summary.get("hyperparameters", {})),
-        "code_commit": (summary.get("code") or {}).get("commit") or stage.code_commit,
+        "code_commit": code_commit,
+        # where the commit was not recorded: the commit that added the summary (its code is this one's or older)
+        "summary_commit": None if code_commit else summary_commit(summary_path),
         "shared_machine": stage.shared_machine,  # its train_seconds are no cost measurement
         "command": command,
     }

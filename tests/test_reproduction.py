@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 ROW_KEYS = {
     "name", "role", "method", "arch", "params", "epochs", "train_seconds", "images_per_second", "clean", "fgsm",
     "pgd20", "autoattack", "n_eval", "n_eval_autoattack", "seed", "teacher", "train_fraction", "hyperparameters",
-    "code_commit", "shared_machine", "command", "backward_passes_per_image",
+    "code_commit", "summary_commit", "shared_machine", "command", "backward_passes_per_image",
 }  # fmt: skip
 RESULTS = REPO / "benchmarks" / "results" / "cifar10_cpu.json"
 CPU_CONFIG = REPO / "training" / "configs" / "cifar10_cpu_wrn16-2.yaml"
@@ -202,6 +202,15 @@ def test_committed_results_are_consistent_with_their_model_folders():
         assert (row["clean"], row["pgd20"]) in measured
         if row["autoattack"] is not None:
             assert row["n_eval_autoattack"] >= 500 and row["autoattack"] <= row["clean"]
+        # the code that trained it: its recorded commit, or (runs before that was recorded) the commit that added its
+        # training summary as it is, so its code is that commit's or older
+        assert bool(row["code_commit"]) != bool(row["summary_commit"]), row["name"]
+        if row["summary_commit"] and (REPO / ".git").exists():
+            committed = subprocess.run(
+                ["git", "show", f"{row['summary_commit']}:benchmarks/runs/{row['name']}/train_summary.json"],
+                cwd=REPO, capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            assert json.loads(committed.stdout) == summary, row["name"]
 
 
 def test_publishing_moves_the_model_files_and_names_the_teacher_by_its_published_folder(layout):

@@ -47,6 +47,7 @@ class Stage(Protocol):
     train_fraction: float
     code_commit: str | None
     shared_machine: bool
+    commit_recorded: bool
 
     @property
     def output_dir(self) -> Path: ...
@@ -76,7 +77,8 @@ def result_row(stage: Stage, command: str) -> dict | None:
         return None
     summary = json.loads(summary_path.read_text())
     autoattack = measured(stage.output_dir, "autoattack")
-    code_commit = (summary.get("code") or {}).get("commit") or stage.code_commit
+    recorded = (summary.get("code") or {}).get("commit") if stage.commit_recorded else None
+    code_commit = recorded or stage.code_commit
     return {
         "name": stage.name,
         "role": stage.role,

@@ -92,9 +92,11 @@ class Stage:
     # for runs trained before train_summary.json recorded it: the commit of the code that trained it (from its checkout)
     code_commit: str | None = None
     shared_machine: bool = False  # trained while other jobs shared the cores: its wall time is no cost measurement
+    commit_recorded: bool = True  # its train_summary.json's code commit is the one it ran (COMMIT_READ_AT_THE_END)
 
     def __post_init__(self) -> None:
         self.shared_machine = self.shared_machine or self.name in SHARED_MACHINE_RUNS
+        self.commit_recorded = self.commit_recorded and self.name not in COMMIT_READ_AT_THE_END
 
     @property
     def output_dir(self) -> Path:
@@ -141,6 +143,11 @@ SHARED_MACHINE_RUNS = {
     "wrn16-2-pgd7-at-frac10", "wrn16-2-pgd7-at-frac30", "wrn16-1-pgd7-at-inmem",
     "wrn16-2-trades-inmem", "wrn16-2-rslad-t20-inmem", "wrn16-2-ard-t20-inmem",
 }  # fmt: skip
+
+
+# Trained while training summaries read the code commit when the run ended (fixed in 6c12d8d): these name a commit made
+# while they trained, not the code they had imported, so their rows give only `summary_commit`.
+COMMIT_READ_AT_THE_END = {"wrn16-2-pgd7-at-frac30", "wrn16-1-mixacm-t20-acm2k-inmem", "wrn16-1-pgd7-at-inmem"}
 
 
 def in_memory_student(name: str, method: str, flags: list[str], arch: str = "wrn-16-2", **fields) -> Stage:

@@ -2,13 +2,12 @@
 standard deviation of a recipe's accuracies over seeds, and paired comparisons of two groups of models on the same
 test images from their per-example records (`RobustnessReport.per_example`), per seed and pooled over seeds.
 
-Pooled comparisons concatenate, seed by seed, the examples two paired models both evaluated (seed s of one group
-with seed s of the other; a single model, e.g. the teacher or PGD-7 AT, is paired with every seed), then give the
-difference in accuracy with its 95% interval (normal approximation for paired proportions) and the exact McNemar
-p-value of the pooled discordant pairs (`mixacm_hf.robustness.report`). The pooled interval and p-value treat the
-pooled pairs as independent: they account for the sampling of test images, not for the variation between training
-seeds (and a single model paired with every seed enters with the same images each time), so the tables also give the
-per-seed differences, whose spread is that variation.
+Pooled comparisons pair seed s of one group with seed s of the other (a single model, e.g. the teacher or PGD-7 AT,
+is paired with every seed). The same test images recur in every seed, so the pairs are not independent: the pooled
+difference, its 95% interval and p-value come from a paired t-test over images (`scipy.stats.ttest_1samp` on each
+image's difference averaged over the seeds), which holds the sampling of test images; `between_seeds` is the t
+interval of the seeds' differences (df = seeds - 1), which holds the variation between training seeds. One pair of
+models is compared exactly: Newcombe's interval and the exact McNemar p (`mixacm_hf.robustness.report`).
 """
 
 from __future__ import annotations
@@ -17,6 +16,8 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from scipy import stats
 
 from benchmarks.studies import mean_seconds_alone
 from mixacm_hf.robustness import RobustnessReport
@@ -32,26 +33,69 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(values), "std": std, "n": len(values), "values": values}
 
 
+def _model_names(reports: Sequence[RobustnessReport], group: str) -> None:
+    names = [report.model.get("name") for report in reports]
+    repeated = sorted({name for name in names if name is not None and names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"The {group} group holds the same model more than once ({', '.join(repeated)}): give one "
+                         "report per training seed.")  # fmt: skip
+
+
+def _t_interval(values: Sequence[float]) -> tuple[list[float], float]:
+    """The 95% t interval of the mean of `values` and the two-sided p of mean 0 (`scipy.stats.ttest_1samp`); a
+    constant sample has the interval [value, value] and p 1 (value 0) or 0."""
+    if len(set(values)) == 1:
+        return [values[0], values[0]], 1.0 if values[0] == 0 else 0.0
+    test = stats.ttest_1samp(values, 0.0)
+    interval = test.confidence_interval(0.95)
+    return [float(interval.low), float(interval.high)], float(test.pvalue)
+
+
 def compare_groups(
     first: Sequence[RobustnessReport], second: Sequence[RobustnessReport], attack: str
 ) -> dict[str, Any]:
     """Per-seed and pooled paired comparisons of `first` (one report per seed) with `second` (one report per seed,
     or a single report paired with every seed) under `attack`: {"attack", "per_seed": [paired_difference, ...],
-    "pooled": paired_difference}, differences and intervals as fractions (accuracy in [0, 1]).
+    "pooled"}, differences and intervals as fractions (accuracy in [0, 1]). With one pair, "pooled" is its
+    `paired_difference`; with several, {"n" (images), "n_seeds", "difference", "interval", "p_value", "accuracy",
+    "other_accuracy", "between_seeds", "test"} from a paired t-test over the images all pairs evaluated (each image's
+    difference averaged over the seeds) and the t interval of the seeds' differences (module docstring).
 
     Raises:
-        ValueError: the groups' sizes do not pair up, or records are missing.
+        ValueError: an empty group, sizes that do not pair up, a model given twice, or records that are missing,
+            malformed or not paired (`RobustnessReport.paired_flags`).
     """
+    if not first or not second:
+        raise ValueError(f"Cannot compare an empty group ({len(first)} and {len(second)} reports given).")
     if len(second) not in (1, len(first)):
         raise ValueError(f"Cannot pair {len(first)} reports with {len(second)}: give one per seed or a single one.")
+    _model_names(first, "first")
+    _model_names(second if len(second) > 1 else [], "second")
     pairs = [(report, second[0] if len(second) == 1 else second[i]) for i, report in enumerate(first)]
-    flags = [a.paired_flags(b, attack) for a, b in pairs]
-    pooled_first = [flag for mine, _ in flags for flag in mine]
-    pooled_second = [flag for _, theirs in flags for flag in theirs]
+    per_seed = [paired_difference(*a.paired_flags(b, attack)) for a, b in pairs]
+    if len(pairs) == 1:
+        return {"attack": attack, "per_seed": per_seed, "pooled": {**per_seed[0], "n_seeds": 1}}
+    flags = [(dict(zip(*a.records(attack))), dict(zip(*b.records(attack)))) for a, b in pairs]
+    images = sorted(set.intersection(*(set(mine) & set(theirs) for mine, theirs in flags)))
+    if not images:
+        raise ValueError("The paired models share no test image over all seeds (compare reports on the same split).")
+    seeds = len(pairs)
+    differences = [sum(mine[i] - theirs[i] for mine, theirs in flags) / seeds for i in images]
+    interval, p_value = _t_interval(differences)
     return {
         "attack": attack,
-        "per_seed": [paired_difference(mine, theirs) for mine, theirs in flags],
-        "pooled": paired_difference(pooled_first, pooled_second),
+        "per_seed": per_seed,
+        "pooled": {
+            "n": len(images),
+            "n_seeds": seeds,
+            "difference": statistics.fmean(differences),
+            "interval": interval,
+            "p_value": p_value,
+            "accuracy": statistics.fmean(mine[i] for mine, _ in flags for i in images),
+            "other_accuracy": statistics.fmean(theirs[i] for _, theirs in flags for i in images),
+            "between_seeds": _t_interval([seed["difference"] for seed in per_seed])[0],
+            "test": "paired t-test over images, each image's difference averaged over the seeds",
+        },  # fmt: skip
     }
 
 
@@ -65,14 +109,15 @@ def _compare_available(
         report = report_of(name, attack)
         return report if report is not None and report.per_example and attack in report.per_example else None
 
-    pairs = [
-        (a, second[0] if len(second) == 1 else second[i]) for i, a in enumerate(first) if len(second) in (1, len(first))
-    ]
+    if not first or len(second) not in (1, len(first)):
+        raise ValueError(f"Cannot pair the models {list(first)} with {list(second)}: one per seed, or a single one.")
+    pairs = [(a, second[0] if len(second) == 1 else second[i]) for i, a in enumerate(first)]
     usable = [(a, b) for a, b in pairs if recorded(a) and recorded(b)]
     missing = sorted({name for pair in pairs for name in pair if not recorded(name)})
     if not usable:
         return {"missing_per_example_records": missing}
-    result = compare_groups([recorded(a) for a, _ in usable], [recorded(b) for _, b in usable], attack)
+    others = [recorded(second[0])] if len(second) == 1 else [recorded(b) for _, b in usable]
+    result = compare_groups([recorded(a) for a, _ in usable], others, attack)
     return {"used": [list(pair) for pair in usable], "missing_per_example_records": missing, **result}
 
 
@@ -106,6 +151,9 @@ def claim_summary(
             },
         }
     for label, (first, second, *columns) in comparisons.items():
+        unknown = [group for group in (first, second) if group not in groups or not groups[group]]
+        if unknown:
+            raise ValueError(f"Comparison {label!r} names groups without models: {unknown} (groups: {list(groups)}).")
         result: dict[str, Any] = {"groups": [first, second]}
         for column in columns[0] if columns else ATTACK_OF:
             result[column] = _compare_available(groups[first], groups[second], ATTACK_OF[column], report_of)
@@ -180,21 +228,26 @@ def format_mean_std(entry: dict[str, Any] | None) -> str:
 
 
 def format_paired(result: dict[str, Any]) -> str:
-    """Points, e.g. "-5.8 [-7.2, -4.4], p < 1e-4 (n = 2000; per seed -4.4 / -7.2)", for a pooled `paired_difference`
-    (with the per-seed differences when several), or which models still lack per-example records (named in
-    `result`)."""
-    if "pooled" not in result and not result.get("missing_per_example_records"):
-        return "groups of sizes that do not pair"
+    """Points, e.g. "-6.2 [-8.0, -4.4], p < 1e-4 (n = 1000 images x 3 seeds; per seed -4.4 / -7.2 / -7.0, between
+    seeds [-10.1, -2.3])", for a pooled comparison (`compare_groups`), naming the models still without per-example
+    records when some pairs were left out, or which models lack them when none could be compared."""
+    missing = result.get("missing_per_example_records") or []
     if "pooled" not in result:
-        count = len(result["missing_per_example_records"])
-        return f"waiting for the per-example records of {count} model{'s' if count != 1 else ''}"
+        count = len(missing)
+        return f"waiting for the per-example records of {count} model{'s' if count != 1 else ''}: {', '.join(missing)}"
     pooled = result["pooled"]
     low, high = (100 * value for value in pooled["interval"])
     p = pooled["p_value"]
     p_text = "p < 1e-4" if p < 1e-4 else f"p = {p:.2g}"
-    differences = [f"{100 * seed['difference']:+.1f}" for seed in result.get("per_seed", [])]
-    seeds = f"; per seed {' / '.join(differences)}" if len(differences) > 1 else ""
-    return f"{100 * pooled['difference']:+.1f} [{low:+.1f}, {high:+.1f}], {p_text} (n = {pooled['n']}{seeds})"
+    seeds = pooled.get("n_seeds", 1)
+    detail = f"n = {pooled['n']}" + (f" images x {seeds} seeds" if seeds > 1 else "")
+    if seeds > 1:
+        differences = " / ".join(f"{100 * seed['difference']:+.1f}" for seed in result["per_seed"])
+        between = " / ".join(f"{100 * value:+.1f}" for value in pooled["between_seeds"]).replace(" / ", ", ")
+        detail += f"; per seed {differences}, between seeds [{between}]"
+    if missing:
+        detail += f"; without {', '.join(missing)}: no per-example records yet"
+    return f"{100 * pooled['difference']:+.1f} [{low:+.1f}, {high:+.1f}], {p_text} ({detail})"
 
 
 def groups_markdown(summary: dict[str, Any]) -> list[str]:
@@ -226,14 +279,15 @@ def comparisons_markdown(summary: dict[str, Any]) -> list[str]:
 
 def paired_verdict(result: dict[str, Any]) -> str | None:
     """How the first group of a comparison stands against the second on the paired differences it measured:
-    "below" when a 95% interval lies wholly below 0, else "above" when every one lies wholly above 0, else "not
-    distinguishable" (an interval contains 0); None while none is measured."""
+    "below" when one lies significantly below 0 (its 95% interval wholly below 0 and p < 0.05), else "above" when
+    every one lies significantly above 0, else "not distinguishable"; None while none is measured."""
     pooled = [result[column]["pooled"] for column in ATTACK_OF if "pooled" in result.get(column, {})]
     if not pooled:
         return None
-    if any(entry["interval"][1] < 0 for entry in pooled):
+    if any(entry["interval"][1] < 0 and entry["p_value"] < 0.05 for entry in pooled):
         return "below"
-    return "above" if all(entry["interval"][0] > 0 for entry in pooled) else "not distinguishable"
+    above = all(entry["interval"][0] > 0 and entry["p_value"] < 0.05 for entry in pooled)
+    return "above" if above else "not distinguishable"
 
 
 def claim_markdown(summary: dict[str, Any], n_eval: int, n_autoattack: int) -> str:
@@ -268,7 +322,9 @@ def claim_markdown(summary: dict[str, Any], n_eval: int, n_autoattack: int) -> s
         lines.append(f"| {item['criterion']} | {measured} | {item['target']} | {met} |")
     lines += [
         "",
-        "Paired on the same test images, pooled over seeds (difference in points, 95% interval, exact McNemar p):",
+        "Paired on the same test images, pooled over seeds (difference in points; its 95% interval and p from a paired "
+        "t-test over the images, each image's difference averaged over the seeds; the per-seed differences and the "
+        "t interval of their mean, which holds the variation between training seeds):",
         "",
         *comparisons_markdown(summary),
     ]
@@ -297,15 +353,16 @@ def questions_markdown(summary: dict[str, Any], questions: dict[str, str], n_eva
         [
             *lines,
             "",
-            "No: a paired difference's 95% interval lies wholly below 0; yes: every one measured lies wholly above 0; "
-            "not distinguishable: an interval contains 0 (with one training seed per point, these intervals hold the "
-            "sampling of test images, not the variation between seeds). Mean +- std (clean, "
+            "No: a paired difference lies significantly below 0 (95% interval wholly below 0, p < 0.05); yes: every "
+            "one measured lies significantly above 0; not distinguishable: otherwise, which is no evidence of a match "
+            "(with one training seed per point, these intervals hold the sampling of test images, not the variation "
+            "between seeds). Mean +- std (clean, "
             f"FGSM, PGD-20 on the first {n_eval} CIFAR-10 test images, AutoAttack on the first {n_autoattack}; Linf "
             "eps = 8/255):",
             "",
             *groups_markdown(summary),
             "",
-            "Paired on the same test images (difference in points, 95% interval, exact McNemar p):",
+            "Paired on the same test images (difference in points, Newcombe's 95% interval, exact McNemar p):",
             "",
             *comparisons_markdown(summary),
         ]

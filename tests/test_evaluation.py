@@ -1,8 +1,10 @@
 """The evaluator's contract on any model: input convention, dtypes, input formats, AutoAttack preconditions,
 per-example records and `compare`, atomic report writes."""
 
+import copy
 import json
 import multiprocessing
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -393,6 +395,70 @@ def test_compare_refuses_reports_without_records():
     old = RobustnessReport.from_dict({**report.to_dict(), "per_example": None})
     with pytest.raises(ValueError, match=r"other report \(BrightnessModel\) has no per-example records"):
         report.compare(old)
+
+
+def _altered(report: RobustnessReport, **changes) -> RobustnessReport:
+    data = copy.deepcopy(report.to_dict())
+    for key, value in changes.items():
+        target, *path = key.split("__")
+        holder = data[target]
+        for part in path[:-1]:
+            holder = holder[part]
+        if path:
+            holder[path[-1]] = value
+        else:
+            data[target] = value
+    return RobustnessReport.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"per_example__pgd-5": [True] * 32}, r"32 'pgd-5' flags for n_examples = 64"),  # flags shorter than index
+        ({"per_example__index": [0] * 64}, "distinct integer split indices"),
+        ({"per_example__index": [str(i) for i in range(64)]}, "distinct integer split indices"),
+        ({"per_example__pgd-5": [None] * 64}, "flags must be true or false, got None"),
+        ({"per_example__pgd-5": [1] * 64}, "flags must be true or false, got 1"),
+        ({"per_example__pgd-5": [float("nan")] * 64}, "flags must be true or false, got nan"),
+        ({"per_example__pgd-5": [False] * 64}, "flags give accuracy 0.0000, but it reports 1.0"),  # not its records
+        ({"per_example": [1, 2]}, "per_example must be a dict with an 'index' list"),
+        ({"per_example": {"pgd-5": [True] * 64}}, "per_example must be a dict with an 'index' list"),
+        ({"attacks__pgd-5__steps": 50}, "'pgd-5' run with other settings"),
+        ({"dataset": {}}, "records no dataset"),
+        ({"dataset__identity__revision": "another"}, "dataset"),
+    ],
+)
+def test_compare_refuses_records_that_are_malformed_or_not_paired(changes, message):
+    """A comparison is a number people act on: records that contradict their report, or reports that measured other
+    things, are refused with what is wrong, never turned into a plausible difference."""
+    x, y = brightness_problem()
+    report = evaluate_robustness(BrightnessModel(0.0), (x, y), ["clean", "pgd-5"], **QUIET)
+    assert report.compare(_altered(report), "pgd-5")["difference"] == 0  # the unaltered copy pairs
+    with pytest.raises(ValueError, match=re.escape(message) if "(" not in message else message):
+        report.compare(_altered(report, **changes), "pgd-5")
+
+
+def test_paired_statistics_refuse_bad_arguments_and_stay_in_range(tmp_path):
+    from mixacm_hf.robustness.report import mcnemar_exact_p, newcombe_paired_interval, paired_difference
+
+    with pytest.raises(ValueError, match="non-empty"):
+        paired_difference([], [])
+    with pytest.raises(ValueError, match="True or False"):
+        paired_difference([1, 0], [True, False])
+    for z in (-1.96, float("nan"), 0):
+        with pytest.raises(ValueError, match="z must be"):
+            paired_difference([True], [False], z=z)
+    with pytest.raises(ValueError, match=">= 0"):
+        mcnemar_exact_p(-1, 3)
+    assert mcnemar_exact_p(15000, 15000) == 1.0 and mcnemar_exact_p(20000, 10000) < 1e-300  # fast at 30k pairs
+    # no discordant pair: a narrow interval around 0, not the point [0, 0]; all discordant one way: within [-1, 1]
+    low, high = newcombe_paired_interval(300, 0, 0, 700)
+    assert low < 0 < high < 0.01
+    assert paired_difference([True] * 3, [False] * 3)["interval"][1] <= 1.0
+    # a model folder's robustness.json holds a list of reports: RobustnessReport.load says how to read it
+    (tmp_path / "robustness.json").write_text("[{}, {}]")
+    with pytest.raises(ValueError, match="holds 2 reports.*load_reports"):
+        RobustnessReport.load(tmp_path / "robustness.json")
 
 
 def save_many(report: RobustnessReport, path: Path, times: int) -> None:

@@ -3,6 +3,8 @@ results, the layout of model folders (one copy of every artefact), the default t
 
 import hashlib
 import json
+import math
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -205,6 +207,7 @@ def test_committed_results_are_consistent_with_their_model_folders():
         # the code that trained it: its recorded commit, or (runs before that was recorded) the commit that added its
         # training summary as it is, so its code is that commit's or older
         assert bool(row["code_commit"]) != bool(row["summary_commit"]), row["name"]
+        assert not (row["code_commit"] and row["name"] in reproduction.COMMIT_READ_AT_THE_END), row["name"]
         if row["summary_commit"] and (REPO / ".git").exists():
             committed = subprocess.run(
                 ["git", "show", f"{row['summary_commit']}:benchmarks/runs/{row['name']}/train_summary.json"],
@@ -374,20 +377,47 @@ def test_committed_weights_are_stored_once():
             assert kept == [], f"{stage.name}: model files in both model_cards/ and benchmarks/runs/"
 
 
-def _recomputed_pooled(used: list[list[str]], attack: str) -> tuple[float, int, int, int]:
-    """(difference, n, only the first correct, only the second correct) of the models paired in `used`, pooled over
-    the seeds, from the run folders' per-example records (independently of `benchmarks.seed_statistics`)."""
-    pooled_a, pooled_b = [], []
+def _recomputed_pooled(used: list[list[str]], attack: str) -> dict:
+    """The paired comparison of the models paired in `used` (one pair per seed), from the run folders' per-example
+    records, independently of `benchmarks.seed_statistics`: one pair by its discordant counts (exact McNemar,
+    Newcombe's interval); several by a paired t-test over the images all pairs evaluated, each image's difference
+    averaged over the seeds, and the t interval of the seeds' differences."""
+    from scipy.stats import t as student
+
+    from mixacm_hf.robustness.report import mcnemar_exact_p, newcombe_paired_interval
+
+    def t_interval(values: list[float]) -> tuple[float, list[float], float]:
+        mean, sd = sum(values) / len(values), statistics.stdev(values)
+        half = student.ppf(0.975, len(values) - 1) * sd / math.sqrt(len(values))
+        return (
+            mean,
+            [mean - half, mean + half],
+            2 * student.sf(abs(mean) / (sd / math.sqrt(len(values))), len(values) - 1),
+        )
+
+    pairs = []
     for name, other in used:
         mine = reproduction.report_of(name, attack).per_example
         theirs = reproduction.report_of(other, attack).per_example
-        a, b = dict(zip(mine["index"], mine[attack])), dict(zip(theirs["index"], theirs[attack]))
+        pairs.append((dict(zip(mine["index"], mine[attack])), dict(zip(theirs["index"], theirs[attack]))))
+    if len(pairs) == 1:
+        a, b = pairs[0]
         common = sorted(a.keys() & b.keys())
-        pooled_a += [a[k] for k in common]
-        pooled_b += [b[k] for k in common]
-    only_a = sum(x and not y for x, y in zip(pooled_a, pooled_b))
-    only_b = sum(y and not x for x, y in zip(pooled_a, pooled_b))
-    return (only_a - only_b) / len(pooled_a), len(pooled_a), only_a, only_b
+        only_a = sum(a[k] and not b[k] for k in common)
+        only_b = sum(b[k] and not a[k] for k in common)
+        both = sum(a[k] and b[k] for k in common)
+        neither = len(common) - both - only_a - only_b
+        return {
+            "difference": (only_a - only_b) / len(common), "n": len(common),
+            "p_value": mcnemar_exact_p(only_a, only_b),
+            "interval": newcombe_paired_interval(both, only_a, only_b, neither),
+        }  # fmt: skip
+    images = sorted(set.intersection(*(a.keys() & b.keys() for a, b in pairs)))
+    per_image = [sum(int(a[k]) - int(b[k]) for a, b in pairs) / len(pairs) for k in images]
+    difference, interval, p_value = t_interval(per_image)
+    per_seed = [sum(int(a[k]) - int(b[k]) for k in a.keys() & b.keys()) / len(a.keys() & b.keys()) for a, b in pairs]
+    return {"difference": difference, "n": len(images), "interval": interval, "p_value": p_value,
+            "between_seeds": t_interval(per_seed)[1]}  # fmt: skip
 
 
 def _recomputed_means(
@@ -405,8 +435,6 @@ def _recomputed_means(
 def test_committed_summary_is_recomputed_from_the_rows_and_per_example_records():
     """The results' `summary` (seed means and stds, paired comparisons) follows from the rows and the run folders'
     per-example records, recomputed here independently of `benchmarks.seed_statistics`."""
-    from mixacm_hf.robustness.report import mcnemar_exact_p
-
     results = json.loads(RESULTS.read_text())
     rows = {row["name"]: row for row in results["rows"]}
     summary = results["summary"]
@@ -430,10 +458,9 @@ def test_committed_summary_is_recomputed_from_the_rows_and_per_example_records()
                 continue
             for name, other in result["used"]:
                 assert name in reproduction.CLAIM_GROUPS[first] and other in reproduction.CLAIM_GROUPS[second]
-            difference, n, only_a, only_b = _recomputed_pooled(result["used"], attack)
-            assert result["pooled"]["difference"] == pytest.approx(difference)
-            assert result["pooled"]["n"] == n
-            assert result["pooled"]["p_value"] == pytest.approx(mcnemar_exact_p(only_a, only_b))
+            expected = _recomputed_pooled(result["used"], attack)
+            for key, value in expected.items():
+                assert result["pooled"][key] == pytest.approx(value, rel=1e-6, abs=1e-300), (label, column, key)
 
 
 def test_readme_claim_paragraph_states_the_recomputed_numbers():
@@ -494,8 +521,10 @@ def test_readme_claim_paragraph_states_the_recomputed_numbers():
         for column, attack in (("pgd20", "pgd-20"), ("autoattack", "autoattack")):
             result = summary["comparisons"][label][column]
             if "pooled" in result:
-                difference, n, _, _ = _recomputed_pooled(result["used"], attack)
-                assert f"{100 * difference:+.1f} [" in line and f"(n = {n}" in line, (label, column, line)
+                expected = _recomputed_pooled(result["used"], attack)
+                low, high = (100 * value for value in expected["interval"])
+                text = f"{100 * expected['difference']:+.1f} [{low:+.1f}, {high:+.1f}]"
+                assert text in line and f"(n = {expected['n']} images x" in line, (label, column, line)
     if mean[recipe] is not None:  # the CPU config's comment quotes the recipe's AutoAttack mean (+- std)
         config_text = CPU_CONFIG.read_text()
         quoted = f"{100 * mean[recipe][0]:.1f}" + (
@@ -506,13 +535,9 @@ def test_readme_claim_paragraph_states_the_recomputed_numbers():
 
 def test_readme_study_answers_are_recomputed_from_the_per_example_records():
     """Each few-data and compression question in the README is answered as the paired comparisons recomputed here
-    give it: 'no' when a 95% interval (normal approximation, paired proportions) lies wholly below 0, 'yes' when
-    every measured one lies wholly above, 'not distinguishable' otherwise, 'not yet measured' without per-example
-    records; only the columns asked compared."""
-    import math
-
-    from mixacm_hf.robustness.report import mcnemar_exact_p
-
+    give it: 'no' when a paired difference lies significantly below 0 (95% interval wholly below 0 and p < 0.05),
+    'yes' when every measured one lies significantly above, 'not distinguishable' otherwise, 'not yet measured'
+    without per-example records; only the columns asked compared."""
     studies = json.loads(RESULTS.read_text())["summary"]["studies"]
     readme = (REPO / "README.md").read_text()
     start, end = (readme.index(marker) for marker in reproduction.STUDIES_MARKERS)
@@ -527,13 +552,12 @@ def test_readme_study_answers_are_recomputed_from_the_per_example_records():
                 continue
             for name, other in result[column]["used"]:
                 assert name in reproduction.STUDY_GROUPS[first] and other in reproduction.STUDY_GROUPS[second]
-            difference, n, only_a, only_b = _recomputed_pooled(result[column]["used"], attack)
-            half = 1.96 * math.sqrt(max((only_a + only_b) / n - difference**2, 0.0) / n)
-            assert result[column]["pooled"]["difference"] == pytest.approx(difference)
-            assert result[column]["pooled"]["p_value"] == pytest.approx(mcnemar_exact_p(only_a, only_b))
-            assert result[column]["pooled"]["interval"] == pytest.approx([difference - half, difference + half])
-            below.append(difference + half < 0)
-            above.append(difference - half > 0)
+            expected = _recomputed_pooled(result[column]["used"], attack)
+            for key, value in expected.items():
+                assert result[column]["pooled"][key] == pytest.approx(value, rel=1e-6, abs=1e-300), (label, key)
+            significant = expected["p_value"] < 0.05
+            below.append(expected["interval"][1] < 0 and significant)
+            above.append(expected["interval"][0] > 0 and significant)
         answer = (
             "not yet measured" if not below else "**no**, below" if any(below)
             else "**yes**, above" if all(above) else "**not distinguishable** at this sample size"

@@ -1,6 +1,7 @@
 """The reproduction's seed statistics and paired comparisons, against hand-computed values."""
 
 import math
+import statistics
 
 import pytest
 
@@ -14,6 +15,7 @@ def report(name: str, flags: list[bool], indices: list[int] | None = None) -> Ro
     return RobustnessReport(
         clean_accuracy=1.0, robust_accuracy={"autoattack": sum(flags) / len(flags)}, n_examples=len(flags),
         eps=8 / 255, norm="Linf", attacks={}, seconds={}, seed=0, model={"name": name},
+        dataset={"name": "toy", "split": "test"},
         per_example={"index": indices, "clean": [True] * len(flags), "autoattack": flags},
     )  # fmt: skip
 
@@ -32,8 +34,16 @@ def test_paired_difference_by_hand():
     second = [True] * 4 + [False] * 3 + [True] * 1 + [False] * 2
     result = paired_difference(first, second)
     assert result["difference"] == pytest.approx(0.2) and result["accuracy"] == 0.7 and result["other_accuracy"] == 0.5
-    half = 1.96 * math.sqrt((4 / 10 - 0.2**2) / 10)
-    assert result["interval"] == pytest.approx([0.2 - half, 0.2 + half])
+
+    # Newcombe's hybrid score interval (1998, method 10) from the Wilson intervals of 7/10 and 5/10
+    def wilson(p, n=10, z=1.96):
+        center, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        return center - half / (1 + z * z / n), center + half / (1 + z * z / n)
+
+    (l1, u1), (l2, u2), phi = wilson(0.7), wilson(0.5), (4 * 2 - 3 * 1) / math.sqrt(7 * 3 * 5 * 5)
+    low = 0.2 - math.sqrt((0.7 - l1) ** 2 - 2 * phi * (0.7 - l1) * (u2 - 0.5) + (u2 - 0.5) ** 2)
+    high = 0.2 + math.sqrt((u1 - 0.7) ** 2 - 2 * phi * (u1 - 0.7) * (0.5 - l2) + (0.5 - l2) ** 2)
+    assert result["interval"] == pytest.approx([low, high]) and low == pytest.approx(-0.1556, abs=1e-4)
     assert result["p_value"] == pytest.approx(2 * (1 + 4) / 2**4)  # exact McNemar: 2 P(X <= 1), X ~ Bin(4, 1/2)
 
 
@@ -42,14 +52,25 @@ def test_compare_groups_pairs_seeds_pools_them_and_pairs_a_single_report_with_ev
     others = [report("b0", [True, False, False, False]), report("b1", [False, False, False, True])]
     result = compare_groups(seeds, others, "autoattack")
     assert [r["difference"] for r in result["per_seed"]] == [0.5, 0.25]
-    assert result["pooled"]["n"] == 8 and result["pooled"]["difference"] == pytest.approx(3 / 8)
+    # pooled over the 4 images both seeds evaluated: each image's difference averaged over the seeds
+    pooled = result["pooled"]
+    assert (pooled["n"], pooled["n_seeds"]) == (4, 2) and pooled["difference"] == pytest.approx(3 / 8)
+    per_image = [((1 - 1) + (1 - 0)) / 2, ((1 - 0) + (0 - 0)) / 2, 0.0, ((1 - 0) + (1 - 1)) / 2]
+    half = 3.182446305284263 * statistics.stdev(per_image) / 2  # t(0.975, df 3) * sd / sqrt(4)
+    assert pooled["interval"] == pytest.approx([3 / 8 - half, 3 / 8 + half])
+    half = 12.706204736174707 * statistics.stdev([0.5, 0.25]) / math.sqrt(2)  # t(0.975, df 1): between seeds
+    assert pooled["between_seeds"] == pytest.approx([0.375 - half, 0.375 + half])
     single = compare_groups(seeds, [report("teacher", [True, True, True, False])], "autoattack")
-    assert [r["other_accuracy"] for r in single["per_seed"]] == [0.75, 0.75] and single["pooled"]["n"] == 8
+    assert [r["other_accuracy"] for r in single["per_seed"]] == [0.75, 0.75] and single["pooled"]["n"] == 4
     shifted = compare_groups([report("a", [True, False], [5, 6])], [report("b", [False, False, True], [6, 7, 8])],
                              "autoattack")  # fmt: skip
     assert shifted["pooled"]["n"] == 1  # only index 6 is common
     with pytest.raises(ValueError, match="Cannot pair"):
         compare_groups(seeds, [*others, others[0]], "autoattack")
+    with pytest.raises(ValueError, match=r"same model more than once \(a0\)"):  # one seed counted twice
+        compare_groups([seeds[0], seeds[0]], others, "autoattack")
+    with pytest.raises(ValueError, match="empty group"):
+        compare_groups([], others, "autoattack")
     with pytest.raises(ValueError, match="no per-example"):
         compare_groups([RobustnessReport(1.0, {}, 1, 8 / 255, "Linf", {}, {}, 0)], others[:1], "autoattack")
 
@@ -110,11 +131,22 @@ def test_format_paired_by_hand():
     pooled = paired_difference([True, True, False, True], [False, True, False, False])
     assert pooled["difference"] == 0.5
     text = format_paired({"pooled": pooled})
-    half = 100 * (pooled["interval"][1] - 0.5)
-    assert text == f"+50.0 [{50 - half:+.1f}, {50 + half:+.1f}], p = 0.5 (n = 4)"
+    low, high = (100 * value for value in pooled["interval"])
+    assert text == f"+50.0 [{low:+.1f}, {high:+.1f}], p = 0.5 (n = 4)" and low < 0 < 50 < high < 100
     assert (
-        format_paired({"missing_per_example_records": ["x", "y"]}) == "waiting for the per-example records of 2 models"
+        format_paired({"missing_per_example_records": ["x", "y"]})
+        == "waiting for the per-example records of 2 models: x, y"
     )
+    partial = format_paired({"pooled": pooled, "missing_per_example_records": ["z"]})
+    assert partial.endswith("(n = 4; without z: no per-example records yet)")
+
+
+def test_a_comparison_of_unknown_or_empty_groups_is_refused():
+    from benchmarks.seed_statistics import claim_summary
+
+    for groups in ({"a": ["x"]}, {"a": ["x"], "b": []}):
+        with pytest.raises(ValueError, match="names groups without models"):
+            claim_summary([], groups, {"a - b": ("a", "b")}, lambda name, attack: None)
 
 
 def test_no_measured_criterion_is_not_called_met_and_bad_values_are_refused():
@@ -124,7 +156,6 @@ def test_no_measured_criterion_is_not_called_met_and_bad_values_are_refused():
     for values in ([], [None], [float("nan"), 0.5]):
         with pytest.raises(ValueError, match="finite accuracies"):
             mean_std(values)
-    assert format_paired({"missing_per_example_records": []}) == "groups of sizes that do not pair"
 
 
 def test_a_zero_denominator_measures_nothing():
@@ -152,6 +183,7 @@ def test_a_study_question_is_answered_from_its_paired_comparisons_and_only_the_c
             clean_accuracy=1.0, robust_accuracy={k: sum(v) / len(v) for k, v in records.items()},
             n_examples=len(pgd), eps=8 / 255, norm="Linf", attacks={}, seconds={}, seed=0, model={"name": name},
             per_example={"index": list(range(len(pgd))), "clean": [True] * len(pgd), **records},
+            dataset={"name": "toy", "split": "test"},
         )  # fmt: skip
 
     n = 400

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from scipy.stats import binomtest
 
 from ..files import atomic_write_text, locked
 
@@ -39,24 +40,65 @@ def significantly_higher(a: torch.Tensor, b: torch.Tensor, z: float = 1.96) -> t
 
 
 def mcnemar_exact_p(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar p-value: binomial test of min(only_a, only_b) in only_a + only_b trials at 1/2."""
-    n = only_a + only_b
-    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1))
-    return min(1.0, 2 * tail / 2**n)
+    """Two-sided exact McNemar p-value: binomial test of min(only_a, only_b) in only_a + only_b trials at 1/2
+    (`scipy.stats.binomtest`); 1.0 without discordant pairs.
+
+    Raises:
+        ValueError: a negative or non-integer count.
+    """
+    if not all(isinstance(count, int) and not isinstance(count, bool) and count >= 0 for count in (only_a, only_b)):
+        raise ValueError(f"McNemar needs two counts of discordant pairs >= 0, got {only_a!r} and {only_b!r}.")
+    if only_a + only_b == 0:
+        return 1.0
+    return float(binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue)
+
+
+def _check_z(z: float) -> None:
+    if not (isinstance(z, int | float) and math.isfinite(z) and z > 0):
+        raise ValueError(f"z must be a finite number > 0 (1.96 for a 95% interval), got {z!r}.")
+
+
+def newcombe_paired_interval(
+    both: int, only_first: int, only_second: int, neither: int, z: float = 1.96
+) -> list[float]:
+    """Interval for the difference of two paired proportions, first - second (95% for z = 1.96): Newcombe's hybrid
+    score interval (Newcombe, Statistics in Medicine 1998, method 10), built from the Wilson intervals of both
+    proportions and the phi correlation of the 2x2 table of pairs. Unlike the Wald interval it stays in [-1, 1] and
+    does not collapse to a point when few or no pairs are discordant."""
+    _check_z(z)
+    n = both + only_first + only_second + neither
+    p1, p2 = (both + only_first) / n, (both + only_second) / n
+    (l1, u1), (l2, u2) = wilson_interval(both + only_first, n, z), wilson_interval(both + only_second, n, z)
+    margins = (both + only_first) * (only_second + neither) * (both + only_second) * (only_first + neither)
+    phi = (both * neither - only_first * only_second) / math.sqrt(margins) if margins else 0.0
+    below = math.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
+    above = math.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
+    return [max(-1.0, p1 - p2 - below), min(1.0, p1 - p2 + above)]
 
 
 def paired_difference(first: Sequence[bool], second: Sequence[bool], z: float = 1.96) -> dict[str, Any]:
-    """Accuracy of `first` minus `second` on paired correctness flags: `difference`, its `interval` (normal
-    approximation for paired proportions: d +- z sqrt((b + c) / n - d^2) / sqrt(n), b and c the discordant counts;
-    95% for z = 1.96), the exact McNemar two-sided `p_value`, `n`, both accuracies and the discordant counts."""
+    """Accuracy of `first` minus `second` on paired correctness flags (one per example, the same examples in the
+    same order): `difference`, its `interval` (`newcombe_paired_interval`; 95% for z = 1.96), the exact McNemar
+    two-sided `p_value`, `n`, both accuracies and the discordant counts. Fractions, not percent.
+
+    Raises:
+        ValueError: no pairs, lists of different lengths, a flag that is not a bool, or z not finite and > 0.
+    """
+    _check_z(z)
+    if not first or len(first) != len(second):
+        raise ValueError(f"A paired difference needs two equally long, non-empty lists of flags ({len(first)} and "
+                         f"{len(second)} given).")  # fmt: skip
+    bad = next((flag for flag in (*first, *second) if not isinstance(flag, bool)), None)
+    if bad is not None:
+        raise ValueError(f"Correctness flags must be True or False, got {bad!r}.")
     n = len(first)
-    only_first = sum(bool(a) and not b for a, b in zip(first, second, strict=True))
-    only_second = sum(bool(b) and not a for a, b in zip(first, second, strict=True))
+    only_first = sum(a and not b for a, b in zip(first, second))
+    only_second = sum(b and not a for a, b in zip(first, second))
+    both = sum(a and b for a, b in zip(first, second))
     difference = (only_first - only_second) / n
-    half = z * math.sqrt(max((only_first + only_second) / n - difference**2, 0.0) / n)
     return {
-        "n": n, "accuracy": sum(map(bool, first)) / n, "other_accuracy": sum(map(bool, second)) / n,
-        "difference": difference, "interval": [difference - half, difference + half],
+        "n": n, "accuracy": sum(first) / n, "other_accuracy": sum(second) / n, "difference": difference,
+        "interval": newcombe_paired_interval(both, only_first, only_second, n - both - only_first - only_second, z),
         "only_this_correct": only_first, "only_other_correct": only_second,
         "p_value": mcnemar_exact_p(only_first, only_second),
     }  # fmt: skip
@@ -185,27 +227,58 @@ class RobustnessReport:
         index, in index order).
 
         Raises:
-            ValueError: a report has no per-example records, the attack is missing, or no example is shared.
+            ValueError: a report has no per-example records or none of `attack`, its records are malformed or
+                disagree with its reported accuracy (`records`), the reports are not comparable
+                (`check_comparable`), or no example is shared.
         """
-        for name, report in (("this report", self), ("the other report", other)):
-            if report.per_example is None:
-                raise ValueError(
-                    f"{name} ({report.model.get('name')}) has no per-example records (written before they existed); "
-                    "re-evaluate it."
-                )
-            if attack not in report.per_example:
-                raise ValueError(f"{name} has no {attack!r} records; it has {list(report.per_example)}.")
+        mine = dict(zip(*self.records(attack, "this report")))
+        theirs = dict(zip(*other.records(attack, "the other report")))
         self.check_comparable(other, attack)
-        mine = dict(zip(self.per_example["index"], self.per_example[attack]))
-        theirs = dict(zip(other.per_example["index"], other.per_example[attack]))
         common = sorted(mine.keys() & theirs.keys())
         if not common:
             raise ValueError("The two reports share no evaluated example (compare reports on the same split).")
-        return [bool(mine[i]) for i in common], [bool(theirs[i]) for i in common]
+        return [mine[i] for i in common], [theirs[i] for i in common]
+
+    def records(self, attack: str, name: str = "the report") -> tuple[list[int], list[bool]]:
+        """The split indices and correctness flags of `attack` ("clean", an attack name or "all"), checked: one
+        distinct integer index per evaluated example (`n_examples`), one bool flag per index, and flags whose mean is
+        the reported accuracy (records that contradict the report are no evidence of anything).
+
+        Raises:
+            ValueError: naming the report (`name` and its model) and what is wrong.
+        """
+        label = f"{name} ({self.model.get('name')})"
+        records = self.per_example
+        if records is None:
+            raise ValueError(f"{label} has no per-example records (written before they existed); re-evaluate it.")
+        if not isinstance(records, dict) or not isinstance(records.get("index"), list):
+            raise ValueError(f"{label}: per_example must be a dict with an 'index' list; got {type(records).__name__}"
+                             f"{' without index' if isinstance(records, dict) else ''}.")  # fmt: skip
+        if attack not in records:
+            raise ValueError(f"{label} has no {attack!r} records; it has {list(records)}.")
+        index, flags = records["index"], records[attack]
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in index) or len(set(index)) != len(index):
+            raise ValueError(f"{label}: per_example['index'] must hold distinct integer split indices.")
+        if not isinstance(flags, list) or len(flags) != len(index) or len(index) != self.n_examples:
+            raise ValueError(
+                f"{label}: {len(index)} indices and {len(flags) if isinstance(flags, list) else 'no list of'} "
+                f"{attack!r} flags for n_examples = {self.n_examples}; they must be equal."
+            )
+        if not all(isinstance(flag, bool) for flag in flags):
+            bad = next(flag for flag in flags if not isinstance(flag, bool))
+            raise ValueError(f"{label}: {attack!r} flags must be true or false, got {bad!r}.")
+        reported = self.clean_accuracy if attack == "clean" else self.robust_accuracy.get(attack)
+        if reported is None or abs(sum(flags) / len(flags) - reported) > 0.5 / len(flags):
+            raise ValueError(
+                f"{label}: its {attack!r} flags give accuracy {sum(flags) / len(flags):.4f}, but it reports "
+                f"{reported}; the records do not belong to this report."
+            )
+        return index, flags
 
     def check_comparable(self, other: RobustnessReport, attack: str = "all") -> None:
-        """Refuse to pair reports that measured different things: another dataset (its recorded identity, or name),
-        split, norm or eps, or, for the per-example worst case "all", another set of attacks.
+        """Refuse to pair reports that measured different things: another or an unrecorded dataset (its recorded
+        identity or name, and revision), split, norm or eps, another attack (its settings, apart from the random
+        seed), or, for the per-example worst case "all", another set of attacks.
 
         Raises:
             ValueError: naming what differs.
@@ -215,9 +288,14 @@ class RobustnessReport:
             identity = report.dataset.get("identity") or {}
             return identity.get("type") or report.dataset.get("name"), identity.get("revision")
 
+        def settings(report: RobustnessReport, name: str) -> dict[str, Any]:
+            return {key: value for key, value in (report.attacks.get(name) or {}).items() if key != "seed"}
+
         differences = []
         (mine, my_revision), (theirs, their_revision) = dataset_of(self), dataset_of(other)
-        if mine != theirs or (my_revision and their_revision and my_revision != their_revision):
+        if mine is None or theirs is None:
+            differences.append("a report records no dataset, so its examples cannot be matched")
+        elif mine != theirs or my_revision != their_revision:
             differences.append(f"dataset {mine}@{my_revision} vs {theirs}@{their_revision}")
         if self.dataset.get("split") != other.dataset.get("split"):
             differences.append(f"split {self.dataset.get('split')!r} vs {other.dataset.get('split')!r}")
@@ -228,6 +306,10 @@ class RobustnessReport:
                 f"the worst case 'all' over other attacks ({sorted(self.attacks)} vs {sorted(other.attacks)}): "
                 "compare one named attack"
             )
+        for name in sorted(self.attacks) if attack == "all" else [attack]:
+            if settings(self, name) != settings(other, name):
+                differences.append(f"{name!r} run with other settings ({settings(self, name)} vs "
+                                   f"{settings(other, name)})")  # fmt: skip
         if differences:
             raise ValueError("These reports are not paired measurements: " + "; ".join(differences) + ".")
 
@@ -243,7 +325,19 @@ class RobustnessReport:
 
     @classmethod
     def load(cls, path: str | Path) -> RobustnessReport:
-        return cls.from_json(Path(path).read_text())
+        """The report saved at `path` (`save`).
+
+        Raises:
+            ValueError: the file holds a list of reports (a model folder's robustness.json: read it with
+                `mixacm_hf.hub.load_reports`) or no report.
+        """
+        data = json.loads(Path(path).read_text())
+        if isinstance(data, list):
+            raise ValueError(f"{path} holds {len(data)} reports (a model folder's robustness.json); read them with "
+                             "mixacm_hf.hub.load_reports(folder) and pick one.")  # fmt: skip
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} holds no robustness report (a JSON object), but a {type(data).__name__}.")
+        return cls.from_dict(data)
 
     def summary(self) -> str:
         """Human-readable lines: accuracies with intervals, timings and failed checks."""

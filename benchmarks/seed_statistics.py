@@ -12,23 +12,20 @@ models is compared exactly: Newcombe's interval and the exact McNemar p (`mixacm
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from scipy import stats
 
-from benchmarks.studies import mean_seconds_alone
+from benchmarks.studies import check_accuracies, mean_seconds_alone
 from mixacm_hf.robustness import RobustnessReport
 from mixacm_hf.robustness.report import paired_difference
 
 
 def mean_std(values: Sequence[float]) -> dict[str, Any]:
     """{"mean", "std" (sample standard deviation, None for one value), "n", "values"} of accuracies in [0, 1]."""
-    if not values or not all(isinstance(value, (int, float)) and math.isfinite(value) for value in values):
-        raise ValueError(f"mean_std needs one or more finite accuracies, got {list(values)}.")
-    values = [float(value) for value in values]
+    values = check_accuracies(values)
     std = statistics.stdev(values) if len(values) > 1 else None
     return {"mean": statistics.fmean(values), "std": std, "n": len(values), "values": values}
 

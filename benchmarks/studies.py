@@ -11,6 +11,7 @@ first `n_autoattack` (Linf eps = 8/255).
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,11 +20,33 @@ Study = dict[str, list[list[str]]]  # label -> points -> the names of the rows a
 PANELS = [("clean", "clean"), ("pgd20", "PGD-20"), ("autoattack", "AutoAttack")]
 
 
+def check_accuracies(values: Sequence[float]) -> list[float]:
+    """`values` as floats once each is a finite accuracy in [0, 1] (not a percentage, not a bool).
+
+    Raises:
+        ValueError: naming the values.
+    """
+    if not values or not all(
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+        for value in values
+    ):
+        raise ValueError(
+            f"Expected one or more finite accuracies in [0, 1] (fractions, not percent), got {list(values)}."
+        )
+    return [float(value) for value in values]
+
+
 def average(rows: Sequence[dict], column: str) -> tuple[float, float | None] | None:
     """(mean, sample std or None for one value) of `column` over the rows that measured it, in percent; None when
-    none did."""
+    none did.
+
+    Raises:
+        ValueError: a measured value is no accuracy in [0, 1] (`check_accuracies`).
+    """
     values = [row[column] for row in rows if row.get(column) is not None]
-    if not values:
+    if values:
+        values = check_accuracies(values)
+    else:
         return None  # percent of the fractions' mean, as `seed_statistics.format_mean_std` shows it (same rounding)
     return 100 * statistics.fmean(values), 100 * statistics.stdev(values) if len(values) > 1 else None
 

@@ -615,3 +615,11 @@ def test_methods_table_averages_seeds_and_times_only_the_runs_trained_alone(tmp_
         title="t", references=[("teacher", ["m0"])],
     )  # fmt: skip
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_model_a_summary_group_names_is_a_stage():
+    """A misspelt name in a group would read as 'waiting for records' forever instead of failing."""
+    stages = {stage.name for stage in reproduction.STAGES}
+    for groups in (reproduction.CLAIM_GROUPS, reproduction.STUDY_GROUPS):
+        for group, names in groups.items():
+            assert names and set(names) <= stages, (group, set(names) - stages)

@@ -153,9 +153,14 @@ def test_no_measured_criterion_is_not_called_met_and_bad_values_are_refused():
     criteria = [{"criterion": "x", "measured": None, "target": ">= 1", "met": None}]
     text = claim_markdown({"groups": {}, "comparisons": {}, "criteria": criteria}, 1000, 500)
     assert text.splitlines()[0] == "**No criterion of the claim is measured yet.**"
-    for values in ([], [None], [float("nan"), 0.5]):
+    from benchmarks.studies import average
+
+    for values in ([], [None], [float("nan"), 0.5], [69.6, 70.0], [True, False], ["0.5"]):
         with pytest.raises(ValueError, match="finite accuracies"):
             mean_std(values)
+        if values and None not in values:  # the studies' averages refuse the same values
+            with pytest.raises(ValueError, match="finite accuracies"):
+                average([{"pgd20": value} for value in values], "pgd20")
 
 
 def test_a_zero_denominator_measures_nothing():

@@ -104,6 +104,9 @@ def result_row(stage: Stage, command: str) -> dict | None:
         "summary_commit": None if code_commit else summary_commit(summary_path),
         "shared_machine": stage.shared_machine,  # its train_seconds are no cost measurement
         "command": command,
+        # the training command the run recorded: every flag, including those that are no method hyperparameter
+        # (gradient clipping, input pipeline, teacher compilation)
+        "train_command": summary.get("command"),
     }
 
 

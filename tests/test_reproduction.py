@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 ROW_KEYS = {
     "name", "role", "method", "arch", "params", "epochs", "train_seconds", "images_per_second", "clean", "fgsm",
     "pgd20", "autoattack", "n_eval", "n_eval_autoattack", "seed", "teacher", "train_fraction", "hyperparameters",
-    "code_commit", "summary_commit", "shared_machine", "command", "backward_passes_per_image",
+    "code_commit", "summary_commit", "shared_machine", "command", "train_command", "backward_passes_per_image",
 }  # fmt: skip
 RESULTS = REPO / "benchmarks" / "results" / "cifar10_cpu.json"
 CPU_CONFIG = REPO / "training" / "configs" / "cifar10_cpu_wrn16-2.yaml"
@@ -199,6 +199,8 @@ def test_committed_results_are_consistent_with_their_model_folders():
         summary = json.loads((folder / "train_summary.json").read_text())
         assert all(summary[key] == row[key] for key in ("params", "epochs", "method")), row["name"]
         assert row["seed"] == summary["hyperparameters"]["seed"], row["name"]  # the training run's seed
+        assert row["train_command"] == summary.get("command"), row["name"]  # None: the first run recorded none
+        assert row["train_command"] is None or f"--output_dir benchmarks/runs/{row['name']} " in row["train_command"]
         assert any(reproduction.model_folder(row["name"]).glob("*.safetensors")), row["name"]  # re-evaluable
         measured = [(r.clean_accuracy, r.robust_accuracy.get("pgd-20")) for r in load_reports(folder)]
         assert (row["clean"], row["pgd20"]) in measured

@@ -508,7 +508,15 @@ def report_of(name: str, attack: str) -> RobustnessReport | None:
 
 def write_results(dataset: str) -> list[dict]:
     """Rewrite the results table, summary, plot and READMEs' results blocks from every complete stage; returns the
-    rows."""
+    rows.
+
+    Raises:
+        ValueError: a summary group names a model that is no stage (a misspelt name would wait for records forever).
+    """
+    stages = {stage.name for stage in STAGES}
+    unknown = {name for groups in (CLAIM_GROUPS, STUDY_GROUPS) for names in groups.values() for name in names} - stages
+    if unknown:
+        raise ValueError(f"Summary groups name models that are no stage: {sorted(unknown)}.")
     rows = [reporting.result_row(stage, reproduce_command(stage, dataset)) for stage in STAGES]
     rows = [row for row in rows if row is not None]
     if not rows:

@@ -31,18 +31,23 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
 
 
 def _model_names(reports: Sequence[RobustnessReport], group: str) -> None:
+    """Refuse a group that holds one model twice: by name, or by identical per-example records (a copy under another
+    name or folder)."""
     names = [report.model.get("name") for report in reports]
     repeated = sorted({name for name in names if name is not None and names.count(name) > 1})
+    records = [report.per_example for report in reports]
+    repeated = sorted({*repeated, *(str(names[i]) for i in range(len(records)) if records[i] in records[:i])})
     if repeated:
         raise ValueError(f"The {group} group holds the same model more than once ({', '.join(repeated)}): give one "
                          "report per training seed.")  # fmt: skip
 
 
-def _t_interval(values: Sequence[float]) -> tuple[list[float], float]:
-    """The 95% t interval of the mean of `values` and the two-sided p of mean 0 (`scipy.stats.ttest_1samp`); a
-    constant sample has the interval [value, value] and p 1 (value 0) or 0."""
-    if len(set(values)) == 1:
-        return [values[0], values[0]], 1.0 if values[0] == 0 else 0.0
+def _t_interval(values: Sequence[float]) -> tuple[list[float] | None, float | None]:
+    """The 95% t interval of the mean of `values` and the two-sided p of mean 0 (`scipy.stats.ttest_1samp`); (None,
+    None), not estimable, for fewer than two values or a sample without spread (a zero-width interval would claim
+    certainty that a handful of identical values cannot give)."""
+    if len(values) < 2 or len(set(values)) == 1:
+        return None, None
     test = stats.ttest_1samp(values, 0.0)
     interval = test.confidence_interval(0.95)
     return [float(interval.low), float(interval.high)], float(test.pvalue)
@@ -73,9 +78,13 @@ def compare_groups(
     if len(pairs) == 1:
         return {"attack": attack, "per_seed": per_seed, "pooled": {**per_seed[0], "n_seeds": 1}}
     flags = [(dict(zip(*a.records(attack))), dict(zip(*b.records(attack)))) for a, b in pairs]
-    images = sorted(set.intersection(*(set(mine) & set(theirs) for mine, theirs in flags)))
-    if not images:
-        raise ValueError("The paired models share no test image over all seeds (compare reports on the same split).")
+    shared = [set(mine) & set(theirs) for mine, theirs in flags]
+    images = sorted(set.intersection(*shared))
+    if not images or any(len(common) != len(images) for common in shared):
+        raise ValueError(
+            f"The seeds' pairs were evaluated on different test images ({[len(common) for common in shared]} shared "
+            f"per seed, {len(images)} by all): evaluate every model on the same images to pool them."
+        )
     seeds = len(pairs)
     differences = [sum(mine[i] - theirs[i] for mine, theirs in flags) / seeds for i in images]
     interval, p_value = _t_interval(differences)
@@ -135,6 +144,11 @@ def claim_summary(
     per-example records, with the models still missing them. `report_of(row name, attack)` gives the report that
     measured it."""
     by_name = {row["name"]: row for row in rows}
+    if len(by_name) != len(rows):
+        names = [row["name"] for row in rows]
+        raise ValueError(
+            f"Result rows must have distinct names; repeated: {sorted({n for n in names if names.count(n) > 1})}."
+        )
     summary: dict[str, Any] = {"groups": {}, "comparisons": {}}
     for group, names in groups.items():
         present = [by_name[name] for name in names if name in by_name]
@@ -152,7 +166,10 @@ def claim_summary(
         if unknown:
             raise ValueError(f"Comparison {label!r} names groups without models: {unknown} (groups: {list(groups)}).")
         result: dict[str, Any] = {"groups": [first, second]}
-        for column in columns[0] if columns else ATTACK_OF:
+        chosen = columns[0] if columns else tuple(ATTACK_OF)
+        if isinstance(chosen, str) or not set(chosen) <= set(ATTACK_OF):
+            raise ValueError(f"Comparison {label!r}: columns must be a tuple of {list(ATTACK_OF)}, got {chosen!r}.")
+        for column in chosen:
             result[column] = _compare_available(groups[first], groups[second], ATTACK_OF[column], report_of)
         summary["comparisons"][label] = result
     return summary
@@ -230,21 +247,27 @@ def format_paired(result: dict[str, Any]) -> str:
     records when some pairs were left out, or which models lack them when none could be compared."""
     missing = result.get("missing_per_example_records") or []
     if "pooled" not in result:
+        if not missing:
+            raise ValueError(f"A comparison without a pooled result names no model missing records: {result}.")
         count = len(missing)
         return f"waiting for the per-example records of {count} model{'s' if count != 1 else ''}: {', '.join(missing)}"
     pooled = result["pooled"]
-    low, high = (100 * value for value in pooled["interval"])
-    p = pooled["p_value"]
-    p_text = "p < 1e-4" if p < 1e-4 else f"p = {p:.2g}"
+    if pooled["interval"] is None:
+        interval_text = "interval and p not estimable: every image's difference is the same"
+    else:
+        low, high = (100 * value for value in pooled["interval"])
+        p = pooled["p_value"]
+        interval_text = f"[{low:+.1f}, {high:+.1f}], " + ("p < 1e-4" if p < 1e-4 else f"p = {p:.2g}")
     seeds = pooled.get("n_seeds", 1)
     detail = f"n = {pooled['n']}" + (f" images x {seeds} seeds" if seeds > 1 else "")
     if seeds > 1:
         differences = " / ".join(f"{100 * seed['difference']:+.1f}" for seed in result["per_seed"])
-        between = " / ".join(f"{100 * value:+.1f}" for value in pooled["between_seeds"]).replace(" / ", ", ")
-        detail += f"; per seed {differences}, between seeds [{between}]"
+        between = pooled["between_seeds"]
+        between = f"[{100 * between[0]:+.1f}, {100 * between[1]:+.1f}]" if between else "not estimable"
+        detail += f"; per seed {differences}, between seeds {between}"
     if missing:
         detail += f"; without {', '.join(missing)}: no per-example records yet"
-    return f"{100 * pooled['difference']:+.1f} [{low:+.1f}, {high:+.1f}], {p_text} ({detail})"
+    return f"{100 * pooled['difference']:+.1f} {interval_text} ({detail})"
 
 
 def groups_markdown(summary: dict[str, Any]) -> list[str]:
@@ -281,9 +304,16 @@ def paired_verdict(result: dict[str, Any]) -> str | None:
     pooled = [result[column]["pooled"] for column in ATTACK_OF if "pooled" in result.get(column, {})]
     if not pooled:
         return None
-    if any(entry["interval"][1] < 0 and entry["p_value"] < 0.05 for entry in pooled):
+    for entry in pooled:
+        interval, p = entry.get("interval"), entry.get("p_value")
+        if interval is not None and not (
+            interval[0] <= entry["difference"] <= interval[1] and 0 <= p <= 1 and -1 <= interval[0] <= interval[1] <= 1
+        ):
+            raise ValueError(f"Not a paired comparison (difference inside its interval, p in [0, 1]): {entry}.")
+    significant = [entry for entry in pooled if entry.get("interval") is not None and entry["p_value"] < 0.05]
+    if any(entry["interval"][1] < 0 for entry in significant):
         return "below"
-    above = all(entry["interval"][0] > 0 and entry["p_value"] < 0.05 for entry in pooled)
+    above = len(significant) == len(pooled) and all(entry["interval"][0] > 0 for entry in significant)
     return "above" if above else "not distinguishable"
 
 
@@ -321,7 +351,8 @@ def claim_markdown(summary: dict[str, Any], n_eval: int, n_autoattack: int) -> s
         "",
         "Paired on the same test images, pooled over seeds (difference in points; its 95% interval and p from a paired "
         "t-test over the images, each image's difference averaged over the seeds; the per-seed differences and the "
-        "t interval of their mean, which holds the variation between training seeds):",
+        "t interval of their mean, which holds the variation between the first group's training seeds, not that of a "
+        "single-run baseline; with one pair of models, Newcombe's interval and the exact McNemar p):",
         "",
         *comparisons_markdown(summary),
     ]

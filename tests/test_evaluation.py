@@ -414,17 +414,19 @@ def _altered(report: RobustnessReport, **changes) -> RobustnessReport:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"per_example__pgd-5": [True] * 32}, r"32 'pgd-5' flags for n_examples = 64"),  # flags shorter than index
+        ({"per_example__pgd-5": [False] * 32}, r"32 'pgd-5' flags for n_examples = 64"),  # flags shorter than index
         ({"per_example__index": [0] * 64}, "distinct integer split indices"),
         ({"per_example__index": [str(i) for i in range(64)]}, "distinct integer split indices"),
         ({"per_example__pgd-5": [None] * 64}, "flags must be true or false, got None"),
-        ({"per_example__pgd-5": [1] * 64}, "flags must be true or false, got 1"),
+        ({"per_example__pgd-5": [0] * 64}, "flags must be true or false, got 0"),
         ({"per_example__pgd-5": [float("nan")] * 64}, "flags must be true or false, got nan"),
-        ({"per_example__pgd-5": [False] * 64}, "flags give accuracy 0.0000, but it reports 1.0"),  # not its records
+        ({"per_example__pgd-5": [True] * 64}, "flags give accuracy 1.0000, but it reports 0.0"),  # not its records
         ({"per_example": [1, 2]}, "per_example must be a dict with an 'index' list"),
         ({"per_example": {"pgd-5": [True] * 64}}, "per_example must be a dict with an 'index' list"),
         ({"attacks__pgd-5__steps": 50}, "'pgd-5' run with other settings"),
+        ({"attacks": {"clean": {"type": "clean"}}}, "records no settings of 'pgd-5'"),
         ({"dataset": {}}, "records no dataset"),
+        ({"dataset__split": None}, "records no split"),
         ({"dataset__identity__revision": "another"}, "dataset"),
     ],
 )
@@ -432,10 +434,14 @@ def test_compare_refuses_records_that_are_malformed_or_not_paired(changes, messa
     """A comparison is a number people act on: records that contradict their report, or reports that measured other
     things, are refused with what is wrong, never turned into a plausible difference."""
     x, y = brightness_problem()
-    report = evaluate_robustness(BrightnessModel(0.0), (x, y), ["clean", "pgd-5"], **QUIET)
-    assert report.compare(_altered(report), "pgd-5")["difference"] == 0  # the unaltered copy pairs
+    robust = evaluate_robustness(BrightnessModel(0.0), (x, y), ["clean", "pgd-5"], **QUIET)
+    spiky = evaluate_robustness(BrightnessModel(100.0), (x, y), ["clean", "pgd-5"], **QUIET)
+    assert robust.compare(_altered(spiky), "pgd-5")["difference"] == 1.0  # the unaltered reports pair
     with pytest.raises(ValueError, match=re.escape(message) if "(" not in message else message):
-        report.compare(_altered(report, **changes), "pgd-5")
+        robust.compare(_altered(spiky, **changes), "pgd-5")
+    for copy_of_itself in (robust, _altered(robust, model__name="renamed")):  # a report against itself or a copy
+        with pytest.raises(ValueError, match="same per-example records"):
+            robust.compare(copy_of_itself, "pgd-5")
 
 
 def test_paired_statistics_refuse_bad_arguments_and_stay_in_range(tmp_path):
@@ -445,15 +451,22 @@ def test_paired_statistics_refuse_bad_arguments_and_stay_in_range(tmp_path):
         paired_difference([], [])
     with pytest.raises(ValueError, match="True or False"):
         paired_difference([1, 0], [True, False])
-    for z in (-1.96, float("nan"), 0):
+    for z in (-1.96, float("nan"), 0, 0.95, True):  # 0.95: a confidence level passed as z
         with pytest.raises(ValueError, match="z must be"):
             paired_difference([True], [False], z=z)
     with pytest.raises(ValueError, match=">= 0"):
         mcnemar_exact_p(-1, 3)
     assert mcnemar_exact_p(15000, 15000) == 1.0 and mcnemar_exact_p(20000, 10000) < 1e-300  # fast at 30k pairs
+    # a published example (Bentur et al. 2009, 1/1/7/12 pairs; Fagerland et al.'s contingencytables, Newcombe's
+    # square-and-add interval): [-0.507, -0.026]
+    assert newcombe_paired_interval(1, 1, 7, 12) == pytest.approx([-0.5069, -0.0256], abs=1e-4)
     # no discordant pair: a narrow interval around 0, not the point [0, 0]; all discordant one way: within [-1, 1]
-    low, high = newcombe_paired_interval(300, 0, 0, 700)
-    assert low < 0 < high < 0.01
+    for counts in ((300, 0, 0, 700), (50, 0, 0, 50)):
+        low, high = newcombe_paired_interval(*counts)
+        assert low < 0 < high < 0.03 and low == pytest.approx(-high)
+    for counts in ((0.3, 0.1, 0.05, 0.55), (-1, 2, 3, 4), (0, 0, 0, 0), (True, 1, 1, 1)):
+        with pytest.raises(ValueError, match="four counts of pairs"):
+            newcombe_paired_interval(*counts)
     assert paired_difference([True] * 3, [False] * 3)["interval"][1] <= 1.0
     # a model folder's robustness.json holds a list of reports: RobustnessReport.load says how to read it
     (tmp_path / "robustness.json").write_text("[{}, {}]")

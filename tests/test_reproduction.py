@@ -625,3 +625,9 @@ def test_every_model_a_summary_group_names_is_a_stage():
     for groups in (reproduction.CLAIM_GROUPS, reproduction.STUDY_GROUPS):
         for group, names in groups.items():
             assert names and set(names) <= stages, (group, set(names) - stages)
+
+
+def test_writing_results_refuses_a_group_naming_no_stage(monkeypatch):
+    monkeypatch.setitem(reproduction.CLAIM_GROUPS, "kd", ["wrn16-2-kd-t20-inmem-sed1"])
+    with pytest.raises(ValueError, match=r"no stage: \['wrn16-2-kd-t20-inmem-sed1'\]"):
+        reproduction.write_results(reproduction.DEFAULT_DATASET)

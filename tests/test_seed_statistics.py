@@ -9,12 +9,14 @@ from benchmarks.seed_statistics import claim_criteria, claim_markdown, compare_g
 from mixacm_hf.robustness import RobustnessReport
 from mixacm_hf.robustness.report import paired_difference
 
+ATTACKS = {"clean": {"type": "clean"}, "pgd-20": {"type": "pgd", "steps": 20}, "autoattack": {"type": "autoattack"}}
+
 
 def report(name: str, flags: list[bool], indices: list[int] | None = None) -> RobustnessReport:
     indices = list(range(len(flags))) if indices is None else indices
     return RobustnessReport(
         clean_accuracy=1.0, robust_accuracy={"autoattack": sum(flags) / len(flags)}, n_examples=len(flags),
-        eps=8 / 255, norm="Linf", attacks={}, seconds={}, seed=0, model={"name": name},
+        eps=8 / 255, norm="Linf", attacks=ATTACKS, seconds={}, seed=0, model={"name": name},
         dataset={"name": "toy", "split": "test"},
         per_example={"index": indices, "clean": [True] * len(flags), "autoattack": flags},
     )  # fmt: skip
@@ -35,15 +37,15 @@ def test_paired_difference_by_hand():
     result = paired_difference(first, second)
     assert result["difference"] == pytest.approx(0.2) and result["accuracy"] == 0.7 and result["other_accuracy"] == 0.5
 
-    # Newcombe's hybrid score interval (1998, method 10) from the Wilson intervals of 7/10 and 5/10
+    # Newcombe's hybrid score interval (1998, method 10) from the Wilson intervals of 7/10 and 5/10: here
+    # AD - BC = 4 * 2 - 3 * 1 = 5 = N / 2, so the shrunk phi is 0 and the half-widths are root sums of squares
     def wilson(p, n=10, z=1.96):
         center, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
         return center - half / (1 + z * z / n), center + half / (1 + z * z / n)
 
-    (l1, u1), (l2, u2), phi = wilson(0.7), wilson(0.5), (4 * 2 - 3 * 1) / math.sqrt(7 * 3 * 5 * 5)
-    low = 0.2 - math.sqrt((0.7 - l1) ** 2 - 2 * phi * (0.7 - l1) * (u2 - 0.5) + (u2 - 0.5) ** 2)
-    high = 0.2 + math.sqrt((u1 - 0.7) ** 2 - 2 * phi * (u1 - 0.7) * (0.5 - l2) + (0.5 - l2) ** 2)
-    assert result["interval"] == pytest.approx([low, high]) and low == pytest.approx(-0.1556, abs=1e-4)
+    (l1, u1), (l2, u2) = wilson(0.7), wilson(0.5)
+    low, high = 0.2 - math.hypot(0.7 - l1, u2 - 0.5), 0.2 + math.hypot(u1 - 0.7, 0.5 - l2)
+    assert result["interval"] == pytest.approx([low, high])
     assert result["p_value"] == pytest.approx(2 * (1 + 4) / 2**4)  # exact McNemar: 2 P(X <= 1), X ~ Bin(4, 1/2)
 
 
@@ -186,7 +188,7 @@ def test_a_study_question_is_answered_from_its_paired_comparisons_and_only_the_c
         records = {"pgd-20": pgd, **({"autoattack": autoattack} if autoattack else {})}
         return RobustnessReport(
             clean_accuracy=1.0, robust_accuracy={k: sum(v) / len(v) for k, v in records.items()},
-            n_examples=len(pgd), eps=8 / 255, norm="Linf", attacks={}, seconds={}, seed=0, model={"name": name},
+            n_examples=len(pgd), eps=8 / 255, norm="Linf", attacks=ATTACKS, seconds={}, seed=0, model={"name": name},
             per_example={"index": list(range(len(pgd))), "clean": [True] * len(pgd), **records},
             dataset={"name": "toy", "split": "test"},
         )  # fmt: skip
@@ -225,3 +227,33 @@ def test_a_study_question_is_answered_from_its_paired_comparisons_and_only_the_c
     )
     assert "| strong - weak | +25.0 [" in text
     assert next(line for line in text.splitlines() if line.startswith("| strong - weak |")).endswith("| not compared |")
+
+
+def test_pooling_refuses_copies_other_images_and_claims_no_certainty_it_lacks():
+    from benchmarks.seed_statistics import claim_summary, paired_verdict
+
+    a0 = report("a0", [True, True, False, True])
+    b0, b1 = report("b0", [True, False, False, False]), report("b1", [False, False, False, True])
+    copy = report("a0-copy", [True, True, False, True])  # the same model under another name or folder
+    with pytest.raises(ValueError, match="same model more than once"):
+        compare_groups([a0, copy], [b0, b1], "autoattack")
+    with pytest.raises(ValueError, match="evaluated on different test images"):  # seed 1 saw images 2-5 only
+        compare_groups([a0, report("a1", [True, False, False, True], [2, 3, 4, 5])], [b0, b1], "autoattack")
+    # each seed right on one of 2 images against a model right on none: every image's difference (and every seed's)
+    # is 0.5, no spread, so no interval or p, and no verdict, rather than a certain +50
+    seeds = [report("r0", [True, False]), report("r1", [False, True])]
+    pooled = compare_groups(seeds, [report("w", [False, False])], "autoattack")["pooled"]
+    assert (pooled["interval"], pooled["p_value"], pooled["between_seeds"]) == (None, None, None)
+    assert paired_verdict({"autoattack": {"pooled": pooled}}) == "not distinguishable"
+    assert "not estimable" in format_paired({"pooled": pooled, "per_seed": [], "missing_per_example_records": []})
+    for bad in ({"difference": 0.1, "interval": [-0.3, -0.1], "p_value": 0.01},  # difference outside its interval
+                {"difference": -5.5, "interval": [-8.0, -3.0], "p_value": 0.01},  # percent, not fractions
+                {"difference": 0.1, "interval": [0.2, 0.05], "p_value": 0.01},
+                {"difference": 0.1, "interval": [0.05, 0.2], "p_value": -3}):  # fmt: skip
+        with pytest.raises(ValueError, match="Not a paired comparison"):
+            paired_verdict({"pgd20": {"pooled": bad}})
+    rows = [{"name": "a", "clean": 0.9, "fgsm": 0.5, "pgd20": 0.4, "autoattack": None}]
+    with pytest.raises(ValueError, match="distinct names"):
+        claim_summary(rows * 2, {"a": ["a"]}, {}, lambda name, attack: None)
+    with pytest.raises(ValueError, match="columns must be a tuple"):
+        claim_summary(rows, {"a": ["a"], "b": ["a"]}, {"a - b": ("a", "b", "pgd20")}, lambda name, attack: None)

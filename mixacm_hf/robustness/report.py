@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -54,23 +55,39 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
 
 
 def _check_z(z: float) -> None:
-    if not (isinstance(z, int | float) and math.isfinite(z) and z > 0):
-        raise ValueError(f"z must be a finite number > 0 (1.96 for a 95% interval), got {z!r}.")
+    if isinstance(z, bool) or not isinstance(z, numbers.Real) or not math.isfinite(z) or z < 1:
+        raise ValueError(
+            f"z must be a finite normal quantile >= 1 (1.96 for a 95% interval; not a confidence level), got {z!r}."
+        )
 
 
 def newcombe_paired_interval(
     both: int, only_first: int, only_second: int, neither: int, z: float = 1.96
 ) -> list[float]:
     """Interval for the difference of two paired proportions, first - second (95% for z = 1.96): Newcombe's hybrid
-    score interval (Newcombe, Statistics in Medicine 1998, method 10), built from the Wilson intervals of both
-    proportions and the phi correlation of the 2x2 table of pairs. Unlike the Wald interval it stays in [-1, 1] and
-    does not collapse to a point when few or no pairs are discordant."""
+    score interval (Newcombe, Statistics in Medicine 1998, method 10, as in Altman et al., Statistics with Confidence,
+    and Fagerland et al.'s `contingencytables`), built from the Wilson intervals of both proportions and the phi
+    correlation of the 2x2 table of pairs, shrunk by N/2 when positive. It stays in [-1, 1] and does not collapse to a
+    point when no pair is discordant. Counts of pairs: both correct, only the first, only the second, neither.
+
+    Raises:
+        ValueError: a count that is no integer >= 0, no pair at all, or z as `paired_difference`.
+    """
     _check_z(z)
+    counts = (both, only_first, only_second, neither)
+    if not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and c >= 0 for c in counts) or not any(
+        counts
+    ):
+        raise ValueError(f"Newcombe's interval needs four counts of pairs (integers >= 0, not all 0), got {counts}.")
     n = both + only_first + only_second + neither
     p1, p2 = (both + only_first) / n, (both + only_second) / n
     (l1, u1), (l2, u2) = wilson_interval(both + only_first, n, z), wilson_interval(both + only_second, n, z)
     margins = (both + only_first) * (only_second + neither) * (both + only_second) * (only_first + neither)
-    phi = (both * neither - only_first * only_second) / math.sqrt(margins) if margins else 0.0
+    cross = both * neither - only_first * only_second
+    if not margins or 0 <= cross <= n / 2:
+        phi = 0.0
+    else:
+        phi = (cross - n / 2 if cross > 0 else cross) / math.sqrt(margins)
     below = math.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
     above = math.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
     return [max(-1.0, p1 - p2 - below), min(1.0, p1 - p2 + above)]
@@ -233,6 +250,11 @@ class RobustnessReport:
         """
         mine = dict(zip(*self.records(attack, "this report")))
         theirs = dict(zip(*other.records(attack, "the other report")))
+        if self is other or self.per_example == other.per_example:
+            raise ValueError(
+                f"Both reports hold the same per-example records ({self.model.get('name')} and "
+                f"{other.model.get('name')}): a report compared with itself or a copy measures nothing."
+            )
         self.check_comparable(other, attack)
         common = sorted(mine.keys() & theirs.keys())
         if not common:
@@ -257,7 +279,8 @@ class RobustnessReport:
         if attack not in records:
             raise ValueError(f"{label} has no {attack!r} records; it has {list(records)}.")
         index, flags = records["index"], records[attack]
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in index) or len(set(index)) != len(index):
+        integral = all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in index)
+        if not integral or len(set(index)) != len(index):
             raise ValueError(f"{label}: per_example['index'] must hold distinct integer split indices.")
         if not isinstance(flags, list) or len(flags) != len(index) or len(index) != self.n_examples:
             raise ValueError(
@@ -297,17 +320,23 @@ class RobustnessReport:
             differences.append("a report records no dataset, so its examples cannot be matched")
         elif mine != theirs or my_revision != their_revision:
             differences.append(f"dataset {mine}@{my_revision} vs {theirs}@{their_revision}")
-        if self.dataset.get("split") != other.dataset.get("split"):
+        if self.dataset.get("split") is None or other.dataset.get("split") is None:
+            differences.append("a report records no split")
+        elif self.dataset.get("split") != other.dataset.get("split"):
             differences.append(f"split {self.dataset.get('split')!r} vs {other.dataset.get('split')!r}")
         if self.norm != other.norm or not math.isclose(self.eps, other.eps, rel_tol=1e-6):
             differences.append(f"threat model {self.norm} eps={self.eps:.6g} vs {other.norm} eps={other.eps:.6g}")
-        if attack == "all" and set(self.attacks) != set(other.attacks):
+        if attack == "all" and not (self.attacks and other.attacks):
+            differences.append("a report records no attacks, so its worst case 'all' cannot be matched")
+        elif attack == "all" and set(self.attacks) != set(other.attacks):
             differences.append(
                 f"the worst case 'all' over other attacks ({sorted(self.attacks)} vs {sorted(other.attacks)}): "
                 "compare one named attack"
             )
         for name in sorted(self.attacks) if attack == "all" else [attack]:
-            if settings(self, name) != settings(other, name):
+            if name != "clean" and (name not in self.attacks or name not in other.attacks):
+                differences.append(f"a report records no settings of {name!r}, so the attacks cannot be matched")
+            elif settings(self, name) != settings(other, name):
                 differences.append(f"{name!r} run with other settings ({settings(self, name)} vs "
                                    f"{settings(other, name)})")  # fmt: skip
         if differences:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import datasets
+import numpy
 import pytest
 import torch
 from torch import nn
@@ -451,6 +452,9 @@ def test_paired_statistics_refuse_bad_arguments_and_stay_in_range(tmp_path):
         paired_difference([], [])
     with pytest.raises(ValueError, match="True or False"):
         paired_difference([1, 0], [True, False])
+    with pytest.raises(ValueError, match="True or False"):  # a tensor of 0/1 from another tool
+        paired_difference(torch.tensor([1, 0]), torch.tensor([1, 1]))
+    assert paired_difference(numpy.array([True, False]), numpy.array([False, False]))["difference"] == 0.5
     for z in (-1.96, float("nan"), 0, 0.95, True):  # 0.95: a confidence level passed as z
         with pytest.raises(ValueError, match="z must be"):
             paired_difference([True], [False], z=z)

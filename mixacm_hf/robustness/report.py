@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy
 import torch
 from scipy.stats import binomtest
 
@@ -102,12 +103,13 @@ def paired_difference(first: Sequence[bool], second: Sequence[bool], z: float = 
         ValueError: no pairs, lists of different lengths, a flag that is not a bool, or z not finite and > 0.
     """
     _check_z(z)
-    if not first or len(first) != len(second):
+    if len(first) == 0 or len(first) != len(second):
         raise ValueError(f"A paired difference needs two equally long, non-empty lists of flags ({len(first)} and "
                          f"{len(second)} given).")  # fmt: skip
-    bad = next((flag for flag in (*first, *second) if not isinstance(flag, bool)), None)
+    bad = next((flag for flag in (*first, *second) if not isinstance(flag, bool | numpy.bool_)), None)
     if bad is not None:
-        raise ValueError(f"Correctness flags must be True or False, got {bad!r}.")
+        raise ValueError(f"Correctness flags must be True or False (bool or numpy.bool_), got {bad!r}.")
+    first, second = [bool(flag) for flag in first], [bool(flag) for flag in second]
     n = len(first)
     only_first = sum(a and not b for a, b in zip(first, second))
     only_second = sum(b and not a for a, b in zip(first, second))

@@ -30,27 +30,33 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(values), "std": std, "n": len(values), "values": values}
 
 
-def _model_names(reports: Sequence[RobustnessReport], group: str) -> None:
-    """Refuse a group that holds one model twice: by name, or by identical per-example records (a copy under another
-    name or folder)."""
-    names = [report.model.get("name") for report in reports]
-    repeated = sorted({name for name in names if name is not None and names.count(name) > 1})
-    records = [report.per_example for report in reports]
-    repeated = sorted({*repeated, *(str(names[i]) for i in range(len(records)) if records[i] in records[:i])})
-    if repeated:
-        raise ValueError(f"The {group} group holds the same model more than once ({', '.join(repeated)}): give one "
-                         "report per training seed.")  # fmt: skip
+def _distinct_models(first: Sequence[RobustnessReport], second: Sequence[RobustnessReport]) -> None:
+    """Refuse a group that holds one model twice, or two groups that share a model (`RobustnessReport.same_model`,
+    or one name): pooled, either would read as seeds that were never trained."""
+    for group, reports in (("first", first), ("second", second if len(second) > 1 else [])):
+        for i, report in enumerate(reports):
+            for earlier in reports[:i]:
+                if report.model.get("name") == earlier.model.get("name") or report.same_model(earlier):
+                    raise ValueError(f"The {group} group holds the same model more than once "
+                                     f"({report.model.get('name')}): give one report per training seed.")  # fmt: skip
+    for report in first:
+        for other in second:
+            if report.same_model(other):
+                raise ValueError(f"Both groups hold the model {report.model.get('name')}: compare distinct models.")
 
 
 def _t_interval(values: Sequence[float]) -> tuple[list[float] | None, float | None]:
-    """The 95% t interval of the mean of `values` and the two-sided p of mean 0 (`scipy.stats.ttest_1samp`); (None,
-    None), not estimable, for fewer than two values or a sample without spread (a zero-width interval would claim
-    certainty that a handful of identical values cannot give)."""
-    if len(values) < 2 or len(set(values)) == 1:
+    """The 95% t interval of the mean of `values` (differences in [-1, 1], so clipped to it) and the two-sided p of
+    mean 0 (`scipy.stats.ttest_1samp`). A sample without spread has no interval (a zero-width one would claim a
+    certainty a few identical values cannot give); its p is the exact sign test's (2^(1-n) when every value has
+    the same sign, 1 when all are 0). Fewer than two values: (None, None)."""
+    if len(values) < 2:
         return None, None
+    if len(set(values)) == 1:
+        return None, 1.0 if values[0] == 0 else min(1.0, 2 * 0.5 ** len(values))
     test = stats.ttest_1samp(values, 0.0)
     interval = test.confidence_interval(0.95)
-    return [float(interval.low), float(interval.high)], float(test.pvalue)
+    return [max(-1.0, float(interval.low)), min(1.0, float(interval.high))], float(test.pvalue)
 
 
 def compare_groups(
@@ -71,8 +77,7 @@ def compare_groups(
         raise ValueError(f"Cannot compare an empty group ({len(first)} and {len(second)} reports given).")
     if len(second) not in (1, len(first)):
         raise ValueError(f"Cannot pair {len(first)} reports with {len(second)}: give one per seed or a single one.")
-    _model_names(first, "first")
-    _model_names(second if len(second) > 1 else [], "second")
+    _distinct_models(first, second)
     pairs = [(report, second[0] if len(second) == 1 else second[i]) for i, report in enumerate(first)]
     per_seed = [paired_difference(*a.paired_flags(b, attack)) for a, b in pairs]
     if len(pairs) == 1:
@@ -151,6 +156,8 @@ def claim_summary(
         )
     summary: dict[str, Any] = {"groups": {}, "comparisons": {}}
     for group, names in groups.items():
+        if len(set(names)) != len(names):
+            raise ValueError(f"Group {group!r} names a model more than once: {list(names)}.")
         present = [by_name[name] for name in names if name in by_name]
         summary["groups"][group] = {
             "models": [row["name"] for row in present],
@@ -241,6 +248,12 @@ def format_mean_std(entry: dict[str, Any] | None) -> str:
     return f"{100 * entry['mean']:.1f} +- {100 * entry['std']:.1f}"
 
 
+def _points(value: float) -> str:
+    """A difference in points with its sign, one decimal, two where one would round it to 0 (the verdict's
+    boundary)."""
+    return f"{100 * value:+.2f}" if abs(100 * value) < 0.05 else f"{100 * value:+.1f}"
+
+
 def format_paired(result: dict[str, Any]) -> str:
     """Points, e.g. "-6.2 [-8.0, -4.4], p < 1e-4 (n = 1000 images x 3 seeds; per seed -4.4 / -7.2 / -7.0, between
     seeds [-10.1, -2.3])", for a pooled comparison (`compare_groups`), naming the models still without per-example
@@ -253,11 +266,14 @@ def format_paired(result: dict[str, Any]) -> str:
         return f"waiting for the per-example records of {count} model{'s' if count != 1 else ''}: {', '.join(missing)}"
     pooled = result["pooled"]
     if pooled["interval"] is None:
-        interval_text = "interval and p not estimable: every image's difference is the same"
-    else:
-        low, high = (100 * value for value in pooled["interval"])
         p = pooled["p_value"]
-        interval_text = f"[{low:+.1f}, {high:+.1f}], " + ("p < 1e-4" if p < 1e-4 else f"p = {p:.2g}")
+        p_text = "p < 1e-4" if p is not None and p < 1e-4 else f"p = {p:.2g}" if p is not None else "no p"
+        interval_text = f"(no interval: every image's difference is the same; sign test {p_text})"
+    else:
+        low, high = (_points(value) for value in pooled["interval"])
+        p = pooled["p_value"]
+        p_text = "p < 1e-4" if p < 1e-4 else f"p = {p:.3g}" if 0.045 <= p <= 0.055 else f"p = {p:.2g}"
+        interval_text = f"[{low}, {high}], {p_text}"
     seeds = pooled.get("n_seeds", 1)
     detail = f"n = {pooled['n']}" + (f" images x {seeds} seeds" if seeds > 1 else "")
     if seeds > 1:
@@ -306,15 +322,20 @@ def paired_verdict(result: dict[str, Any]) -> str | None:
         return None
     for entry in pooled:
         interval, p = entry.get("interval"), entry.get("p_value")
-        if interval is not None and not (
-            interval[0] <= entry["difference"] <= interval[1] and 0 <= p <= 1 and -1 <= interval[0] <= interval[1] <= 1
-        ):
+        valid_p = isinstance(p, int | float) and 0 <= p <= 1
+        valid_interval = interval is None or (
+            -1 <= interval[0] <= entry["difference"] <= interval[1] <= 1
+        )  # fmt: skip
+        if not (valid_p and valid_interval and -1 <= entry["difference"] <= 1):
             raise ValueError(f"Not a paired comparison (difference inside its interval, p in [0, 1]): {entry}.")
-    significant = [entry for entry in pooled if entry.get("interval") is not None and entry["p_value"] < 0.05]
-    if any(entry["interval"][1] < 0 for entry in significant):
+
+    def significant(entry: dict[str, Any], sign: int) -> bool:  # without an interval (no spread), by p and sign
+        side = entry["interval"][1 if sign < 0 else 0] if entry["interval"] is not None else entry["difference"]
+        return entry["p_value"] < 0.05 and sign * side > 0
+
+    if any(significant(entry, -1) for entry in pooled):
         return "below"
-    above = len(significant) == len(pooled) and all(entry["interval"][0] > 0 for entry in significant)
-    return "above" if above else "not distinguishable"
+    return "above" if all(significant(entry, 1) for entry in pooled) else "not distinguishable"
 
 
 def claim_markdown(summary: dict[str, Any], n_eval: int, n_autoattack: int) -> str:

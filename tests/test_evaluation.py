@@ -429,6 +429,9 @@ def _altered(report: RobustnessReport, **changes) -> RobustnessReport:
         ({"dataset": {}}, "records no dataset"),
         ({"dataset__split": None}, "records no split"),
         ({"dataset__identity__revision": "another"}, "dataset"),
+        ({"dataset__revision": "bbb"}, "dataset"),  # a Hub dataset's revision
+        ({"robust_accuracy__pgd-5": float("nan")}, "reports no finite 'pgd-5' accuracy"),
+        ({"robust_accuracy__pgd-5": "0.0"}, "reports no finite 'pgd-5' accuracy"),
     ],
 )
 def test_compare_refuses_records_that_are_malformed_or_not_paired(changes, message):
@@ -441,7 +444,7 @@ def test_compare_refuses_records_that_are_malformed_or_not_paired(changes, messa
     with pytest.raises(ValueError, match=re.escape(message) if "(" not in message else message):
         robust.compare(_altered(spiky, **changes), "pgd-5")
     for copy_of_itself in (robust, _altered(robust, model__name="renamed")):  # a report against itself or a copy
-        with pytest.raises(ValueError, match="same per-example records"):
+        with pytest.raises(ValueError, match="measured the same model"):
             robust.compare(copy_of_itself, "pgd-5")
 
 
@@ -460,6 +463,7 @@ def test_paired_statistics_refuse_bad_arguments_and_stay_in_range(tmp_path):
             paired_difference([True], [False], z=z)
     with pytest.raises(ValueError, match=">= 0"):
         mcnemar_exact_p(-1, 3)
+    assert mcnemar_exact_p(numpy.int64(10), numpy.int64(0)) == pytest.approx(2 * 0.5**10)  # from (a & ~b).sum()
     assert mcnemar_exact_p(15000, 15000) == 1.0 and mcnemar_exact_p(20000, 10000) < 1e-300  # fast at 30k pairs
     # a published example (Bentur et al. 2009, 1/1/7/12 pairs; Fagerland et al.'s contingencytables, Newcombe's
     # square-and-add interval): [-0.507, -0.026]

@@ -61,7 +61,7 @@ def test_compare_groups_pairs_seeds_pools_them_and_pairs_a_single_report_with_ev
     half = 3.182446305284263 * statistics.stdev(per_image) / 2  # t(0.975, df 3) * sd / sqrt(4)
     assert pooled["interval"] == pytest.approx([3 / 8 - half, 3 / 8 + half])
     half = 12.706204736174707 * statistics.stdev([0.5, 0.25]) / math.sqrt(2)  # t(0.975, df 1): between seeds
-    assert pooled["between_seeds"] == pytest.approx([0.375 - half, 0.375 + half])
+    assert pooled["between_seeds"] == pytest.approx([max(-1, 0.375 - half), min(1, 0.375 + half)])  # in [-1, 1]
     single = compare_groups(seeds, [report("teacher", [True, True, True, False])], "autoattack")
     assert [r["other_accuracy"] for r in single["per_seed"]] == [0.75, 0.75] and single["pooled"]["n"] == 4
     shifted = compare_groups([report("a", [True, False], [5, 6])], [report("b", [False, False, True], [6, 7, 8])],
@@ -243,9 +243,21 @@ def test_pooling_refuses_copies_other_images_and_claims_no_certainty_it_lacks():
     # is 0.5, no spread, so no interval or p, and no verdict, rather than a certain +50
     seeds = [report("r0", [True, False]), report("r1", [False, True])]
     pooled = compare_groups(seeds, [report("w", [False, False])], "autoattack")["pooled"]
-    assert (pooled["interval"], pooled["p_value"], pooled["between_seeds"]) == (None, None, None)
+    assert (pooled["interval"], pooled["p_value"], pooled["between_seeds"]) == (None, 0.5, None)  # sign test, n = 2
     assert paired_verdict({"autoattack": {"pooled": pooled}}) == "not distinguishable"
-    assert "not estimable" in format_paired({"pooled": pooled, "per_seed": [], "missing_per_example_records": []})
+    text = format_paired({"pooled": pooled, "per_seed": [], "missing_per_example_records": []})
+    assert "(no interval: every image's difference is the same; sign test p = 0.5)" in text
+    # ... but 20 images that all differ the same way are decisive evidence (sign test p = 2^-19), not "no verdict"
+    seeds = [report("r0", [True] * 10 + [False] * 10), report("r1", [False] * 10 + [True] * 10)]
+    pooled = compare_groups(seeds, [report("w", [False] * 20)], "autoattack")["pooled"]
+    assert pooled["p_value"] == pytest.approx(2**-19) and paired_verdict({"pgd20": {"pooled": pooled}}) == "above"
+    # groups sharing a model, and one model's two reports (its PGD-20 and AutoAttack evaluations, other folders)
+    with pytest.raises(ValueError, match="Both groups hold the model"):
+        compare_groups(seeds, [seeds[1]], "autoattack")
+    twin = report("/elsewhere/r0", [True] * 10 + [False] * 10)
+    twin.per_example["extra"] = twin.per_example["clean"]
+    with pytest.raises(ValueError, match="same model more than once"):
+        compare_groups([seeds[0], twin], [report("w", [False] * 20)], "autoattack")
     for bad in ({"difference": 0.1, "interval": [-0.3, -0.1], "p_value": 0.01},  # difference outside its interval
                 {"difference": -5.5, "interval": [-8.0, -3.0], "p_value": 0.01},  # percent, not fractions
                 {"difference": 0.1, "interval": [0.2, 0.05], "p_value": 0.01},

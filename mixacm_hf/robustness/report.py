@@ -48,8 +48,10 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     Raises:
         ValueError: a negative or non-integer count.
     """
-    if not all(isinstance(count, int) and not isinstance(count, bool) and count >= 0 for count in (only_a, only_b)):
+    counts = (only_a, only_b)
+    if not all(isinstance(count, numbers.Integral) and not isinstance(count, bool) and count >= 0 for count in counts):
         raise ValueError(f"McNemar needs two counts of discordant pairs >= 0, got {only_a!r} and {only_b!r}.")
+    only_a, only_b = int(only_a), int(only_b)
     if only_a + only_b == 0:
         return 1.0
     return float(binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue)
@@ -100,7 +102,7 @@ def paired_difference(first: Sequence[bool], second: Sequence[bool], z: float = 
     two-sided `p_value`, `n`, both accuracies and the discordant counts. Fractions, not percent.
 
     Raises:
-        ValueError: no pairs, lists of different lengths, a flag that is not a bool, or z not finite and > 0.
+        ValueError: no pairs, lists of different lengths, a flag that is not a bool, or z not a finite number >= 1.
     """
     _check_z(z)
     if len(first) == 0 or len(first) != len(second):
@@ -252,16 +254,41 @@ class RobustnessReport:
         """
         mine = dict(zip(*self.records(attack, "this report")))
         theirs = dict(zip(*other.records(attack, "the other report")))
-        if self is other or self.per_example == other.per_example:
+        if self.same_model(other):
             raise ValueError(
-                f"Both reports hold the same per-example records ({self.model.get('name')} and "
-                f"{other.model.get('name')}): a report compared with itself or a copy measures nothing."
+                f"Both reports measured the same model ({self.model.get('name')} and {other.model.get('name')}: the "
+                "same records, or the same folder name and revision with the same verdicts under every attack both "
+                "ran): a model compared "
+                "with itself measures nothing."
             )
         self.check_comparable(other, attack)
         common = sorted(mine.keys() & theirs.keys())
         if not common:
             raise ValueError("The two reports share no evaluated example (compare reports on the same split).")
         return [mine[i] for i in common], [theirs[i] for i in common]
+
+    def same_model(self, other: RobustnessReport) -> bool:
+        """Whether both reports measured one model: the same per-example records, or the same model folder name
+        (any parent folder) and revision with the same verdicts under every attack both ran, on every example both
+        evaluated (two reports of one model, e.g. its PGD-20 and its AutoAttack evaluation)."""
+        if self is other or self.per_example == other.per_example:
+            return True
+        mine, theirs = self.model, other.model
+        if not mine.get("name") or Path(str(mine["name"])).name != Path(str(theirs.get("name"))).name:
+            return False
+        if mine.get("revision") != theirs.get("revision") or not (self.per_example and other.per_example):
+            return False
+        shared = (self.per_example.keys() & other.per_example.keys()) - {"index"}
+        common = set(self.per_example.get("index", [])) & set(other.per_example.get("index", []))
+        if not shared or not common:
+            return False
+        for attack in shared:
+            mine_flags, their_flags = (
+                dict(zip(r.per_example["index"], r.per_example[attack])) for r in (self, other)
+            )  # fmt: skip
+            if any(mine_flags.get(i) != their_flags.get(i) for i in common):
+                return False
+        return True
 
     def records(self, attack: str, name: str = "the report") -> tuple[list[int], list[bool]]:
         """The split indices and correctness flags of `attack` ("clean", an attack name or "all"), checked: one
@@ -293,7 +320,9 @@ class RobustnessReport:
             bad = next(flag for flag in flags if not isinstance(flag, bool))
             raise ValueError(f"{label}: {attack!r} flags must be true or false, got {bad!r}.")
         reported = self.clean_accuracy if attack == "clean" else self.robust_accuracy.get(attack)
-        if reported is None or abs(sum(flags) / len(flags) - reported) > 0.5 / len(flags):
+        if isinstance(reported, bool) or not isinstance(reported, numbers.Real) or not math.isfinite(reported):
+            raise ValueError(f"{label} reports no finite {attack!r} accuracy ({reported!r}) to check its records by.")
+        if abs(sum(flags) / len(flags) - reported) > 0.5 / len(flags):
             raise ValueError(
                 f"{label}: its {attack!r} flags give accuracy {sum(flags) / len(flags):.4f}, but it reports "
                 f"{reported}; the records do not belong to this report."
@@ -311,10 +340,12 @@ class RobustnessReport:
 
         def dataset_of(report: RobustnessReport) -> tuple:
             identity = report.dataset.get("identity") or {}
-            return identity.get("type") or report.dataset.get("name"), identity.get("revision")
+            revision = identity.get("revision") or report.dataset.get("revision")  # a local copy's, or the Hub's
+            return identity.get("type") or report.dataset.get("name"), revision
 
-        def settings(report: RobustnessReport, name: str) -> dict[str, Any]:
-            return {key: value for key, value in (report.attacks.get(name) or {}).items() if key != "seed"}
+        def settings(report: RobustnessReport, name: str) -> dict[str, Any]:  # an empty field as an absent one
+            attack_settings = (report.attacks.get(name) or {}).items()
+            return {key: value for key, value in attack_settings if key != "seed" and value not in ({}, [], None)}
 
         differences = []
         (mine, my_revision), (theirs, their_revision) = dataset_of(self), dataset_of(other)

@@ -20,7 +20,7 @@ from scipy import stats
 
 from benchmarks.studies import check_accuracies, mean_seconds_alone
 from mixacm_hf.robustness import RobustnessReport
-from mixacm_hf.robustness.report import paired_difference
+from mixacm_hf.robustness.paired import paired_difference
 
 
 def mean_std(values: Sequence[float]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import yaml
 from huggingface_hub import hf_hub_download
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
-from ..robustness.report import mcnemar_exact_p, wilson_interval
+from ..robustness.paired import mcnemar_exact_p, wilson_interval
 from .results import CARD_NAME, PLOT_NAME, REPORTS_NAME, dataset_identity, format_eps
 
 HUB_URL = "https://huggingface.co"

@@ -6,9 +6,10 @@ from .autoattack import AUTOATTACK_ATTACKS, STANDARD_ATTACKS, autoattack, usable
 from .classifier import as_classifier, attack_layout
 from .evaluate import evaluate_robustness
 from .inputs import check_pixels
+from .paired import mcnemar_exact_p, wilson_interval
 from .plots import plot_eps_sweep
 from .registry import ATTACKS, Attack, AttackSpec, attack_title, parse_attack, register_attack
-from .report import RobustnessReport, mcnemar_exact_p, wilson_interval
+from .report import RobustnessReport
 
 __all__ = [
     "ATTACKS",

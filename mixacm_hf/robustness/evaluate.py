@@ -19,6 +19,7 @@ from .attacks import Norm, attack_mode, check_eps, logits_of
 from .batches import Progress, _distributed, _Run, check_batch_size
 from .classifier import as_classifier, attack_layout
 from .inputs import check_labels, example_indices, load_examples, load_split
+from .paired import wilson_interval
 from .registry import CLEAN, AttackSpec, parse_attack
 from .report import (
     RobustnessReport,
@@ -29,7 +30,6 @@ from .report import (
     check_ordered,
     check_within_noise,
     make_check,
-    wilson_interval,
 )
 
 

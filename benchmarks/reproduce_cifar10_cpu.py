@@ -483,6 +483,17 @@ METHODS_COMPARED = [
     ("natural", ["wrn16-2-natural"]),
     ("teacher: N-FGSM, 20 epochs", CLAIM_GROUPS["teacher"]),
 ]
+BASELINES = {"trades": "TRADES", "rslad": "RSLAD", "ard": "ARD"}  # their groups in HEADLINE_ROWS: README labels
+# Each baseline against the recipe (README, "Methods compared"), paired on the same test images: each of the recipe's
+# seeds against the baseline's one model, pooled over the seeds.
+METHOD_GROUPS = {
+    "mixacm (recipe)": CLAIM_GROUPS["mixacm (recipe)"],
+    **{name: HEADLINE_ROWS[name] for name in BASELINES},
+}
+METHOD_COMPARISONS = {f"mixacm - {name}": ("mixacm (recipe)", name) for name in BASELINES}
+METHOD_QUESTIONS = {
+    f"mixacm - {name}": f"Is the MixACM recipe more robust than {label}?" for name, label in BASELINES.items()
+}
 CLAIM_MARKERS = ("<!-- cifar10-cpu-claim:start -->", "<!-- cifar10-cpu-claim:end -->")
 METHODS_MARKERS = ("<!-- cifar10-cpu-methods:start -->", "<!-- cifar10-cpu-methods:end -->")
 STUDIES_MARKERS = ("<!-- cifar10-cpu-studies:start -->", "<!-- cifar10-cpu-studies:end -->")
@@ -527,6 +538,7 @@ def write_results(dataset: str) -> list[dict]:
         teacher="teacher", groups=CLAIM_GROUPS,
     )  # fmt: skip
     summary["studies"] = seed_statistics.claim_summary(rows, STUDY_GROUPS, STUDY_COMPARISONS, report_of)
+    summary["methods"] = seed_statistics.claim_summary(rows, METHOD_GROUPS, METHOD_COMPARISONS, report_of)
     reporting.write_results(
         rows, RESULTS, "cifar10_cpu", n_eval=N_EVAL, n_autoattack=N_AUTOATTACK, readmes=READMES, summary=summary
     )
@@ -546,6 +558,7 @@ def write_results(dataset: str) -> list[dict]:
     )  # fmt: skip
     claim = seed_statistics.claim_markdown(summary, N_EVAL, N_AUTOATTACK)
     methods = studies.methods_markdown(METHODS_COMPARED, rows)
+    methods += "\n\n" + seed_statistics.answers_markdown(summary["methods"], METHOD_QUESTIONS)
     answers = seed_statistics.questions_markdown(summary["studies"], STUDY_QUESTIONS, N_EVAL, N_AUTOATTACK)
     for readme in READMES:
         reporting.replace_between_markers(readme, claim, CLAIM_MARKERS)

@@ -388,9 +388,9 @@ ANSWERS = {
 }
 
 
-def questions_markdown(summary: dict[str, Any], questions: dict[str, str], n_eval: int, n_autoattack: int) -> str:
-    """A study's questions answered from its paired comparisons (`paired_verdict`; `questions`: comparison label ->
-    question), then its groups' mean +- std and the pooled paired comparisons. Accuracies in percent."""
+def answers_markdown(summary: dict[str, Any], questions: dict[str, str]) -> str:
+    """One line per question (`questions`: comparison label -> question): its answer from `paired_verdict` and the
+    paired differences (points, 95% interval, p) it rests on."""
     lines = []
     for label, question in questions.items():
         result = summary["comparisons"][label]
@@ -398,9 +398,15 @@ def questions_markdown(summary: dict[str, Any], questions: dict[str, str], n_eva
         measured = [f"{name} {format_paired(result[column])}" for column, name in (("pgd20", "PGD-20"),
                     ("autoattack", "AutoAttack")) if column in result]  # fmt: skip
         lines.append(f"- {question} {answer} ({label}, paired: {'; '.join(measured)}).")
+    return "\n".join(lines)
+
+
+def questions_markdown(summary: dict[str, Any], questions: dict[str, str], n_eval: int, n_autoattack: int) -> str:
+    """A study's questions answered from its paired comparisons (`paired_verdict`; `questions`: comparison label ->
+    question), then its groups' mean +- std and the pooled paired comparisons. Accuracies in percent."""
     return "\n".join(
         [
-            *lines,
+            answers_markdown(summary, questions),
             "",
             "No: a paired difference lies significantly below 0 (95% interval wholly below 0, p < 0.05); yes: every "
             "one measured lies significantly above 0; not distinguishable: otherwise, which is no evidence of a match "

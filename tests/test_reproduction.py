@@ -535,25 +535,35 @@ def test_readme_claim_paragraph_states_the_recomputed_numbers():
         assert f"AutoAttack {quoted}" in config_text, quoted
 
 
-def test_readme_study_answers_are_recomputed_from_the_per_example_records():
-    """Each few-data and compression question in the README is answered as the paired comparisons recomputed here
-    give it: 'no' when a paired difference lies significantly below 0 (95% interval wholly below 0 and p < 0.05),
-    'yes' when every measured one lies significantly above, 'not distinguishable' otherwise, 'not yet measured'
-    without per-example records; only the columns asked compared."""
-    studies = json.loads(RESULTS.read_text())["summary"]["studies"]
+@pytest.mark.parametrize(
+    "key, groups, comparisons, questions, markers",
+    [
+        ("studies", reproduction.STUDY_GROUPS, reproduction.STUDY_COMPARISONS, reproduction.STUDY_QUESTIONS,
+         reproduction.STUDIES_MARKERS),
+        ("methods", reproduction.METHOD_GROUPS, reproduction.METHOD_COMPARISONS, reproduction.METHOD_QUESTIONS,
+         reproduction.METHODS_MARKERS),
+    ],
+)  # fmt: skip
+def test_readme_answers_are_recomputed_from_the_per_example_records(key, groups, comparisons, questions, markers):
+    """Each few-data, compression and methods question in the README is answered as the paired comparisons
+    recomputed here give it: 'no' when a paired difference lies significantly below 0 (95% interval wholly below 0
+    and p < 0.05), 'yes' when every measured one lies significantly above, 'not distinguishable' otherwise, 'not yet
+    measured' without per-example records; only the columns asked compared."""
+    summary = json.loads(RESULTS.read_text())["summary"][key]
     readme = (REPO / "README.md").read_text()
-    start, end = (readme.index(marker) for marker in reproduction.STUDIES_MARKERS)
+    start, end = (readme.index(marker) for marker in markers)
     block = readme[start:end]
-    for label, question in reproduction.STUDY_QUESTIONS.items():
-        first, second, *columns = reproduction.STUDY_COMPARISONS[label]
-        result = studies["comparisons"][label]
+    assert set(questions) == set(comparisons)
+    for label, question in questions.items():
+        first, second, *columns = comparisons[label]
+        result = summary["comparisons"][label]
         assert set(result) - {"groups"} == set(columns[0] if columns else ("pgd20", "autoattack"))
         below, above = [], []
         for column, attack in (("pgd20", "pgd-20"), ("autoattack", "autoattack")):
             if "pooled" not in result.get(column, {}):
                 continue
             for name, other in result[column]["used"]:
-                assert name in reproduction.STUDY_GROUPS[first] and other in reproduction.STUDY_GROUPS[second]
+                assert name in groups[first] and other in groups[second]
             expected = _recomputed_pooled(result[column]["used"], attack)
             for key, value in expected.items():
                 assert result[column]["pooled"][key] == pytest.approx(value, rel=1e-6, abs=1e-300), (label, key)

@@ -476,9 +476,9 @@ STUDY_QUESTIONS = {
 METHODS_COMPARED = [
     ("MixACM (recipe)", CLAIM_GROUPS["mixacm (recipe)"]),
     ("soft labels only (kd)", CLAIM_GROUPS["kd"]),
-    ("RSLAD", ["wrn16-2-rslad-t20-inmem"]),
-    ("ARD", ["wrn16-2-ard-t20-inmem"]),
-    ("TRADES", ["wrn16-2-trades-inmem"]),
+    ("RSLAD", HEADLINE_ROWS["rslad"]),
+    ("ARD", HEADLINE_ROWS["ard"]),
+    ("TRADES", HEADLINE_ROWS["trades"]),
     ("PGD-7 AT", CLAIM_GROUPS["pgd-7 AT"]),
     ("natural", ["wrn16-2-natural"]),
     ("teacher: N-FGSM, 20 epochs", CLAIM_GROUPS["teacher"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Sequence
@@ -106,20 +107,41 @@ def explicit_flags(argv: Sequence[str]) -> set[str]:
     return {arg[2:].partition("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")}
 
 
+def config_flags(argv: Sequence[str]) -> tuple[str | None, set[str]]:
+    """(the `--config` file or None, the field names its keys set).
+
+    Raises:
+        ValueError: as `parse_with_config` for `--config` itself and an unreadable file.
+    """
+    config, _ = _split_config(argv)
+    keys = load_config(config) if config is not None else {}
+    return config, {str(key).replace("-", "_") for key, value in keys.items() if value is not None}
+
+
 def parse_with_config(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[Any, ...]:
     """Parse `--config FILE` (YAML/JSON; also `--config=FILE`) then the other flags, which override the file's values.
 
     Raises:
-        ValueError: `--config` given twice or without a file, an unreadable file, or unknown keys in it.
+        ValueError: `--config` given twice or without a file, an unreadable file, or an unknown flag or key
+            (naming the closest valid ones).
     """
     config, argv = _split_config(argv)
     config_argv = config_to_argv(load_config(config)) if config is not None else []
-    unknown_keys = _unknown_flags(parser, config_argv)
-    if unknown_keys:
-        raise ValueError(f"Unknown keys in the config file: {unknown_keys}. Run with --help for the valid names.")
+    for where, arguments in ((f"keys in the config file {config}", config_argv), ("arguments", argv)):
+        unknown = _unknown_flags(parser, arguments)
+        if unknown:
+            raise ValueError(f"Unknown {where}: {'; '.join(unknown)}. Run with --help for the valid names.")
     return parser.parse_args_into_dataclasses(args=_fractions_to_floats(parser, config_argv + argv))
 
 
 def _unknown_flags(parser: HfArgumentParser, argv: Sequence[str]) -> list[str]:
+    """The flags of `argv` the parser does not know, each with the known flags closest to it (`difflib`)."""
     known = {option for action in parser._actions for option in action.option_strings}
-    return [arg for arg in argv if arg.startswith("--") and arg not in known]
+    names = [f"--{action.dest}" for action in parser._actions if action.dest != "help"]  # not the --a-b aliases
+    unknown = []
+    for arg in argv:
+        flag = arg.partition("=")[0]
+        if flag.startswith("--") and flag not in known:
+            close = difflib.get_close_matches(flag.replace("-", "_").replace("__", "--", 1), names, n=3)
+            unknown.append(flag + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    return unknown

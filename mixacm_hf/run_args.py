@@ -111,7 +111,10 @@ def argument_parser() -> HfArgumentParser:
     """The parser of `training/run_mixacm.py`. No abbreviated flags (`--temp` for `--temperature`): each flag is
     checked by its full name (`methods.check_method_flags`), as in `evaluate_robustness.py`."""
     return HfArgumentParser(
-        (ModelArguments, DataArguments, MixACMTrainingArguments, EvaluationArguments), allow_abbrev=False
+        (ModelArguments, DataArguments, MixACMTrainingArguments, EvaluationArguments),
+        allow_abbrev=False,
+        description="Train a robust student with MixACM or a baseline (--method). --config FILE reads these "
+        "arguments from a YAML/JSON file (e.g. training/configs/cifar10_cpu_wrn16-2.yaml); flags override it.",
     )
 
 

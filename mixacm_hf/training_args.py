@@ -121,6 +121,17 @@ class MixACMTrainingArguments(TrainingArguments):
                     f"--{name} 0 makes --method {self.method} train without adversarial examples: give it a budget > 0 "
                     "(e.g. --pgd_eps 8/255 --pgd_step_size 2/255), or use --method kd / natural for no attack."
                 )
+        if self.label_smoothing_factor != 0:  # `Trainer` smooths only in its own loss, which no method uses
+            raise ValueError(
+                f"--label_smoothing_factor {self.label_smoothing_factor} would be ignored: no method of mixacm-hf "
+                "smooths its labels (each method's objective is its paper's). Remove it."
+            )
+        if self.cross_dataset and method.needs_teacher and not method.uses_acm:
+            raise ValueError(
+                f"--cross_dataset true drops the soft labels and keeps the activated channel maps, but --method "
+                f"{self.method} has no ACM term: it learns from the teacher's soft labels only. Remove it, or use a "
+                "method with ACM (e.g. mixacm) for a teacher trained on other classes."
+            )
         for name, weighs in method.refuses_zero.items():
             if getattr(self, name) == 0:
                 raise ValueError(f"--{name} 0 switches off --method {self.method}: it weighs {weighs}.")
@@ -137,6 +148,8 @@ class MixACMTrainingArguments(TrainingArguments):
             ("rslad_alpha", 0 <= self.rslad_alpha <= 1, "in [0, 1]"),
         )
         for name, ok, meaning in checks:
+            if name in method.refuses_zero:  # 0 is refused above: say so in the range
+                meaning = meaning.replace(">= 0", "> 0").replace("[0,", "(0,")
             value = getattr(self, name)
             if not (ok and math.isfinite(value)):
                 finite = "" if math.isfinite(value) else "finite and "

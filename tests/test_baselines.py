@@ -2,6 +2,7 @@
 optimiser steps, records exactly its loss terms and its true cost, and needs a teacher exactly when it should."""
 
 import json
+import logging
 import math
 import re
 import subprocess
@@ -200,7 +201,7 @@ def test_abbreviated_flags_and_bad_config_files_end_with_one_line(tmp_path):
     from training.run_mixacm import main
 
     base = ["--output_dir", str(tmp_path / "out"), "--dataset", str(tmp_path / "none")]
-    with pytest.raises(SystemExit, match=r"^error: .*not used by the HfArgumentParser: \['--temp', '4'\]"):
+    with pytest.raises(SystemExit, match=r"^error: Unknown arguments: --temp \(did you mean --temperature.*\)\. Run"):
         main([*base, "--method", "rslad", "--temp", "4"])
     malformed = tmp_path / "bad.yaml"
     malformed.write_text("trades_beta: [1, 2\n")
@@ -239,10 +240,65 @@ def test_teacher_settings_for_a_method_without_a_teacher_are_refused(tmp_path):
     from training.run_mixacm import main
 
     base = ["--output_dir", str(tmp_path / "out"), "--dataset", str(tmp_path / "none"), "--method", "trades"]
-    for flags in (["--compile_teacher", "true"], ["--cross_dataset", "true"], ["--teacher_image_mean", "0", "0", "0"]):
+    for flags in (["--compile_teacher", "true"], ["--cross_dataset", "true"], ["--teacher_image_mean", "0", "0", "0"],
+                  ["--teacher", "model_cards/teacher-wrn16-2-nfgsm-20ep"]):  # fmt: skip
         with pytest.raises(SystemExit, match=f"^error: --method trades learns from no teacher: {flags[0]} would be"):
             main([*base, *flags])
-    check_method_flags("ard", {"compile_teacher", "cross_dataset", "teacher_architecture"})  # ARD has a teacher
+    with pytest.raises(SystemExit) as exited:  # --teacher '' says "none": no refusal (the run fails on its data)
+        main([*base, "--teacher", ""])
+    assert str(exited.value.code).startswith("error: Couldn't find any data file")
+    check_method_flags("ard", {"teacher", "compile_teacher", "teacher_architecture"})  # ARD has a teacher
+
+
+@pytest.mark.parametrize("method", ["kd", "ard", "rslad"])
+def test_options_no_method_would_use_are_refused_when_the_arguments_are_built(tmp_path, method):
+    """`--cross_dataset true` keeps ACM and drops the soft labels: a method of soft labels only would ignore it (the
+    teacher's classes match) or fail later; `--label_smoothing_factor` is `Trainer`'s, and no method's loss uses it."""
+    with pytest.raises(ValueError, match=f"--cross_dataset true .* --method {method} has no ACM term"):
+        MixACMTrainingArguments(output_dir=str(tmp_path), method=method, cross_dataset=True)
+    MixACMTrainingArguments(output_dir=str(tmp_path), method="mixacm", cross_dataset=True)  # MixACM keeps its ACM
+    with pytest.raises(ValueError, match="--label_smoothing_factor 0.1 would be ignored: no method of mixacm-hf"):
+        MixACMTrainingArguments(output_dir=str(tmp_path), method=method, label_smoothing_factor=0.1)
+
+
+def test_a_zero_refused_weight_says_so_in_its_valid_range(tmp_path):
+    """-1 used to be told "it must be >= 0" and then 0 refused: the range given is the method's."""
+    for method, name, expected in (("trades", "trades_beta", "> 0"), ("ard", "ard_alpha", r"in \(0, 1\]"),
+                                   ("rslad", "rslad_alpha", r"in \(0, 1\]"), ("kd", "alpha_kld", r"in \(0, 1\]"),
+                                   ("mixacm", "trades_beta", ">= 0")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"--{name} -1 is invalid: it must be {expected}"):
+            MixACMTrainingArguments(output_dir=str(tmp_path), method=method, **{name: -1})
+
+
+def test_a_config_files_values_the_method_ignores_are_named_in_a_warning(tmp_path, caplog):
+    """One config file serves several methods, so its other methods' values are not refused; but they are said."""
+    from training.run_mixacm import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text("method: trades\nrslad_alpha: 0.5\nard_temperature: 5\ncompile_teacher: true\n")
+    argv = ["--config", str(config), "--output_dir", str(tmp_path / "out"), "--dataset", str(tmp_path / "none")]
+    with caplog.at_level(logging.WARNING), pytest.raises(SystemExit):
+        main(argv)
+    warned = [r.getMessage() for r in caplog.records if r.name == "run_mixacm"]
+    assert len(warned) == 1 and f"--config {config} sets values this method ignores." in warned[0]
+    assert "--ard_temperature (a hyperparameter of ard); --rslad_alpha (a hyperparameter of rslad)" in warned[0]
+    assert "learns from no teacher: --compile_teacher would be ignored" in warned[0]
+
+
+def test_an_unknown_flag_or_config_key_names_the_closest_valid_ones(tmp_path):
+    from training.run_mixacm import main
+
+    base = ["--output_dir", str(tmp_path / "out"), "--dataset", str(tmp_path / "none")]
+    with pytest.raises(SystemExit, match=r"^error: Unknown arguments: --eps \(did you mean --pgd_eps or --eval_eps"):
+        main([*base, "--eps", "8"])
+    with pytest.raises(SystemExit, match=r"^error: Unknown arguments: --trades-betta \(did you mean --trades_beta"):
+        main([*base, "--trades-betta=3"])
+    config = tmp_path / "config.yaml"
+    config.write_text("trades_betta: 3\n")
+    keys = rf"^error: Unknown keys in the config file {re.escape(str(config))}: "
+    keys += r"--trades_betta \(did you mean --trades_beta"
+    with pytest.raises(SystemExit, match=keys):
+        main([*base, "--config", str(config)])
 
 
 def test_the_recorded_code_commit_is_the_one_the_run_started_with(tmp_path, data_and_teacher, monkeypatch):

@@ -4,6 +4,7 @@ and MixACM training end to end with teachers of other depth, width, stage count 
 import argparse
 import importlib.util
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from transformers import (
     ConvNextImageProcessor,
     ResNetConfig,
     ResNetForImageClassification,
+    ResNetModel,
     TimmWrapperConfig,
     TimmWrapperForImageClassification,
     ViTConfig,
@@ -24,6 +26,7 @@ from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
 from mixacm_hf import WideResNetForImageClassification
 from mixacm_hf.losses import acm_loss
+from mixacm_hf.robustness import as_classifier
 from mixacm_hf.teachers import (
     CIFAR100_NORMALIZATION,
     PixelSpaceClassifier,
@@ -266,6 +269,40 @@ def test_hf_resnet_folder_normalises_from_its_processor(tmp_path):
             assert len(outputs.hidden_states) == 5  # stem + 4 stages
 
 
+def test_a_folder_without_trained_classifier_weights_is_refused_not_filled_at_random(tmp_path):
+    """A backbone saved without its head (or a head of another shape): transformers only warns and initialises the
+    missing weights at random (and raises a RuntimeError for weights of other shapes), so a teacher or an evaluated
+    model would give random predictions and plausible numbers. Both the teacher loader and the evaluation's loader
+    refuse them with a ValueError naming the folder."""
+    backbone = tiny_hf_resnet()
+    ResNetModel(backbone.config).save_pretrained(tmp_path / "backbone")
+    ConvNextImageProcessor().save_pretrained(tmp_path / "backbone")
+    five = tiny_hf_resnet(num_labels=5)
+    five.save_pretrained(tmp_path / "five-classes")
+    config = five.config.to_dict() | {"num_labels": 10, "id2label": {i: str(i) for i in range(10)}}
+    (tmp_path / "five-classes" / "config.json").write_text(__import__("json").dumps(config))  # a head of 5 rows
+    for folder, message in (
+        ("backbone", r"The teacher '{}' lacks trained weights for 2 parameter\(s\) .*classifier\.1\..*not a trained"),
+        ("five-classes", r"Cannot load the teacher '{}': its weights do not fit its config.json"),
+    ):
+        spec = str(tmp_path / folder)
+        message = message.format(re.escape(spec))
+        with pytest.raises(ValueError, match=message):
+            load_teacher(spec, image_mean=(0.5,) * 3, image_std=(0.5,) * 3)
+        with pytest.raises(ValueError, match=re.sub("(?i)the teacher", lambda m: m[0][:4] + "model", message)):
+            as_classifier(spec)
+    tiny_hf_resnet().save_pretrained(tmp_path / "whole")
+    load_teacher(tmp_path / "whole", image_mean=(0.5,) * 3, image_std=(0.5,) * 3)  # every weight trained: loads
+
+
+def test_a_missing_local_folder_that_looks_like_a_hub_id_says_there_is_no_such_folder(tmp_path, monkeypatch):
+    """`model_cards/teacher-21ep` (a typo of a local folder) is also a valid Hub id: the error must not only talk of
+    the Hub."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError, match=r"There is no folder 'cards/teacher-21ep' here \(check the path for a typo\)"):
+        load_teacher("cards/teacher-21ep")
+
+
 def test_convert_teacher_script_writes_hf_folder_with_card(robustbench_archs, tmp_path):
     wide_resnet, _ = robustbench_archs
     torch.manual_seed(0)
@@ -312,7 +349,7 @@ def test_pickled_objects_are_refused(wrn_checkpoint, tmp_path):
 def test_unknown_architecture_lists_supported_ones(wrn_checkpoint):
     with pytest.raises(ValueError, match=r"Unknown teacher architecture 'wrn-16-2'.*standard-wrn-D-K.*dm-wrn-D-K"):
         load_teacher(wrn_checkpoint, "wrn-16-2")
-    with pytest.raises(ValueError, match=r"is a checkpoint file.*robustness-resnet50"):
+    with pytest.raises(ValueError, match=r"is a file, not a model folder: if it is a checkpoint.*robustness-resnet50"):
         load_teacher(wrn_checkpoint)
 
 

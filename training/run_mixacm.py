@@ -8,21 +8,29 @@ import sys
 
 import transformers
 
-from mixacm_hf.cli import explicit_flags, parse_with_config
+from mixacm_hf.cli import config_flags, explicit_flags, parse_with_config
 from mixacm_hf.hub import HubPushError
-from mixacm_hf.methods import check_method_flags
+from mixacm_hf.methods import check_method_flags, ignored_flags
 from mixacm_hf.run import EvaluationFailed, argument_parser, format_summary, run_mixacm
+
+logger = logging.getLogger("run_mixacm")
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
         model_args, data_args, training_args, eval_args = parse_with_config(argument_parser(), argv)
-        check_method_flags(training_args.method, explicit_flags(argv))
+        flags = explicit_flags(argv) - ({"teacher"} if not model_args.teacher else set())  # --teacher '': none
+        check_method_flags(training_args.method, flags)
+        config, config_keys = config_flags(argv)
     except ValueError as error:  # an invalid flag value: the message names it
         sys.exit(f"error: {error}")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    # one config file serves several methods: what this one ignores is said, not refused (run_mixacm warns of --teacher)
+    reasons = ignored_flags(training_args.method, config_keys - flags - {"teacher"})
+    if reasons:
+        logger.warning("--config %s sets values this method ignores. %s", config, " ".join(reasons))
     try:
         summary = run_mixacm(model_args, data_args, training_args, eval_args)
     except (HubPushError, EvaluationFailed, ValueError, OSError) as error:

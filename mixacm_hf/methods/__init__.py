@@ -26,6 +26,7 @@ from .registry import (
     attack_and_train,
     check_method_flags,
     get_method,
+    ignored_flags,
     one_pass,
     register_method,
     relevant_hyperparameters,
@@ -33,6 +34,6 @@ from .registry import (
 
 __all__ = [
     "ACM_HYPERPARAMETERS", "KLD_HYPERPARAMETERS", "METHODS", "PGD_HYPERPARAMETERS", "Method", "MixACMTrainer",
-    "TermsFunction", "attack_and_train", "check_method_flags", "get_method", "one_pass", "register_method",
-    "relevant_hyperparameters",
+    "TermsFunction", "attack_and_train", "check_method_flags", "get_method", "ignored_flags", "one_pass",
+    "register_method", "relevant_hyperparameters",
 ]  # fmt: skip

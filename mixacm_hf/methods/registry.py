@@ -1,5 +1,6 @@
 """The methods registry: one `Method` entry per `--method` (its facts and its loss-terms function), `register_method`,
-`get_method`, and what the run script and the cards ask of it (`check_method_flags`, `relevant_hyperparameters`).
+`get_method`, and what the run script and the cards ask of it (`check_method_flags`, `ignored_flags`,
+`relevant_hyperparameters`).
 
 It imports nothing of the package, so every module may import it.
 """
@@ -129,36 +130,52 @@ def get_method(name: str) -> Method:
 # -- the built-in methods' loss terms ---------------------------------------------------------------------------------
 
 
-# flags that only configure the teacher (`--teacher` itself only warns when unused: scripts pass it to every method)
-TEACHER_FLAGS = ("teacher_architecture", "teacher_image_mean", "teacher_image_std", "compile_teacher", "cross_dataset")
+# flags that only configure the teacher (a `--config` file's teacher only warns: one file serves every method)
+TEACHER_FLAGS = (
+    "teacher", "teacher_architecture", "teacher_image_mean", "teacher_image_std", "compile_teacher", "cross_dataset",
+)  # fmt: skip
 
 
-def check_method_flags(method: str, flags: Iterable[str]) -> None:
-    """Refuse hyperparameters of other methods given on the command line (e.g. `--temperature` for ARD, whose
-    temperature is `--ard_temperature`), and teacher settings for a method without a teacher: they would be ignored
-    without a word. Values from a `--config` file are not checked (one file serves several methods).
+def ignored_flags(method: str, flags: Iterable[str]) -> list[str]:
+    """Why `method` would ignore some of `flags` (field names, e.g. from `cli.explicit_flags`): another method's
+    hyperparameter (e.g. `temperature` for ARD, whose temperature is `ard_temperature`), or a teacher setting for a
+    method without a teacher. One sentence per kind, naming the flags; [] when it uses them all.
 
     Raises:
-        ValueError: naming each such flag, the methods it belongs to and the flags `method` takes.
+        ValueError: `method` is not registered.
     """
-    entry = get_method(method)
-    foreign = sorted({name for other in METHODS.values() for name in other.hyperparameters} & set(flags))
+    entry, flags = get_method(method), set(flags)
+    reasons = []
+    foreign = sorted({name for other in METHODS.values() for name in other.hyperparameters} & flags)
     foreign = [name for name in foreign if name not in entry.hyperparameters]
     if foreign:
         owners = {name: ", ".join(other.name for other in METHODS.values() if name in other.hyperparameters)
                   for name in foreign}  # fmt: skip
         takes = ", ".join(f"--{name}" for name in entry.hyperparameters) or "none"
-        raise ValueError(
+        reasons.append(
             f"--method {method} does not use "
             + "; ".join(f"--{name} (a hyperparameter of {owners[name]})" for name in foreign)
             + f": remove it, or choose the method it belongs to. --method {method} takes: {takes}."
         )
     unused = [name for name in TEACHER_FLAGS if name in flags] if not entry.needs_teacher else []
     if unused:
-        raise ValueError(
+        reasons.append(
             f"--method {method} learns from no teacher: {', '.join(f'--{name}' for name in unused)} would be "
             "ignored. Remove it, or choose a method with a teacher (e.g. mixacm, kd, ard, rslad)."
         )
+    return reasons
+
+
+def check_method_flags(method: str, flags: Iterable[str]) -> None:
+    """Refuse the command line's flags that `method` would ignore without a word (`ignored_flags`). Values from a
+    `--config` file are only warned of (one file serves several methods).
+
+    Raises:
+        ValueError: naming each such flag, the methods it belongs to and the flags `method` takes.
+    """
+    reasons = ignored_flags(method, flags)
+    if reasons:
+        raise ValueError(" ".join(reasons))
 
 
 def relevant_hyperparameters(method: str, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:

@@ -120,14 +120,15 @@ def _load_pretrained(
     `what` names the model in errors ("teacher", "model").
 
     Raises:
-        ValueError: `spec` is a checkpoint file (needs its architecture) or its weights are unreadable.
+        ValueError: `spec` is a file (a checkpoint needs its architecture), its weights are unreadable, or it lacks
+            trained weights of its classifier (transformers would initialise them at random).
         FileNotFoundError: `spec` is neither an existing path nor a Hub id.
         OSError: the folder / Hub id cannot be loaded.
     """
     if Path(spec).is_file():
         raise ValueError(
-            f"{str(spec)!r} is a checkpoint file: pass its architecture with architecture=... (--arch, "
-            f"--teacher_architecture). Supported: {supported_architectures()}."
+            f"{str(spec)!r} is a file, not a model folder: if it is a checkpoint file, pass its architecture with "
+            f"architecture=... (--arch, --teacher_architecture). Supported: {supported_architectures()}."
         )
     if not Path(spec).is_dir() and not _HUB_ID.match(str(spec)):
         raise FileNotFoundError(
@@ -136,15 +137,33 @@ def _load_pretrained(
         )
     kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
     try:
-        model = AutoModelForImageClassification.from_pretrained(spec, **kwargs)
+        model, info = AutoModelForImageClassification.from_pretrained(spec, output_loading_info=True, **kwargs)
     except SafetensorError as error:
         weights = sorted(str(p) for p in Path(spec).glob("*.safetensors")) or [str(spec)]
         raise ValueError(_unreadable_weights(", ".join(weights), error)) from error
-    except (OSError, ValueError) as error:  # ValueError: e.g. a folder without config.json ("Unrecognized model")
-        raise type(error)(
-            f"Cannot load the {what} {str(spec)!r}: {error} Check that the folder holds config.json and its "
-            "weights, or that the Hub id exists and is reachable (offline: download it first)."
+    except RuntimeError as error:  # weights of other shapes than config.json's (e.g. a head of other classes)
+        raise ValueError(
+            f"Cannot load the {what} {str(spec)!r}: its weights do not fit its config.json ({error}) The shapes above "
+            "name them: a config edited after saving (e.g. num_labels)? Pass the folder as it was saved."
         ) from error
+    except (OSError, ValueError) as error:  # ValueError: e.g. a folder without config.json ("Unrecognized model")
+        where = (
+            "Check that the folder holds config.json and its weights"
+            if Path(spec).is_dir()
+            else f"There is no folder {str(spec)!r} here (check the path for a typo), so it was read as a Hub id: "
+            "check that the Hub id exists and is reachable"
+        )
+        raise type(error)(
+            f"Cannot load the {what} {str(spec)!r}: {error} {where} (offline: download it first)."
+        ) from error
+    untrained = sorted(info.get("missing_keys", ()))
+    if untrained:  # transformers only warns, and fills them with random values
+        raise ValueError(
+            f"The {what} {str(spec)!r} lacks trained weights for {len(untrained)} parameter(s) of "
+            f"{type(model).__name__} ({', '.join(untrained[:4])}{', ...' if len(untrained) > 4 else ''}): it is not a "
+            "trained image classifier (e.g. a backbone without its classification head), so its predictions would "
+            "be random. Pass a folder or Hub id of a classifier trained on the dataset's classes."
+        )
     if _normalizes_inside(model) or getattr(model.config, "pretrained_cfg", None):
         return model, None
     try:

@@ -127,8 +127,8 @@ def parse_with_config(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[An
     """
     config, argv = _split_config(argv)
     config_argv = config_to_argv(load_config(config)) if config is not None else []
-    for where, arguments in ((f"keys in the config file {config}", config_argv), ("arguments", argv)):
-        unknown = _unknown_flags(parser, arguments)
+    for where, arguments, prefix in ((f"keys in the config file {config}", config_argv, ""), ("arguments", argv, "--")):
+        unknown = [name.replace("--", prefix) for name in _unknown_flags(parser, arguments)]  # keys as the file spells
         if unknown:
             raise ValueError(f"Unknown {where}: {'; '.join(unknown)}. Run with --help for the valid names.")
     return parser.parse_args_into_dataclasses(args=_fractions_to_floats(parser, config_argv + argv))

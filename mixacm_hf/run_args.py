@@ -113,6 +113,7 @@ def argument_parser() -> HfArgumentParser:
     return HfArgumentParser(
         (ModelArguments, DataArguments, MixACMTrainingArguments, EvaluationArguments),
         allow_abbrev=False,
+        usage="%(prog)s [--config FILE] [--flag value ...] (the flags: below)",
         description="Train a robust student with MixACM or a baseline (--method). --config FILE reads these "
         "arguments from a YAML/JSON file (e.g. training/configs/cifar10_cpu_wrn16-2.yaml); flags override it.",
     )

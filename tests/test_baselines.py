@@ -296,7 +296,7 @@ def test_an_unknown_flag_or_config_key_names_the_closest_valid_ones(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("trades_betta: 3\n")
     keys = rf"^error: Unknown keys in the config file {re.escape(str(config))}: "
-    keys += r"--trades_betta \(did you mean --trades_beta"
+    keys += r"trades_betta \(did you mean trades_beta"
     with pytest.raises(SystemExit, match=keys):
         main([*base, "--config", str(config)])
 

@@ -154,9 +154,11 @@ def _load_pretrained(
             "check that the Hub id exists and is reachable"
         )
         raise type(error)(
-            f"Cannot load the {what} {str(spec)!r}: {error} {where} (offline: download it first)."
+            f"Cannot load the {what} {str(spec)!r}: {' '.join(str(error).split())} {where} (offline: download it "
+            "first)."
         ) from error
-    untrained = sorted(info.get("missing_keys", ()))
+    # BatchNorm's step counters change no prediction; every other missing weight (running statistics too) does
+    untrained = sorted(key for key in info.get("missing_keys", ()) if not key.endswith("num_batches_tracked"))
     if untrained:  # transformers only warns, and fills them with random values
         raise ValueError(
             f"The {what} {str(spec)!r} lacks trained weights for {len(untrained)} parameter(s) of "

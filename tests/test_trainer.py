@@ -250,12 +250,16 @@ def test_label_mismatch_with_kld(tmp_path, tiny_wrn, caplog):
 @pytest.mark.parametrize("method", ["kd", "ard", "rslad"])
 def test_soft_label_methods_refuse_a_teacher_of_other_classes_whatever_the_mixacm_flags(tmp_path, tiny_wrn, method):
     """ARD and RSLAD weigh their KL terms with their own alphas: MixACM's alpha_kld = 0 must not skip the check (it
-    used to, and the run failed in its first step), and --cross_dataset true cannot drop their only signal."""
+    used to, and the run failed in its first step), and --cross_dataset true cannot drop their only signal (refused
+    with the arguments, before the teacher is looked at)."""
     teacher = tiny_wrn("wrn-10-1", num_labels=100)
-    for overrides in ({"alpha_kld": 0.0}, {"cross_dataset": True}):
+    for overrides, message in (
+        ({"alpha_kld": 0.0}, f"100 classes and the student 10.*--method {method} .*cannot drop"),
+        ({"cross_dataset": True}, f"--cross_dataset true drops the soft labels .* --method {method} has no ACM term"),
+    ):
         if method == "kd" and overrides == {"alpha_kld": 0.0}:
             continue  # kd with alpha_kld 0 is plain CE and needs no soft labels
-        with pytest.raises(ValueError, match=f"100 classes and the student 10.*--method {method} .*cannot drop"):
+        with pytest.raises(ValueError, match=message):
             make_trainer(tmp_path, tiny_wrn, teacher=teacher, method=method, **overrides)
 
 

@@ -142,6 +142,7 @@ SHARED_MACHINE_RUNS = {
     "wrn16-2-mixacm-t20-acm2k-frac10", "wrn16-2-mixacm-t20-acm2k-frac30", "wrn16-1-mixacm-t20-acm2k-inmem",
     "wrn16-2-pgd7-at-frac10", "wrn16-2-pgd7-at-frac30", "wrn16-1-pgd7-at-inmem",
     "wrn16-2-trades-inmem", "wrn16-2-rslad-t20-inmem", "wrn16-2-ard-t20-inmem",
+    f"{RECIPE}-20ep", f"{RECIPE}-40ep", f"{RECIPE}-40ep-seed1", "wrn16-2-kd-t20-inmem-40ep", "wrn16-2-pgd7-at-inmem-2ep",
 }  # fmt: skip
 
 
@@ -292,6 +293,17 @@ STAGES = [
     in_memory_student("wrn16-2-trades-inmem", "trades", []),
     in_memory_student("wrn16-2-rslad-t20-inmem", "rslad", COMPILED_TEACHER),
     in_memory_student("wrn16-2-ard-t20-inmem", "ard", COMPILED_TEACHER),
+    # Equal compute: the recipe for 20 and 40 epochs (40 costs about what 10 epochs of PGD-7 AT cost:
+    # benchmarks/method_cost.py, a recipe step 0.216 of a PGD-7 AT step), soft labels only for 40 epochs (the ACM
+    # term's share of any gain), and PGD-7 AT for the 2 epochs whose wall time matches the recipe's 10 (cosine over
+    # its own length). Trained in the background, one thread each, beside other work: SHARED_MACHINE_RUNS.
+    *(
+        in_memory_student(f"{RECIPE}-{epochs}ep{f'-seed{seed}' if seed else ''}", "mixacm", RECIPE_FLAGS,
+                          epochs=epochs, seed=seed)
+        for epochs, seed in ((20, 0), (40, 0), (40, 1))
+    ),  # fmt: skip
+    in_memory_student("wrn16-2-kd-t20-inmem-40ep", "kd", COMPILED_TEACHER, epochs=40),
+    in_memory_student("wrn16-2-pgd7-at-inmem-2ep", "pgd-at", PGD7, epochs=2),
 ]
 
 

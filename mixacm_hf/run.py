@@ -29,6 +29,7 @@ from .methods import get_method, relevant_hyperparameters
 from .models import WideResNetConfig, WideResNetForImageClassification
 from .provenance import code_commit, package_versions
 from .robustness import RobustnessReport, evaluate_robustness, parse_eps
+from .robustness.batches import RankFailure, gather_from_ranks
 from .robustness.metric import compute_accuracy_metrics
 from .run_args import (
     DataArguments,
@@ -205,19 +206,27 @@ def run_mixacm(
     if trainer.is_world_process_zero():
         atomic_write_text(summary_path, json.dumps(summary, indent=2, default=str))
         save_image_processor(training_args.output_dir, data_args.image_size)  # pipeline-ready, whatever the student
+    trainer.accelerator.wait_for_everyone()  # every process evaluates the folder that process 0 has just written
     try:
         summary["clean_accuracy"] = trainer.evaluate().get("eval_accuracy")
         if trainer.is_world_process_zero():
             atomic_write_text(summary_path, json.dumps(summary, indent=2, default=str))
-            reports = evaluate_student(training_args.output_dir, eval_dataset, eval_args, data_args, training_args)
+        # spread over the processes as `evaluate_robustness` is under torchrun; every process gets the reports
+        reports = evaluate_student(training_args.output_dir, eval_dataset, eval_args, data_args, training_args)
+        gather_from_ranks(None)  # a process that failed before any attack's gathering is heard of here
     except Exception as error:
+        if not isinstance(error, RankFailure):  # not yet heard of by the others: tell them (no-op in one process)
+            try:
+                gather_from_ranks(None, error)
+            except Exception as agreed:
+                error = agreed
         raise EvaluationFailed(
             f"The trained model is saved in {training_args.output_dir}, but its evaluation failed: {error} "
-            f"Fix the {data_args.eval_split!r} split, then evaluate the saved model with: python "
+            f"Once its cause is fixed (e.g. the {data_args.eval_split!r} split), evaluate the saved model with: python "
             f"training/evaluate_robustness.py --model {training_args.output_dir} --dataset {data_args.dataset} "
             f"--split {data_args.eval_split}"
         ) from error
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero():  # process 0 alone writes the card and pushes, once
         hub_id = training_args.hub_model_id or Path(training_args.output_dir).name
         hub_id = hub_id if training_args.push_to_hub else None
         write_model_card(

@@ -193,3 +193,36 @@ def test_torchrun_two_processes_give_the_records_of_one(setup, uninterrupted):
     assert sharded.per_example == uninterrupted.per_example
     assert sharded.robust_accuracy == uninterrupted.robust_accuracy
     assert result.stdout.count("Wrote ") == 1  # one report, written by rank 0
+
+
+def _gather_on_rank(rank: int, world: int, init_file: str, fail_rank: int | None, results: str) -> None:
+    """A process of `test_gather_from_ranks_*`: rank `fail_rank` reports a failure from outside the gathering that
+    its peer is in (as a process failing before any attack's gathering does); each rank writes what it got."""
+    from mixacm_hf.robustness.batches import RankFailure, gather_from_ranks
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        failure = ValueError(f"broken on {rank}") if rank == fail_rank else None
+        outcome = {"gathered": gather_from_ranks({"rank": rank}, failure)}
+    except RankFailure as error:
+        outcome = {"error": str(error), "chained": repr(error.__cause__)}
+    finally:
+        torch.distributed.destroy_process_group()
+    Path(results, f"rank{rank}.json").write_text(json.dumps(outcome))
+
+
+@pytest.mark.parametrize("fail_rank", [None, 1])
+def test_gather_from_ranks_raises_the_same_error_on_every_rank(tmp_path, fail_rank):
+    """Two gloo processes: without failures each gets both payloads in rank order; when one fails, both raise
+    `RankFailure` with the same message naming that rank and its error (its own error chained), none hangs."""
+    torch.multiprocessing.spawn(
+        _gather_on_rank, args=(2, str(tmp_path / "init"), fail_rank, str(tmp_path)), nprocs=2, join=True
+    )
+    outcomes = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    if fail_rank is None:
+        assert outcomes[0] == outcomes[1] == {"gathered": [{"rank": 0}, {"rank": 1}]}
+    else:
+        assert outcomes[0]["error"] == outcomes[1]["error"] == (
+            "failed on 1 of 2 processes: rank 1: ValueError: broken on 1"
+        )  # fmt: skip
+        assert outcomes[0]["chained"] == "None" and outcomes[1]["chained"] == "ValueError('broken on 1')"

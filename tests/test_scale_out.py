@@ -3,6 +3,7 @@ kill-and-resume, mixed precision, and the accelerate / paper configs."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 import torch
 from accelerate.commands.config.config_args import load_config_from_file
 from conftest import CIFAR10
+from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
 from test_trainer import make_trainer
@@ -36,6 +38,9 @@ ACCELERATE_CONFIGS = sorted((REPO / "training" / "accelerate").glob("*.yaml"))
 TWO_CPU_PROCESSES = [str(BIN / "accelerate"), "launch", "--config_file", "training/accelerate/cpu_2proc.yaml"]
 COMMON = ["--student", "wrn-10-1", "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
           "--log_level", "info", "--logging_steps", "1", "--eval_attacks", "", "--eval_eps_sweep", ""]  # fmt: skip
+# The end-of-run evaluation of the multi-process runs (overrides COMMON's): small batches, so both processes attack.
+EVALUATED_ATTACKS = "clean,fgsm,pgd-3"
+EVALUATED = ["--eval_attacks", EVALUATED_ATTACKS, "--eval_eps_sweep", "0,4/255", "--eval_batch_size", 8]
 
 # training/run_mixacm.py with a probe: every process writes the ids of the images it trained on (the test images are
 # plain colours whose red level is 4 x id) and its final student weights; KILL_AT_STEP makes it SIGKILL itself.
@@ -66,6 +71,16 @@ class Probe(TrainerCallback):
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}.safetensors")
         Path(f"{out}.json").write_text(json.dumps({"ids": self.ids, "steps": state.global_step}))
 
+
+if "FAIL_EVALUATION_ON_RANK" in os.environ:  # that process's first attacked batch raises: the others must not hang
+    from mixacm_hf.robustness.batches import _Run
+
+    def failing_batch(self, spec, eps, index):
+        if int(os.environ.get("RANK", 0)) == int(os.environ["FAIL_EVALUATION_ON_RANK"]):
+            raise RuntimeError(f"injected failure in batch {index}")
+        return batch(self, spec, eps, index)
+
+    batch, _Run._batch = _Run._batch, failing_batch
 
 run_mixacm(*parse_with_config(argument_parser(), sys.argv[1:]), callbacks=[Probe()])
 """
@@ -101,9 +116,11 @@ def workdir(tmp_path_factory) -> Path:
     return root
 
 
-def start(launcher: list[str], workdir: Path, name: str, args: list, kill_at_step: int | None = None) -> Run:
+def start(
+    launcher: list[str], workdir: Path, name: str, args: list, kill_at_step: int | None = None, env: dict | None = None
+) -> Run:
     """Start the probed training script under `launcher`, writing to `workdir / name` (its log: `name.log`)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
     if kill_at_step is not None:
         env["KILL_AT_STEP"] = str(kill_at_step)
     command = [*launcher, str(workdir / "probed_run.py"), *COMMON, "--output_dir", workdir / name, *args]
@@ -136,13 +153,24 @@ def resume_run(workdir: Path, name: str, kill_at_step: int | None = None, varian
     return start([sys.executable], workdir, name, args, kill_at_step)
 
 
+def two_process_resume_run(workdir: Path, name: str, kill_at_step: int | None = None) -> Run:
+    """2 processes (accelerate), MixACM on in-memory images, 6 steps per epoch, checkpoints every 2 steps, resuming
+    from the newest; the end-of-run evaluation on."""
+    args = [
+        "--teacher", workdir / "teacher-32", "--dataset", CIFAR10, "--max_train_samples", 48, "--max_eval_samples", 16,
+        "--per_device_train_batch_size", 4, "--max_steps", 8, "--save_strategy", "steps", "--save_steps", 2,
+        "--in_memory_images", "true", "--resume_from_checkpoint", "last", *EVALUATED,
+    ]  # fmt: skip
+    return start(TWO_CPU_PROCESSES, workdir, name, args, kill_at_step)
+
+
 @pytest.fixture(scope="module")
 def runs(workdir) -> Iterator[dict[str, Run]]:
     """The module's training runs, started together: they are mostly interpreter start-up, which overlaps."""
     stream = [
         "--teacher", workdir / "teacher-56", "--dataset", workdir / "imagenet-like", "--streaming", "true",
         "--image_size", 56, "--eval_split", "validation", "--mixup_alpha", 0, "--max_steps", 4,
-        "--per_device_train_batch_size", 8, "--save_strategy", "no",
+        "--per_device_train_batch_size", 8, "--save_strategy", "no", *EVALUATED,
     ]  # fmt: skip
     started = {"stream": start([str(BIN / "torchrun"), "--nproc_per_node", 2], workdir, "stream", stream)}
     if (CIFAR10 / "plain_text").is_dir():  # else the tests that need them skip (the cifar10_path fixture)
@@ -151,7 +179,11 @@ def runs(workdir) -> Iterator[dict[str, Run]]:
             "--max_eval_samples", 37, "--per_device_train_batch_size", 4, "--gradient_accumulation_steps", 2,
             "--max_steps", 3, "--save_strategy", "no",
         ]  # fmt: skip
-        started["ddp"] = start(TWO_CPU_PROCESSES, workdir, "ddp", ddp)
+        started["ddp"] = start(TWO_CPU_PROCESSES, workdir, "ddp", [*ddp, *EVALUATED])
+        failing = {"FAIL_EVALUATION_ON_RANK": "1"}
+        started["ddp-failing"] = start(TWO_CPU_PROCESSES, workdir, "ddp-failing", [*ddp, *EVALUATED], env=failing)
+        started["ddp-uninterrupted"] = two_process_resume_run(workdir, "ddp-uninterrupted")
+        started["ddp-killed"] = two_process_resume_run(workdir, "ddp-resumed", kill_at_step=5)
         started["uninterrupted"] = resume_run(workdir, "uninterrupted")
         started["killed"] = resume_run(workdir, "resumed", kill_at_step=7)
         for variant in RESUMED_VARIANTS:
@@ -256,10 +288,83 @@ def test_two_process_ddp_run(runs, cifar10_path):
     assert summary["clean_accuracy"] == pytest.approx(accuracy)  # all 37 images, not one process's share
 
 
+def single_process_records(out: Path, dataset: Path, split: str, n: int, seed: int) -> dict:
+    """Per-example records of `training/evaluate_robustness.py --model out` run alone (one process)."""
+    report = out.parent / f"{out.name}-alone.json"
+    command = [
+        sys.executable, "training/evaluate_robustness.py", "--model", out, "--dataset", dataset, "--split", split,
+        "--n", n, "--attacks", EVALUATED_ATTACKS, "--batch-size", 8, "--seed", seed, "--output", report,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    subprocess.run(list(map(str, command)), cwd=REPO, env=env, check=True, capture_output=True)
+    return json.loads(report.read_text())["per_example"]
+
+
+def end_of_run_report(out: Path) -> dict:
+    """The run's robustness.json report of EVALUATED_ATTACKS, checked to be in its card's model-index."""
+    (report,) = json.loads((out / "robustness.json").read_text())
+    assert report["processes"] == 2 and set(report["attacks"]) == set(EVALUATED_ATTACKS.split(","))
+    assert report["eps_sweep"]["eps"] == [0, 4 / 255]
+    card = {result.metric_config: result.metric_value for result in ModelCard.load(out / "README.md").data.eval_results}
+    assert card["pgd-3"] == round(100 * report["robust_accuracy"]["pgd-3"], 2)
+    assert (out / "robustness_vs_eps.png").stat().st_size > 0
+    return report
+
+
+def test_two_process_run_evaluates_on_both_processes_like_one(runs, workdir, cifar10_path):
+    """The end-of-run evaluation of a 2-process run: both processes attack (batches spread, records gathered),
+    process 0 writes robustness.json, the plot and the card; the per-example records equal those of
+    `training/evaluate_robustness.py` run alone on the saved folder."""
+    finish(runs["ddp"])
+    out = runs["ddp"].output_dir
+    report = end_of_run_report(out)
+    assert len(report["per_example"]["index"]) == 37
+    assert report["per_example"] == single_process_records(out, cifar10_path, "test", 37, report["seed"])
+
+
+def test_an_evaluation_failing_on_one_process_ends_both_with_the_same_error(runs):
+    """Process 1's attack raises: both processes end (no wait for a peer that gave up) with the same message naming
+    the failed process, the trained model kept and no report written."""
+    started = time.perf_counter()
+    log = finish(runs["ddp-failing"], returncode=1)
+    assert time.perf_counter() - started < 300
+    message = "failed on 1 of 2 processes: rank 1: RuntimeError: injected failure in batch 1"
+    # the launcher stops the other process as soon as one exits, so rank 1 may not print; what is printed agrees
+    errors = dict(re.findall(r"^\[rank(\d)\]: mixacm_hf\.run\.EvaluationFailed: (.*)$", log, re.MULTILINE))
+    assert "0" in errors and message in errors["0"] and len(set(errors.values())) == 1, log[-4000:]
+    out = runs["ddp-failing"].output_dir
+    assert (out / "model.safetensors").exists() and not (out / "robustness.json").exists()
+
+
+def test_two_process_run_killed_mid_epoch_resumes_then_evaluates(runs, workdir, cifar10_path):
+    """2 processes SIGKILLed at step 5 (mid-epoch; newest checkpoint step 4), resumed with `last`: the weights of
+    the uninterrupted 2-process run, then the end-of-run evaluation and card, with its records."""
+    runs["ddp-killed"].process.wait(timeout=600)  # the launcher's exit status after its processes were killed
+    killed = runs["ddp-killed"].output_dir
+    assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert not (killed / "robustness.json").exists()
+    resumed = two_process_resume_run(workdir, "ddp-resumed")
+    finish(resumed)
+    finish(runs["ddp-uninterrupted"])
+    expected, expected_state = probe_result(runs["ddp-uninterrupted"].output_dir)
+    weights, state = probe_result(resumed.output_dir)
+    assert expected_state["steps"] == state["steps"] == 8
+    assert same_weights(weights, expected)
+    assert same_weights(load_file(resumed.output_dir / "model.safetensors"), weights)
+    report = end_of_run_report(resumed.output_dir)
+    assert report["per_example"] == end_of_run_report(runs["ddp-uninterrupted"].output_dir)["per_example"]
+    assert len(report["per_example"]["index"]) == 16
+
+
 def test_streaming_two_processes_see_each_image_once(runs):
     """torchrun, 2 processes, streaming: 4 steps x 8 images x 2 processes = one pass over the 64 images, and every
     image is trained on exactly once, by one of the processes."""
     finish(runs["stream"])
+    out = runs["stream"].output_dir
+    report = end_of_run_report(out)  # evaluated by both processes, the card written by process 0
+    assert report["per_example"] == single_process_records(
+        out, out.parent / "imagenet-like", "validation", 16, report["seed"]
+    )
     (_, rank0), (_, rank1) = probe_result(runs["stream"].output_dir, 0), probe_result(runs["stream"].output_dir, 1)
     assert rank0["steps"] == rank1["steps"] == 4
     assert len(rank0["ids"]) == len(rank1["ids"]) == 32

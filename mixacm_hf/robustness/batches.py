@@ -53,6 +53,33 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
+class RankFailure(RuntimeError):
+    """Work spread over `torch.distributed` processes failed on some rank; every rank raises it with the same
+    message (`gather_from_ranks`), so none waits for a peer that has given up."""
+
+
+def gather_from_ranks(payload: Any, failure: BaseException | None = None) -> list[Any]:
+    """Every rank's `payload`, in rank order (`[payload]` outside a process group). Each rank passes the exception
+    that stopped its share of the work, or None: when any rank failed, every rank raises the same `RankFailure`
+    naming the ranks and their errors (the failed rank's own error chained), instead of a peer waiting forever.
+
+    Raises:
+        RankFailure: some rank passed a failure (in a single process, the failure itself is re-raised).
+    """
+    _, world = _distributed()
+    if world == 1:
+        if failure is not None:
+            raise failure
+        return [payload]
+    gathered: list[Any] = [None] * world
+    described = None if failure is None else f"{type(failure).__name__}: {failure}"
+    torch.distributed.all_gather_object(gathered, (payload, described))
+    failures = [f"rank {rank}: {error}" for rank, (_, error) in enumerate(gathered) if error is not None]
+    if failures:
+        raise RankFailure(f"failed on {len(failures)} of {world} processes: " + "; ".join(failures)) from failure
+    return [part for part, _ in gathered]
+
+
 class Progress:
     """Per-batch results of an evaluation in a folder, so that an interrupted evaluation resumes where it stopped.
 
@@ -142,19 +169,21 @@ class _Run:
         self.bar.set_description(f"{spec.name} eps={eps:.4f}")
         rank, world = _distributed()
         key = f"{re.sub(r'[^a-z0-9.+-]', '_', spec.name)}-eps{eps:.8f}"
-        done = {}
-        for index in range(rank, math.ceil(len(self.x) / self.batch_size), world):
-            done[index] = self.progress.load(key, index) if self.progress else None
-            if done[index] is None:
-                done[index] = self._batch(spec, eps, index)
-                if self.progress:
-                    self.progress.save(key, index, *done[index])
-            self.bar.update(1)
+        done, failure = {}, None
+        try:
+            for index in range(rank, math.ceil(len(self.x) / self.batch_size), world):
+                result = self.progress.load(key, index) if self.progress else None
+                if result is None:
+                    result = self._batch(spec, eps, index)
+                    if self.progress:
+                        self.progress.save(key, index, *result)
+                done[index] = result
+                self.bar.update(1)
+        except Exception as error:  # every rank learns of it at the gathering below, none waits for this one
+            failure = error
         self.seconds[spec.name, eps] = sum(seconds for _, _, seconds in done.values())
-        if world > 1:
-            gathered = [None] * world
-            torch.distributed.all_gather_object(gathered, done)
-            done = {index: result for part in gathered for index, result in part.items()}
+        gathered = gather_from_ranks(done, failure)
+        done = {index: result for part in gathered for index, result in part.items()}
         for _, caught, _ in done.values():
             self.warnings.setdefault(spec.name, set()).update(caught)
         return torch.cat([done[index][0] for index in sorted(done)])

@@ -142,7 +142,8 @@ SHARED_MACHINE_RUNS = {
     "wrn16-2-mixacm-t20-acm2k-frac10", "wrn16-2-mixacm-t20-acm2k-frac30", "wrn16-1-mixacm-t20-acm2k-inmem",
     "wrn16-2-pgd7-at-frac10", "wrn16-2-pgd7-at-frac30", "wrn16-1-pgd7-at-inmem",
     "wrn16-2-trades-inmem", "wrn16-2-rslad-t20-inmem", "wrn16-2-ard-t20-inmem",
-    f"{RECIPE}-20ep", f"{RECIPE}-40ep", f"{RECIPE}-40ep-seed1", "wrn16-2-kd-t20-inmem-40ep", "wrn16-2-pgd7-at-inmem-2ep",
+    f"{RECIPE}-20ep", f"{RECIPE}-40ep", f"{RECIPE}-40ep-seed1", "wrn16-2-kd-t20-inmem-40ep",
+    "wrn16-2-pgd7-at-inmem-2ep",
 }  # fmt: skip
 
 

@@ -242,3 +242,14 @@ def test_saving_a_model_keeps_the_normalisation_its_processor_applies(model_and_
     with pytest.raises(ValueError, match="Cannot tell how ResNetForImageClassification expects its pixels"):
         save_robust_model(bare, tmp_path / "bare", [report], SUMMARY)
     assert not (tmp_path / "bare").exists()
+
+
+def test_the_sweep_table_shows_the_plotted_sweep_and_survives_updates_without_one(folder, model_and_report):
+    """The card's budget-sweep table holds the values of the plotted report's sweep (eps as x/255, FGSM's row), and
+    an update by a report without a sweep on fewer images keeps it."""
+    report = model_and_report[1]
+    fgsm = [f"{100 * value:.2f}" for value in report.eps_sweep["robust_accuracy"]["fgsm"]]
+    expected = ["| Evaluation | 0/255 | 8/255 |", f"| FGSM | {' | '.join(fgsm)} |"]
+    assert all(line in (folder / "README.md").read_text() for line in expected)
+    update_model_card(folder, replace(report, eps_sweep=None, n_examples=4, seed=7))
+    assert all(line in (folder / "README.md").read_text() for line in expected)

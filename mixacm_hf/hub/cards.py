@@ -54,6 +54,29 @@ def _result_rows(results: Sequence[EvalResult]) -> list[dict[str, Any]]:
     return rows
 
 
+def sweep_report(reports: Sequence[RobustnessReport]) -> RobustnessReport | None:
+    """The report whose eps sweep a card shows (plot and table): of those with a sweep, the one on the most examples,
+    the newest of those; None without any."""
+    swept = [report for report in reports if report.eps_sweep is not None]
+    return max(reversed(swept), key=lambda report: report.n_examples) if swept else None
+
+
+def _sweep_table(report: RobustnessReport | None) -> dict[str, Any] | None:
+    """The card's eps-sweep table: one column per budget, one row per attack (accuracy in %, "–" where not run)."""
+    if report is None:
+        return None
+    sweep = report.eps_sweep
+    return {
+        "eps": [format_eps(eps, report.norm) for eps in sweep["eps"]],
+        "norm": report.norm,
+        "n": report.n_examples,
+        "rows": [
+            {"name": attack_title(name), "values": ["–" if value is None else f"{100 * value:.2f}" for value in values]}
+            for name, values in sweep["robust_accuracy"].items()
+        ],
+    }
+
+
 def _evaluation(results: Sequence[EvalResult]) -> dict[str, Any] | None:
     if not results:
         return None
@@ -221,6 +244,7 @@ def create_model_card(
             "failed": [check for check in checks if not check["passed"]],
         },
         "plot": plot,
+        "sweep": _sweep_table(sweep_report(reports)),
         "asserted_id": dataset_id,
         "evaluation_dataset": dataset_id or (reports[-1].dataset.get("name") if reports else None) or dataset["type"],
         "local_copies": list(  # one entry per copy, however many paths name it

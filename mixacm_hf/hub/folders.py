@@ -16,7 +16,7 @@ from ..data.identity import recorded_identity
 from ..files import atomic_write_bytes, atomic_write_text, locked, replace_marked_block
 from ..models import WideResNetConfig
 from ..robustness import RobustnessReport, plot_eps_sweep
-from .cards import create_model_card
+from .cards import create_model_card, sweep_report
 from .results import CARD_NAME, PLOT_NAME, PROCESSOR_NAME, REPORTS_NAME, SUMMARY_NAME
 
 RESULTS_START, RESULTS_END = "<!-- mixacm-hf:results:start -->", "<!-- mixacm-hf:results:end -->"
@@ -66,10 +66,10 @@ def _render_folder(
     """The card of the model saved in `folder` and the files to write beside it (robustness.json, and the eps plot
     of the report with a sweep on the most examples, the newest of those: with `redraw_plot`, or when the folder has
     none), all rendered in memory: nothing in `folder` is touched."""
-    swept = [report for report in reports if report.eps_sweep is not None]
+    swept = sweep_report(reports)
     files = {REPORTS_NAME: _reports_json(reports)}
     if swept and (redraw_plot or not (folder / PLOT_NAME).is_file()):
-        files[PLOT_NAME] = _plot_png(max(reversed(swept), key=lambda report: report.n_examples))  # newest of largest n
+        files[PLOT_NAME] = _plot_png(swept)
     config_file = folder / "config.json"
     card = create_model_card(
         repo_id.split("/")[-1] if repo_id else folder.resolve().name,

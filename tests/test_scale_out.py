@@ -82,6 +82,15 @@ if "FAIL_EVALUATION_ON_RANK" in os.environ:  # that process's first attacked bat
 
     batch, _Run._batch = _Run._batch, failing_batch
 
+if "RECORD_PUSHES" in os.environ:  # the Hub is offline: each process that pushes leaves a file instead
+    import mixacm_hf.run
+
+    def record_push(folder, repo_id, private, token):
+        Path(folder, f"pushed-by-rank{os.environ.get('RANK', 0)}").write_text(repo_id)
+        return f"https://huggingface.co/{repo_id}/commit/0"
+
+    mixacm_hf.run.push_robust_model = record_push
+
 run_mixacm(*parse_with_config(argument_parser(), sys.argv[1:]), callbacks=[Probe()])
 """
 
@@ -179,7 +188,10 @@ def runs(workdir) -> Iterator[dict[str, Run]]:
             "--max_eval_samples", 37, "--per_device_train_batch_size", 4, "--gradient_accumulation_steps", 2,
             "--max_steps", 3, "--save_strategy", "no",
         ]  # fmt: skip
-        started["ddp"] = start(TWO_CPU_PROCESSES, workdir, "ddp", [*ddp, *EVALUATED])
+        pushed = ["--push_to_hub", "true", "--hub_model_id", "someone/ddp-student"]
+        started["ddp"] = start(
+            TWO_CPU_PROCESSES, workdir, "ddp", [*ddp, *EVALUATED, *pushed], env={"RECORD_PUSHES": "1"}
+        )
         failing = {"FAIL_EVALUATION_ON_RANK": "1"}
         started["ddp-failing"] = start(TWO_CPU_PROCESSES, workdir, "ddp-failing", [*ddp, *EVALUATED], env=failing)
         started["ddp-uninterrupted"] = two_process_resume_run(workdir, "ddp-uninterrupted")
@@ -313,13 +325,17 @@ def end_of_run_report(out: Path) -> dict:
 
 def test_two_process_run_evaluates_on_both_processes_like_one(runs, workdir, cifar10_path):
     """The end-of-run evaluation of a 2-process run: both processes attack (batches spread, records gathered),
-    process 0 writes robustness.json, the plot and the card; the per-example records equal those of
+    process 0 writes robustness.json, the plot and the card and pushes once; the per-example records equal those of
     `training/evaluate_robustness.py` run alone on the saved folder."""
     finish(runs["ddp"])
     out = runs["ddp"].output_dir
     report = end_of_run_report(out)
     assert len(report["per_example"]["index"]) == 37
     assert report["per_example"] == single_process_records(out, cifar10_path, "test", 37, report["seed"])
+    # --push_to_hub: process 0 pushes the finished folder, once; the card's usage names the Hub id
+    assert [path.name for path in out.glob("pushed-by-rank*")] == ["pushed-by-rank0"]
+    assert (out / "pushed-by-rank0").read_text() == "someone/ddp-student"
+    assert 'repo_id = "someone/ddp-student"' in (out / "README.md").read_text()
 
 
 def test_an_evaluation_failing_on_one_process_ends_both_with_the_same_error(runs):

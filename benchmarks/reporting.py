@@ -12,13 +12,16 @@ import json
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from benchmarks.studies import average, mean_seconds_alone
 from mixacm_hf.files import atomic_write_text, replace_marked_block
 from mixacm_hf.hub import load_reports
 from mixacm_hf.methods import relevant_hyperparameters
 from mixacm_hf.robustness import RobustnessReport
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TABLE_START, TABLE_END = "<!-- cifar10-cpu-results:start -->", "<!-- cifar10-cpu-results:end -->"
 # The paper's Table 3 (CIFAR-10, WRN-28-10 teacher -> WRN-16-10 students, 200 epochs, original CIFAR-10 files):
@@ -223,25 +226,25 @@ def write_results(
 def headline_label(label: str, rows: list[dict]) -> str:
     """A headline bar group's label: its name, the mean training time of its seeds trained alone, how many seeds it
     averages and, when AutoAttack measured only some of them, how many."""
-    seeds = f", {len(rows)} seeds" if len(rows) > 1 else ""
     attacked = sum(row["autoattack"] is not None for row in rows)
-    seeds += f"; AutoAttack {attacked} of {len(rows)}" if 0 < attacked < len(rows) else ""
     seconds = mean_seconds_alone(rows)
-    minutes = "time not measured alone" if seconds is None else f"{seconds / 60:.0f} min"
-    return f"{label}\n({minutes}{seeds})"
+    lines = [label, "not timed alone" if seconds is None else f"{seconds / 60:.0f} min"]
+    lines += [f"{len(rows)} seeds"] if len(rows) > 1 else []
+    lines += [f"AutoAttack {attacked} of {len(rows)}"] if 0 < attacked < len(rows) else []
+    return "\n".join(lines)  # one short line each, so that neighbouring labels do not overlap
 
 
-def plot_headline(entries: list[tuple[str, list[dict]]], path: Path, n_eval: int, n_autoattack: int) -> None:
+def plot_headline(entries: list[tuple[str, list[dict]]], path: Path, n_eval: int, n_autoattack: int) -> Figure:
     """The headline comparison as grouped bars, one group per entry (label, its rows: one per training seed): clean
     and PGD-20 accuracy (first `n_eval` test images) and AutoAttack (first `n_autoattack`), the mean over the rows
     with the sample std as an error bar where there are several seeds, and the training wall time under each label.
-    Entries without rows are left out."""
+    Entries without rows are left out; returns the figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     entries = [(label, rows) for label, rows in entries if rows]
     columns = [("clean", "clean", "C7"), ("pgd20", "PGD-20", "C0"), ("autoattack", "AutoAttack", "C3")]
-    figure = Figure(figsize=(10, 4.8))
+    figure = Figure(figsize=(max(10, 1.25 * len(entries)), 4.8))
     FigureCanvasAgg(figure)
     axes = figure.subplots()
     width = 0.8 / len(columns)
@@ -267,3 +270,4 @@ def plot_headline(entries: list[tuple[str, list[dict]]], path: Path, n_eval: int
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
+    return figure

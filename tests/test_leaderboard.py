@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,12 +95,15 @@ def test_coercion_of_foreign_values():
     assert coerce_norm("L1") is None and coerce_norm(None) is None
 
 
-def test_readme_command_verbatim_on_the_committed_cards_prints_tables():
+def test_readme_command_verbatim_on_the_committed_cards_prints_tables(tmp_path):
+    """The README's leaderboard command, run in a copy of the committed cards (so the user's own `outputs/`, which
+    the command also names, never takes part)."""
     readme = (REPO / "README.md").read_text()
     command = re.search(r"^python -m mixacm_hf\.hub leaderboard model_cards/\*.*$", readme, re.MULTILINE).group(0)
+    shutil.copytree(REPO / "model_cards", tmp_path / "model_cards")
     done = subprocess.run(
-        command.replace("python", f"'{sys.executable}'", 1), shell=True, cwd=REPO, capture_output=True, text=True,
-        timeout=300,
+        command.replace("python", f"'{sys.executable}'", 1), shell=True, cwd=tmp_path, capture_output=True,
+        text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr

@@ -299,8 +299,9 @@ STAGES = [
     # term's share of any gain), and PGD-7 AT for the 2 epochs whose wall time matches the recipe's 10 (cosine over
     # its own length). Trained in the background, one thread each, beside other work: SHARED_MACHINE_RUNS.
     *(
-        in_memory_student(f"{RECIPE}-{epochs}ep{f'-seed{seed}' if seed else ''}", "mixacm", RECIPE_FLAGS,
-                          epochs=epochs, seed=seed)
+        in_memory_student(
+            f"{RECIPE}-{epochs}ep{f'-seed{seed}' if seed else ''}", "mixacm", RECIPE_FLAGS, epochs=epochs, seed=seed
+        )
         for epochs, seed in ((20, 0), (40, 0), (40, 1))
     ),  # fmt: skip
     in_memory_student("wrn16-2-kd-t20-inmem-40ep", "kd", COMPILED_TEACHER, epochs=40),

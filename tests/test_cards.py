@@ -253,3 +253,19 @@ def test_the_sweep_table_shows_the_plotted_sweep_and_survives_updates_without_on
     assert all(line in (folder / "README.md").read_text() for line in expected)
     update_model_card(folder, replace(report, eps_sweep=None, n_examples=4, seed=7))
     assert all(line in (folder / "README.md").read_text() for line in expected)
+
+
+def test_each_methods_card_text_agrees_with_its_entry():
+    """A card says what its method trains on: mixup images where the entry uses mixup, never where it does not; the
+    soft labels and channel maps it names only where the entry uses them (or says it goes without them)."""
+    from mixacm_hf.methods import METHODS
+
+    for name, method in METHODS.items():
+        text = method.card_text.lower()
+        assert ("mixup images" in text) == method.uses_mixup, name
+        if not method.uses_mixup and method.needs_teacher and not method.adversarial:
+            assert "clean" in text, name  # distillation without mixup: on clean images
+        if "channel map" in text:
+            assert method.uses_acm or "no channel maps" in text, name
+        if "soft label" in text or "soft-label" in text:
+            assert method.uses_kld or "without the soft-label term" in text or method.adversarial, name

@@ -82,15 +82,15 @@ for entry in (
     Method("acm-only", "Activated channel maps and CE only (no soft labels).",
            card_title="activated-channel-map distillation only",
            card_text=(
-               "The student matches the frozen teacher's activated channel maps on mixup images, without the "
-               "soft-label term."
+               "The student matches the frozen teacher's activated channel maps on clean images (no mixup), "
+               "plus cross-entropy, without the soft-label term."
            ), uses_acm=True, tags=MIXACM_TAGS,
            hyperparameters=ACM_HYPERPARAMETERS, **DISTILLATION),
     Method("kd", "Soft labels only (Hinton et al. 2015; the paper's RKD baseline).",
            card_title="knowledge distillation (RKD)",
            card_text=(
-               "Soft-label distillation from the frozen robust teacher (the paper's RKD baseline): no channel maps, "
-               "no adversarial examples."
+               "Soft-label distillation from the frozen robust teacher on clean images (the paper's RKD baseline): "
+               "no mixup, no channel maps, no adversarial examples."
            ), uses_kld=True, citation=KD_CITATION, tags=("knowledge-distillation",),
            hyperparameters=KLD_HYPERPARAMETERS,
            refuses_zero={"alpha_kld": "the soft-label term; with 0 it is natural training (--method natural)"},

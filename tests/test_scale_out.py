@@ -73,14 +73,14 @@ class Probe(TrainerCallback):
 
 
 if "FAIL_EVALUATION_ON_RANK" in os.environ:  # that process's first attacked batch raises: the others must not hang
-    from mixacm_hf.robustness.batches import _Run
+    from mixacm_hf.robustness.batches import AttackRun
 
     def failing_batch(self, spec, eps, index):
         if int(os.environ.get("RANK", 0)) == int(os.environ["FAIL_EVALUATION_ON_RANK"]):
             raise RuntimeError(f"injected failure in batch {index}")
         return batch(self, spec, eps, index)
 
-    batch, _Run._batch = _Run._batch, failing_batch
+    batch, AttackRun._batch = AttackRun._batch, failing_batch
 
 if "RECORD_PUSHES" in os.environ:  # the Hub is offline: each process that pushes leaves a file instead
     import mixacm_hf.run

@@ -110,7 +110,8 @@ def _where(split: str, row: int | None) -> str:
     return f"row {row} of the {split!r} split" if row is not None else f"an example of the {split!r} split"
 
 
-def _readable(value: Any) -> bool:
+def is_readable_image(value: Any) -> bool:
+    """Whether `value` (a `datasets` image cell, PIL image, array or path) decodes as an image."""
     try:
         read_image(value, decode_image, "")
     except ValueError:
@@ -118,7 +119,7 @@ def _readable(value: Any) -> bool:
     return True
 
 
-def _rgb_array(image: Image.Image, image_size: int) -> np.ndarray:
+def rgb_array(image: Image.Image, image_size: int) -> np.ndarray:
     """PIL image (any size) -> uint8 (image_size, image_size, 3), converted by bit depth (`decode_image`; 16-bit
     images are rounded to 8 bits) and resized like `image_transform`."""
     decoded = decode_image(image)

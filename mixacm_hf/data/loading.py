@@ -20,14 +20,14 @@ from tqdm.auto import tqdm
 from .images import (
     CIFAR_CROP_PADDING,
     CIFAR_IMAGE_SIZE,
-    _readable,
-    _rgb_array,
     image_transform,
+    is_readable_image,
     random_crop_flip,
     read_image,
+    rgb_array,
     seeded_generator,
 )
-from .streams import _prepare_stream
+from .streams import prepare_stream
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def load_image_dataset(
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
     if streaming:
         transform = ExampleTransform(image_column, label_column, train, image_size, split, num_labels)
-        return _prepare_stream(
+        return prepare_stream(
             dataset, transform, train, max_samples, shuffle_buffer_size, seed, image_column, split, skip_bad_images
         )
     if fraction is not None:
@@ -279,7 +279,7 @@ def decode_all(dataset: datasets.Dataset, chunk: int = 1000) -> None:
 def _drop_unreadable(dataset: datasets.Dataset, image_column: str, split: str) -> datasets.Dataset:
     """`dataset` without the rows whose image cannot be decoded (a warning gives their count and first rows)."""
     values = dataset.select_columns([image_column, ROW_COLUMN])
-    bad = [row for value, row in zip(values[image_column], values[ROW_COLUMN]) if not _readable(value)]
+    bad = [row for value, row in zip(values[image_column], values[ROW_COLUMN]) if not is_readable_image(value)]
     if not bad:
         return dataset
     logger.warning(
@@ -323,7 +323,7 @@ class InMemoryImageDataset(torch.utils.data.Dataset):
             rows = batch.get(ROW_COLUMN) or range(start, start + len(batch[label_column]))
             pixels = np.stack(
                 [
-                    read_image(value, lambda image: _rgb_array(image, image_size), split, row)
+                    read_image(value, lambda image: rgb_array(image, image_size), split, row)
                     for value, row in zip(batch[image_column], rows)
                 ]
             )

@@ -10,12 +10,12 @@ from typing import Any
 import datasets
 import torch
 
-from .images import _readable
+from .images import is_readable_image
 
 logger = logging.getLogger(__name__)
 
 
-def _prepare_stream(
+def prepare_stream(
     dataset: datasets.IterableDataset,
     transform: Callable[[dict[str, list[Any]]], dict[str, list[Any]]],
     train: bool,
@@ -45,7 +45,7 @@ class _SkipCounter:
         self.split, self.skipped = split, 0
 
     def __call__(self, value: Any) -> bool:
-        if _readable(value):
+        if is_readable_image(value):
             return True
         self.skipped += 1
         logger.warning("Skipped an example of the streamed %r split whose image cannot be decoded (%d so far).",
@@ -59,7 +59,7 @@ def split_stream(dataset: datasets.IterableDataset, rank: int, world_size: int) 
     `split_dataset_by_node`: whole shards (files) per process when their count is a multiple of `world_size`, else
     every `world_size`-th example. A stream that is already split is returned unchanged.
     """
-    if world_size == 1 or dataset._distributed is not None:
+    if world_size == 1 or dataset.rank_and_world_size is not None:
         return dataset
     from datasets.distributed import split_dataset_by_node
 

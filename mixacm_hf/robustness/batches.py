@@ -46,7 +46,7 @@ def check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size={batch_size!r}: the batch size must be a positive integer (e.g. 128).")
 
 
-def _distributed() -> tuple[int, int]:
+def rank_and_world_size() -> tuple[int, int]:
     """(rank, world size) of an initialised `torch.distributed` group, else (0, 1)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -66,7 +66,7 @@ def gather_from_ranks(payload: Any, failure: BaseException | None = None) -> lis
     Raises:
         RankFailure: some rank passed a failure (in a single process, the failure itself is re-raised).
     """
-    _, world = _distributed()
+    _, world = rank_and_world_size()
     if world == 1:
         if failure is not None:
             raise failure
@@ -128,7 +128,7 @@ class Progress:
 
 
 @dataclass
-class _Run:
+class AttackRun:
     """Model, examples and settings shared by every attack of one evaluation.
 
     Batches are spread over the processes of a `torch.distributed` group (batch i on rank i % world size, seeded
@@ -167,7 +167,7 @@ class _Run:
         this rank (batches run now plus those resumed from `progress`, as they took then) go to
         `seconds[spec.name, eps]`."""
         self.bar.set_description(f"{spec.name} eps={eps:.4f}")
-        rank, world = _distributed()
+        rank, world = rank_and_world_size()
         key = f"{re.sub(r'[^a-z0-9.+-]', '_', spec.name)}-eps{eps:.8f}"
         done, failure = {}, None
         try:

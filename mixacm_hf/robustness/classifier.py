@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..teachers import PixelSpaceClassifier, _load_pretrained, as_pixel_space
+from ..teachers import PixelSpaceClassifier, as_pixel_space, load_pretrained_classifier
 
 INSIDE = "normalises inside the model"
 PLAIN = "plain module: taken to expect pixels in [0, 1] (the documented contract for modules without a config)"
@@ -77,7 +77,7 @@ def as_classifier(
     normalization = None if image_mean is None else (tuple(image_mean), tuple(image_std))
     name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
-        loaded, processor = _load_pretrained(model, trust_remote_code, revision, what="model")
+        loaded, processor = load_pretrained_classifier(model, trust_remote_code, revision, what="model")
         wrapped = as_pixel_space(loaded, processor, normalization, model)
     elif isinstance(model, PreTrainedModel):
         try:

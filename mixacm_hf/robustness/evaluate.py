@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..data.identity import dataset_identity
 from ..provenance import package_versions
 from .attacks import Norm, attack_mode, check_eps, logits_of
-from .batches import Progress, _distributed, _Run, check_batch_size
+from .batches import AttackRun, Progress, check_batch_size, rank_and_world_size
 from .classifier import as_classifier, attack_layout
 from .inputs import check_labels, example_indices, load_examples, load_split
 from .paired import wilson_interval
@@ -58,7 +58,7 @@ def model_info(model: nn.Module, revision: str | None = None) -> dict[str, Any]:
 Sweep = dict[str, list[torch.Tensor | None]]  # attack -> per-example correctness at each eps (None: skipped)
 
 
-def _sweep(run: _Run, specs: list[AttackSpec], sweep_eps: list[float], eps: float, at_eps: dict) -> Sweep:
+def _sweep(run: AttackRun, specs: list[AttackSpec], sweep_eps: list[float], eps: float, at_eps: dict) -> Sweep:
     """Correctness of each attack at each budget; reuses the results at the main eps; no AutoAttack at eps = 0."""
     return {
         spec.name: [
@@ -78,7 +78,7 @@ def _sweep_runs(specs: list[AttackSpec], sweep_eps: list[float], eps: float) -> 
 
 
 def _correct_at_zero(
-    run: _Run, sweep_eps: list[float] | None, sweep: Sweep | None
+    run: AttackRun, sweep_eps: list[float] | None, sweep: Sweep | None
 ) -> tuple[dict[str, torch.Tensor], str]:
     """Per-example correctness of the attacks at eps = 0: from the sweep when it has 0, else FGSM at eps = 0."""
     if sweep is None or 0.0 not in sweep_eps:
@@ -225,10 +225,10 @@ def evaluate_robustness(
         saved = None if resume_dir is None else Progress(resume_dir, settings)
         runs = 1 + len(attacked) + (_sweep_runs(attacked, sweep_eps, eps) if sweep_eps else 0)
         runs += 0 if sweep_eps and 0.0 in sweep_eps else 1
-        rank, world = _distributed()
+        rank, world = rank_and_world_size()
         total = runs * len(range(rank, math.ceil(len(x) / batch_size), world))
         with tqdm(total=total, disable=not progress or rank != 0, unit="batch") as bar:
-            run = _Run(model, x, y, norm, seed, batch_size, device, bar, saved)
+            run = AttackRun(model, x, y, norm, seed, batch_size, device, bar, saved)
             seconds, correct = {}, {}
             for spec in [CLEAN, *attacked]:
                 correct[spec.name] = run.correct(spec, eps)

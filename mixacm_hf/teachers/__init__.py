@@ -39,15 +39,15 @@ from .converters import (
     resolve_architecture,
     supported_architectures,
 )
-from .loading import (  # noqa: F401  (_load_pretrained, _normalizes_inside: private, imported from here)
+from .loading import (
     DEFAULT_PROBE_SIZE,
     PixelSpaceClassifier,
-    _load_pretrained,
-    _normalizes_inside,
     as_pixel_space,
     check_teacher,
     input_normalization,
+    load_pretrained_classifier,
     load_teacher,
+    normalizes_inside,
 )
 
 __all__ = [
@@ -73,7 +73,9 @@ __all__ = [
     "converted_model_card",
     "file_sha256",
     "input_normalization",
+    "normalizes_inside",
     "load_converted",
+    "load_pretrained_classifier",
     "load_teacher",
     "read_checkpoint",
     "rename_keys",

@@ -10,7 +10,7 @@ from transformers import PreTrainedModel
 
 from .checkpoints import file_sha256
 from .converters import Normalization, convert_checkpoint
-from .loading import _normalizes_inside, input_normalization
+from .loading import input_normalization, normalizes_inside
 
 
 def converted_model_card(
@@ -80,7 +80,7 @@ def save_converted_teacher(
     model.save_pretrained(output_dir)
     if processor is not None:
         processor.save_pretrained(output_dir)
-    card_normalization = None if _normalizes_inside(model) else input_normalization(model, processor)
+    card_normalization = None if normalizes_inside(model) else input_normalization(model, processor)
     card = converted_model_card(model, arch, checkpoint, card_normalization, source, reported_robustness)
     (output_dir / "README.md").write_text(card)
     return model

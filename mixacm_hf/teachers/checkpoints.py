@@ -31,11 +31,11 @@ def read_checkpoint(path: str | os.PathLike) -> StateDict:
         try:
             return _strip_module_prefix(load_file(path))
         except SafetensorError as error:
-            raise ValueError(_unreadable_weights(path, error)) from error
+            raise ValueError(unreadable_weights_message(path, error)) from error
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (EOFError, RuntimeError) as error:  # truncated or not a torch file
-        raise ValueError(_unreadable_weights(path, error)) from error
+        raise ValueError(unreadable_weights_message(path, error)) from error
     except pickle.UnpicklingError as error:
         reason = " ".join(
             line.strip() for line in str(error).splitlines() if "WeightsUnpickler" in line or "Unsupp" in line
@@ -49,7 +49,8 @@ def read_checkpoint(path: str | os.PathLike) -> StateDict:
     return _strip_module_prefix(_find_state_dict(checkpoint, str(path)))
 
 
-def _unreadable_weights(path: str | os.PathLike, error: BaseException) -> str:
+def unreadable_weights_message(path: str | os.PathLike, error: BaseException) -> str:
+    """The error message for a weights file at `path` that failed to read with `error`."""
     return (
         f"Cannot read the weights in {str(path)!r} ({type(error).__name__}: {error}): the file is truncated or "
         "corrupt. Download or copy it again (or re-save the model) and retry."

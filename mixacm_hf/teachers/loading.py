@@ -18,7 +18,7 @@ from transformers.utils import logging
 
 from ..losses import probe_outputs
 from ..models import WideResNetConfig
-from .checkpoints import _unreadable_weights
+from .checkpoints import unreadable_weights_message
 from .converters import RAW_PIXELS, Normalization, convert_checkpoint, supported_architectures
 
 logger = logging.get_logger(__name__)
@@ -57,7 +57,8 @@ class PixelSpaceClassifier(nn.Module):
 # Reading foreign checkpoints
 
 
-def _normalizes_inside(model: PreTrainedModel) -> bool:
+def normalizes_inside(model: PreTrainedModel) -> bool:
+    """Whether `model` normalises its [0, 1] pixel input itself (this package's WideResNets do)."""
     return model.config.model_type == WideResNetConfig.model_type
 
 
@@ -75,7 +76,7 @@ def as_pixel_space(
     model: PreTrainedModel, processor: BaseImageProcessor | None, normalization: Normalization | None, name: str
 ) -> nn.Module:
     """The model itself when it normalises inside (WideResNet), else a `PixelSpaceClassifier` around it."""
-    if _normalizes_inside(model):
+    if normalizes_inside(model):
         if normalization is not None:
             raise ValueError(
                 f"{name!r} normalises inside the model (config.image_mean/image_std); don't pass image_mean/image_std."
@@ -113,7 +114,7 @@ def check_teacher(teacher: nn.Module, image_size: int, name: str) -> None:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # 'name' or 'org/name', as the Hub spells repo ids
 
 
-def _load_pretrained(
+def load_pretrained_classifier(
     spec: str | os.PathLike, trust_remote_code: bool, revision: str | None, what: str = "teacher"
 ) -> tuple[PreTrainedModel, BaseImageProcessor | None]:
     """An HF model folder or Hub id and its image processor (None when it normalises inside or has none);
@@ -140,7 +141,7 @@ def _load_pretrained(
         model, info = AutoModelForImageClassification.from_pretrained(spec, output_loading_info=True, **kwargs)
     except SafetensorError as error:
         weights = sorted(str(p) for p in Path(spec).glob("*.safetensors")) or [str(spec)]
-        raise ValueError(_unreadable_weights(", ".join(weights), error)) from error
+        raise ValueError(unreadable_weights_message(", ".join(weights), error)) from error
     except RuntimeError as error:  # weights of other shapes than config.json's (e.g. a head of other classes)
         raise ValueError(
             f"Cannot load the {what} {str(spec)!r}: its weights do not fit its config.json ({error}) The shapes above "
@@ -166,7 +167,7 @@ def _load_pretrained(
             "trained image classifier (e.g. a backbone without its classification head), so its predictions would "
             "be random. Pass a folder or Hub id of a classifier trained on the dataset's classes."
         )
-    if _normalizes_inside(model) or getattr(model.config, "pretrained_cfg", None):
+    if normalizes_inside(model) or getattr(model.config, "pretrained_cfg", None):
         return model, None
     try:
         processor = AutoImageProcessor.from_pretrained(spec, **kwargs)
@@ -200,7 +201,7 @@ def load_teacher(
         raise ValueError("Pass both image_mean and image_std, or neither.")
     normalization = None if image_mean is None else (tuple(image_mean), tuple(image_std))
     if architecture is None:
-        model, processor = _load_pretrained(spec, trust_remote_code, revision)
+        model, processor = load_pretrained_classifier(spec, trust_remote_code, revision)
         teacher = as_pixel_space(model, processor, normalization, str(spec))
     else:
         model, processor = convert_checkpoint(spec, architecture, normalization)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mixacm_hf.robustness import RobustnessReport
-from mixacm_hf.robustness.batches import KILL_AFTER_BATCHES, Progress
+from mixacm_hf.robustness.batches import Progress
 from mixacm_hf.robustness.registry import AttackSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +54,26 @@ def uninterrupted(setup) -> RobustnessReport:
     return evaluate_main([*args, "--output", str(root / "uninterrupted.json")])
 
 
+# training/evaluate_robustness.py, SIGKILLed by itself right after saving its KILL_AFTER_BATCHES-th batch
+KILLED_SCRIPT = f"""
+import os, runpy, signal, sys
+from mixacm_hf.robustness.batches import Progress
+
+save = Progress.save
+
+
+def save_then_die(self, *args):
+    save(self, *args)
+    if self.saved == int(os.environ["KILL_AFTER_BATCHES"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+Progress.save = save_then_die
+sys.argv[0] = {str(SCRIPT)!r}
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def script_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **extra}
 
@@ -64,8 +84,8 @@ def test_killed_evaluation_resumes_without_rerunning_finished_batches(setup, uni
     partial = root / "resumed.json.partial"
     # the clean pass (6 batches) and FGSM's first 2 batches are saved, then the process is SIGKILLed
     killed = subprocess.run(
-        [sys.executable, str(SCRIPT), *args, "--output", str(output)],
-        env=script_env(**{KILL_AFTER_BATCHES: str(BATCHES + 2)}),
+        [sys.executable, "-c", KILLED_SCRIPT, *args, "--output", str(output)],
+        env=script_env(KILL_AFTER_BATCHES=str(BATCHES + 2)),
         capture_output=True,
         text=True,
         timeout=300,

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +19,6 @@ from ..files import atomic_write_text, locked
 from .attacks import Norm, attack_mode, logits_of
 from .autoattack import autoattack_warnings
 from .registry import AttackSpec
-
-KILL_AFTER_BATCHES = "MIXACM_EVAL_KILL_AFTER_BATCHES"  # test hook: SIGKILL this process after saving that many batches
 
 
 def _check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, name: str) -> None:
@@ -123,8 +119,6 @@ class Progress:
         record = {"correct": correct.tolist(), "warnings": caught, "seconds": seconds}
         atomic_write_text(self._file(key, index), json.dumps(record))
         self.saved += 1
-        if self.saved == int(os.environ.get(KILL_AFTER_BATCHES, 0)):
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass

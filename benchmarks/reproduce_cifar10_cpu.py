@@ -45,7 +45,8 @@ RESULTS = REPO / "benchmarks" / "results"
 MODEL_CARDS = REPO / "model_cards"
 READMES = [REPO / "README.md", REPO / "benchmarks" / "README.md"]  # their results tables are rewritten with the JSON
 # The files that make a folder a loadable model; a published stage keeps them in model_cards/<name>/ only.
-MODEL_FILES = ("*.safetensors", "modeling_*.py", "configuration_*.py", "preprocessor_config.json")
+MODEL_CODE = ("modeling_*.py", "configuration_*.py")  # copies of the package's model code, for trust_remote_code
+MODEL_FILES = ("*.safetensors", *MODEL_CODE, "preprocessor_config.json")
 # What a run folder holds that is never published: checkpoints, pickles, logs, TensorBoard runs.
 UNPUBLISHED = ("checkpoint-*", "*.bin", "*.log", "runs")
 EPOCHS = 10
@@ -136,14 +137,19 @@ RECIPE_SEED_RUNS = {1: {"code_commit": "863b1ac44ff7b4ef5d0333ae1068d867f553d8c9
 # Trained beside other jobs, so their wall times are no cost measurement (the claim's wall-time criterion uses the
 # recipe's seed 0, trained alone): the first teacher and kd-t20's last 3 epochs (benchmarks/README.md), and from
 # session 11 on, one thread each beside an evaluation job on the other core, the seed, few-data and WRN-16-1 runs.
+# The schedules of the equal-compute study (other epochs than EPOCHS): the recipe for 20 and 40 epochs, soft labels
+# for 40, PGD-7 AT for the 2 epochs whose wall time matches the recipe's 10.
+EQUAL_COMPUTE = [
+    f"{RECIPE}-20ep", f"{RECIPE}-40ep", f"{RECIPE}-40ep-seed1", "wrn16-2-kd-t20-inmem-40ep",
+    "wrn16-2-pgd7-at-inmem-2ep",
+]  # fmt: skip
 SHARED_MACHINE_RUNS = {
     "teacher-wrn16-2-nfgsm", "wrn16-2-kd-t20",
     f"{RECIPE}-seed2", *(f"wrn16-2-kd-t20-inmem-seed{seed}" for seed in (0, 1, 2)),
     "wrn16-2-mixacm-t20-acm2k-frac10", "wrn16-2-mixacm-t20-acm2k-frac30", "wrn16-1-mixacm-t20-acm2k-inmem",
     "wrn16-2-pgd7-at-frac10", "wrn16-2-pgd7-at-frac30", "wrn16-1-pgd7-at-inmem",
     "wrn16-2-trades-inmem", "wrn16-2-rslad-t20-inmem", "wrn16-2-ard-t20-inmem",
-    f"{RECIPE}-20ep", f"{RECIPE}-40ep", f"{RECIPE}-40ep-seed1", "wrn16-2-kd-t20-inmem-40ep",
-    "wrn16-2-pgd7-at-inmem-2ep",
+    *EQUAL_COMPUTE,
 }  # fmt: skip
 
 
@@ -320,6 +326,10 @@ def train(stage: Stage, dataset: str, dry_run: bool) -> None:
         with open(stage.output_dir / "train.log", "a") as log:
             executable = [str(Path(sys.executable).parent / "accelerate"), *command[1:]]
             subprocess.run(executable, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
+        if not stage.publish:  # the package loads the folder; only published folders are repositories that load alone
+            for pattern in MODEL_CODE:
+                for path in stage.output_dir.glob(pattern):
+                    path.unlink()
 
 
 def evaluation_plan(stage: Stage, key: str, planned: bool = False) -> tuple[list[str], int, bool, str] | None:

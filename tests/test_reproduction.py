@@ -154,7 +154,8 @@ def test_student_commands_share_epochs_schedule_and_precision():
     students = [s for s in reproduction.STAGES if s.role == "student"]
     commands = [s.command(reproduction.DEFAULT_DATASET) for s in students]
     for stage, command in zip(students, commands):
-        assert command[command.index("--num_train_epochs") + 1] == str(reproduction.EPOCHS)
+        epochs = int(command[command.index("--num_train_epochs") + 1])
+        assert epochs == stage.epochs and (epochs == reproduction.EPOCHS) != (stage.name in reproduction.EQUAL_COMPUTE)
         assert "--bf16" not in command and "--learning_rate" not in command  # all from the one config
         assert ("--teacher" in command) == (stage.method in {"mixacm", "mixacm-no-mixup", "kd", "ard", "rslad"})
     pgd7 = commands[[s.name for s in students].index("wrn16-2-pgd7-at")]
@@ -389,6 +390,22 @@ def test_committed_weights_are_stored_once():
         if any((reproduction.MODEL_CARDS / stage.name).glob("*.safetensors")):
             kept = [p.name for pattern in reproduction.MODEL_FILES for p in stage.output_dir.glob(pattern)]
             assert kept == [], f"{stage.name}: model files in both model_cards/ and benchmarks/runs/"
+
+
+def test_run_folders_keep_no_copy_of_the_model_code():
+    """benchmarks/runs/ holds weights and records: the package loads those folders, so no copy of its model code
+    sits there (the published folders in model_cards/ keep theirs: each must load alone from the Hub)."""
+    from transformers import AutoModelForImageClassification
+
+    copies = [path for pattern in reproduction.MODEL_CODE for path in reproduction.RUNS.glob(f"*/{pattern}")]
+    trained = [stage for stage in reproduction.STAGES if (stage.output_dir / "train_summary.json").is_file()]
+    copies = [path for path in copies if path.parent.name in {stage.name for stage in trained}]
+    assert copies == []
+    with_weights = [stage.output_dir for stage in trained if any(stage.output_dir.glob("*.safetensors"))]
+    if not with_weights:
+        pytest.skip("no trained run folder with weights under benchmarks/runs")
+    model = AutoModelForImageClassification.from_pretrained(with_weights[0])
+    assert type(model).__name__ == "WideResNetForImageClassification"
 
 
 def _recomputed_pooled(used: list[list[str]], attack: str) -> dict:

@@ -2,7 +2,7 @@
 standard AutoAttack through `evaluate_robustness` (channels-last fp32) against pyautoattack on the plain model.
 
     python benchmarks/attack_throughput.py [--dataset ../shared/datasets/cifar10] [--arch wrn-16-1]
-        [--batch-size 64] [--repeats 5] [--aa-repeats 5] [--evaluator-repeats 2] [--threads 1]
+        [--batch_size 64] [--repeats 5] [--aa_repeats 5] [--evaluator_repeats 2] [--threads 1]
         [--parts pgd,autoattack,evaluator] [--note TEXT] [--output benchmarks/results/attack_throughput.json]
 
 `--parts` picks the comparisons to run; the sections of the other ones already in the output file are kept.
@@ -129,10 +129,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default=str(REPO.parent / "shared" / "datasets" / "cifar10"))
     parser.add_argument("--arch", default="wrn-16-1")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5, help="timed PGD runs per side")
-    parser.add_argument("--aa-repeats", type=int, default=5, help="timed AutoAttack runs per side")
-    parser.add_argument("--evaluator-repeats", type=int, default=2, help="timed evaluator/direct AutoAttack runs")
+    parser.add_argument("--aa_repeats", type=int, default=5, help="timed AutoAttack runs per side")
+    parser.add_argument("--evaluator_repeats", type=int, default=2, help="timed evaluator/direct AutoAttack runs")
     parser.add_argument("--parts", default="pgd,autoattack,evaluator", help="comparisons to run (comma-separated)")
     parser.add_argument("--note", help="conditions of the run, recorded in the JSON (e.g. a shared machine)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared CPU)")

@@ -1,7 +1,7 @@
 """Do the input pipelines keep MixACM training fed on this machine, and what do they cost?
 
-    python benchmarks/data_throughput.py [--dataset ../shared/datasets/cifar10] [--batch-size 128]
-        [--parts cifar,imagenet] [--imagenet-images 512] [--imagenet-batches 8]
+    python benchmarks/data_throughput.py [--dataset ../shared/datasets/cifar10] [--batch_size 128]
+        [--parts cifar,imagenet] [--imagenet_images 512] [--imagenet_batches 8]
 
 Prints, from one run, the throughput of two training input pipelines through MixACMTrainer's training dataloader, in
 images/s: the CPU config's (CIFAR-10 decoded once into memory, each batch cropped/flipped as one tensor in the
@@ -238,13 +238,13 @@ def gpu_side(per_core: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default=str(CIFAR10), help="dataset folder or Hub id (default: the shared copy)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--pipeline-batches", type=int, default=20, help="batches timed per pipeline round")
+    parser.add_argument("--pipeline_batches", type=int, default=20, help="batches timed per pipeline round")
     parser.add_argument("--parts", default="cifar,imagenet", help="measurements to run (comma-separated)")
-    parser.add_argument("--imagenet-images", type=int, default=512, help="generated ImageNet-like JPEGs")
-    parser.add_argument("--imagenet-batch-size", type=int, default=256, help="the ImageNet config's batch per GPU")
-    parser.add_argument("--imagenet-batches", type=int, default=8, help="ImageNet batches timed")
+    parser.add_argument("--imagenet_images", type=int, default=512, help="generated ImageNet-like JPEGs")
+    parser.add_argument("--imagenet_batch_size", type=int, default=256, help="the ImageNet config's batch per GPU")
+    parser.add_argument("--imagenet_batches", type=int, default=8, help="ImageNet batches timed")
     parser.add_argument("--output", type=Path, default=RESULTS / "data_throughput.json")
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))

@@ -1,7 +1,7 @@
 """Reproduce MixACM's central claim at CPU scale on CIFAR-10 (resumable; each stage is skipped when its output exists).
 
     python benchmarks/reproduce_cifar10_cpu.py [--dataset ../shared/datasets/cifar10] [--only NAME ...]
-        [--evaluations {fgsm,autoattack,none} ...] [--dry-run]
+        [--evaluations {fgsm,autoattack,none} ...] [--dry_run]
 
 Stages (`STAGES`, in order): (1) a robust WRN-16-2 teacher by 10 epochs of N-FGSM adversarial training (its row
 doubles as the fast single-step AT baseline), (2) students with the same 10 epochs and schedule: natural, kd (RKD),
@@ -518,9 +518,83 @@ METHOD_COMPARISONS = {f"mixacm - {name}": ("mixacm (recipe)", name) for name in 
 METHOD_QUESTIONS = {
     f"mixacm - {name}": f"Is the MixACM recipe more robust than {label}?" for name, label in BASELINES.items()
 }
+# Equal compute (README, "Does MixACM pay at equal compute?"): each method's schedules as groups, the paired
+# comparisons that answer the question, and the robustness-against-cost figure (one line per method).
+RECIPE_40 = [f"{RECIPE}-40ep", f"{RECIPE}-40ep-seed1"]
+COST_GROUPS = {
+    "mixacm, 10 epochs": CLAIM_GROUPS["mixacm (recipe)"],
+    "mixacm, 10 epochs, seeds 0-1": CLAIM_GROUPS["mixacm (recipe)"][:2],  # paired with the 40-epoch seeds
+    "mixacm, 20 epochs": [f"{RECIPE}-20ep"],
+    "mixacm, 40 epochs": RECIPE_40,
+    "kd, 40 epochs": ["wrn16-2-kd-t20-inmem-40ep"],
+    "pgd-7 AT, 2 epochs": ["wrn16-2-pgd7-at-inmem-2ep"],
+    "pgd-7 AT, 10 epochs": CLAIM_GROUPS["pgd-7 AT"],
+}
+COST_COMPARISONS = {
+    "mixacm 40 - pgd-7 AT 10": ("mixacm, 40 epochs", "pgd-7 AT, 10 epochs"),
+    "mixacm 10 - pgd-7 AT 2": ("mixacm, 10 epochs", "pgd-7 AT, 2 epochs"),
+    "mixacm 40 - mixacm 10": ("mixacm, 40 epochs", "mixacm, 10 epochs, seeds 0-1"),
+    "mixacm 40 - kd 40": ("mixacm, 40 epochs", "kd, 40 epochs"),
+}
+COST_QUESTIONS = {
+    "mixacm 40 - pgd-7 AT 10": "At equal compute, is MixACM (40 epochs) more robust than PGD-7 AT (10 epochs)?",
+    "mixacm 10 - pgd-7 AT 2": "At equal wall time, is MixACM (10 epochs) more robust than PGD-7 AT (2 epochs)?",
+    "mixacm 40 - mixacm 10": "Is MixACM more robust after 40 epochs than after 10?",
+    "mixacm 40 - kd 40": "After 40 epochs, is MixACM more robust than soft labels alone?",
+}
+EQUAL_COMPUTE_MARGIN = 0.05  # the claim's "within 5 AutoAttack points of PGD-7 AT"
+COST_STUDY: studies.Study = {
+    "MixACM (recipe)": [CLAIM_GROUPS["mixacm (recipe)"], [f"{RECIPE}-20ep"], RECIPE_40],
+    "soft labels only (KD)": [CLAIM_GROUPS["kd"], ["wrn16-2-kd-t20-inmem-40ep"]],
+    "PGD-7 AT": [["wrn16-2-pgd7-at-inmem-2ep"], CLAIM_GROUPS["pgd-7 AT"]],
+    "TRADES": [HEADLINE_ROWS["trades"]],
+    "RSLAD": [HEADLINE_ROWS["rslad"]],
+    "ARD": [HEADLINE_ROWS["ard"]],
+    "teacher (N-FGSM)": [CLAIM_GROUPS["teacher"]],
+}
+# method_cost.py's timed configurations of each stage's method (the recipe and the distillers run a compiled teacher)
+COST_KEYS = {"mixacm": "mixacm+compiled-teacher", "kd": "kd", "pgd-at": "pgd-at", "n-fgsm": "n-fgsm",
+             "trades": "trades", "ard": "ard", "rslad": "rslad"}  # fmt: skip
+STEPS_PER_EPOCH = 391  # 50,000 training images in batches of 128
 CLAIM_MARKERS = ("<!-- cifar10-cpu-claim:start -->", "<!-- cifar10-cpu-claim:end -->")
 METHODS_MARKERS = ("<!-- cifar10-cpu-methods:start -->", "<!-- cifar10-cpu-methods:end -->")
 STUDIES_MARKERS = ("<!-- cifar10-cpu-studies:start -->", "<!-- cifar10-cpu-studies:end -->")
+COST_MARKERS = ("<!-- cifar10-cpu-equal-compute:start -->", "<!-- cifar10-cpu-equal-compute:end -->")
+
+
+def training_seconds(row: dict) -> float:
+    """A row's training wall time on the idle machine: its measured train_seconds when it trained alone, else its
+    steps at the per-step time `benchmarks/method_cost.py` measured for its method alone on the machine."""
+    if not row.get("shared_machine"):
+        return row["train_seconds"]
+    timed = json.loads((RESULTS / "method_cost.json").read_text())["seconds_per_step"]
+    return timed[COST_KEYS[row["method"]]] * STEPS_PER_EPOCH * row["train_fraction"] * row["epochs"]
+
+
+def margin_answer(summary: dict) -> str:
+    """Whether MixACM at 40 epochs is within EQUAL_COMPUTE_MARGIN AutoAttack points of PGD-7 AT at 10 (equal
+    compute), from the pooled paired interval: shown (interval wholly above -margin), ruled out (wholly below), or
+    neither; "" while not measured."""
+    pooled = summary["comparisons"]["mixacm 40 - pgd-7 AT 10"].get("autoattack", {}).get("pooled")
+    if not pooled or pooled.get("interval") is None:
+        return ""
+    low, high = pooled["interval"]
+    points = round(100 * EQUAL_COMPUTE_MARGIN)
+    verdict = (
+        f"within {points} points: shown" if low > -EQUAL_COMPUTE_MARGIN
+        else f"within {points} points: ruled out" if high < -EQUAL_COMPUTE_MARGIN
+        else f"within {points} points: neither shown nor ruled out"
+    )  # fmt: skip
+    return (
+        f"- MixACM 40 epochs against PGD-7 AT 10 epochs (equal compute), AutoAttack {100 * pooled['difference']:+.1f} "
+        f"points [{100 * low:+.1f}, {100 * high:+.1f}]: {verdict}."
+    )
+
+
+def equal_compute_markdown(summary: dict) -> str:
+    """The equal-compute block of the READMEs: the margin answer, then the paired answers and the groups."""
+    answers = seed_statistics.questions_markdown(summary, COST_QUESTIONS, N_EVAL, N_AUTOATTACK)
+    return "\n".join(filter(None, (margin_answer(summary), answers)))
 
 
 def headline_entries(rows: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -549,7 +623,8 @@ def write_results(dataset: str) -> list[dict]:
         ValueError: a summary group names a model that is no stage (a misspelt name would wait for records forever).
     """
     stages = {stage.name for stage in STAGES}
-    unknown = {name for groups in (CLAIM_GROUPS, STUDY_GROUPS) for names in groups.values() for name in names} - stages
+    named = (CLAIM_GROUPS, STUDY_GROUPS, COST_GROUPS)
+    unknown = {name for groups in named for names in groups.values() for name in names} - stages
     if unknown:
         raise ValueError(f"Summary groups name models that are no stage: {sorted(unknown)}.")
     rows = [reporting.result_row(stage, reproduce_command(stage, dataset)) for stage in STAGES]
@@ -563,6 +638,7 @@ def write_results(dataset: str) -> list[dict]:
     )  # fmt: skip
     summary["studies"] = seed_statistics.claim_summary(rows, STUDY_GROUPS, STUDY_COMPARISONS, report_of)
     summary["methods"] = seed_statistics.claim_summary(rows, METHOD_GROUPS, METHOD_COMPARISONS, report_of)
+    summary["equal_compute"] = seed_statistics.claim_summary(rows, COST_GROUPS, COST_COMPARISONS, report_of)
     reporting.write_results(
         rows, RESULTS, "cifar10_cpu", n_eval=N_EVAL, n_autoattack=N_AUTOATTACK, readmes=READMES, summary=summary
     )
@@ -580,6 +656,12 @@ def write_results(dataset: str) -> list[dict]:
         title=f"Compression (paper Table 4): WRN-16-1 and WRN-16-2 students\n{protocol}", xscale="log",
         tick_label=lambda row: f"{row['params'] / 1e6:.2f}M\n{row['arch'].upper()}",
     )  # fmt: skip
+    studies.plot_cost(
+        COST_STUDY, rows, RESULTS / "cifar10_cpu_cost.png", seconds_of=training_seconds,
+        title="AutoAttack against training cost, WRN-16-2 on CIFAR-10 (Linf 8/255, first "
+        f"{N_AUTOATTACK} test images; 95% intervals over the images)\nwall time: measured alone, or the run's steps at "
+        "the per-step time measured alone (benchmarks/method_cost.py)",
+    )  # fmt: skip
     claim = seed_statistics.claim_markdown(summary, N_EVAL, N_AUTOATTACK)
     methods = studies.methods_markdown(METHODS_COMPARED, rows)
     methods += "\n\n" + seed_statistics.answers_markdown(summary["methods"], METHOD_QUESTIONS)
@@ -588,6 +670,7 @@ def write_results(dataset: str) -> list[dict]:
         reporting.replace_between_markers(readme, claim, CLAIM_MARKERS)
         reporting.replace_between_markers(readme, methods, METHODS_MARKERS)
         reporting.replace_between_markers(readme, answers, STUDIES_MARKERS)
+        reporting.replace_between_markers(readme, equal_compute_markdown(summary["equal_compute"]), COST_MARKERS)
     return rows
 
 
@@ -601,7 +684,7 @@ def main(argv: list[str] | None = None) -> None:
         "or none (train only).",
     )  # fmt: skip
     parser.add_argument(
-        "--dry-run", action="store_true", help="Print what would run (trainings, evaluations), run none."
+        "--dry_run", action="store_true", help="Print what would run (trainings, evaluations), run none."
     )
     args = parser.parse_args(argv)
     unknown = set(args.only or []) - {stage.name for stage in STAGES}

@@ -1,6 +1,6 @@
 """MixACM's overhead on top of the work it cannot avoid: one student training step plus one teacher forward.
 
-    python benchmarks/step_overhead.py [--batch-size 128] [--repeats 10]
+    python benchmarks/step_overhead.py [--batch_size 128] [--repeats 10]
 
 Prints, from one run on this machine (WRN-16-2 teacher -> WRN-16-2 student, batch 128):
   ratio = MixACM step / (natural student train step + teacher forward), target <= 1.10,
@@ -64,7 +64,7 @@ def median_seconds(candidates: dict[str, Callable[[], None]], repeats: int) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     batch = {"pixel_values": torch.rand(args.batch_size, 3, 32, 32), "labels": torch.randint(0, 10, (args.batch_size,))}

@@ -152,3 +152,67 @@ def methods_markdown(entries: Sequence[tuple[str, list[str]]], rows: Sequence[di
             f"| {minutes} | {cell(found, 'clean')} | {cell(found, 'pgd20')} | {autoattack} |"
         )
     return "\n".join(lines)
+
+
+def autoattack_with_interval(rows: Sequence[dict]) -> tuple[float, float, float] | None:
+    """(mean, low, high) AutoAttack accuracy in percent over the rows that measured it: the mean over the seeds and
+    the 95% Wilson interval of their images pooled (test-image sampling only, not the variation between seeds);
+    None when none did."""
+    from mixacm_hf.robustness.paired import wilson_interval
+
+    measured = [row for row in rows if row.get("autoattack") is not None]
+    if not measured:
+        return None
+    values = check_accuracies([row["autoattack"] for row in measured])
+    successes = sum(round(value * row["n_eval_autoattack"]) for value, row in zip(values, measured))
+    low, high = wilson_interval(successes, sum(row["n_eval_autoattack"] for row in measured))
+    return 100 * statistics.fmean(values), 100 * low, 100 * high
+
+
+def plot_cost(
+    study: Study,
+    rows: Sequence[dict],
+    path: Path,
+    *,
+    seconds_of: Callable[[dict], float],
+    title: str,
+) -> None:
+    """AutoAttack accuracy against training cost: one panel with the cost in backward passes per image x epochs,
+    one in wall time (`seconds_of(row)`, minutes); one line per study label (a method) through its points (its
+    schedules), each with its 95% interval (`autoattack_with_interval`) and labelled with its epochs. Saved as PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    by_name = {row["name"]: row for row in rows}
+    figure = Figure(figsize=(12, 5))
+    FigureCanvasAgg(figure)
+    panels = [
+        (lambda row: row["backward_passes_per_image"] * row["epochs"], "backward passes per image x epochs"),
+        (lambda row: seconds_of(row) / 60, "training wall time (min)"),
+    ]
+    for axes, (x_of, xlabel) in zip(figure.subplots(1, 2, sharey=True), panels):
+        for color, (label, points) in enumerate(study.items()):
+            found = [[by_name[n] for n in names if n in by_name] for names in points]
+            measured = [
+                (x_of(p[0]), p[0]["epochs"], value) for p in found if p and (value := autoattack_with_interval(p))
+            ]
+            if not measured:
+                continue
+            measured.sort()
+            xs, means = [x for x, _, _ in measured], [value[0] for _, _, value in measured]
+            errors = [
+                [value[0] - value[1] for _, _, value in measured],
+                [value[2] - value[0] for _, _, value in measured],
+            ]
+            axes.errorbar(xs, means, yerr=errors, marker="o", capsize=4, color=f"C{color}", label=label)
+            for x, epochs, value in measured:
+                axes.annotate(f"{epochs:g} ep", (x, value[0]), xytext=(6, -3), textcoords="offset points", fontsize=7,
+                              color=f"C{color}")  # fmt: skip
+        axes.set(xlabel=xlabel, xscale="log")
+        axes.grid(alpha=0.3)
+    figure.axes[0].set_ylabel("AutoAttack accuracy (%)")
+    figure.axes[0].legend(fontsize=8, loc="lower right")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)

@@ -145,3 +145,18 @@ def _unknown_flags(parser: HfArgumentParser, argv: Sequence[str]) -> list[str]:
             close = difflib.get_close_matches(flag.replace("-", "_").replace("__", "--", 1), names, n=3)
             unknown.append(flag + (f" (did you mean {' or '.join(close)}?)" if close else ""))
     return unknown
+
+
+def renamed_flags(argv: Sequence[str], renames: dict[str, str]) -> list[str]:
+    """`argv` with each old spelling of a flag (`renames`: old -> new, e.g. "--batch-size" -> "--batch_size") replaced
+    by its new one, with a `FutureWarning` naming both (old spellings are accepted for one release)."""
+    import warnings
+
+    updated = []
+    for token in argv:
+        flag, equals, value = token.partition("=")
+        if flag in renames:
+            warnings.warn(f"{flag} is deprecated: use {renames[flag]}", FutureWarning, stacklevel=2)
+            token = renames[flag] + equals + value
+        updated.append(token)
+    return updated

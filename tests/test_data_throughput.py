@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 def measured(tmp_path_factory) -> dict:
     output = tmp_path_factory.mktemp("data_throughput") / "data_throughput.json"
     output.write_text(json.dumps({"training_step_images_per_second": 160.91}))  # a key of the CIFAR part
-    command = [sys.executable, "benchmarks/data_throughput.py", "--parts", "imagenet", "--imagenet-images", "24",
-               "--imagenet-batch-size", "8", "--imagenet-batches", "2", "--output", str(output)]  # fmt: skip
+    command = [sys.executable, "benchmarks/data_throughput.py", "--parts", "imagenet", "--imagenet_images", "24",
+               "--imagenet_batch_size", "8", "--imagenet_batches", "2", "--output", str(output)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
     return json.loads(output.read_text())

@@ -44,7 +44,7 @@ def setup(tmp_path_factory) -> tuple[Path, list[str]]:
     ).cast_column("img", datasets.Image())
     split.to_parquet(str(root / "data" / "test-00000-of-00001.parquet"))
     args = ["--model", str(root / "model"), "--dataset", str(root / "data"), "--attacks", "clean,fgsm,pgd-2"]
-    args += ["--n_examples", str(N_EXAMPLES), "--batch-size", str(BATCH_SIZE), "--device", "cpu"]
+    args += ["--n_examples", str(N_EXAMPLES), "--batch_size", str(BATCH_SIZE), "--device", "cpu"]
     return root, args
 
 
@@ -179,8 +179,8 @@ def test_bad_model_path_exits_with_status_1_naming_the_evaluated_model(setup, tm
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--batch-size", "0"], "argument --batch-size: 0 is not a positive integer"),
-     (["--n_examples", "0"], "argument --n_examples/--n-examples/--n: 0 is not a positive integer")],
+    [(["--batch_size", "0"], "argument --batch_size: 0 is not a positive integer"),
+     (["--n_examples", "0"], "argument --n_examples: 0 is not a positive integer")],
 )  # fmt: skip
 def test_non_positive_batch_size_and_count_are_refused_by_the_parser(setup, extra, message, capsys):
     root, args = setup
@@ -189,13 +189,35 @@ def test_non_positive_batch_size_and_count_are_refused_by_the_parser(setup, extr
     assert exited.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("script", "old", "new", "value"),
+    [("evaluate", "--batch-size", "--batch_size", "16"), ("evaluate", "--n", "--n_examples", "5"),
+     ("evaluate", "--eps-sweep", "--eps_sweep", "0,8/255"), ("evaluate", "--update-card", "--update_card", None),
+     ("convert", "--image-mean", "--image_mean", None),
+     ("convert", "--reported-robustness", "--reported_robustness", None)],
+)  # fmt: skip
+def test_old_hyphenated_spellings_still_work_once_with_a_warning_naming_the_new_one(script, old, new, value):
+    """Every flag is spelled with underscores (as training/run_mixacm.py's); the old spellings are read as the new
+    ones, with a FutureWarning naming both."""
+    from mixacm_hf.cli import renamed_flags
+    from training import convert_teacher, evaluate_robustness
+
+    module = evaluate_robustness if script == "evaluate" else convert_teacher
+    flags = {flag for action in module.argument_parser()._actions for flag in action.option_strings}
+    assert new in flags and old not in flags
+    token = f"{old}={value}" if value is not None else old
+    with pytest.warns(FutureWarning, match=f"{old} is deprecated: use {new}"):
+        renamed = renamed_flags(["--model", "m", token], module.RENAMED)
+    assert renamed == ["--model", "m", f"{new}={value}" if value is not None else new]
+
+
 def test_empty_eps_sweep_is_no_sweep_and_negative_budgets_reach_the_parser():
     parse = argument_parser().parse_args
     base = ["--model", "m", "--dataset", "d"]
-    assert parse([*base, "--eps-sweep", ""]).eps_sweep is None
-    assert parse([*base, "--eps-sweep", "0,8/255"]).eps_sweep == pytest.approx([0, 8 / 255])
-    assert _attach_negative_values([*base, "--eps", "-1/255", "--eps-sweep", "-2/255,0"]) == [
-        *base, "--eps=-1/255", "--eps-sweep=-2/255,0",
+    assert parse([*base, "--eps_sweep", ""]).eps_sweep is None
+    assert parse([*base, "--eps_sweep", "0,8/255"]).eps_sweep == pytest.approx([0, 8 / 255])
+    assert _attach_negative_values([*base, "--eps", "-1/255", "--eps_sweep", "-2/255,0"]) == [
+        *base, "--eps=-1/255", "--eps_sweep=-2/255,0",
     ]  # fmt: skip
     assert parse(_attach_negative_values([*base, "--eps", "-1/255"])).eps == pytest.approx(-1 / 255)
 

@@ -251,9 +251,9 @@ def test_evaluate_robustness_cli_updates_the_card_then_fails_push_cleanly(saved,
     before = {
         r.metric_config: r.metric_args["n_examples"] for r in ModelCard.load(folder / "README.md").data.eval_results
     }
-    argv = ["--model", str(folder), "--dataset", str(cifar10_path), "--attacks", "clean,pgd-1", "--n", "8",
-            "--output", str(tmp_path / "report.json"), "--update-card",
-            "--card-dataset-id", "uoft-cs/cifar10"]  # fmt: skip
+    argv = ["--model", str(folder), "--dataset", str(cifar10_path), "--attacks", "clean,pgd-1", "--n_examples", "8",
+            "--output", str(tmp_path / "report.json"), "--update_card",
+            "--card_dataset_id", "uoft-cs/cifar10"]  # fmt: skip
     report = evaluate_main(argv)
     after = {r.metric_config: r for r in ModelCard.load(folder / "README.md").data.eval_results}
     assert after["pgd-1"].metric_value == round(100 * report.robust_accuracy["pgd-1"], 2)

@@ -350,7 +350,7 @@ def test_stage_and_evaluation_flags_refuse_empty_or_contradictory_lists_and_run_
         with pytest.raises(SystemExit):
             reproduction.main(argv)
         assert message in capsys.readouterr().err, argv
-    reproduction.main(["--only", name, "--dry-run"])
+    reproduction.main(["--only", name, "--dry_run"])
     assert capsys.readouterr().out.startswith("dry run: nothing is trained or evaluated")
 
 
@@ -571,6 +571,8 @@ def test_readme_claim_paragraph_states_the_recomputed_numbers():
          reproduction.STUDIES_MARKERS),
         ("methods", reproduction.METHOD_GROUPS, reproduction.METHOD_COMPARISONS, reproduction.METHOD_QUESTIONS,
          reproduction.METHODS_MARKERS),
+        ("equal_compute", reproduction.COST_GROUPS, reproduction.COST_COMPARISONS, reproduction.COST_QUESTIONS,
+         reproduction.COST_MARKERS),
     ],
 )  # fmt: skip
 def test_readme_answers_are_recomputed_from_the_per_example_records(key, groups, comparisons, questions, markers):
@@ -605,6 +607,25 @@ def test_readme_answers_are_recomputed_from_the_per_example_records(key, groups,
         )  # fmt: skip
         line = next(line for line in block.splitlines() if line.startswith(f"- {question} "))
         assert line.startswith(f"- {question} {answer} ({label}, paired:"), line
+
+
+def test_the_equal_compute_answer_states_the_recomputed_interval():
+    """The README's equal-compute sentence (MixACM 40 epochs against PGD-7 AT 10, within 5 AutoAttack points?) states
+    the pooled paired AutoAttack difference and interval recomputed from the per-example records, and its verdict:
+    shown when the interval lies wholly above -5 points, ruled out when wholly below, neither otherwise."""
+    result = json.loads(RESULTS.read_text())["summary"]["equal_compute"]["comparisons"]["mixacm 40 - pgd-7 AT 10"]
+    readme = (REPO / "README.md").read_text()
+    block = readme[slice(*(readme.index(marker) for marker in reproduction.COST_MARKERS))]
+    if "pooled" not in result["autoattack"]:
+        assert "equal compute), AutoAttack" not in block
+        pytest.skip("the equal-compute models are not all evaluated yet")
+    expected = _recomputed_pooled(result["autoattack"]["used"], "autoattack")
+    low, high = (100 * value for value in expected["interval"])
+    verdict = "shown" if low > -5 else "ruled out" if high < -5 else "neither shown nor ruled out"
+    sentence = (
+        f"AutoAttack {100 * expected['difference']:+.1f} points [{low:+.1f}, {high:+.1f}]: within 5 points: {verdict}."
+    )
+    assert sentence in block
 
 
 def test_the_readme_states_a_group_mean_the_same_in_every_table():

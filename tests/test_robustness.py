@@ -278,7 +278,18 @@ def test_command_line_writes_report_and_plot(natural_wrn, cifar10_path, tmp_path
     natural_wrn.save_pretrained(tmp_path / "model")
     output = tmp_path / "out" / "report.json"
     argv = ["--model", str(tmp_path / "model"), "--dataset", str(cifar10_path), "--split", "test"]
-    argv += ["--attacks", "clean,fgsm", "--eps", "8/255", "--n", "8", "--eps-sweep", "0,8/255", "--output", str(output)]
+    argv += [
+        "--attacks",
+        "clean,fgsm",
+        "--eps",
+        "8/255",
+        "--n_examples",
+        "8",
+        "--eps_sweep",
+        "0,8/255",
+        "--output",
+        str(output),
+    ]
     load_script().main(argv)
     data = json.loads(output.read_text())
     assert set(REPORT_KEYS) <= set(data) and data["n_examples"] == 8

@@ -300,12 +300,14 @@ def test_two_process_ddp_run(runs, cifar10_path):
     assert summary["clean_accuracy"] == pytest.approx(accuracy)  # all 37 images, not one process's share
 
 
-def single_process_records(out: Path, dataset: Path, split: str, n: int, seed: int) -> dict:
-    """Per-example records of `training/evaluate_robustness.py --model out` run alone (one process)."""
+def single_process_records(out: Path, dataset: Path, split: str, n: int, seed: int, image_size: int = 32) -> dict:
+    """Per-example records of `training/evaluate_robustness.py --model out` run alone (one process), its split
+    loaded at the run's image size."""
     report = out.parent / f"{out.name}-alone.json"
     command = [
         sys.executable, "training/evaluate_robustness.py", "--model", out, "--dataset", dataset, "--split", split,
-        "--n", n, "--attacks", EVALUATED_ATTACKS, "--batch-size", 8, "--seed", seed, "--output", report,
+        "--n_examples", n, "--attacks", EVALUATED_ATTACKS, "--batch_size", 8, "--seed", seed, "--output", report,
+        "--image_size", image_size,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     subprocess.run(list(map(str, command)), cwd=REPO, env=env, check=True, capture_output=True)
@@ -379,7 +381,7 @@ def test_streaming_two_processes_see_each_image_once(runs):
     out = runs["stream"].output_dir
     report = end_of_run_report(out)  # evaluated by both processes, the card written by process 0
     assert report["per_example"] == single_process_records(
-        out, out.parent / "imagenet-like", "validation", 16, report["seed"]
+        out, out.parent / "imagenet-like", "validation", 16, report["seed"], image_size=56
     )
     (_, rank0), (_, rank1) = probe_result(runs["stream"].output_dir, 0), probe_result(runs["stream"].output_dir, 1)
     assert rank0["steps"] == rank1["steps"] == 4

@@ -11,7 +11,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn import functional as F
 from transformers import (
+    CLIPImageProcessor,
     ConvNextImageProcessor,
     ResNetConfig,
     ResNetForImageClassification,
@@ -177,7 +179,7 @@ def test_robustness_resnet50_matches_torchvision(tmp_path):
     teacher = load_teacher(tmp_path / "imagenet_linf_4.pt", "robustness-resnet50", image_size=32)
     assert isinstance(teacher, PixelSpaceClassifier) and isinstance(teacher.model, ResNetForImageClassification)
     assert_frozen(teacher)
-    x = torch.rand(2, 3, 32, 32)
+    x = torch.rand(2, 3, 224, 224)  # the processor's view (resize 256, crop 224): passed as it is
     normalized_reference = nn.Sequential(Normalize(mean, std), reference)
     stages = [reference.maxpool, reference.layer1, reference.layer2, reference.layer3, reference.layer4]
     assert_matches(teacher, normalized_reference, stages, x, rtol=1e-4, atol=1e-4)
@@ -256,7 +258,8 @@ def test_hf_resnet_folder_normalises_from_its_processor(tmp_path):
     explicit = load_teacher(tmp_path / "bare", image_mean=mean, image_std=std)
 
     model.save_pretrained(tmp_path / "with-processor")
-    ConvNextImageProcessor(image_mean=list(mean), image_std=list(std)).save_pretrained(tmp_path / "with-processor")
+    processor = ConvNextImageProcessor(size={"shortest_edge": 32}, image_mean=list(mean), image_std=list(std))
+    processor.save_pretrained(tmp_path / "with-processor")  # resize 36, crop 32: 32-px inputs pass as they are
     from_processor = load_teacher(tmp_path / "with-processor")
 
     x = torch.rand(2, 3, 32, 32)
@@ -314,7 +317,7 @@ def test_convert_teacher_script_writes_hf_folder_with_card(robustbench_archs, tm
     output = tmp_path / "madry-wrn-10-1"
     script.main(
         [str(tmp_path / "madry.pth"), "--arch", "standard-wrn-10-1", "--output", str(output)]
-        + ["--source", "https://example.org/madry.pth", "--reported-robustness", "PGD-20 47.0% (eps 8/255)"]
+        + ["--source", "https://example.org/madry.pth", "--reported_robustness", "PGD-20 47.0% (eps 8/255)"]
     )
     assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in output.iterdir()}
     card = (output / "README.md").read_text()
@@ -466,3 +469,62 @@ def test_cross_dataset_teacher_drops_kld_with_warning(tmp_path, tiny_wrn, caplog
     for entry in logs:
         assert "loss_kld" not in entry and {"loss_mix", "loss_acm"} <= set(entry)
         assert entry["loss"] == pytest.approx(entry["loss_mix"] + entry["loss_acm"], abs=1e-3)  # mixup CE weight 1
+
+
+# Processors of every kind of step: resize up and down (height/width, shortest edge, ConvNeXt's crop_pct), center
+# crop, a rescale factor other than 1/255 with normalisation to [-1, 1] (ViT-style), and bicubic/nearest resampling.
+PROCESSORS = {
+    "vit-224-up": lambda: ViTImageProcessor(size={"height": 224, "width": 224}),
+    "vit-16-down-nearest": lambda: ViTImageProcessor(size={"height": 16, "width": 16}, resample=0),
+    "convnext-crop-pct": lambda: ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=0.875),
+    "clip-shortest-edge-and-crop": lambda: CLIPImageProcessor(
+        size={"shortest_edge": 48}, crop_size={"height": 40, "width": 40}
+    ),
+    "rescale-2-over-255": lambda: ViTImageProcessor(
+        size={"height": 32, "width": 32}, rescale_factor=2 / 255, image_mean=[1, 1, 1], image_std=[1, 1, 1]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(PROCESSORS))
+def test_a_wrapped_model_sees_what_its_processor_gives_it(tmp_path, name):
+    """The wrapper applies each pixel-wise step of the saved image processor: on [0, 1] pixels the model receives what
+    `processor(images)` gives it (up to the processor's rounding to 8 bits after resizing), from non-square 8-bit
+    images; the report's input description names the steps."""
+    model = tiny_hf_resnet()
+    model.save_pretrained(tmp_path / "model")
+    processor = PROCESSORS[name]()
+    processor.save_pretrained(tmp_path / "model")
+    wrapped = load_teacher(tmp_path / "model", image_size=64)
+    coarse = torch.randint(0, 256, (2, 3, 6, 7), generator=torch.Generator().manual_seed(0)).float()
+    images = F.interpolate(coarse, size=(30, 36), mode="bilinear").round().to(torch.uint8)  # smooth, like photos
+    seen = []
+    wrapped.model.register_forward_pre_hook(
+        lambda _m, _a, kwargs: seen.append(kwargs["pixel_values"]), with_kwargs=True
+    )
+    with torch.no_grad():
+        wrapped(pixel_values=images.float() / 255)
+    expected = processor(list(images), return_tensors="pt")["pixel_values"]
+    step = 255 * processor.rescale_factor / min(processor.image_std) / 255  # one 8-bit step, in the model's units
+    # the processor rounds to 8 bits after resizing; torch's 8-bit bicubic uses PIL's kernel (a = -0.5), its float
+    # one a = -0.75: a few steps apart at edges
+    steps = 1.01 if processor.resample != 3 else 4
+    assert seen[0].shape == expected.shape
+    assert (seen[0] - expected).abs().max() <= steps * step
+    assert (seen[0] - expected).abs().mean() <= 0.5 * step
+    assert wrapped.describe().startswith("wrapped: ")
+
+
+def test_a_processor_step_that_cannot_be_applied_is_refused_by_name(tmp_path):
+    """Padding, a Lanczos resize or a longest-edge size rule cannot be reproduced inside the model: refused, naming
+    the step, before anything is evaluated."""
+    model = tiny_hf_resnet()
+    model.save_pretrained(tmp_path / "model")
+    for processor, named in [
+        (ViTImageProcessor(size={"height": 32, "width": 32}, resample=1), "resample=1"),
+        (ViTImageProcessor(size={"longest_edge": 32}), "size={'longest_edge': 32}"),
+        (ViTImageProcessor(do_pad=True), "do_pad"),
+    ]:
+        processor.save_pretrained(tmp_path / "model")
+        with pytest.raises(ValueError, match=re.escape(named)):
+            load_teacher(tmp_path / "model")

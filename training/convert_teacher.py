@@ -1,7 +1,7 @@
 """Convert a foreign robust checkpoint into a Hugging Face model folder usable as a MixACM teacher.
 
 python training/convert_teacher.py Carmon2019Unlabeled.pt --arch standard-wrn-28-10 --output teachers/carmon2019 \\
-    --source "RobustBench cifar10 Linf Carmon2019Unlabeled" --reported-robustness "AutoAttack NN.NN% (Linf 8/255)"
+    --source "RobustBench cifar10 Linf Carmon2019Unlabeled" --reported_robustness "AutoAttack NN.NN% (Linf 8/255)"
 
 Architectures: standard-wrn-D-K, dm-wrn-D-K, robustness-resnet50, timm:NAME (see `mixacm_hf.teachers.ARCHITECTURES`).
 The checkpoint is read with `torch.load(weights_only=True)`; the folder holds safetensors, config, image processor
@@ -9,8 +9,13 @@ and a model card with the provenance.
 """
 
 import argparse
+import sys
 
+from mixacm_hf.cli import renamed_flags
 from mixacm_hf.teachers import ARCHITECTURES, save_converted_teacher
+
+# The old spellings, accepted with a warning for one release (every flag is spelled with underscores).
+RENAMED = {f"--{name.replace('_', '-')}": f"--{name}" for name in ("image_mean", "image_std", "reported_robustness")}
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -18,18 +23,18 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", help="checkpoint file (.pt/.pth/.safetensors)")
     parser.add_argument("--arch", required=True, help=f"source architecture, one of: {', '.join(ARCHITECTURES)}")
     parser.add_argument("--output", required=True, help="folder to write the Hugging Face model to")
-    parser.add_argument("--image-mean", type=float, nargs=3, help="input mean the source model was trained with")
-    parser.add_argument("--image-std", type=float, nargs=3, help="input std the source model was trained with")
+    parser.add_argument("--image_mean", type=float, nargs=3, help="input mean the source model was trained with")
+    parser.add_argument("--image_std", type=float, nargs=3, help="input std the source model was trained with")
     parser.add_argument("--source", help="where the checkpoint comes from (URL, paper, RobustBench id), for the card")
-    parser.add_argument("--reported-robustness", help="robust accuracy the source reports, for the card")
+    parser.add_argument("--reported_robustness", help="robust accuracy the source reports, for the card")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argument_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(renamed_flags(sys.argv[1:] if argv is None else list(argv), RENAMED))
     if (args.image_mean is None) != (args.image_std is None):
-        parser.error("pass both --image-mean and --image-std, or neither")
+        parser.error("pass both --image_mean and --image_std, or neither")
     normalization = None if args.image_mean is None else (args.image_mean, args.image_std)
     try:
         model = save_converted_teacher(

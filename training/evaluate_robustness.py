@@ -12,7 +12,7 @@ batches over the processes (gloo on CPU, NCCL on GPUs; --device cpu forces CPU) 
 the same per-example records as one process.
 
 Attacks: clean, fgsm, pgd-<steps>[x<restarts>], autoattack (standard) or autoattack:<a>+<b> (custom components).
-Budgets are in pixel units ([0, 1] images): eps as a float (0.031) or a fraction (8/255). An empty --eps-sweep ("")
+Budgets are in pixel units ([0, 1] images): eps as a float (0.031) or a fraction (8/255). An empty --eps_sweep ("")
 means no sweep. Invalid settings end with `error: <message>` and exit status 1.
 """
 
@@ -27,12 +27,22 @@ from pathlib import Path
 
 import torch
 
+from mixacm_hf.cli import renamed_flags
 from mixacm_hf.hub import push_or_exit, update_model_card
 from mixacm_hf.robustness import RobustnessReport, evaluate_robustness, parse_eps, plot_eps_sweep
 
 DEFAULT_OUTPUT = Path("report.json")
-EPS_OPTIONS = ("--eps", "--eps-sweep")  # their values may start with "-" ("-1/255"): refused later with a message
+EPS_OPTIONS = ("--eps", "--eps_sweep")  # their values may start with "-" ("-1/255"): refused later with a message
 _NEGATIVE_VALUE = re.compile(r"^-[\d.]")
+# The old spellings, accepted with a warning for one release (every flag is spelled with underscores, as in
+# training/run_mixacm.py).
+RENAMED = {
+    **{f"--{name.replace('_', '-')}": f"--{name}" for name in (
+        "model_revision", "trust_remote_code", "dataset_revision", "n_examples", "image_mean", "image_std",
+        "batch_size", "eps_sweep", "update_card", "card_dataset_id", "push_to_hub", "hub_model_id",
+    )},
+    "--n": "--n_examples",
+}  # fmt: skip
 
 
 def _eps(text: str) -> float:
@@ -76,40 +86,42 @@ def argument_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
     )
     parser.add_argument("--model", required=True, help="model folder or Hub id")
-    parser.add_argument("--model-revision", help="Hub revision of the model")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub repo")
+    parser.add_argument("--model_revision", help="Hub revision of the model")
+    parser.add_argument("--trust_remote_code", action="store_true", help="allow model code from the Hub repo")
     parser.add_argument("--dataset", required=True, help="dataset folder or Hub id")
-    parser.add_argument("--dataset-revision", help="Hub revision of the dataset")
+    parser.add_argument("--dataset_revision", help="Hub revision of the dataset")
     parser.add_argument("--split", default="test")
     parser.add_argument("--attacks", default="clean,pgd-20", help="comma-separated attack names")
     parser.add_argument("--eps", type=_eps, default=8 / 255, help="budget: 8/255 or 0.0314")
     parser.add_argument("--norm", choices=("Linf", "L2"), default="Linf")
-    parser.add_argument("--n_examples", "--n-examples", "--n", dest="n_examples", type=_positive_int,
-                        help="evaluate the first N examples of the split (default: all); under torchrun use "
-                        "--n_examples (torchrun takes --n for one of its own options)")  # fmt: skip
+    parser.add_argument("--n_examples", type=_positive_int,
+                        help="evaluate the first N examples of the split (default: all)")  # fmt: skip
     parser.add_argument(
-        "--image-mean",
+        "--image_mean",
         type=float,
         nargs=3,
         help="mean the model expects inputs normalised with, "
-        "when it has no image processor saying it (0 0 0 with --image-std 1 1 1: raw pixels)",
+        "when it has no image processor saying it (0 0 0 with --image_std 1 1 1: raw pixels)",
     )
-    parser.add_argument("--image-std", type=float, nargs=3, help="std matching --image-mean")
-    parser.add_argument("--batch-size", type=_positive_int, default=128)
+    parser.add_argument("--image_std", type=float, nargs=3, help="std matching --image_mean")
+    parser.add_argument("--batch_size", type=_positive_int, default=128)
+    parser.add_argument("--image_size", type=_positive_int,
+                        help="load the split's images at this size (default: their own size when the model's image "
+                        "processor resizes, else the model's config.image_size, 32 without one)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
-    parser.add_argument("--eps-sweep", type=_eps_list,
+    parser.add_argument("--eps_sweep", type=_eps_list,
                         help='comma-separated budgets, e.g. 0,2/255,4/255,8/255,16/255 ("": no sweep)')  # fmt: skip
     parser.add_argument("--plot", type=Path, help="PNG for the eps sweep (default: the output path with .png)")
     parser.add_argument("--output", type=Path,
                         help=f"JSON report path (default: {DEFAULT_OUTPUT} in the current folder). Only when given, "
                         "progress is kept in <output>.partial/ for resuming an interrupted run")  # fmt: skip
-    parser.add_argument("--update-card", action="store_true",
+    parser.add_argument("--update_card", action="store_true",
                         help="merge the results into the model card of --model (a local folder)")  # fmt: skip
-    parser.add_argument("--card-dataset-id", help="Hub dataset id for the card, e.g. uoft-cs/cifar10 for a copy")
-    parser.add_argument("--push_to_hub", "--push-to-hub", action="store_true",
+    parser.add_argument("--card_dataset_id", help="Hub dataset id for the card, e.g. uoft-cs/cifar10 for a copy")
+    parser.add_argument("--push_to_hub", action="store_true",
                         help="then upload the --model folder to the Hub in one commit")  # fmt: skip
-    parser.add_argument("--hub_model_id", "--hub-model-id", help="Hub repo for --push_to_hub (default: folder name)")
+    parser.add_argument("--hub_model_id", help="Hub repo for --push_to_hub (default: folder name)")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     return parser
 
@@ -145,6 +157,7 @@ def _evaluate(args: argparse.Namespace, device: str | None, partial: Path | None
         image_mean=args.image_mean,
         image_std=args.image_std,
         resume_dir=partial,
+        image_size=args.image_size,
     )
 
 
@@ -152,9 +165,10 @@ def main(argv: list[str] | None = None) -> RobustnessReport:
     """Parse the command line, evaluate and write the report; invalid settings or inputs (ValueError, OSError such
     as a missing model or dataset) end the process with `error: <message>` and status 1, without a traceback."""
     parser = argument_parser()
-    args = parser.parse_args(_attach_negative_values(sys.argv[1:] if argv is None else list(argv)))
+    argv = renamed_flags(sys.argv[1:] if argv is None else list(argv), RENAMED)
+    args = parser.parse_args(_attach_negative_values(argv))
     if (args.update_card or args.push_to_hub) and not Path(args.model).is_dir():
-        parser.error("--update-card and --push_to_hub need --model to be a local model folder")
+        parser.error("--update_card and --push_to_hub need --model to be a local model folder")
     try:
         return _run(args)
     except (ValueError, OSError) as error:

@@ -50,14 +50,19 @@ def image_to_pixels(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(decoded, dtype=np.uint8)).permute(2, 0, 1).float().div(255)
 
 
-def image_transform(train: bool, image_size: int = CIFAR_IMAGE_SIZE) -> Callable[[Image.Image], torch.Tensor]:
+def image_transform(train: bool, image_size: int | None = CIFAR_IMAGE_SIZE) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> float tensor (3, image_size, image_size) in [0, 1], converted by bit depth (`decode_image`).
 
     CIFAR-sized (<= 32): train = random crop with 4-px padding + horizontal flip, eval = resize only if needed.
     Larger (ImageNet-style): train = RandomResizedCrop + flip, eval = resize to size/0.875 + center crop.
+    `image_size` None (evaluation only): the image at its own size.
     """
     to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-    if image_size <= CIFAR_IMAGE_SIZE:
+    if image_size is None:
+        if train:
+            raise ValueError("image_size=None keeps images at their own size, for evaluation only: give a size.")
+        steps = []
+    elif image_size <= CIFAR_IMAGE_SIZE:
         if train:
             steps = [
                 v2.Resize((image_size, image_size)),

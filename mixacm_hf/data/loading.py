@@ -169,7 +169,7 @@ def load_image_dataset(
     train: bool | None = None,
     image_column: str | None = None,
     label_column: str | None = None,
-    image_size: int = CIFAR_IMAGE_SIZE,
+    image_size: int | None = CIFAR_IMAGE_SIZE,
     max_samples: int | None = None,
     shuffle_buffer_size: int = 10_000,
     seed: int = 0,
@@ -191,12 +191,13 @@ def load_image_dataset(
     the ClassLabel's class count); streams are checked batch by batch. With `skip_bad_images`, rows whose image cannot
     be decoded are left out with a warning and a count (map-style: one decoding pass over the split at load).
     `fraction` keeps a class-balanced prefix of the split (`class_balanced_prefix`), before `max_samples`.
+    `image_size` None (evaluation): images at their own size (`image_transform`).
 
     Raises:
         ValueError: bad arguments, an empty split, a label out of range, an undecodable image (naming split and row).
     """
     train = split == "train" if train is None else train
-    if in_memory and (streaming or image_size > CIFAR_IMAGE_SIZE):
+    if in_memory and (streaming or image_size is None or image_size > CIFAR_IMAGE_SIZE):
         raise ValueError(
             f"in_memory_images is for map-style datasets of CIFAR-sized images (<= {CIFAR_IMAGE_SIZE} px), got "
             f"streaming={streaming}, image_size={image_size}: drop --in_memory_images (per-image transforms)."

@@ -1,7 +1,7 @@
 """The evaluator's input contract: any classifier becomes "pixels in [0, 1] in, logits out, fp32, eval mode".
 
 `as_classifier` is the single entry point used by `evaluate_robustness` (and so by `training/evaluate_robustness.py`
-with its `--update-card`, and by the end-of-run evaluation of `run_mixacm`). It decides the input convention with
+with its `--update_card`, and by the end-of-run evaluation of `run_mixacm`). It decides the input convention with
 `mixacm_hf.teachers.as_pixel_space`, the function `load_teacher` uses, so a folder is attacked exactly as it is
 distilled from. `attack_layout` runs bf16/fp16 models in fp32 with frozen parameters (optionally channels-last) and
 restores them.
@@ -41,7 +41,9 @@ def _describe(mean: Sequence[float], std: Sequence[float]) -> str:
 
 
 def _input_convention(wrapped: nn.Module) -> str:
-    if isinstance(wrapped, (PixelSpaceClassifier, Normalized)):
+    if isinstance(wrapped, PixelSpaceClassifier):
+        return wrapped.describe()
+    if isinstance(wrapped, Normalized):
         return _describe(wrapped.mean.flatten().tolist(), wrapped.std.flatten().tolist())
     return INSIDE
 

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ..data.identity import dataset_identity
 from ..provenance import package_versions
+from ..teachers import PixelSpaceClassifier
 from .attacks import Norm, attack_mode, check_eps, logits_of
 from .batches import AttackRun, Progress, check_batch_size, rank_and_world_size
 from .classifier import as_classifier, attack_layout
@@ -122,8 +123,13 @@ def _resolve(
     dataset_revision: str | None,
     trust_remote_code: bool,
     normalization: tuple[Sequence[float] | None, Sequence[float] | None],
+    image_size: int | None = None,
 ) -> tuple[nn.Module, datasets.Dataset | tuple[torch.Tensor, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """Load a model / dataset given by path or Hub id, apply the input contract; describe both for the report."""
+    """Load a model / dataset given by path or Hub id, apply the input contract; describe both for the report.
+
+    A split is loaded at `image_size`; by default at its own size when the model's image processor resizes (the
+    wrapper resizes as the processor does: attacks stay in the dataset's pixels), else at the model's
+    `config.image_size` (32 without one)."""
     described = model
     if isinstance(model, str):
         model_revision = hub_commit(model, model_revision)
@@ -135,7 +141,8 @@ def _resolve(
         described = getattr(wrapped, "model", wrapped)
     if isinstance(dataset, str):
         dataset_name = dataset_name or dataset
-        image_size = getattr(getattr(wrapped, "config", None), "image_size", 32)
+        if image_size is None and not (isinstance(wrapped, PixelSpaceClassifier) and wrapped.steps.size is not None):
+            image_size = getattr(getattr(wrapped, "config", None), "image_size", 32)
         dataset = load_split(dataset, split, image_size, dataset_revision)
     info = getattr(dataset, "info", None)
     dataset_meta = {
@@ -181,6 +188,7 @@ def evaluate_robustness(
     resume_dir: str | Path | None = None,
     channels_last: bool = True,
     progress: bool = True,
+    image_size: int | None = None,
 ) -> RobustnessReport:
     """Clean and robust accuracy under each attack, the per-example worst case ("all") and per-example records.
 
@@ -188,7 +196,8 @@ def evaluate_robustness(
     [0, 1] pixels); models that normalise outside are wrapped with their processor's mean/std (or `image_mean` /
     `image_std`), and bf16/fp16 models are attacked in fp32 (their dtype is restored). The report's `model` says
     which. `dataset`: a `datasets.Dataset` (any format), a (pixel_values, labels) pair (float in [0, 1] or uint8,
-    CHW or HWC), or a folder / Hub id (`split` is loaded); the first `n_examples` are used (default: all).
+    CHW or HWC), or a folder / Hub id (`split` is loaded at `image_size`, see `_resolve`); the first `n_examples`
+    are used (default: all).
     `attacks`: names as in `parse_attack`; AutoAttack components that need more classes than the model has are
     dropped per AutoAttack's rule (recorded). `eps_sweep` re-runs the attacks at each budget (AutoAttack is skipped
     at eps = 0). `channels_last` runs convolutions in channels-last memory (faster; the same attacks, verdicts equal
@@ -207,7 +216,7 @@ def evaluate_robustness(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, dataset, model_meta, dataset_meta = _resolve(
         model, dataset, split, dataset_name, model_revision, dataset_revision, trust_remote_code,
-        (image_mean, image_std),
+        (image_mean, image_std), image_size,
     )  # fmt: skip
     x, y = load_examples(dataset, n_examples)
     check_batch_size(batch_size)

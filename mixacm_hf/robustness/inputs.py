@@ -29,7 +29,15 @@ def check_pixels(images: Any, name: str = "images") -> torch.Tensor:
             axis of size 1 or 3, or holds values outside [0, 1] (e.g. 0..255 in a float or int64 tensor).
     """
     if isinstance(images, (list, tuple)):
-        images = torch.stack([_as_tensor(image) for image in images])
+        tensors = [_as_tensor(image) for image in images]
+        sizes = sorted({tuple(tensor.shape) for tensor in tensors})
+        if len(sizes) > 1:
+            shown = ", ".join(map(str, sizes[:3])) + (", ..." if len(sizes) > 3 else "")
+            raise ValueError(
+                f"{name} come in {len(sizes)} shapes ({shown}): a batch needs one size. Give the image size to load "
+                "the split at (image_size)."
+            )
+        images = torch.stack(tensors)
     x = _as_tensor(images)
     shape, dtype = tuple(x.shape), str(x.dtype).removeprefix("torch.")
     if x.dim() == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
@@ -123,8 +131,9 @@ def example_indices(dataset: datasets.Dataset | tuple[torch.Tensor, torch.Tensor
     return list(range(n))
 
 
-def load_split(path: str, split: str, image_size: int, revision: str | None = None) -> datasets.Dataset:
-    """A split of a local dataset folder or Hub id, with eval transforms (pixel_values in [0, 1], labels)."""
+def load_split(path: str, split: str, image_size: int | None, revision: str | None = None) -> datasets.Dataset:
+    """A split of a local dataset folder or Hub id, with eval transforms (pixel_values in [0, 1], labels); with
+    `image_size` None the images keep their own size."""
     from ..data import load_image_dataset  # the training pipeline's loader, imported on use
 
     return load_image_dataset(path, split=split, train=False, image_size=image_size, revision=revision)

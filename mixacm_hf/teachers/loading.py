@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from ..losses import probe_outputs
 from ..models import WideResNetConfig
 from .checkpoints import unreadable_weights_message
 from .converters import RAW_PIXELS, Normalization, convert_checkpoint, supported_architectures
+from .preprocessing import PixelSteps, pixel_steps
 
 logger = logging.get_logger(__name__)
 
@@ -27,16 +29,24 @@ DEFAULT_PROBE_SIZE = 224
 
 
 class PixelSpaceClassifier(nn.Module):
-    """An image classifier that expects normalised inputs, made to take `pixel_values` in [0, 1].
+    """An image classifier that expects preprocessed inputs, made to take `pixel_values` in [0, 1].
 
-    `forward` computes `(pixel_values - mean) / std` and calls the wrapped model; the output is an
+    `forward` applies `steps` (`PixelSteps`: the image processor's resize, center crop and rescale, where it has
+    them) and `(pixels - mean) / std`, then calls the wrapped model; the output is an
     `ImageClassifierOutputWithNoAttention` whose `hidden_states` is a tuple. Mean/std are not folded into the first
     convolution because that is wrong at zero-padded borders.
     """
 
-    def __init__(self, model: PreTrainedModel, image_mean: Sequence[float], image_std: Sequence[float]):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        image_mean: Sequence[float],
+        image_std: Sequence[float],
+        steps: PixelSteps | None = None,
+    ):
         super().__init__()
         self.model = model
+        self.steps = steps or PixelSteps()
         self.register_buffer("mean", torch.tensor(image_mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(image_std, dtype=torch.float32).view(1, -1, 1, 1))
 
@@ -44,10 +54,16 @@ class PixelSpaceClassifier(nn.Module):
     def config(self):
         return self.model.config
 
+    def describe(self) -> str:
+        """What is done to the [0, 1] pixels before the model, in words."""
+        steps = replace(self.steps, mean=tuple(self.mean.flatten().tolist()), std=tuple(self.std.flatten().tolist()))
+        return "wrapped: " + ("; ".join(steps.describe()) or "pixels in [0, 1] as they are")
+
     def forward(
         self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None
     ) -> ImageClassifierOutputWithNoAttention:
-        normalized = (pixel_values - self.mean.to(pixel_values.dtype)) / self.std.to(pixel_values.dtype)
+        pixels = self.steps.resized(pixel_values) * self.steps.scale + self.steps.offset
+        normalized = (pixels - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
         outputs = self.model(pixel_values=normalized, output_hidden_states=output_hidden_states, return_dict=True)
         hidden_states = None if outputs.hidden_states is None else tuple(outputs.hidden_states)
         return ImageClassifierOutputWithNoAttention(logits=outputs.logits, hidden_states=hidden_states)
@@ -75,23 +91,29 @@ def input_normalization(model: PreTrainedModel, processor: BaseImageProcessor | 
 def as_pixel_space(
     model: PreTrainedModel, processor: BaseImageProcessor | None, normalization: Normalization | None, name: str
 ) -> nn.Module:
-    """The model itself when it normalises inside (WideResNet), else a `PixelSpaceClassifier` around it."""
+    """The model itself when it normalises inside (WideResNet), else a `PixelSpaceClassifier` around it that applies
+    every pixel-wise step of its image processor (`pixel_steps`: resize, center crop, rescale, normalise; a step it
+    cannot apply is refused) or, without a processor, the model's (timm) or the given normalisation.
+
+    Raises:
+        ValueError: the normalisation cannot be determined, or the processor has a step that cannot be applied."""
     if normalizes_inside(model):
         if normalization is not None:
             raise ValueError(
                 f"{name!r} normalises inside the model (config.image_mean/image_std); don't pass image_mean/image_std."
             )
         return model
+    steps = None if processor is None else pixel_steps(processor, normalization, name)
     normalization = normalization or input_normalization(model, processor)
     if normalization is None:
         raise ValueError(
             f"Cannot tell how {name!r} normalises its inputs: it has no image processor with image_mean/image_std. "
             "Pass image_mean and image_std (training/run_mixacm.py: --teacher_image_mean 0.5 0.5 0.5 "
-            "--teacher_image_std 0.5 0.5 0.5; training/evaluate_robustness.py: --image-mean/--image-std; use 0 0 0 "
+            "--teacher_image_std 0.5 0.5 0.5; training/evaluate_robustness.py: --image_mean/--image_std; use 0 0 0 "
             "and 1 1 1 for a model trained on raw [0, 1] pixels)."
         )
     logger.info("Teacher %s takes normalised inputs: applying mean %s / std %s inside.", name, *normalization)
-    return PixelSpaceClassifier(model, *normalization)
+    return PixelSpaceClassifier(model, *normalization, steps=steps)
 
 
 def _probe_size(config) -> int:

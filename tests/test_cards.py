@@ -53,7 +53,7 @@ def folder(model_and_report, tmp_path):
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def test_string_values_of_foreign_cards_are_kept_and_rendered_as_they_are(folder, model_and_report):
@@ -94,7 +94,9 @@ def test_failed_write_rolls_back_the_files_already_replaced(folder, model_and_re
     monkeypatch.setattr(folders_module, "atomic_write_bytes", fail_on_card)
     with pytest.raises(PermissionError, match="read-only"):
         update_model_card(folder, replace(model_and_report[1], clean_accuracy=0.125))
-    assert attempts[:3] == ["robustness.json", "robustness_vs_eps.png", "README.md"]  # replaced, then put back
+    assert attempts[:5] == [  # replaced, then put back
+        "robustness.json", "per_example.parquet", "robustness_vs_eps.png", "robustness.yaml", "README.md"
+    ]  # fmt: skip
     assert _snapshot(folder) == before
 
 
@@ -107,8 +109,8 @@ from mixacm_hf.robustness import RobustnessReport
 
 folder, tag = sys.argv[1], int(sys.argv[2])
 base = RobustnessReport.from_json(Path(sys.argv[3]).read_text())
-for i in range(50):
-    update_model_card(folder, replace(base, seed=1000 * tag + i, clean_accuracy=(i % 8) / 8))
+for i in range(50):  # no per-example records: they would contradict the accuracy set here
+    update_model_card(folder, replace(base, seed=1000 * tag + i, clean_accuracy=(i % 8) / 8, per_example=None))
 """
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import EvalResult, ModelCard, constants, metadata_load
+import yaml
+from huggingface_hub import EvalResult, ModelCard, constants, metadata_load, parse_eval_result_entries
 from test_models import load_without_package
 
 from mixacm_hf import WideResNetConfig, WideResNetForImageClassification
@@ -81,6 +82,15 @@ def test_card_metadata_files_and_values(saved):
     assert results["pgd-2"].metric_name == "Robust accuracy (PGD-2, Linf, eps=8/255)"
     assert results["pgd-2"].metric_args["steps"] == 2 and results["pgd-2"].metric_args["norm"] == "Linf"
     assert results["fgsm"].metric_args["eps"] == pytest.approx(8 / 255)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", report.date)  # when the evaluation finished, UTC
+    assert all(result.metric_args["date"] == report.date for result in results.values())
+    # the same results in the Hub's evaluation-results format, parsed by huggingface_hub
+    entries = parse_eval_result_entries(yaml.safe_load((folder / ".eval_results" / "robustness.yaml").read_text()))
+    assert [(e.task_id, e.dataset_id, e.value, e.date) for e in entries] == [
+        (task, "uoft-cs/cifar10", results[attack].metric_value, report.date)
+        for task, attack in [("clean", "clean"), ("linf-8-255-fgsm", "fgsm"), ("linf-8-255-pgd-2", "pgd-2")]
+    ]
+    assert [json.loads(e.notes)["args"] for e in entries] == [r.metric_args for r in results.values()]
 
     metadata = metadata_load(folder / "README.md")
     assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "image-classification"

@@ -185,6 +185,7 @@ def create_model_card(
     plot: str | None = None,
     previous_results: Sequence[EvalResult] = (),
     processor: dict[str, Any] | None = None,
+    per_example: str | None = None,
     template_path: str | Path = TEMPLATE,
 ) -> ModelCard:
     """A model card for a robust classifier, rendered from `template_path` (Jinja2).
@@ -197,7 +198,8 @@ def create_model_card(
     `plot` the file name of the robustness-vs-eps plot beside the card; `repo_id` the Hub id or path that the
     card's usage snippet loads (default: `model_name`); `dataset_id` the Hub id that a local dataset copy stands
     for (only when the user says so: otherwise the copy is named as itself); `processor` the saved
-    preprocessor_config.json as a dict. The sentences on architecture, parameters and input normalisation are
+    preprocessor_config.json as a dict; `per_example` the file name of the per-example records beside the card. The
+    sentences on architecture, parameters and input normalisation are
     computed from `config`, `params` and `processor` (`input_sentence`).
     """
     config = config or {}
@@ -245,6 +247,7 @@ def create_model_card(
         },
         "plot": plot,
         "sweep": _sweep_table(sweep_report(reports)),
+        "per_example": per_example,
         "asserted_id": dataset_id,
         "evaluation_dataset": dataset_id or (reports[-1].dataset.get("name") if reports else None) or dataset["type"],
         "local_copies": list(  # one entry per copy, however many paths name it

@@ -2,18 +2,22 @@
 
 python -m mixacm_hf.hub leaderboard FOLDER_OR_HUB_ID [...] [--format markdown|csv|html] [-o FILE]
     [--dataset ID] [--split test] [--threat-model Linf] [--eps 8/255]     (see mixacm_hf.hub.leaderboard)
+python -m mixacm_hf.hub compare FIRST SECOND [--attack autoattack] [--dataset ID] [--split test]
+    [--threat-model Linf] [--eps 8/255] [--json]                            (see mixacm_hf.hub.compare)
 python -m mixacm_hf.hub push FOLDER REPO_ID [--private]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..files import atomic_write_text
 from ..robustness import parse_eps
+from .compare import compare_models, format_comparison
 from .leaderboard import leaderboard
 from .leaderboard_format import format_leaderboard
 from .push import push_or_exit
@@ -21,7 +25,8 @@ from .push import push_or_exit
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m mixacm_hf.hub", description="Robust models on the Hugging Face Hub: leaderboard and push."
+        prog="python -m mixacm_hf.hub",
+        description="Robust models on the Hugging Face Hub: leaderboard, paired comparison and push.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     board = commands.add_parser("leaderboard", help="compare models by their cards' model-index")
@@ -32,6 +37,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     board.add_argument("--split", help="only this split (e.g. test)")
     board.add_argument("--threat-model", "--norm", dest="threat_model", help="only this threat model (Linf or L2)")
     board.add_argument("--eps", type=parse_eps, help="only this budget (8/255)")
+    pair = commands.add_parser(
+        "compare", help="compare two models paired on their per_example.parquet (difference, interval, McNemar p)"
+    )
+    pair.add_argument("first", help="model folder, per_example.parquet file or Hub model id")
+    pair.add_argument("second", help="model folder, per_example.parquet file or Hub model id")
+    pair.add_argument("--attack", default="autoattack", help="clean, an attack name or all (default: autoattack)")
+    pair.add_argument("--dataset", help="only reports on this dataset (its Hub id / type or its name)")
+    pair.add_argument("--split", help="only reports on this split (e.g. test)")
+    pair.add_argument("--threat-model", "--norm", dest="threat_model", help="only this threat model (Linf or L2)")
+    pair.add_argument("--eps", type=parse_eps, help="only this budget (8/255)")
+    pair.add_argument("--json", action="store_true", help="print the comparison as JSON (fractions, not %%)")
     push = commands.add_parser("push", help="upload a saved robust model folder in one commit")
     push.add_argument("folder")
     push.add_argument("repo_id")
@@ -65,5 +81,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             atomic_write_text(args.output, text)
         else:
             print(text, end="")
+    elif args.command == "compare":
+        try:
+            result = compare_models(
+                args.first, args.second, attack=args.attack, dataset=args.dataset, split=args.split,
+                threat_model=args.threat_model, eps=args.eps,
+            )  # fmt: skip
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
+        print(json.dumps(result, indent=2) if args.json else format_comparison(result), end="\n" if args.json else "")
     else:
         print(f"Pushed: {push_or_exit(args.folder, args.repo_id, args.private, endpoint=args.endpoint)}")

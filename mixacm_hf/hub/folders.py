@@ -1,5 +1,6 @@
-"""Hub-ready model folders: save a robust model with its card, write or update the card files (README.md,
-robustness.json, the robustness-vs-eps plot) all-or-nothing under the folder's lock."""
+"""Hub-ready model folders: save a robust model with its card, write or update the card files (README.md with its
+model-index, `.eval_results/robustness.yaml` with the same results, robustness.json, `per_example.parquet`, the
+robustness-vs-eps plot) all-or-nothing under the folder's lock."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from ..files import atomic_write_bytes, atomic_write_text, locked, replace_marke
 from ..models import WideResNetConfig
 from ..robustness import RobustnessReport, plot_eps_sweep
 from .cards import create_model_card, sweep_report
+from .eval_results import EVAL_RESULTS_NAME, eval_results_yaml
+from .per_example import PER_EXAMPLE_NAME, per_example_parquet
 from .results import CARD_NAME, PLOT_NAME, PROCESSOR_NAME, REPORTS_NAME, SUMMARY_NAME
 
 RESULTS_START, RESULTS_END = "<!-- mixacm-hf:results:start -->", "<!-- mixacm-hf:results:end -->"
@@ -62,12 +65,13 @@ def _render_folder(
     dataset_id: str | None = None,
     license: str = "apache-2.0",
     redraw_plot: bool = True,
-) -> tuple[ModelCard, dict[str, bytes]]:
-    """The card of the model saved in `folder` and the files to write beside it (robustness.json, and the eps plot
-    of the report with a sweep on the most examples, the newest of those: with `redraw_plot`, or when the folder has
-    none), all rendered in memory: nothing in `folder` is touched."""
+) -> tuple[ModelCard, dict[str, bytes | None]]:
+    """The card of the model saved in `folder` and the files to write beside it (robustness.json, the per-example
+    records (None: none to publish), and the eps plot of the report with a sweep on the most examples, the newest of
+    those (`sweep_report`): with `redraw_plot`, or when the folder has none), all rendered in memory: nothing in
+    `folder` is touched. The card's `.eval_results` file is `eval_results_yaml` of the results the card ends with."""
     swept = sweep_report(reports)
-    files = {REPORTS_NAME: _reports_json(reports)}
+    files = {REPORTS_NAME: _reports_json(reports), PER_EXAMPLE_NAME: per_example_parquet(reports)}
     if swept and (redraw_plot or not (folder / PLOT_NAME).is_file()):
         files[PLOT_NAME] = _plot_png(swept)
     config_file = folder / "config.json"
@@ -83,23 +87,37 @@ def _render_folder(
         plot=PLOT_NAME if PLOT_NAME in files or (folder / PLOT_NAME).is_file() else None,
         previous_results=previous_results,
         processor=_processor_config(folder),
+        per_example=PER_EXAMPLE_NAME if files[PER_EXAMPLE_NAME] else None,
     )
     return card, files
 
 
-def replace_files(folder: str | Path, files: dict[str, bytes]) -> None:
-    """Replace each file of `folder` (name -> bytes) atomically (`atomic_write_bytes`); if one write fails, the
-    files already replaced get their old bytes back (new ones are removed), so the folder is left as it was.
+def _card_files(card: ModelCard, files: dict[str, bytes | None]) -> dict[str, bytes | None]:
+    """`files`, the `.eval_results` file of the card's results, and the card itself (written last)."""
+    results = eval_results_yaml(card.data.eval_results or [])
+    return {**files, EVAL_RESULTS_NAME: results, CARD_NAME: str(card).encode("utf-8")}
+
+
+def replace_files(folder: str | Path, files: dict[str, bytes | None]) -> None:
+    """Replace each file of `folder` (relative path -> bytes; None: remove it) atomically (`atomic_write_bytes`,
+    creating missing subfolders); if one write fails, the files already replaced get their old bytes back (new ones
+    and new subfolders are removed), so the folder is left as it was.
 
     Raises:
         OSError: a write failed (after the rollback).
     """
     folder = Path(folder)
     old = {name: (folder / name).read_bytes() if (folder / name).is_file() else None for name in files}
+    created = {parent for name in files for parent in (folder / name).parents if folder in parent.parents}
+    created = sorted((parent for parent in created if not parent.exists()), key=lambda parent: -len(parent.parts))
     written = []
     try:
         for name, data in files.items():
-            atomic_write_bytes(folder / name, data)
+            if data is None:
+                (folder / name).unlink(missing_ok=True)
+            else:
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(folder / name, data)
             written.append(name)
     except BaseException:
         for name in written:
@@ -107,6 +125,9 @@ def replace_files(folder: str | Path, files: dict[str, bytes]) -> None:
                 (folder / name).unlink(missing_ok=True)
             else:
                 atomic_write_bytes(folder / name, old[name])
+        for parent in created:  # deepest first
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
         raise
 
 
@@ -119,7 +140,9 @@ def write_model_card(
     dataset_id: str | None = None,
     license: str = "apache-2.0",
 ) -> ModelCard:
-    """The card files of a model already saved in `folder`: README.md, robustness.json and the eps plot (PNG).
+    """The card files of a model already saved in `folder`: README.md, `.eval_results/robustness.yaml` (its
+    model-index results in the Hub's evaluation-results format), robustness.json, `per_example.parquet` (the
+    reports' per-example records; removed when none has any) and the eps plot (PNG).
 
     All or nothing: everything is rendered first, then each file is replaced atomically under the folder's card
     lock (`mixacm_hf.files.locked`); a failure leaves the folder as it was.
@@ -129,7 +152,7 @@ def write_model_card(
         card, files = _render_folder(
             folder, reports, training_summary, repo_id=repo_id, dataset_id=dataset_id, license=license
         )
-        replace_files(folder, {**files, CARD_NAME: str(card).encode("utf-8")})
+        replace_files(folder, _card_files(card, files))
     return card
 
 
@@ -223,10 +246,11 @@ def update_model_card(
     more examples (a measurement on more examples is kept, with a warning: `merge_results`); every other
     metric (string values of foreign cards included, rendered as they are), all other metadata and the text
     outside the results block are kept. Without `dataset_id`, a dataset the card already names (same pretty name)
-    keeps the Hub id the card gave it. The report is appended to robustness.json and the eps plot redrawn when it
-    has a sweep. All or nothing, and safe against concurrent updates: the read-modify-write holds the folder's
-    card lock, everything is rendered before any file is replaced (atomically), and a failure leaves the folder
-    as it was.
+    keeps the Hub id the card gave it. The report is appended to robustness.json (and its records to
+    per_example.parquet), `.eval_results/robustness.yaml` rewritten from the card's merged results and the eps plot
+    redrawn when the report has a sweep. All or nothing, and safe against concurrent updates: the read-modify-write
+    holds the folder's card lock, everything is rendered before any file is replaced (atomically), and a failure
+    leaves the folder as it was.
     """
     folder = Path(folder)
     path = folder / CARD_NAME
@@ -247,5 +271,5 @@ def update_model_card(
             card.data.model_name = old.data.model_name or fresh.data.model_name
             card.data.eval_results = fresh.data.eval_results
             card.text = _replace_results_block(old.text, fresh.text)
-        replace_files(folder, {**files, CARD_NAME: str(card).encode("utf-8")})
+        replace_files(folder, _card_files(card, files))
     return card

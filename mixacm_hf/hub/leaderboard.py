@@ -1,6 +1,7 @@
 """A RobustBench-style leaderboard read from model cards: one table per (dataset, split, threat model, eps).
 
-Cards come from local folders, README.md files or Hub ids; their `model-index` metadata gives the accuracies (in %),
+Cards come from local folders, README.md files or Hub ids; their `model-index` metadata (for a local folder whose
+README.md has none, its `.eval_results/*.yaml`, read as the same results) gives the accuracies (in %),
 `mixacm` metadata the architecture and training cost. Cards written elsewhere are read as far as they are unambiguous:
 numeric strings, "61.2 ± 1.1" (-> 61.2) and "61.2%" values, "8/255" budgets and "linf"/"l2" norms are coerced; any
 other value skips that metric (or card) with a note naming the file, as do values outside [0, 100], a card whose
@@ -75,7 +76,7 @@ def leaderboard(
     for source in sources:
         try:
             text, folder, link = _read_source(source)
-            metadata = _metadata(text, source)
+            metadata = _metadata(text, source, folder)
             found = _measurements(metadata, source, notes)
         except NotACard as error:
             notes.append(f"{error}; skipped")

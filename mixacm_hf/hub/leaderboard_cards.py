@@ -1,5 +1,6 @@
 """Reading model cards for the leaderboard (`mixacm_hf.hub.leaderboard`): the table/row/accuracy records, cards
-from folders, README.md files or Hub ids, and the coercion of foreign values (numeric strings, "61.2 ± 1.1",
+from folders, README.md files or Hub ids (a local folder whose README.md has no model-index is read from its
+`.eval_results/*.yaml`), and the coercion of foreign values (numeric strings, "61.2 ± 1.1",
 "61.2%", "8/255", "linf"), each skipped value or card noted with its file."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from ..robustness.paired import mcnemar_exact_p, wilson_interval
+from .eval_results import entries_model_index, load_eval_results
 from .results import CARD_NAME, PLOT_NAME, REPORTS_NAME, dataset_identity, format_eps
 
 HUB_URL = "https://huggingface.co"
@@ -151,18 +153,28 @@ def _read_source(source: str | Path) -> tuple[str, Path | None, str]:
     return card.read_text(encoding="utf-8", errors="replace"), None, f"{HUB_URL}/{source}"
 
 
-def _metadata(text: str, source: str | Path) -> dict[str, Any]:
+def _metadata(text: str, source: str | Path, folder: Path | None = None) -> dict[str, Any]:
+    """The card's YAML metadata; without a model-index, one made of the `.eval_results` entries of its local
+    `folder` (`entries_model_index`, the model named after the folder)."""
     match = REGEX_YAML_BLOCK.search(text)
+    metadata: Any = {}
+    if match:
+        try:
+            metadata = yaml.safe_load(match.group(2))
+        except yaml.YAMLError as error:
+            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise NotACard(f"{source}: invalid YAML metadata ({first_line}), not a model card") from error
+    if isinstance(metadata, dict) and isinstance(metadata.get("model-index"), list):
+        return metadata
+    try:
+        entries = load_eval_results(folder) if folder is not None else []
+    except ValueError as error:
+        raise NotACard(str(error)) from error
+    if entries and isinstance(metadata, dict):
+        return {**metadata, "model-index": entries_model_index(entries, folder.resolve().name)}
     if not match:
         raise NotACard(f"{source}: no YAML metadata, not a model card")
-    try:
-        metadata = yaml.safe_load(match.group(2))
-    except yaml.YAMLError as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise NotACard(f"{source}: invalid YAML metadata ({first_line}), not a model card") from error
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("model-index"), list):
-        raise NotACard(f"{source}: no model-index in its metadata, not a results card")
-    return metadata
+    raise NotACard(f"{source}: no model-index in its metadata, not a results card")
 
 
 def _attack(metric: dict[str, Any]) -> str | None:

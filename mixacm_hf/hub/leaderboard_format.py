@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import jinja2
 
+from .compare import compare_rows
 from .leaderboard_cards import Accuracy, Leaderboard, Row, Table, coerce_number
 from .results import format_duration
 
@@ -115,14 +116,25 @@ def _href(row: Row, base: Path | None) -> str:
     return quote(Path(os.path.relpath(Path(row.link).resolve(), base.resolve())).as_posix())
 
 
+def comparisons(table: Table) -> dict[str, str]:
+    """`"i-j"` (rows i and j, from 0 in rank order) -> `compare_rows` of the two (or why they are not compared), for
+    every ordered pair of a table with a threat model; {} for a clean-only table or one with a single row."""
+    if table.norm is None:
+        return {}
+    rows = list(enumerate(table.rows))
+    return {f"{i}-{j}": compare_rows(table, first, second) for i, first in rows for j, second in rows if i != j}
+
+
 def render_html(board: Leaderboard, link_base: Path | None = None) -> str:
-    """A standalone HTML page: one sortable table per dataset/threat model, a search box, links to the cards and
-    each model's robustness-vs-eps plot (local plots inlined). Needs no server and no network. Links to local cards
+    """A standalone HTML page: one sortable table per dataset/threat model, a search box, links to the cards, each
+    model's robustness-vs-eps plot (local plots inlined) and, per table, the paired comparison of any two models
+    chosen (`comparisons`, computed when the page is written). Needs no server and no network. Links to local cards
     are relative to `link_base`, the folder the page is written to (absolute file URIs without one)."""
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     tables = [
         {"title": table.title, "entries": list(zip(table_records(table), table.rows, strict=True)),
-         "significance": any(row.p_value_vs_next is not None for row in table.rows)}
+         "significance": any(row.p_value_vs_next is not None for row in table.rows),
+         "comparisons": comparisons(table)}
         for table in board.tables
     ]  # fmt: skip
     images = {row.link: _image_source(row.plot) for table in board.tables for row in table.rows}

@@ -30,8 +30,9 @@ def push_robust_model(
     """Create the Hub repo `repo_id` if needed and upload `folder` in one commit; returns the commit URL.
 
     Checkpoints, pickles (`*.bin`, `*.pt`, ...) and TensorBoard runs stay local: the Hub gets safetensors weights,
-    model code, configs, the card, its plot and robustness.json. Any failure (offline mode, network, login,
-    permissions) raises `HubPushError` with the cause and the command that retries the push; the folder is untouched.
+    model code, configs, the card, `.eval_results/`, its plot, robustness.json and per_example.parquet. Any failure
+    (offline mode, network, login, permissions) raises `HubPushError` with the cause and the command that retries the
+    push; the folder is untouched.
     """
     folder = Path(folder)
     if not (folder / CARD_NAME).is_file() or not any(folder.glob("*.safetensors")):

@@ -1,7 +1,7 @@
 """Robustness reports as model-index results: metric names, eps formatting, dataset identity (Hub id or local copy).
 
 A card's metrics live in its `model-index` metadata: one `accuracy` result per measurement, value in %, the attack name
-as metric config and its settings, n and 95% interval as metric args (docs/design.md, section 5).
+as metric config and its settings, n, 95% interval and date as metric args (docs/design.md, section 5).
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ def report_results(report: RobustnessReport, dataset_id: str | None = None) -> l
             args["interval_95"] = [_percent(bound) for bound in report.intervals[attack]]
         if attack in report.seconds:
             args["seconds"] = round(report.seconds[attack], 1)
+        if report.date:
+            args["date"] = report.date
         results.append(
             EvalResult(
                 task_type="image-classification",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +274,7 @@ def evaluate_robustness(
         versions=package_versions(),
         per_example={"index": example_indices(dataset, len(x)), **{name: f.tolist() for name, f in flags.items()}},
         processes=world,
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )  # fmt: skip
     if report.flags:
         warnings.warn(

@@ -94,7 +94,8 @@ class RobustnessReport:
     "all". `per_example` (None in reports older than the field) is {"index": [split index, ...], "clean": [bool, ...],
     "<attack>": [...], "all": [...]}, booleans aligned with "index". `eps_sweep` (optional) is
     {"eps": [...], "robust_accuracy": {attack: [accuracy or None per eps]}}. `processes`: how many processes of a
-    `torch.distributed` group shared the batches.
+    `torch.distributed` group shared the batches. `date`: when the evaluation finished (UTC, ISO 8601; None in reports
+    older than the field).
     """
 
     clean_accuracy: float
@@ -113,6 +114,7 @@ class RobustnessReport:
     versions: dict[str, str] = field(default_factory=dict)
     per_example: dict[str, list] | None = None
     processes: int = 1
+    date: str | None = None
 
     @property
     def flags(self) -> list[str]:

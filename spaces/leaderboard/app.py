@@ -5,7 +5,8 @@
 Sources are model folders, README.md files or Hub model ids (local glob patterns are expanded); without any, the
 space-separated `LEADERBOARD_SOURCES` environment variable (a Space variable), else the `model_cards/*` folders of
 the mixacm-hf repository. One table per dataset, split and threat model (as `python -m mixacm_hf.hub leaderboard`),
-sortable by any column, a search box over all tables, links to the cards and each model's robustness-vs-eps plot.
+sortable by any column, a search box over all tables, links to the cards, each model's robustness-vs-eps plot, and
+the paired comparison of any two models of a table (as `python -m mixacm_hf.hub compare`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from mixacm_hf.hub.compare import compare_rows
 from mixacm_hf.hub.leaderboard import Leaderboard, Row, Table, leaderboard
 from mixacm_hf.hub.leaderboard_format import table_records
 
@@ -65,6 +67,19 @@ def plots(board: Leaderboard) -> dict[str, str]:
     return {row.model: row.plot for table in board.tables for row in table.rows if row.plot}
 
 
+def comparable(board: Leaderboard) -> dict[str, Table]:
+    """Title -> table, for the tables with a threat model and at least two models (what can be compared)."""
+    return {table.title: table for table in board.tables if table.norm and len(table.rows) > 1}
+
+
+def comparison(table: Table, first: str, second: str) -> str:
+    """The paired AutoAttack comparison of two models of `table` by name (`compare_rows`), or why there is none."""
+    rows = {row.model: row for row in table.rows}
+    if first not in rows or second not in rows:
+        return "Choose two models of this table."
+    return "Choose two different models." if first == second else compare_rows(table, rows[first], rows[second])
+
+
 def build_app(sources: Sequence[str]) -> gr.Blocks:
     """The leaderboard page of `sources` (read once, when the app is built)."""
     board = leaderboard(sources)
@@ -88,6 +103,29 @@ def build_app(sources: Sequence[str]) -> gr.Blocks:
             choice = gr.Dropdown(choices=list(images), value=first, label="Model")
             plot = gr.Image(value=images[first], label="Accuracy vs eps", show_label=False)
             choice.change(lambda name: images[name], inputs=choice, outputs=plot)
+        tables = comparable(board)
+        if tables:
+            gr.Markdown(
+                "## Compare two models\n\nPaired on the images both were evaluated on (their per_example.parquet): "
+                "difference in AutoAttack accuracy, 95% interval and exact McNemar p; models evaluated on other images "
+                "or settings are not compared."
+            )
+            title = next(iter(tables))
+            names = [row.model for row in tables[title].rows]
+            chosen = gr.Dropdown(choices=list(tables), value=title, label="Table")
+            first = gr.Dropdown(choices=names, value=names[0], label="First model")
+            second = gr.Dropdown(choices=names, value=names[1], label="Second model")
+            verdict = gr.Textbox(value=comparison(tables[title], *names[:2]), label="Comparison", lines=3)
+
+            def models(title: str) -> tuple[dict, dict]:
+                names = [row.model for row in tables[title].rows]
+                return gr.update(choices=names, value=names[0]), gr.update(choices=names, value=names[1])
+
+            chosen.change(models, inputs=chosen, outputs=[first, second])
+            for choice in (first, second):
+                choice.change(
+                    lambda title, a, b: comparison(tables[title], a, b), inputs=[chosen, first, second], outputs=verdict
+                )
         if board.notes:
             gr.Markdown("## Skipped\n\n" + "\n".join(f"- {note}" for note in board.notes))
         if frames:

@@ -28,25 +28,28 @@ from .hub import push_robust_model, save_image_processor, write_model_card
 from .methods import get_method, relevant_hyperparameters
 from .models import WideResNetConfig, WideResNetForImageClassification
 from .provenance import code_commit, package_versions
-from .robustness import RobustnessReport, evaluate_robustness, parse_eps
+from .robustness import RobustnessReport, evaluate_robustness
 from .robustness.batches import RankFailure, gather_from_ranks
 from .robustness.metric import compute_accuracy_metrics
 from .run_args import (
     DataArguments,
     EvaluationArguments,
     ModelArguments,
+    RunSettings,
     argument_parser,
     check_arguments,
+    eps_sweep,
     finished_model,
     resume_checkpoint,
+    run_settings,
 )
 from .trainer import MixACMTrainer, MixACMTrainingArguments, TrainingClock
 
 logger = logging.getLogger(__name__)
 __all__ = [
-    "DataArguments", "EvaluationArguments", "EvaluationFailed", "ModelArguments", "argument_parser", "check_arguments",
-    "evaluate_student", "finished_model", "format_summary", "load_student", "load_teacher_model", "resume_checkpoint",
-    "run_mixacm",
+    "DataArguments", "EvaluationArguments", "EvaluationFailed", "ModelArguments", "RunSettings", "argument_parser",
+    "check_arguments", "eps_sweep", "evaluate_student", "finished_model", "format_summary", "load_student",
+    "load_teacher_model", "resume_checkpoint", "run_mixacm", "run_settings",
 ]  # fmt: skip
 
 
@@ -102,7 +105,7 @@ def evaluate_student(
     `model` is best the saved folder: it is then read back through the evaluator's input contract like any other
     classifier (its saved image processor says how pixels are fed), so the numbers are those of what users load."""
     attacks = [name.strip() for name in eval_args.eval_attacks.split(",") if name.strip()]
-    sweep = [parse_eps(eps) for eps in eval_args.eval_eps_sweep.split(",") if eps.strip()] or None
+    sweep = eps_sweep(eval_args, data_args.image_size)
     common = {
         "eps": eval_args.eval_eps, "norm": eval_args.eval_norm, "n_examples": min(eval_args.eval_n, len(dataset)),
         "batch_size": eval_args.eval_batch_size, "seed": training_args.seed, "device": training_args.device,
@@ -171,7 +174,7 @@ def run_mixacm(
         eval_dataset=eval_dataset,
         data_collator=collate_image_batch,
         compute_metrics=compute_accuracy_metrics,
-        callbacks=[TrainingClock(), *callbacks],
+        callbacks=[TrainingClock(), RunSettings(run_settings(data_args, training_args)), *callbacks],
     )
     train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
     clock = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingClock))

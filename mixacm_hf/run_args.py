@@ -1,6 +1,8 @@
 """The training script's arguments (`ModelArguments`, `DataArguments`, `EvaluationArguments`, with
 `MixACMTrainingArguments`) and everything about them that is checked before any data or model is loaded:
-`check_arguments`, the checkpoint to resume (`resume_checkpoint`) and the finished-model guard (`finished_model`)."""
+`check_arguments`, the checkpoint to resume (`resume_checkpoint`), the settings a resumed run must keep
+(`run_settings`, recorded in checkpoints by `RunSettings`) and the finished-model guard (`finished_model`); the
+end-of-run evaluation's budgets (`eps_sweep`)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,15 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainerCallback
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .data.identity import dataset_identity
 from .robustness import parse_eps
-from .robustness.attacks import check_eps
+from .robustness.attacks import check_eps, largest_eps
 from .robustness.registry import parse_attack
 from .training_args import MixACMTrainingArguments
 
@@ -97,9 +102,12 @@ class EvaluationArguments:
     eval_batch_size: int = field(default=128, metadata={"help": "Batch size of the attacks."})
     eval_eps: float = field(default=8 / 255, metadata={"help": "Attack budget in pixel units (8/255)."})
     eval_norm: str = field(default="Linf", metadata={"help": "Threat model.", "choices": ["Linf", "L2"]})
-    eval_eps_sweep: str = field(
-        default="0,2/255,4/255,8/255,16/255",
-        metadata={"help": "Budgets of the card's robustness-vs-eps plot (not run for AutoAttack); '' for none."},
+    eval_eps_sweep: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated budgets of the card's robustness-vs-eps plot (not run for AutoAttack); '' for "
+            "none. Default: 0, eps/4, eps/2, eps, 2 eps of --eval_eps (Linf 8/255: 0,2/255,4/255,8/255,16/255)."
+        },
     )
     card_dataset_id: str | None = field(
         default=None, metadata={"help": "Hub dataset id for the card, e.g. uoft-cs/cifar10 when --dataset is a copy."}
@@ -148,16 +156,18 @@ def check_arguments(
         if getattr(eval_args, flag) < 1:
             raise ValueError(f"--{flag} {getattr(eval_args, flag)}: must be >= 1.")
     attacks = [name for name in eval_args.eval_attacks.split(",") if name.strip()]
+    pixels = 3 * data_args.image_size**2
     checks = [("eval_attacks", lambda: [parse_attack(name) for name in attacks])]
-    checks.append(("eval_eps", lambda: check_eps(eval_args.eval_eps, eval_args.eval_norm)))
-    for eps in (eps for eps in eval_args.eval_eps_sweep.split(",") if eps.strip()):
-        checks.append(("eval_eps_sweep", lambda eps=eps: check_eps(parse_eps(eps), eval_args.eval_norm)))
+    checks.append(("eval_eps", lambda: check_eps(eval_args.eval_eps, eval_args.eval_norm, pixels=pixels)))
+    checks.append(("eval_eps_sweep", lambda: eps_sweep(eval_args, data_args.image_size)))
     for flag, check in checks:
         try:
             check()
         except ValueError as error:
             raise ValueError(f"--{flag}: {error}") from error
     checkpoint = resume_checkpoint(training_args)  # `last` without a checkpoint would start afresh
+    if checkpoint is not None:
+        check_resumed_settings(checkpoint, run_settings(data_args, training_args))
     if finished_model(training_args.output_dir) and not training_args.overwrite_output_dir:
         if checkpoint is None:
             raise ValueError(
@@ -167,9 +177,101 @@ def check_arguments(
         if _nothing_left(Path(checkpoint), training_args):
             raise ValueError(
                 f"--output_dir {training_args.output_dir} holds a finished model and its checkpoint {checkpoint} is "
-                "the end of the run: there is nothing to resume (resuming would train past it). Raise "
-                "--max_steps/--num_train_epochs to train on, pass another --output_dir, or --overwrite_output_dir true."
+                "the end of the run: there is nothing to resume (resuming would train past it, and a longer schedule "
+                "is another run). Pass another --output_dir, or --overwrite_output_dir true."
             )
+
+
+def eps_sweep(eval_args: EvaluationArguments, image_size: int) -> list[float] | None:
+    """The budgets of the end-of-run sweep: `--eval_eps_sweep` as given ('' for none), else 0, eps/4, eps/2, eps and
+    2 eps of `--eval_eps` in its `--eval_norm`, without those beyond the norm's range (`largest_eps`).
+
+    Raises:
+        ValueError: a given budget that is unreadable or outside the norm's range (`check_eps`).
+    """
+    norm, pixels = eval_args.eval_norm, 3 * image_size**2
+    if eval_args.eval_eps_sweep is not None:
+        given = [eps for eps in eval_args.eval_eps_sweep.split(",") if eps.strip()]
+        return [check_eps(parse_eps(eps), norm, pixels=pixels) for eps in given] or None
+    eps = eval_args.eval_eps
+    return sorted({budget for budget in (0.0, eps / 4, eps / 2, eps, 2 * eps) if budget < largest_eps(norm, pixels)})
+
+
+# What a resumed run keeps from its checkpoint's run besides its objective (which the trainer checks): the learning
+# rate and schedule, batches, processes, seed and training data. Name in the record -> how a difference is named.
+RESUMED_SETTINGS = {
+    **{name: f"--{name}" for name in (
+        "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "num_train_epochs", "max_steps",
+        "weight_decay", "optim", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
+    )},
+    "world_size": "the number of processes (world size)",
+    "dataset": "--dataset", "dataset_files": "--dataset's files (fingerprint of their names and sizes)",
+    **{name: f"--{name}" for name in ("dataset_config", "train_split", "max_train_samples", "train_fraction")},
+}  # fmt: skip
+
+
+def run_settings(data_args: DataArguments, training_args: MixACMTrainingArguments) -> dict[str, Any]:
+    """This run's `RESUMED_SETTINGS` as JSON values; the one of num_train_epochs / max_steps that does not count is
+    None (max_steps > 0 overrides epochs); the dataset as its identity (`dataset_identity`: a local copy by its
+    name and files, wherever it is)."""
+    values = training_args.to_dict()  # enums as their values (lr_scheduler_type: "cosine")
+    settings = {name: values.get(name, getattr(data_args, name, None)) for name in RESUMED_SETTINGS}
+    settings["num_train_epochs" if training_args.max_steps > 0 else "max_steps"] = None
+    settings["world_size"] = training_args.world_size
+    identity = dataset_identity(data_args.dataset)
+    settings.update(dataset=identity["type"], dataset_files=identity["revision"])
+    return json.loads(json.dumps(settings))
+
+
+class RunSettings(TrainerCallback, ExportableState):
+    """Records the run's settings (`run_settings`) in each checkpoint's trainer state, where `check_resumed_settings`
+    reads them."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = settings
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {"settings": self.settings}, "attributes": {}}
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        # the state of a checkpoint without a record has no entry, which `Trainer` needs to save the record
+        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
+
+
+def check_resumed_settings(checkpoint: str | Path, settings: dict[str, Any]) -> None:
+    """Refuse to resume `checkpoint` with other `settings` than its run's (a resumed run would be neither run);
+    a checkpoint without a record (older versions) resumes with a warning. An unreadable one is left to `Trainer`.
+
+    Raises:
+        ValueError: naming each difference (the checkpoint's value, this run's) and what to do instead.
+    """
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return
+    recorded = (state.get("stateful_callbacks") or {}).get(RunSettings.__name__)
+    if not isinstance(recorded, dict):
+        logger.warning(
+            "%s records no run settings (written by an older version): resuming without checking that its learning "
+            "rate, schedule, batch size, processes, seed and training data are this run's.", checkpoint,
+        )  # fmt: skip
+        return
+    before = recorded.get("args", {}).get("settings", {})
+    changed = [name for name in RESUMED_SETTINGS if name in before and before[name] != settings[name]]
+    if changed:
+        raise ValueError(
+            f"--resume_from_checkpoint {checkpoint} was trained with other settings than this run's: "
+            + "; ".join(
+                f"{RESUMED_SETTINGS[name]} {_shown(before[name])} there, {_shown(settings[name])} now"
+                for name in changed
+            )
+            + ". A resumed run must continue the same run: rerun with the checkpoint's values, or start a new run "
+            "in another --output_dir."
+        )
+
+
+def _shown(value: Any) -> Any:
+    return "unset" if value is None else value
 
 
 def resume_checkpoint(args: MixACMTrainingArguments) -> str | None:

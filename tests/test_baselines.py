@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import metadata_load
-from test_reliability import plain_images, tiny_run_argv, write_dataset
+from test_reliability import Crash, CrashAt, plain_images, tiny_run_argv, write_dataset
 
 from mixacm_hf import MixACMTrainingArguments
 from mixacm_hf.cli import explicit_flags, parse_with_config
@@ -221,14 +221,15 @@ def test_resuming_with_another_method_or_hyperparameters_is_refused_before_a_ste
     """Resuming an ARD checkpoint as TRADES used to train on and record the result as TRADES without a teacher."""
     folder, teacher = data_and_teacher
     out = tmp_path / "out"
-    argv = [*tiny_run_argv(folder, out, "--save_strategy", "steps", "--save_steps", "2", "--max_steps", "2"),
+    argv = [*tiny_run_argv(folder, out, "--save_strategy", "steps", "--save_steps", "2", "--max_steps", "3"),
             "--method", "ard", "--teacher", str(teacher), "--pgd_steps", "2"]  # fmt: skip
-    run_mixacm(*parse_with_config(argument_parser(), argv))
+    with pytest.raises(Crash):  # killed after its checkpoint at step 2
+        run_mixacm(*parse_with_config(argument_parser(), argv), callbacks=[CrashAt(3).callback])
     recorded = json.loads((out / "checkpoint-2" / "mixacm_objective.json").read_text())
     assert recorded["method"] == "ard" and recorded["hyperparameters"]["pgd_steps"] == 2
-    more = ["--resume_from_checkpoint", "last", "--max_steps", "3"]
-    trades = [*tiny_run_argv(folder, out, "--save_strategy", "steps", "--save_steps", "2"), "--method", "trades",
-              "--pgd_steps", "2", *more]  # fmt: skip
+    more = ["--resume_from_checkpoint", "last"]
+    trades = [*tiny_run_argv(folder, out, "--save_strategy", "steps", "--save_steps", "2", "--max_steps", "3"),
+              "--method", "trades", "--pgd_steps", "2", *more]  # fmt: skip
     with pytest.raises(ValueError, match=r"that run optimised method ard; .*this one method trades"):
         run_mixacm(*parse_with_config(argument_parser(), trades))
     with pytest.raises(ValueError, match=r"hyperparameters \{.*'pgd_steps': 2.*this one .*'pgd_steps': 3"):

@@ -2,6 +2,7 @@
 and MixACM training end to end with teachers of other depth, width, stage count and label set."""
 
 import argparse
+import hashlib
 import importlib.util
 import logging
 import re
@@ -13,6 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 from transformers import (
+    AutoConfig,
     CLIPImageProcessor,
     ConvNextImageProcessor,
     ResNetConfig,
@@ -34,6 +36,7 @@ from mixacm_hf.teachers import (
     PixelSpaceClassifier,
     check_teacher,
     convert_state_dict,
+    file_sha256,
     load_teacher,
     save_converted_teacher,
 )
@@ -321,7 +324,14 @@ def test_convert_teacher_script_writes_hf_folder_with_card(robustbench_archs, tm
     )
     assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in output.iterdir()}
     card = (output / "README.md").read_text()
-    assert "PGD-20 47.0% (eps 8/255)" in card and "https://example.org/madry.pth" in card and "sha256" in card
+    assert "PGD-20 47.0% (eps 8/255)" in card and "https://example.org/madry.pth" in card
+    sha256 = hashlib.sha256((tmp_path / "madry.pth").read_bytes()).hexdigest()
+    assert re.search(r"\| Source checkpoint \| `madry.pth` \(sha256 `([0-9a-f]{64})`\) \|", card)[1] == sha256
+    assert file_sha256(tmp_path / "madry.pth") == sha256
+    assert AutoConfig.from_pretrained(output).converted_from == {
+        "file": "madry.pth", "sha256": sha256, "architecture": "standard-wrn-10-1",
+        "source": "https://example.org/madry.pth",
+    }  # fmt: skip
     teacher = load_teacher(output)
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():

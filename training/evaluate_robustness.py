@@ -13,7 +13,7 @@ the same per-example records as one process.
 
 Attacks: clean, fgsm, pgd-<steps>[x<restarts>], autoattack (standard) or autoattack:<a>+<b> (custom components).
 Budgets are in pixel units ([0, 1] images): eps as a float (0.031) or a fraction (8/255). An empty --eps_sweep ("")
-means no sweep. Invalid settings end with `error: <message>` and exit status 1.
+means no sweep. Invalid settings end with `error: <message>` (naming this script's flags) and exit status 1.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import torch
 
 from mixacm_hf.cli import renamed_flags
 from mixacm_hf.hub import push_or_exit, update_model_card
-from mixacm_hf.robustness import RobustnessReport, evaluate_robustness, parse_eps, plot_eps_sweep
+from mixacm_hf.robustness import RobustnessReport, check_eps, evaluate_robustness, parse_eps, plot_eps_sweep
+from mixacm_hf.robustness.registry import parse_attack
 
 DEFAULT_OUTPUT = Path("report.json")
 EPS_OPTIONS = ("--eps", "--eps_sweep")  # their values may start with "-" ("-1/255"): refused later with a message
@@ -43,6 +44,16 @@ RENAMED = {
     )},
     "--n": "--n_examples",
 }  # fmt: skip
+# The library's messages name the training script's flags (training/run_mixacm.py); shown here, they name this
+# script's instead, or none where it has no such setting.
+OWN_FLAGS = (
+    (re.compile(r"\(--train_split[,/] ?--eval_split\)"), "(--split)"),
+    (re.compile(r"training/run_mixacm\.py: [^;]*; training/evaluate_robustness\.py: "), ""),  # this script's advice
+    (re.compile(r", or pass --skip_bad_images true \(skip_bad_images=True\)[^.]*"), ""),
+    (re.compile(r" or the --label_column"), ""),
+    (re.compile(r" Pass `\w+=<name>` \(--\w+ on the command line\)\."), " Rename the column to one of those."),
+    (re.compile(r", of a checkpoint file \(with its architecture\), or"), " or"),  # --model takes no checkpoint file
+)
 
 
 def _eps(text: str) -> float:
@@ -55,6 +66,13 @@ def _eps(text: str) -> float:
 def _eps_list(text: str) -> list[float] | None:
     """Comma-separated budgets; "" (or only spaces) means no sweep."""
     return [_eps(e) for e in text.split(",")] if text.strip() else None
+
+
+def own_flags(message: str) -> str:
+    """A library error's message as this script shows it (`OWN_FLAGS`)."""
+    for pattern, replacement in OWN_FLAGS:
+        message = pattern.sub(replacement, message)
+    return message
 
 
 def _positive_int(text: str) -> int:
@@ -170,9 +188,34 @@ def main(argv: list[str] | None = None) -> RobustnessReport:
     if (args.update_card or args.push_to_hub) and not Path(args.model).is_dir():
         parser.error("--update_card and --push_to_hub need --model to be a local model folder")
     try:
+        check_arguments(args)
         return _run(args)
     except (ValueError, OSError) as error:
-        sys.exit(f"error: {error}")
+        sys.exit(f"error: {own_flags(str(error))}")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """What can be checked before loading anything, in errors naming the flag.
+
+    Raises:
+        ValueError: --model is a file, a budget outside the norm's range, an unknown attack, or only one of
+            --image_mean/--image_std.
+    """
+    if Path(args.model).is_file():
+        raise ValueError(
+            f"--model {args.model} is a file: give a model folder or Hub id (training/convert_teacher.py converts a "
+            "checkpoint file into a model folder)."
+        )
+    check_eps(args.eps, args.norm, "--eps")
+    for eps in args.eps_sweep or ():
+        check_eps(eps, args.norm, "--eps_sweep")
+    for name in args.attacks.split(","):
+        try:
+            parse_attack(name)
+        except ValueError as error:
+            raise ValueError(f"--attacks: {error}") from error
+    if (args.image_mean is None) != (args.image_std is None):
+        raise ValueError("Pass both --image_mean and --image_std, or neither.")
 
 
 def _run(args: argparse.Namespace) -> RobustnessReport:

@@ -26,10 +26,18 @@ def parse_eps(value: str | float) -> float:
     return parse_fraction(value, "eps")
 
 
-def check_eps(eps: float, norm: str, name: str = "eps") -> float:
+def largest_eps(norm: str, pixels: int | None = None) -> float:
+    """The budget from which every image of `pixels` values in [0, 1] reaches every other, so that it constrains
+    nothing: Linf 1, L2 sqrt(pixels) (from black to white; infinite when `pixels` is not known)."""
+    if norm == "Linf":
+        return 1.0
+    return math.sqrt(pixels) if pixels else math.inf
+
+
+def check_eps(eps: float, norm: str, name: str = "eps", pixels: int | None = None) -> float:
     """Validate a pixel-space budget (training's `pgd_eps`/`pgd_step_size` and evaluation's eps alike): a finite
-    number >= 0; Linf eps >= 1 (the whole pixel range: every image can reach every other) is almost certainly eps in
-    0..255 units.
+    number >= 0 below `largest_eps`: Linf eps >= 1 (the whole pixel range) is almost certainly eps in 0..255 units;
+    an L2 eps of sqrt(pixels) or more (checked when `pixels`, the values per image, is given) spans every image.
 
     Raises:
         ValueError: naming `name`, with the fix (e.g. "Did you mean 8/255").
@@ -42,6 +50,12 @@ def check_eps(eps: float, norm: str, name: str = "eps") -> float:
         raise ValueError(
             f"{name}={eps:g} spans the whole [0, 1] pixel range: budgets are in pixel units of images in "
             f"[0, 1]. Did you mean {eps:g}/255 (= {eps / 255:.6f})?"
+        )
+    if eps >= largest_eps(norm, pixels):
+        raise ValueError(
+            f"{name}={eps:g} is an L2 distance of at least {largest_eps(norm, pixels):.4g}, from an all-black to an "
+            f"all-white image of {pixels} values in [0, 1]: every image reaches every other. L2 budgets are "
+            "distances in pixel units (e.g. 0.5 for CIFAR-10)."
         )
     return float(eps)
 

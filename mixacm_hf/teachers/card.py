@@ -1,5 +1,6 @@
 """Converted-teacher folders: `save_converted_teacher` (HF folder with safetensors, config, image processor) and the
-model card recording provenance (source file and sha256), input convention and the source's reported robustness."""
+model card recording provenance (source file and sha256, also in `config.converted_from`), input convention and the
+source's reported robustness."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ def converted_model_card(
     source: str | None = None,
     reported_robustness: str | None = None,
 ) -> str:
-    """README.md for a converted teacher: provenance, input convention and the source's reported robustness."""
+    """README.md for a converted teacher: provenance (the sha256 of `config.converted_from`, else of `checkpoint`),
+    input convention and the source's reported robustness."""
     checkpoint = Path(checkpoint)
+    sha256 = (getattr(model.config, "converted_from", None) or {}).get("sha256") or file_sha256(checkpoint)
     if normalization is None:
         input_line = f"`pixel_values` in [0, 1]; mean {model.config.image_mean} / std {model.config.image_std} inside"
     else:
@@ -45,7 +48,7 @@ def converted_model_card(
         "",
         "| | |",
         "|---|---|",
-        f"| Source checkpoint | `{checkpoint.name}` (sha256 `{file_sha256(checkpoint)}`) |",
+        f"| Source checkpoint | `{checkpoint.name}` (sha256 `{sha256}`) |",
         f"| Source | {source or 'not given'} |",
         f"| Source architecture | `{arch}` |",
         f"| Classes | {model.config.num_labels} |",
@@ -74,8 +77,12 @@ def save_converted_teacher(
     source: str | None = None,
     reported_robustness: str | None = None,
 ) -> PreTrainedModel:
-    """Convert `checkpoint` and write an HF folder (safetensors, config, image processor, model card)."""
+    """Convert `checkpoint` and write an HF folder (safetensors, config, image processor, model card); the config's
+    `converted_from` records the source file's name and sha256, the architecture and the source."""
     model, processor = convert_checkpoint(checkpoint, arch, normalization)
+    model.config.converted_from = {
+        "file": Path(checkpoint).name, "sha256": file_sha256(checkpoint), "architecture": arch, "source": source,
+    }  # fmt: skip
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     if processor is not None:

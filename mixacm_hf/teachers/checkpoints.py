@@ -79,7 +79,9 @@ def _strip_module_prefix(state_dict: StateDict) -> StateDict:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes: 64 hex digits."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
+    return digest.hexdigest()

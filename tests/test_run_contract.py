@@ -1,0 +1,146 @@
+"""What a training run promises (issue 35): a resumed run continues the same run (a checkpoint records the learning
+rate, schedule, batches, processes, seed and data, and a resume that changes any of them is refused by name), and
+the end-of-run evaluation measures the run's own threat model (its eps sweep follows --eval_norm/--eval_eps)."""
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from test_reliability import Crash, CrashAt, plain_images, tiny_run_argv, write_dataset
+
+from mixacm_hf import MixACMTrainingArguments, WideResNetConfig, WideResNetForImageClassification
+from mixacm_hf.cli import parse_with_config
+from mixacm_hf.data import load_image_dataset
+from mixacm_hf.run import DataArguments, EvaluationArguments, argument_parser, eps_sweep, evaluate_student, run_mixacm
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+# -- resume: the same run or none ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A run of 4 steps (6 an epoch), checkpointed at step 2 and killed at step 3: its folder and command line."""
+    root = tmp_path_factory.mktemp("crashed")
+    folder = write_dataset(root / "data", {"train": plain_images(24), "test": plain_images(4)})
+    argv = tiny_run_argv(folder, root / "out", "--save_strategy", "steps", "--save_steps", "2", "--max_steps", "4")
+    with pytest.raises(Crash):
+        run_mixacm(*parse_with_config(argument_parser(), argv), callbacks=[CrashAt(3).callback])
+    assert sorted(path.name for path in (root / "out").glob("checkpoint-*")) == ["checkpoint-2"]
+    return root, argv
+
+
+def resumed_in_copy(crashed: tuple[Path, list[str]], name: str) -> tuple[Path, list[str]]:
+    """A copy of the killed run's folder and the command line that resumes it there."""
+    root, argv = crashed
+    copy = root / name
+    shutil.copytree(root / "out", copy)
+    argv = [str(copy) if value == str(root / "out") else value for value in argv]
+    return copy, [*argv, "--resume_from_checkpoint", "last"]
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--learning_rate", "0.5"], "--learning_rate 5e-05 there, 0.5 now"),
+        (["--lr_scheduler_type", "cosine"], "--lr_scheduler_type linear there, cosine now"),
+        (["--warmup_steps", "1"], "--warmup_steps 0 there, 1.0 now"),
+        (["--max_steps", "5"], "--max_steps 4 there, 5 now"),
+        (["--max_steps", "-1", "--num_train_epochs", "1"],
+         "--num_train_epochs unset there, 1.0 now; --max_steps 4 there, unset now"),
+        (["--per_device_train_batch_size", "8"], "--per_device_train_batch_size 4 there, 8 now"),
+        (["--gradient_accumulation_steps", "2"], "--gradient_accumulation_steps 1 there, 2 now"),
+        (["--seed", "1"], "--seed 42 there, 1 now"),
+        (["--max_train_samples", "12"], "--max_train_samples unset there, 12 now"),
+        (["--train_fraction", "0.5"], "--train_fraction unset there, 0.5 now"),
+    ],
+)  # fmt: skip
+def test_a_resume_that_changes_the_run_is_refused_naming_each_change(crashed, flags, named):
+    root, argv = crashed
+    before = {path: path.read_bytes() for path in (root / "out").rglob("*") if path.is_file()}
+    with pytest.raises(ValueError) as error:
+        run_mixacm(*parse_with_config(argument_parser(), [*argv, "--resume_from_checkpoint", "last", *flags]))
+    message = str(error.value)
+    assert message.startswith(f"--resume_from_checkpoint {root / 'out' / 'checkpoint-2'} was trained with other")
+    assert f"settings than this run's: {named}. A resumed run must continue the same run: rerun with the " in message
+    assert message.endswith("checkpoint's values, or start a new run in another --output_dir.")
+    assert {path: path.read_bytes() for path in (root / "out").rglob("*") if path.is_file()} == before
+
+
+def test_a_resume_on_other_data_or_processes_is_refused(crashed, monkeypatch):
+    root, argv = crashed
+    other = write_dataset(root / "other", {"train": plain_images(25), "test": plain_images(4)})
+    with pytest.raises(ValueError, match="--dataset data-local-copy there, other-local-copy now; --dataset's files"):
+        args = [*argv, "--resume_from_checkpoint", "last", "--dataset", str(other)]
+        run_mixacm(*parse_with_config(argument_parser(), args))
+    parsed = parse_with_config(argument_parser(), [*argv, "--resume_from_checkpoint", "last"])
+    monkeypatch.setattr(MixACMTrainingArguments, "world_size", property(lambda self: 2))
+    with pytest.raises(ValueError, match=r"other settings than this run's: the number of processes \(world size\) "):
+        run_mixacm(*parsed)
+
+
+def test_a_resume_with_the_same_settings_continues_the_run(crashed):
+    out, argv = resumed_in_copy(crashed, "same")
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    recorded = state["stateful_callbacks"]["RunSettings"]["args"]["settings"]
+    assert recorded["max_steps"] == 4 and recorded["num_train_epochs"] is None and recorded["world_size"] == 1
+    assert recorded["dataset"] == "data-local-copy" and len(recorded["dataset_files"]) == 12
+    assert run_mixacm(*parse_with_config(argument_parser(), argv))["steps"] == 4
+
+
+def test_a_checkpoint_without_a_record_resumes_with_a_warning(crashed, caplog):
+    out, argv = resumed_in_copy(crashed, "older")
+    state_file = out / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["stateful_callbacks"]["RunSettings"]  # as written before the settings were recorded
+    state_file.write_text(json.dumps(state))
+    with caplog.at_level(logging.WARNING, logger="mixacm_hf.run_args"):
+        summary = run_mixacm(*parse_with_config(argument_parser(), [*argv, "--learning_rate", "0.5"]))
+    assert summary["steps"] == 4
+    assert f"{out / 'checkpoint-2'} records no run settings (written by an older version)" in caplog.text
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())  # its next checkpoint records them
+    assert state["stateful_callbacks"]["RunSettings"]["args"]["settings"]["learning_rate"] == 0.5
+
+
+# -- the evaluation's budgets: those of the run's threat model --------------------------------------------------------
+
+
+def test_the_default_sweep_follows_the_norm_and_eps():
+    assert eps_sweep(EvaluationArguments(), 32) == [0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
+    assert eps_sweep(EvaluationArguments(eval_eps=4 / 255), 32) == [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255]
+    assert eps_sweep(EvaluationArguments(eval_norm="L2", eval_eps=0.5), 32) == [0.0, 0.125, 0.25, 0.5, 1.0]
+    assert eps_sweep(EvaluationArguments(eval_eps=0.5), 32) == [0.0, 0.125, 0.25, 0.5]  # 1 spans every image
+    assert eps_sweep(EvaluationArguments(eval_eps_sweep="0, 1/255"), 32) == [0.0, 1 / 255]
+    assert eps_sweep(EvaluationArguments(eval_eps_sweep=""), 32) is None
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--eval_norm", "L2", "--eval_eps", "0.5", "--eval_eps_sweep", "0,60"],
+         "--eval_eps_sweep: eps=60 is an L2 distance of at least 55.43, from an all-black to an all-white image of "
+         "3072 values in [0, 1]"),
+        (["--eval_norm", "L2", "--eval_eps", "56"], "--eval_eps: eps=56 is an L2 distance of at least 55.43"),
+        (["--eval_eps_sweep", "0,2"], "--eval_eps_sweep: eps=2 spans the whole [0, 1] pixel range"),
+    ],
+)  # fmt: skip
+def test_budgets_beyond_the_norms_range_are_refused_before_any_loading(tmp_path, flags, named):
+    argv = ["--dataset", str(tmp_path / "absent"), "--output_dir", str(tmp_path / "out"), "--method", "natural"]
+    with pytest.raises(ValueError) as error:
+        run_mixacm(*parse_with_config(argument_parser(), [*argv, *flags]))
+    assert str(error.value).startswith(named)
+
+
+def test_an_l2_runs_sweep_reaches_its_eps(tmp_path):
+    folder = write_dataset(tmp_path / "data", {"test": plain_images(4)})
+    dataset = load_image_dataset(str(folder), "test", train=False)
+    model = WideResNetForImageClassification(WideResNetConfig.from_name("wrn-10-1", num_labels=10)).eval()
+    eval_args = EvaluationArguments(eval_attacks="clean,fgsm", eval_norm="L2", eval_eps=0.5, eval_n=4)
+    training_args = MixACMTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], disable_tqdm=True)
+    [report] = evaluate_student(model, dataset, eval_args, DataArguments(dataset=str(folder)), training_args)
+    assert report.norm == "L2" and report.eps == 0.5
+    assert report.eps_sweep["eps"] == [0.0, 0.125, 0.25, 0.5, 1.0]
+    assert len(report.eps_sweep["robust_accuracy"]["fgsm"]) == 5

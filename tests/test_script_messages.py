@@ -1,0 +1,70 @@
+"""Each script's errors name its own flags (issue 35): the library's messages name the training script's flags, and
+training/evaluate_robustness.py shows them with its own (`own_flags`), or checks the setting itself first."""
+
+import re
+from pathlib import Path
+
+import pytest
+from test_reliability import plain_images, png_bytes, truncated_png, write_dataset
+from transformers import ResNetConfig, ResNetForImageClassification
+
+from mixacm_hf import WideResNetConfig, WideResNetForImageClassification
+from training.evaluate_robustness import argument_parser, main
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+FLAG = re.compile(r"(?<![\w-])--[a-z][\w-]*")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    """A dataset, one with an unreadable image, one with a label outside its classes, a WideResNet folder and an HF
+    ResNet folder without an image processor (its normalisation unknown)."""
+    root = tmp_path_factory.mktemp("inputs")
+    images = [png_bytes(image) for image in plain_images(4)]
+    folders = {
+        "data": write_dataset(root / "data", {"test": images}),
+        "bad_image": write_dataset(root / "bad_image", {"test": [images[0], truncated_png(), *images[2:]]}),
+        "bad_label": write_dataset(root / "bad_label", {"test": images}, labels={"test": [0, 1, 12, 3]}),
+    }
+    WideResNetForImageClassification(WideResNetConfig.from_name("wrn-10-1", num_labels=10)).save_pretrained(
+        root / "wrn"
+    )
+    tiny = ResNetConfig(num_labels=10, depths=[1, 1], hidden_sizes=[8, 8], embedding_size=8)
+    ResNetForImageClassification(tiny).save_pretrained(root / "resnet")
+    return {**folders, "wrn": root / "wrn", "resnet": root / "resnet", "root": root}
+
+
+def error_of(argv: list[str]) -> str:
+    """The message training/evaluate_robustness.py exits with (status 1)."""
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--device", "cpu", "--n_examples", "4"])
+    assert isinstance(exited.value.code, str) and exited.value.code.startswith("error: ")
+    return exited.value.code
+
+
+CASES = {  # name -> (arguments beside --dataset, the flags its message names, a part of its message)
+    "no such model": (["--model", "{root}/absent"], set(), "pass the path of a model folder or a Hub id."),
+    "checkpoint file": (["--model", "{wrn}/model.safetensors"], {"--model"}, "is a file: give a model folder or Hub"),
+    "model of unknown normalisation": (
+        ["--model", "{resnet}"], {"--image_mean", "--image_std"}, "Pass image_mean and image_std (--image_mean/--image"
+    ),
+    "mean without std": (["--model", "{wrn}", "--image_mean", "0", "0", "0"], {"--image_mean", "--image_std"},
+                         "Pass both --image_mean and --image_std, or neither."),
+    "eps": (["--model", "{wrn}", "--eps", "8"], {"--eps"}, "--eps=8 spans the whole [0, 1] pixel range"),
+    "eps sweep": (["--model", "{wrn}", "--eps_sweep", "0,8"], {"--eps_sweep"}, "--eps_sweep=8 spans the whole"),
+    "attack": (["--model", "{wrn}", "--attacks", "clean,pgdx"], {"--attacks"}, "--attacks: Unknown attack 'pgdx'"),
+    "split": (["--model", "{wrn}", "--split", "validation"], {"--split"}, "non-empty split (--split)."),
+    "unreadable image": (["--model", "{wrn}"], set(), "image file is truncated Replace or remove it."),
+    "label outside the classes": (["--model", "{wrn}"], set(), "must be class indices of the dataset's classes. Fix"),
+}  # fmt: skip
+DATASETS = {"unreadable image": "bad_image", "label outside the classes": "bad_label"}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_evaluate_robustness_errors_name_only_its_own_flags(inputs, case):
+    arguments, named, part = CASES[case]
+    arguments = [value.format(**{key: str(path) for key, path in inputs.items()}) for value in arguments]
+    message = error_of([*arguments, "--dataset", str(inputs[DATASETS.get(case, "data")])])
+    assert part in message
+    assert set(FLAG.findall(message)) == named
+    assert named <= set(FLAG.findall(argument_parser().format_help()))  # every flag named is one of the script's

@@ -117,3 +117,15 @@ def test_every_import_the_readme_shows_works():
         loaded = importlib.import_module(module)
         for name in (name.strip() for name in names.split(",")):
             assert hasattr(loaded, name), f"README: {line!r}: {module} has no {name}"
+
+
+def test_no_private_name_crosses_a_module_boundary():
+    """A name starting with one underscore stays in its module: no module of the package imports one from another
+    (make it public, or move the code that needs it)."""
+    crossing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("mixacm_hf")):
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                crossing += [f"{path.relative_to(REPO)}: {node.module} {name}" for name in private]
+    assert crossing == []

@@ -29,18 +29,17 @@ from .leaderboard_cards import (  # noqa: F401 (the records and coercions, re-ex
     NotACard,
     Row,
     Table,
-    _accuracy,
-    _implausible,
-    _matching_record,
-    _measurements,
-    _metadata,
-    _per_example_records,
-    _plot,
-    _read_source,
+    card_measurements,
+    card_metadata,
     coerce_norm,
     coerce_number,
+    matching_report,
     mcnemar_p_value,
     paired_p_value,
+    plot_link,
+    read_source,
+    robustness_reports_of,
+    without_implausible,
 )
 from .results import format_eps
 
@@ -75,9 +74,9 @@ def leaderboard(
     tables: dict[tuple, Table] = {}
     for source in sources:
         try:
-            text, folder, link = _read_source(source)
-            metadata = _metadata(text, source, folder)
-            found = _measurements(metadata, source, notes)
+            text, folder, link = read_source(source)
+            metadata = card_metadata(text, source, folder)
+            found = card_measurements(metadata, source, notes)
         except NotACard as error:
             notes.append(f"{error}; skipped")
             continue
@@ -88,7 +87,7 @@ def leaderboard(
         if any(value.value > 0 for value in found.values()) and all(value.value <= 1 for value in found.values()):
             notes.append(f"{source}: every accuracy <= 1: fractions rather than % values? card skipped")
             continue
-        found = _implausible(found, source, notes)
+        found = without_implausible(found, source, notes)
         clean = {key[:3]: value for key, value in found.items() if key[3] == "clean"}
         facts = metadata.get("mixacm") if isinstance(metadata.get("mixacm"), dict) else {}
         first = metadata["model-index"][0] if metadata["model-index"] else None
@@ -103,7 +102,7 @@ def leaderboard(
                 Row(
                     model=name, link=link, clean=clean.get((data_type, data_name, data_split)),
                     autoattack=found.get((data_type, data_name, data_split, "autoattack", norm, budget)), facts=facts,
-                    source=str(source), folder=folder, plot=_plot(folder, source, text),
+                    source=str(source), folder=folder, plot=plot_link(folder, source, text),
                 )
             )  # fmt: skip
         if not found:
@@ -160,7 +159,7 @@ def _rank(table: Table) -> None:
     )
     for row in table.rows:
         if table.norm and row.autoattack:
-            row.per_example = _matching_record(_per_example_records(row.folder, row.source), table, "autoattack")
+            row.per_example = matching_report(robustness_reports_of(row.folder, row.source), table, "autoattack")
     for row, below in zip(table.rows, table.rows[1:], strict=False):
         if row.per_example and below.per_example:
             row.p_value_vs_next = paired_p_value(row.per_example, below.per_example, "autoattack")

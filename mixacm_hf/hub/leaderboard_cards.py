@@ -133,7 +133,7 @@ def paired_p_value(first: dict[str, Any], second: dict[str, Any], attack: str) -
     return mcnemar_p_value([bool(flags[0][i]) for i in common], [bool(flags[1][i]) for i in common])
 
 
-def _read_source(source: str | Path) -> tuple[str, Path | None, str]:
+def read_source(source: str | Path) -> tuple[str, Path | None, str]:
     """(card text, local folder or None, link to the card) of a folder, README.md file or Hub id."""
     path = Path(source)
     if path.is_dir():
@@ -153,7 +153,7 @@ def _read_source(source: str | Path) -> tuple[str, Path | None, str]:
     return card.read_text(encoding="utf-8", errors="replace"), None, f"{HUB_URL}/{source}"
 
 
-def _metadata(text: str, source: str | Path, folder: Path | None = None) -> dict[str, Any]:
+def card_metadata(text: str, source: str | Path, folder: Path | None = None) -> dict[str, Any]:
     """The card's YAML metadata; without a model-index, one made of the `.eval_results` entries of its local
     `folder` (`entries_model_index`, the model named after the folder)."""
     match = REGEX_YAML_BLOCK.search(text)
@@ -188,7 +188,8 @@ def _attack(metric: dict[str, Any]) -> str | None:
     return "clean" if "clean" in name and "autoattack" not in name else None
 
 
-def _accuracy(value: float, args: dict[str, Any]) -> Accuracy:
+def accuracy_of_metric(value: float, args: dict[str, Any]) -> Accuracy:
+    """A model-index metric's value (percent) with its sample size and 95% interval from its `args`, where valid."""
     n = coerce_number(args.get("n_examples"))
     n = int(n) if n is not None and n >= 1 and n == int(n) else None
     bounds = args.get("interval_95")
@@ -202,7 +203,7 @@ def _accuracy(value: float, args: dict[str, Any]) -> Accuracy:
     return Accuracy(value, n, interval)
 
 
-def _measurements(metadata: dict[str, Any], source: str | Path, notes: list[str]) -> dict[tuple, Accuracy]:
+def card_measurements(metadata: dict[str, Any], source: str | Path, notes: list[str]) -> dict[tuple, Accuracy]:
     """{(dataset type, dataset name, split, attack, norm, eps): accuracy} of a card (first value of each slot)."""
     found: dict[tuple, Accuracy] = {}
     for model in metadata["model-index"]:
@@ -238,11 +239,13 @@ def _measurements(metadata: dict[str, Any], source: str | Path, notes: list[str]
                     )
                     continue
                 key = (str(dataset["type"]), str(dataset.get("name") or dataset["type"]), dataset.get("split"))
-                found.setdefault((*key, attack, norm, None if eps is None else round(eps, 8)), _accuracy(value, args))
+                found.setdefault(
+                    (*key, attack, norm, None if eps is None else round(eps, 8)), accuracy_of_metric(value, args)
+                )
     return found
 
 
-def _implausible(found: dict[tuple, Accuracy], source: str | Path, notes: list[str]) -> dict[tuple, Accuracy]:
+def without_implausible(found: dict[tuple, Accuracy], source: str | Path, notes: list[str]) -> dict[tuple, Accuracy]:
     """`found` without the attack results above the clean accuracy of the same dataset and split (an attack can only
     lower accuracy: such a result is a typo or a different evaluation), one note naming the file for each."""
     kept = {}
@@ -258,7 +261,7 @@ def _implausible(found: dict[tuple, Accuracy], source: str | Path, notes: list[s
     return kept
 
 
-def _per_example_records(folder: Path | None, source: str | Path) -> list[dict[str, Any]]:
+def robustness_reports_of(folder: Path | None, source: str | Path) -> list[dict[str, Any]]:
     """The reports of the card's robustness.json (local, else from the Hub when reachable; [] without one)."""
     try:
         path = folder / REPORTS_NAME if folder else Path(hf_hub_download(str(source), REPORTS_NAME))
@@ -268,7 +271,9 @@ def _per_example_records(folder: Path | None, source: str | Path) -> list[dict[s
     return [report for report in reports if isinstance(report, dict) and isinstance(report.get("per_example"), dict)]
 
 
-def _matching_record(reports: list[dict[str, Any]], table: Table, attack: str) -> dict[str, Any] | None:
+def matching_report(reports: list[dict[str, Any]], table: Table, attack: str) -> dict[str, Any] | None:
+    """The per-example records of the newest of `reports` measured on `table`'s dataset, split, threat model and eps
+    with `attack`, or None."""
     for report in reversed(reports):
         dataset = report.get("dataset") or {}
         identity = dataset_identity(dataset.get("name"))
@@ -285,7 +290,8 @@ def _matching_record(reports: list[dict[str, Any]], table: Table, attack: str) -
     return None
 
 
-def _plot(folder: Path | None, source: str | Path, text: str) -> str | None:
+def plot_link(folder: Path | None, source: str | Path, text: str) -> str | None:
+    """Where the card's robustness-vs-eps plot is (a local path or a Hub URL), or None without one."""
     if folder is not None:
         return str(folder / PLOT_NAME) if (folder / PLOT_NAME).is_file() else None
     return f"{HUB_URL}/{source}/resolve/main/{PLOT_NAME}" if PLOT_NAME in text else None

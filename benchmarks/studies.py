@@ -182,9 +182,10 @@ def plot_cost(
     schedules), each with its 95% interval (`autoattack_with_interval`) and labelled with its epochs. Saved as PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     by_name = {row["name"]: row for row in rows}
-    figure = Figure(figsize=(12, 5))
+    figure = Figure(figsize=(12, 5.4))
     FigureCanvasAgg(figure)
     panels = [
         (lambda row: row["backward_passes_per_image"] * row["epochs"], "backward passes per image x epochs"),
@@ -209,10 +210,16 @@ def plot_cost(
                 axes.annotate(f"{epochs:g} ep", (x, value[0]), xytext=(6, -3), textcoords="offset points", fontsize=7,
                               color=f"C{color}")  # fmt: skip
         axes.set(xlabel=xlabel, xscale="log")
+        axes.margins(x=0.1)  # room for the labels of the rightmost points
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
+        axes.xaxis.set_major_formatter(plain)
+        axes.xaxis.set_minor_formatter(plain)
+        axes.tick_params(axis="x", which="minor", labelsize=7)
         axes.grid(alpha=0.3)
     figure.axes[0].set_ylabel("AutoAttack accuracy (%)")
-    figure.axes[0].legend(fontsize=8, loc="lower right")
+    handles, labels = figure.axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=8, loc="lower center", ncols=len(labels))  # clear of every point
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)

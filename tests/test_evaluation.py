@@ -112,7 +112,7 @@ def test_normalising_folders_are_evaluated_at_their_true_accuracy(make_folder, t
 
     report = evaluate_robustness(str(folder), (x, labels), ["clean"], **QUIET)
     assert report.clean_accuracy == 1.0
-    assert report.model["input"].startswith("wrapped: (pixels - ")
+    assert report.model["input"].startswith("wrapped: resize ") and "; (pixels - " in report.model["input"]
     assert report.model["name"] == str(folder)
 
     data = tmp_path / "data"

@@ -395,7 +395,7 @@ def test_teacher_without_feature_maps_is_rejected(tmp_path):
         image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
     )
     ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
-    ViTImageProcessor().save_pretrained(tmp_path / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
     with pytest.raises(ValueError, match=r"hidden state 0 is \(1, 17, 16\), not a \(B, C, H, W\)"):
         load_teacher(tmp_path / "vit")
 

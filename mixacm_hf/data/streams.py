@@ -59,7 +59,7 @@ def split_stream(dataset: datasets.IterableDataset, rank: int, world_size: int) 
     `split_dataset_by_node`: whole shards (files) per process when their count is a multiple of `world_size`, else
     every `world_size`-th example. A stream that is already split is returned unchanged.
     """
-    if world_size == 1 or dataset.rank_and_world_size is not None:
+    if world_size == 1 or dataset._distributed is not None:
         return dataset
     from datasets.distributed import split_dataset_by_node
 

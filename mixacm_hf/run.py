@@ -43,6 +43,7 @@ from .run_args import (
     resume_checkpoint,
     run_settings,
 )
+from .teachers import teacher_provenance
 from .trainer import MixACMTrainer, MixACMTrainingArguments, TrainingClock
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ def load_teacher_model(model_args: ModelArguments) -> torch.nn.Module:
         image_mean=model_args.teacher_image_mean,
         image_std=model_args.teacher_image_std,
         trust_remote_code=model_args.trust_remote_code,
+        stage_modules=model_args.acm_teacher_modules,
+        robustbench_model_dir=model_args.robustbench_model_dir,
     )
 
 
@@ -186,6 +189,7 @@ def run_mixacm(
         "method": training_args.method,
         "student": model_args.student,
         "teacher": model_args.teacher if training_args.needs_teacher else None,
+        "teacher_source": teacher_provenance(teacher) if teacher is not None else None,
         "params": sum(p.numel() for p in student.parameters()),
         "epochs": train_result.metrics.get("epoch"),
         "steps": trainer.state.global_step,

@@ -20,6 +20,7 @@ from .data.identity import dataset_identity
 from .robustness import parse_eps
 from .robustness.attacks import check_eps, largest_eps
 from .robustness.registry import parse_attack
+from .teachers import DEFAULT_MODEL_DIR, check_zoo_checkpoint, is_zoo_spec
 from .training_args import MixACMTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,10 @@ class ModelArguments:
     )
     teacher: str | None = field(
         default=None,
-        metadata={"help": "Teacher: model folder, Hub id or checkpoint file (see --teacher_architecture)."},
+        metadata={
+            "help": "Teacher: model folder, Hub id, checkpoint file (see --teacher_architecture) or RobustBench zoo "
+            "entry robustbench:<dataset>/<threat_model>/<name> (e.g. robustbench:cifar10/Linf/Carmon2019Unlabeled)."
+        },
     )
     teacher_architecture: str | None = field(
         default=None, metadata={"help": "Architecture of a foreign teacher checkpoint, e.g. 'standard-wrn-34-10'."}
@@ -49,6 +53,17 @@ class ModelArguments:
         default=None, metadata={"help": "Mean a foreign teacher normalises with (default: its own)."}
     )
     teacher_image_std: list[float] | None = field(default=None, metadata={"help": "Std, with teacher_image_mean."})
+    acm_teacher_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Teacher modules whose outputs are its hidden states (forward hooks), e.g. layer1 layer2 layer3. "
+            "Default: the teacher's own hidden states; for a RobustBench entry the last module at each resolution."
+        },
+    )
+    robustbench_model_dir: str = field(
+        default=DEFAULT_MODEL_DIR,
+        metadata={"help": "RobustBench's model folder, for --teacher robustbench:... (default ./models)"},
+    )
     dropout: float = field(default=0.0, metadata={"help": "Dropout of a preset student."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from model folders/Hub repos."})
 
@@ -143,6 +158,12 @@ def check_arguments(
     """
     if training_args.needs_teacher and not model_args.teacher:
         raise ValueError(f"--method {training_args.method} learns from a teacher: pass --teacher PATH_OR_HUB_ID.")
+    if training_args.needs_teacher and is_zoo_spec(model_args.teacher):
+        names = ("teacher_architecture", "teacher_image_mean", "teacher_image_std")
+        given = [f"--{name}" for name in names if getattr(model_args, name) is not None]
+        if given:
+            raise ValueError(f"--teacher {model_args.teacher} is built by RobustBench: drop {' and '.join(given)}.")
+        check_zoo_checkpoint(model_args.teacher, model_args.robustbench_model_dir)
     fraction = data_args.train_fraction
     if fraction is not None and (data_args.streaming or not 0 < fraction <= 1):
         raise ValueError(f"--train_fraction {fraction}: give a number in (0, 1] (not with --streaming).")

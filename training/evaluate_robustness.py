@@ -11,6 +11,10 @@ Sharded: `torchrun --nproc_per_node N training/evaluate_robustness.py ...` (or `
 batches over the processes (gloo on CPU, NCCL on GPUs; --device cpu forces CPU) and rank 0 writes the report, with
 the same per-example records as one process.
 
+--model is a model folder, a Hub id or a RobustBench zoo entry, robustbench:<dataset>/<threat_model>/<name> (e.g.
+robustbench:cifar10/Linf/Gowal2020Uncovering_28_10_extra): RobustBench's own model, its checkpoint read from
+--robustbench_model_dir (<dir>/<dataset>/<threat_model>/<name>.pt; downloaded when absent unless HF_HUB_OFFLINE=1).
+
 Attacks: clean, fgsm, pgd-<steps>[x<restarts>], autoattack (standard) or autoattack:<a>+<b> (custom components).
 Budgets are in pixel units ([0, 1] images): eps as a float (0.031) or a fraction (8/255). An empty --eps_sweep ("")
 means no sweep. Invalid settings end with `error: <message>` (naming this script's flags) and exit status 1.
@@ -31,6 +35,7 @@ from mixacm_hf.cli import renamed_flags
 from mixacm_hf.hub import push_or_exit, update_model_card
 from mixacm_hf.robustness import RobustnessReport, check_eps, evaluate_robustness, parse_eps, plot_eps_sweep
 from mixacm_hf.robustness.registry import parse_attack
+from mixacm_hf.teachers import DEFAULT_MODEL_DIR, check_zoo_checkpoint, is_zoo_spec
 
 DEFAULT_OUTPUT = Path("report.json")
 EPS_OPTIONS = ("--eps", "--eps_sweep")  # their values may start with "-" ("-1/255"): refused later with a message
@@ -103,9 +108,12 @@ def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
     )
-    parser.add_argument("--model", required=True, help="model folder or Hub id")
+    parser.add_argument("--model", required=True,
+                        help="model folder, Hub id or robustbench:<dataset>/<threat_model>/<name>")  # fmt: skip
     parser.add_argument("--model_revision", help="Hub revision of the model")
     parser.add_argument("--trust_remote_code", action="store_true", help="allow model code from the Hub repo")
+    parser.add_argument("--robustbench_model_dir", default=DEFAULT_MODEL_DIR,
+                        help="RobustBench's model folder, for --model robustbench:... (%(default)s)")  # fmt: skip
     parser.add_argument("--dataset", required=True, help="dataset folder or Hub id")
     parser.add_argument("--dataset_revision", help="Hub revision of the dataset")
     parser.add_argument("--split", default="test")
@@ -176,6 +184,7 @@ def _evaluate(args: argparse.Namespace, device: str | None, partial: Path | None
         image_std=args.image_std,
         resume_dir=partial,
         image_size=args.image_size,
+        robustbench_model_dir=args.robustbench_model_dir,
     )
 
 
@@ -198,8 +207,10 @@ def check_arguments(args: argparse.Namespace) -> None:
     """What can be checked before loading anything, in errors naming the flag.
 
     Raises:
-        ValueError: --model is a file, a budget outside the norm's range, an unknown attack, or only one of
-            --image_mean/--image_std.
+        ValueError: --model is a file or an unknown or unloadable RobustBench entry, a budget outside the norm's range,
+            an unknown attack, or only one of --image_mean/--image_std (or either, or --model_revision, with a
+            RobustBench entry).
+        FileNotFoundError: a RobustBench entry's checkpoint is absent and HF_HUB_OFFLINE is set.
     """
     if Path(args.model).is_file():
         raise ValueError(
@@ -216,6 +227,13 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise ValueError(f"--attacks: {error}") from error
     if (args.image_mean is None) != (args.image_std is None):
         raise ValueError("Pass both --image_mean and --image_std, or neither.")
+    if is_zoo_spec(args.model):
+        if args.image_mean is not None or args.model_revision is not None:
+            raise ValueError(
+                f"--model {args.model} is RobustBench's model, taking [0, 1] pixels; its revision is its checkpoint's "
+                "sha256: drop --image_mean/--image_std and --model_revision."
+            )
+        check_zoo_checkpoint(args.model, args.robustbench_model_dir)
 
 
 def _run(args: argparse.Namespace) -> RobustnessReport:

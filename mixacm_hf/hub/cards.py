@@ -27,6 +27,11 @@ TEMPLATE = Path(__file__).with_name("template.md")  # package data: a wheel inst
 # Read with the code, once: a run that outlives an upgrade of the package renders its cards with the template of the
 # code it runs (a newer template may need context this code does not give).
 _TEMPLATE_TEXT = TEMPLATE.read_text(encoding="utf-8")
+# RobustBench model information (robustbench/model_info/<dataset>/<threat_model>/<name>.json) shown for a zoo teacher
+ZOO_RESULTS = (
+    ("clean_acc", "Clean accuracy"), ("autoattack_acc", "AutoAttack accuracy"),
+    ("external", "Robust accuracy (external evaluation)"), ("corruptions_acc", "Corruption accuracy"),
+)  # fmt: skip
 TAGS = ("adversarial-robustness",)  # every card's; a trained model's method adds its own (`Method.tags`)
 
 
@@ -87,8 +92,25 @@ def _evaluation(results: Sequence[EvalResult]) -> dict[str, Any] | None:
     }
 
 
-def _teacher(name: str | None) -> dict[str, Any] | None:
-    """The teacher's name and, when it is a folder with a card, the results its card reports."""
+def _teacher_origin(source: dict[str, Any]) -> str | None:
+    """A sentence on where a teacher comes from, from `teachers.teacher_provenance`."""
+    if source.get("zoo") == "robustbench":
+        info = source.get("model_info") or {}
+        cited = {"name", "authors", "link"} <= set(info)
+        paper = f"; {info['name']}, {info['authors']}, {info['link']}" if cited else ""
+        return (
+            f"RobustBench model zoo entry `{source['dataset']}/{source['threat_model']}/{source['name']}`, built by "
+            f"RobustBench {source['robustbench_version']}'s `{source['builder']}` (checkpoint "
+            f"`{Path(source['checkpoint']).name}`, sha256 `{source['sha256']}`{paper}"
+            f"{'' if info else '; RobustBench model information not in the installed package'})."
+        )
+    converted = source.get("converted_from")
+    return f"Converted from `{converted['file']}` (sha256 `{converted['sha256']}`)." if converted else None
+
+
+def _teacher(name: str | None, source: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The teacher's name, where it comes from (`_teacher_origin`, the hooked modules of its hidden states) and the
+    results its card (a folder) or RobustBench's model information reports."""
     if not name:
         return None
     card = Path(name) / CARD_NAME
@@ -98,7 +120,16 @@ def _teacher(name: str | None) -> dict[str, Any] | None:
         f"(n={(r.metric_args or {}).get('n_examples', '?')})"
         for r in results
     ]
-    return {"name": name, "results": lines}
+    source = source or {}
+    info = source.get("model_info") or {}
+    reported = [f"{label}: {info[key]}%" for key, label in ZOO_RESULTS if info.get(key) not in (None, "")]
+    origin = _teacher_origin(source) or ""
+    if source.get("stage_modules"):
+        origin += f" Its hidden states: the outputs of its modules {', '.join(map(str, source['stage_modules']))}."
+    return {
+        "name": name, "results": lines or reported, "origin": origin.strip() or None,
+        "results_from": "from its model card" if lines else "as RobustBench's model information reports it",
+    }  # fmt: skip
 
 
 def _training(summary: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -110,7 +141,7 @@ def _training(summary: dict[str, Any] | None) -> dict[str, Any] | None:
         "title": method.card_title if method else None,
         "text": method.card_text if method else None,
         "citation": method.citation if method else "",
-        "teacher": _teacher(summary.get("teacher")),
+        "teacher": _teacher(summary.get("teacher"), summary.get("teacher_source")),
         "hyperparameters": relevant_hyperparameters(summary["method"], summary.get("hyperparameters", {})),
         "dataset": summary.get("dataset"),
         "n_train": summary.get("n_train"),

@@ -132,7 +132,8 @@ def get_method(name: str) -> Method:
 
 # flags that only configure the teacher (a `--config` file's teacher only warns: one file serves every method)
 TEACHER_FLAGS = (
-    "teacher", "teacher_architecture", "teacher_image_mean", "teacher_image_std", "compile_teacher", "cross_dataset",
+    "teacher", "teacher_architecture", "teacher_image_mean", "teacher_image_std", "acm_teacher_modules",
+    "robustbench_model_dir", "compile_teacher", "cross_dataset",
 )  # fmt: skip
 
 

@@ -17,7 +17,14 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..teachers import PixelSpaceClassifier, as_pixel_space, load_pretrained_classifier
+from ..teachers import (
+    HookedClassifier,
+    PixelSpaceClassifier,
+    as_pixel_space,
+    is_zoo_spec,
+    load_pretrained_classifier,
+    load_zoo_classifier,
+)
 
 INSIDE = "normalises inside the model"
 PLAIN = "plain module: taken to expect pixels in [0, 1] (the documented contract for modules without a config)"
@@ -41,7 +48,7 @@ def _describe(mean: Sequence[float], std: Sequence[float]) -> str:
 
 
 def _input_convention(wrapped: nn.Module) -> str:
-    if isinstance(wrapped, PixelSpaceClassifier):
+    if isinstance(wrapped, (PixelSpaceClassifier, HookedClassifier)):
         return wrapped.describe()
     if isinstance(wrapped, Normalized):
         return _describe(wrapped.mean.flatten().tolist(), wrapped.std.flatten().tolist())
@@ -55,20 +62,25 @@ def as_classifier(
     image_std: Sequence[float] | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
+    robustbench_model_dir: str | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Any classifier as a module taking pixel_values (B, 3, H, W) in [0, 1], and how its input was handled.
 
     Args:
         model: a folder or Hub id (loaded with `AutoModelForImageClassification`; its image processor's mean/std
-            are applied inside when it normalises), a `PreTrainedModel` (this project's WideResNets normalise
-            inside; timm wrappers use their `pretrained_cfg`), a `PixelSpaceClassifier` (from `load_teacher`), a
-            timm model (its `pretrained_cfg` mean/std) or any other module (taken to expect [0, 1] pixels).
+            are applied inside when it normalises), a RobustBench zoo entry `robustbench:<dataset>/<threat_model>/
+            <name>` (RobustBench's model from `robustbench_model_dir`, taking [0, 1] pixels as RobustBench
+            evaluates it), a `PreTrainedModel` (this project's WideResNets normalise inside; timm wrappers use their
+            `pretrained_cfg`), a `PixelSpaceClassifier` or `HookedClassifier` (from `load_teacher`), a timm model
+            (its `pretrained_cfg` mean/std) or any other module (taken to expect [0, 1] pixels).
         image_mean, image_std: the statistics the model expects inputs normalised with, when they cannot be read
             (0,0,0 / 1,1,1 for a model trained on raw pixels). Not allowed for models that normalise inside.
         revision, trust_remote_code: passed to `from_pretrained` for folders and Hub ids.
+        robustbench_model_dir: RobustBench's model directory for zoo entries (default `./models`).
 
     Returns:
-        (module, info): info has "input" (what is done to the pixels) and "loaded_dtype" (the parameters' dtype).
+        (module, info): info has "input" (what is done to the pixels) and "loaded_dtype" (the parameters' dtype);
+        for a zoo entry also "revision" (its checkpoint's sha256) and "source" (its provenance).
 
     Raises:
         ValueError: the input convention cannot be determined (a `PreTrainedModel` without an image processor, e.g.
@@ -78,7 +90,11 @@ def as_classifier(
         raise ValueError("Pass both image_mean and image_std, or neither.")
     normalization = None if image_mean is None else (tuple(image_mean), tuple(image_std))
     name = model if isinstance(model, str) else type(model).__name__
-    if isinstance(model, str):
+    if is_zoo_spec(model):
+        if normalization is not None:
+            raise ValueError(f"{model} takes [0, 1] pixels as RobustBench evaluates it: pass no image_mean/image_std.")
+        wrapped = load_zoo_classifier(model, robustbench_model_dir)
+    elif isinstance(model, str):
         loaded, processor = load_pretrained_classifier(model, trust_remote_code, revision, what="model")
         wrapped = as_pixel_space(loaded, processor, normalization, model)
     elif isinstance(model, PreTrainedModel):
@@ -88,7 +104,7 @@ def as_classifier(
             raise ValueError(f"{error} Or evaluate the saved folder, whose image processor says it.") from error
     elif normalization is not None:
         wrapped = Normalized(model, *normalization)
-    elif isinstance(model, PixelSpaceClassifier):
+    elif isinstance(model, (PixelSpaceClassifier, HookedClassifier)):
         wrapped = model
     elif "mean" in (getattr(model, "pretrained_cfg", None) or {}):  # timm models
         wrapped = Normalized(model, model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
@@ -96,8 +112,12 @@ def as_classifier(
         wrapped = model
     parameter = next(wrapped.parameters(), None)
     dtype = str(parameter.dtype).removeprefix("torch.") if parameter is not None else None
-    plain = wrapped is model and not isinstance(model, (PreTrainedModel, PixelSpaceClassifier))
-    return wrapped, {"input": PLAIN if plain else _input_convention(wrapped), "loaded_dtype": dtype}
+    plain = wrapped is model and not isinstance(model, (PreTrainedModel, PixelSpaceClassifier, HookedClassifier))
+    info = {"input": PLAIN if plain else _input_convention(wrapped), "loaded_dtype": dtype}
+    provenance = getattr(wrapped, "provenance", None)
+    if provenance:
+        info.update(revision=provenance["sha256"], source=provenance)
+    return wrapped, info
 
 
 @contextmanager

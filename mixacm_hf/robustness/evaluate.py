@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..data.identity import dataset_identity
 from ..provenance import package_versions
-from ..teachers import PixelSpaceClassifier
+from ..teachers import PixelSpaceClassifier, is_zoo_spec
 from .attacks import Norm, attack_mode, check_eps, logits_of
 from .batches import AttackRun, Progress, check_batch_size, rank_and_world_size
 from .classifier import as_classifier, attack_layout
@@ -125,18 +125,19 @@ def _resolve(
     trust_remote_code: bool,
     normalization: tuple[Sequence[float] | None, Sequence[float] | None],
     image_size: int | None = None,
+    robustbench_model_dir: str | None = None,
 ) -> tuple[nn.Module, datasets.Dataset | tuple[torch.Tensor, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """Load a model / dataset given by path or Hub id, apply the input contract; describe both for the report.
 
     A split is loaded at `image_size`; by default at its own size when the model's image processor resizes (the
     wrapper resizes as the processor does: attacks stay in the dataset's pixels), else at the model's
-    `config.image_size` (32 without one)."""
+    `config.image_size` (32 without one: a RobustBench zoo entry's is its dataset's)."""
     described = model
-    if isinstance(model, str):
+    if isinstance(model, str) and not is_zoo_spec(model):
         model_revision = hub_commit(model, model_revision)
     wrapped, contract = as_classifier(
         model, image_mean=normalization[0], image_std=normalization[1], revision=model_revision,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=trust_remote_code, robustbench_model_dir=robustbench_model_dir,
     )  # fmt: skip
     if isinstance(described, str):
         described = getattr(wrapped, "model", wrapped)
@@ -190,15 +191,16 @@ def evaluate_robustness(
     channels_last: bool = True,
     progress: bool = True,
     image_size: int | None = None,
+    robustbench_model_dir: str | None = None,
 ) -> RobustnessReport:
     """Clean and robust accuracy under each attack, the per-example worst case ("all") and per-example records.
 
-    `model`: anything `as_classifier` accepts (folder / Hub id, `PreTrainedModel`, timm model, module taking
-    [0, 1] pixels); models that normalise outside are wrapped with their processor's mean/std (or `image_mean` /
-    `image_std`), and bf16/fp16 models are attacked in fp32 (their dtype is restored). The report's `model` says
-    which. `dataset`: a `datasets.Dataset` (any format), a (pixel_values, labels) pair (float in [0, 1] or uint8,
-    CHW or HWC), or a folder / Hub id (`split` is loaded at `image_size`, see `_resolve`); the first `n_examples`
-    are used (default: all).
+    `model`: anything `as_classifier` accepts (folder / Hub id, RobustBench zoo entry `robustbench:...` read from
+    `robustbench_model_dir`, `PreTrainedModel`, timm model, module taking [0, 1] pixels); models that normalise
+    outside are wrapped with their processor's mean/std (or `image_mean` / `image_std`), and bf16/fp16 models are
+    attacked in fp32 (their dtype is restored). The report's `model` says which. `dataset`: a `datasets.Dataset`
+    (any format), a (pixel_values, labels) pair (float in [0, 1] or uint8, CHW or HWC), or a folder / Hub id
+    (`split` is loaded at `image_size`, see `_resolve`); the first `n_examples` are used (default: all).
     `attacks`: names as in `parse_attack`; AutoAttack components that need more classes than the model has are
     dropped per AutoAttack's rule (recorded). `eps_sweep` re-runs the attacks at each budget (AutoAttack is skipped
     at eps = 0). `channels_last` runs convolutions in channels-last memory (faster; the same attacks, verdicts equal
@@ -217,7 +219,7 @@ def evaluate_robustness(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, dataset, model_meta, dataset_meta = _resolve(
         model, dataset, split, dataset_name, model_revision, dataset_revision, trust_remote_code,
-        (image_mean, image_std), image_size,
+        (image_mean, image_std), image_size, robustbench_model_dir,
     )  # fmt: skip
     x, y = load_examples(dataset, n_examples)
     check_batch_size(batch_size)

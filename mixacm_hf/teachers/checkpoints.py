@@ -32,6 +32,15 @@ def read_checkpoint(path: str | os.PathLike) -> StateDict:
             return _strip_module_prefix(load_file(path))
         except SafetensorError as error:
             raise ValueError(unreadable_weights_message(path, error)) from error
+    return _strip_module_prefix(_find_state_dict(load_pickle(path), str(path)))
+
+
+def load_pickle(path: str | os.PathLike) -> object:
+    """A torch pickle's contents, read with `torch.load(weights_only=True)` (tensors, containers, numbers, strings).
+
+    Raises:
+        ValueError: the file is truncated or corrupt, or holds other objects (the message says how to re-save it).
+    """
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (EOFError, RuntimeError) as error:  # truncated or not a torch file
@@ -46,7 +55,7 @@ def read_checkpoint(path: str | os.PathLike) -> StateDict:
             "run code. If you trust the file, re-save just its weights once, e.g. `torch.save(torch.load(path, "
             "weights_only=False)['state_dict'], 'weights.pt')` (or as safetensors), and pass that file instead."
         ) from error
-    return _strip_module_prefix(_find_state_dict(checkpoint, str(path)))
+    return checkpoint
 
 
 def unreadable_weights_message(path: str | os.PathLike, error: BaseException) -> str:

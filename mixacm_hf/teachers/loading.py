@@ -1,5 +1,6 @@
-"""Loading teachers: `load_teacher` (HF folder / Hub id, or a foreign checkpoint with its architecture), input
-normalisation moved inside the model (`PixelSpaceClassifier`, `as_pixel_space`) and the teacher contract check."""
+"""Loading teachers: `load_teacher` (HF folder / Hub id, a foreign checkpoint with its architecture, or a RobustBench
+zoo entry by name), input normalisation moved inside the model (`PixelSpaceClassifier`, `as_pixel_space`) and the
+teacher contract check."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -22,6 +24,8 @@ from ..models import WideResNetConfig
 from .checkpoints import unreadable_weights_message
 from .converters import RAW_PIXELS, Normalization, convert_checkpoint, supported_architectures
 from .preprocessing import PixelSteps, pixel_steps
+from .stages import HookedClassifier
+from .zoo import is_zoo_spec, load_zoo_classifier
 
 logger = logging.get_logger(__name__)
 
@@ -207,31 +211,56 @@ def load_teacher(
     trust_remote_code: bool = False,
     revision: str | None = None,
     image_size: int | None = None,
+    stage_modules: Sequence[str] | None = None,
+    robustbench_model_dir: str | os.PathLike | None = None,
 ) -> nn.Module:
     """A frozen teacher (eval mode, no grad) taking pixels in [0, 1] and returning `.logits` and `.hidden_states`.
 
     Args:
-        spec: an HF model folder or Hub id, or (with `architecture`) a checkpoint file (.pt/.pth/.safetensors).
+        spec: an HF model folder or Hub id, (with `architecture`) a checkpoint file (.pt/.pth/.safetensors), or a
+            RobustBench zoo entry `robustbench:<dataset>/<threat_model>/<name>` (see `teachers.zoo`).
         architecture: architecture of a checkpoint file, a name from `ARCHITECTURES` (e.g. `standard-wrn-34-10`,
             `dm-wrn-28-10`, `robustness-resnet50`, `timm:resnet50`).
         image_mean, image_std: the statistics the model was trained with, when they cannot be read from the
             checkpoint/processor (or to override them). Not allowed for models that normalise inside.
         trust_remote_code, revision: passed to `from_pretrained` for folders and Hub ids.
         image_size: side of the probe image used to check the outputs (default: from the config, else 224).
+        stage_modules: names of submodules whose outputs become the hidden states, taken by forward hooks
+            (`HookedClassifier`), e.g. `["layer1", "layer2", "layer3"]`; default: the model's own hidden states, or
+            for a zoo entry the modules `stages.default_stage_modules` finds.
+        robustbench_model_dir: RobustBench's model directory for zoo entries (default `./models`, as RobustBench's).
     """
     if (image_mean is None) != (image_std is None):
         raise ValueError("Pass both image_mean and image_std, or neither.")
     normalization = None if image_mean is None else (tuple(image_mean), tuple(image_std))
-    if architecture is None:
+    if is_zoo_spec(spec):
+        if architecture is not None or normalization is not None:
+            raise ValueError(
+                f"{spec} is built by RobustBench and takes [0, 1] pixels: pass no architecture or image_mean/std."
+            )
+        teacher = load_zoo_classifier(str(spec), robustbench_model_dir, stage_modules)
+    elif architecture is None:
         model, processor = load_pretrained_classifier(spec, trust_remote_code, revision)
         teacher = as_pixel_space(model, processor, normalization, str(spec))
     else:
         model, processor = convert_checkpoint(spec, architecture, normalization)
         teacher = as_pixel_space(model, processor, None, str(spec))
+    if stage_modules is not None and not isinstance(teacher, HookedClassifier):
+        convention = teacher.describe() if isinstance(teacher, PixelSpaceClassifier) else "normalises inside the model"
+        teacher = HookedClassifier(teacher, stage_modules, config=teacher.config, input_convention=convention)
     teacher.eval().requires_grad_(False)
-    check_teacher(teacher, image_size or _probe_size(model.config), str(spec))
+    check_teacher(teacher, image_size or _probe_size(teacher.config), str(spec))
     return teacher
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Saving converted teachers
+def teacher_provenance(teacher: nn.Module) -> dict[str, Any] | None:
+    """Where a loaded teacher comes from, for run summaries and cards: a RobustBench entry's provenance (the entry,
+    its checkpoint's sha256, RobustBench's model information; `zoo.build_zoo_model`), a converted folder's
+    `config.converted_from`, and the hooked `stage_modules`; None when there is nothing to say."""
+    source = dict(getattr(teacher, "provenance", None) or {})
+    converted = getattr(getattr(teacher, "config", None), "converted_from", None)
+    if converted:
+        source["converted_from"] = converted
+    if isinstance(teacher, HookedClassifier):
+        source["stage_modules"] = list(teacher.stage_modules)
+    return source or None

@@ -43,7 +43,10 @@ from mixacm_hf.robustness import RobustnessReport  # noqa: E402
 RUNS = REPO / "benchmarks" / "runs"
 RESULTS = REPO / "benchmarks" / "results"
 MODEL_CARDS = REPO / "model_cards"
-READMES = [REPO / "README.md", REPO / "benchmarks" / "README.md"]  # their results tables are rewritten with the JSON
+RESULTS_DOC = REPO / "docs" / "results.md"  # every results block: claim, methods, studies, equal compute, all rows
+# Their results blocks are rewritten with the JSON (each file holds the blocks it has markers for; the README only the
+# equal-compute answer)
+READMES = [REPO / "README.md", RESULTS_DOC, REPO / "benchmarks" / "README.md"]
 # The files that make a folder a loadable model; a published stage keeps them in model_cards/<name>/ only.
 MODEL_CODE = ("modeling_*.py", "configuration_*.py")  # copies of the package's model code, for trust_remote_code
 MODEL_FILES = ("*.safetensors", *MODEL_CODE, "preprocessor_config.json")
@@ -560,6 +563,7 @@ CLAIM_MARKERS = ("<!-- cifar10-cpu-claim:start -->", "<!-- cifar10-cpu-claim:end
 METHODS_MARKERS = ("<!-- cifar10-cpu-methods:start -->", "<!-- cifar10-cpu-methods:end -->")
 STUDIES_MARKERS = ("<!-- cifar10-cpu-studies:start -->", "<!-- cifar10-cpu-studies:end -->")
 COST_MARKERS = ("<!-- cifar10-cpu-equal-compute:start -->", "<!-- cifar10-cpu-equal-compute:end -->")
+COST_ANSWER_MARKERS = ("<!-- cifar10-cpu-equal-compute-answer:start -->", "<!-- cifar10-cpu-equal-compute-answer:end -->")
 
 
 def training_seconds(row: dict) -> float:
@@ -671,6 +675,11 @@ def write_results(dataset: str) -> list[dict]:
         reporting.replace_between_markers(readme, methods, METHODS_MARKERS)
         reporting.replace_between_markers(readme, answers, STUDIES_MARKERS)
         reporting.replace_between_markers(readme, equal_compute_markdown(summary["equal_compute"]), COST_MARKERS)
+        answer = margin_answer(summary["equal_compute"]) or (
+            "- Not yet measured: the equal-compute models are still training or being evaluated (`docs/results.md`, "
+            '"Does MixACM pay at equal compute?", says which records each answer waits for).'
+        )
+        reporting.replace_between_markers(readme, answer, COST_ANSWER_MARKERS)
     return rows
 
 

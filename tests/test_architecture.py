@@ -129,3 +129,14 @@ def test_no_private_name_crosses_a_module_boundary():
                 private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
                 crossing += [f"{path.relative_to(REPO)}: {node.module} {name}" for name in private]
     assert crossing == []
+
+
+def test_the_readme_starts_with_the_user_and_links_the_rest():
+    """The README is a user's page: under 300 lines, code before line 80, and the documents it sends the reader to
+    exist (the guide, the results, the design)."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) < 300
+    assert next(i for i, line in enumerate(lines) if line.startswith("```")) < 80
+    text = "\n".join(lines)
+    for document in ("docs/guide.md", "docs/results.md", "docs/design.md", "benchmarks/README.md"):
+        assert document in text and (REPO / document).is_file(), document

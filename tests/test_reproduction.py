@@ -500,7 +500,7 @@ def test_readme_claim_paragraph_states_the_recomputed_numbers():
     records; the CPU config's comment quotes the same AutoAttack mean."""
     results = json.loads(RESULTS.read_text())
     rows = {row["name"]: row for row in results["rows"]}
-    readme = (REPO / "README.md").read_text()
+    readme = reproduction.RESULTS_DOC.read_text()
     start, end = (readme.index(marker) for marker in reproduction.CLAIM_MARKERS)
     block = readme[start:end]
     groups = reproduction.CLAIM_GROUPS
@@ -581,7 +581,7 @@ def test_readme_answers_are_recomputed_from_the_per_example_records(key, groups,
     and p < 0.05), 'yes' when every measured one lies significantly above, 'not distinguishable' otherwise, 'not yet
     measured' without per-example records; only the columns asked compared."""
     summary = json.loads(RESULTS.read_text())["summary"][key]
-    readme = (REPO / "README.md").read_text()
+    readme = reproduction.RESULTS_DOC.read_text()
     start, end = (readme.index(marker) for marker in markers)
     block = readme[start:end]
     assert set(questions) == set(comparisons)
@@ -615,7 +615,7 @@ def test_the_equal_compute_answer_states_the_recomputed_interval():
     shown when the interval lies wholly above -5 points, ruled out when wholly below, neither otherwise."""
     result = json.loads(RESULTS.read_text())["summary"]["equal_compute"]["comparisons"]["mixacm 40 - pgd-7 AT 10"]
     readme = (REPO / "README.md").read_text()
-    block = readme[slice(*(readme.index(marker) for marker in reproduction.COST_MARKERS))]
+    block = readme[slice(*(readme.index(marker) for marker in reproduction.COST_ANSWER_MARKERS))]
     if "pooled" not in result["autoattack"]:
         assert "equal compute), AutoAttack" not in block
         pytest.skip("the equal-compute models are not all evaluated yet")
@@ -631,7 +631,7 @@ def test_the_equal_compute_answer_states_the_recomputed_interval():
 def test_the_readme_states_a_group_mean_the_same_in_every_table():
     """A group's clean and PGD-20 mean +- std reads the same in the claim block and the methods table (one rounding:
     percent of the fractions' mean)."""
-    readme = (REPO / "README.md").read_text()
+    readme = reproduction.RESULTS_DOC.read_text()
     claim = readme[slice(*(readme.index(marker) for marker in reproduction.CLAIM_MARKERS))]
     methods = readme[slice(*(readme.index(marker) for marker in reproduction.METHODS_MARKERS))]
     groups = {tuple(names): group for group, names in reproduction.CLAIM_GROUPS.items()}

@@ -49,7 +49,7 @@ WARMUP = 5
 def backward_passes(method: str) -> int:
     """Backward passes per training image with the method's default hyperparameters (the methods registry)."""
     args = MixACMTrainingArguments(output_dir=str(REPO / "outputs"), method=method, use_cpu=True, report_to=[])
-    return get_method(method).backward_passes(args.to_dict())
+    return get_method(method).backward_passes(args.method_params())
 
 
 TARGET = 0.25

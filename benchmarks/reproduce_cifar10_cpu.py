@@ -563,7 +563,9 @@ CLAIM_MARKERS = ("<!-- cifar10-cpu-claim:start -->", "<!-- cifar10-cpu-claim:end
 METHODS_MARKERS = ("<!-- cifar10-cpu-methods:start -->", "<!-- cifar10-cpu-methods:end -->")
 STUDIES_MARKERS = ("<!-- cifar10-cpu-studies:start -->", "<!-- cifar10-cpu-studies:end -->")
 COST_MARKERS = ("<!-- cifar10-cpu-equal-compute:start -->", "<!-- cifar10-cpu-equal-compute:end -->")
-COST_ANSWER_MARKERS = ("<!-- cifar10-cpu-equal-compute-answer:start -->", "<!-- cifar10-cpu-equal-compute-answer:end -->")
+COST_ANSWER_MARKERS = (
+    "<!-- cifar10-cpu-equal-compute-answer:start -->", "<!-- cifar10-cpu-equal-compute-answer:end -->"
+)  # fmt: skip
 
 
 def training_seconds(row: dict) -> float:

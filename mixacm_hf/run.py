@@ -25,7 +25,6 @@ from transformers import (
 from .data import class_names, collate_image_batch, decode_all, load_image_dataset
 from .files import atomic_write_text
 from .hub import push_robust_model, save_image_processor, write_model_card
-from .methods import get_method, relevant_hyperparameters
 from .models import WideResNetConfig, WideResNetForImageClassification
 from .provenance import code_commit, package_versions
 from .robustness import RobustnessReport, evaluate_robustness
@@ -42,6 +41,7 @@ from .run_args import (
     finished_model,
     resume_checkpoint,
     run_settings,
+    unused_flags,
 )
 from .teachers import teacher_provenance
 from .trainer import MixACMTrainer, MixACMTrainingArguments, TrainingClock
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DataArguments", "EvaluationArguments", "EvaluationFailed", "ModelArguments", "RunSettings", "argument_parser",
     "check_arguments", "eps_sweep", "evaluate_student", "finished_model", "format_summary", "load_student",
-    "load_teacher_model", "resume_checkpoint", "run_mixacm", "run_settings",
+    "load_teacher_model", "resume_checkpoint", "run_mixacm", "run_settings", "unused_flags",
 ]  # fmt: skip
 
 
@@ -184,7 +184,6 @@ def run_mixacm(
     train_seconds = clock.seconds
     images_seen = trainer.state.global_step * trainer.get_total_train_batch_size(training_args)
     trainer.save_model()  # before any evaluation: a failing one must not lose the trained model
-    objective = trainer.objective()
     summary = {
         "method": training_args.method,
         "student": model_args.student,
@@ -197,15 +196,15 @@ def run_mixacm(
         "train_fraction": data_args.train_fraction or 1.0,
         "train_seconds": round(train_seconds, 2),
         "images_per_second": round(images_seen / train_seconds, 2) if train_seconds else None,
-        "backward_passes_per_image": get_method(training_args.method).backward_passes(training_args.to_dict()),
+        "backward_passes_per_image": trainer.method.backward_passes(trainer.params),
         "clean_accuracy": None,
         "n_eval": len(eval_dataset),
         "dataset": data_args.dataset,
         "device": str(training_args.device),
         "world_size": training_args.world_size,
         "output_dir": training_args.output_dir,
-        "objective": objective,
-        "hyperparameters": _hyperparameters(training_args, objective),
+        "objective": trainer.objective(),
+        "hyperparameters": _hyperparameters(training_args, trainer),
         "command": shlex.join(sys.argv),
         "code": code,
     }
@@ -248,24 +247,20 @@ def run_mixacm(
     return summary
 
 
-def _hyperparameters(args: MixACMTrainingArguments, objective: dict[str, Any]) -> dict[str, Any]:
-    """The run's hyperparameters that its method uses (`methods.relevant_hyperparameters`) and the optimiser's; those
-    of terms that did not run (`objective`: mixup off, KL dropped) and the unused one of epochs/max_steps are None."""
-    keys = (
-        "method", "alpha_acm", "alpha_kld", "temperature", "mixup_alpha", "acm_channel_align", "acm_layer_mapping",
-        "acm_teacher_layers", "acm_student_layers", "pgd_eps", "pgd_step_size", "pgd_steps", "nfgsm_noise",
-        "trades_beta", "ard_alpha", "ard_temperature", "rslad_alpha", "learning_rate",
-        "lr_scheduler_type", "weight_decay", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-        "gradient_accumulation_steps", "seed", "bf16",
-    )  # fmt: skip
+# the optimisation settings every run records beside its method's params
+OPTIMISATION = (
+    "learning_rate", "lr_scheduler_type", "weight_decay", "num_train_epochs", "max_steps",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "bf16",
+)  # fmt: skip
+
+
+def _hyperparameters(args: MixACMTrainingArguments, trainer: MixACMTrainer) -> dict[str, Any]:
+    """The run's method, its params as they ran (`MixACMTrainer.hyperparameters`: None where without effect, e.g.
+    mixup_alpha with mixup off) and the `OPTIMISATION` settings; the unused one of epochs/max_steps is None."""
     values = args.to_dict()  # enums as their values (lr_scheduler_type: "cosine")
-    unused = set() if objective["mixup_alpha"] is not None else {"mixup_alpha"}
-    if "loss_kld" not in objective["loss_terms"]:
-        unused |= {"alpha_kld", "temperature"}
-    unused.add("num_train_epochs" if values["max_steps"] > 0 else "max_steps")  # max_steps > 0 overrides epochs
-    # only the method's own (the methods registry) and the optimiser's: no ACM weight recorded for TRADES
-    own = relevant_hyperparameters(args.method, {key: values[key] for key in keys})
-    return {"method": args.method, **{key: None if key in unused else own[key] for key in keys if key in own}}
+    recorded = {"method": args.method, **trainer.hyperparameters(), **{key: values[key] for key in OPTIMISATION}}
+    recorded["num_train_epochs" if values["max_steps"] > 0 else "max_steps"] = None  # max_steps > 0 overrides epochs
+    return recorded
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -1,13 +1,14 @@
 """The training script's arguments (`ModelArguments`, `DataArguments`, `EvaluationArguments`, with
 `MixACMTrainingArguments`) and everything about them that is checked before any data or model is loaded:
-`check_arguments`, the checkpoint to resume (`resume_checkpoint`), the settings a resumed run must keep
-(`run_settings`, recorded in checkpoints by `RunSettings`) and the finished-model guard (`finished_model`); the
-end-of-run evaluation's budgets (`eps_sweep`)."""
+`check_arguments`, the flags a method would ignore (`unused_flags`), the checkpoint to resume
+(`resume_checkpoint`), the settings a resumed run must keep (`run_settings`, recorded in checkpoints by
+`RunSettings`) and the finished-model guard (`finished_model`); the end-of-run evaluation's budgets (`eps_sweep`)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,12 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .data.identity import dataset_identity
+from .methods import flag_owners, get_method
 from .robustness import parse_eps
 from .robustness.attacks import check_eps, largest_eps
 from .robustness.registry import parse_attack
 from .teachers import DEFAULT_MODEL_DIR, check_zoo_checkpoint, is_zoo_spec
-from .training_args import MixACMTrainingArguments
+from .training_args import MixACMTrainingArguments, training_arguments_class
 
 logger = logging.getLogger(__name__)
 
@@ -131,15 +133,51 @@ class EvaluationArguments:
 
 
 def argument_parser() -> HfArgumentParser:
-    """The parser of `training/run_mixacm.py`. No abbreviated flags (`--temp` for `--temperature`): each flag is
-    checked by its full name (`methods.check_method_flags`), as in `evaluate_robustness.py`."""
+    """The parser of `training/run_mixacm.py`: the flags of every registered method's params among the training
+    arguments (`training_arguments_class`). No abbreviated flags (`--temp` for `--temperature`): each flag is checked
+    by its full name (`unused_flags`), as in `evaluate_robustness.py`."""
     return HfArgumentParser(
-        (ModelArguments, DataArguments, MixACMTrainingArguments, EvaluationArguments),
+        (ModelArguments, DataArguments, training_arguments_class(), EvaluationArguments),
         allow_abbrev=False,
         usage="%(prog)s [--config FILE] [--flag value ...] (the flags: below)",
         description="Train a robust student with MixACM or a baseline (--method). --config FILE reads these "
         "arguments from a YAML/JSON file (e.g. training/configs/cifar10_cpu_wrn16-2.yaml); flags override it.",
     )
+
+
+# flags that only configure the teacher (a `--config` file's teacher only warns: one file serves every method)
+TEACHER_FLAGS = (
+    "teacher", "teacher_architecture", "teacher_image_mean", "teacher_image_std", "acm_teacher_modules",
+    "robustbench_model_dir", "compile_teacher", "cross_dataset",
+)  # fmt: skip
+
+
+def unused_flags(method: str, flags: Iterable[str]) -> list[str]:
+    """Why `method` would ignore some of `flags` (field names, e.g. from `cli.explicit_flags`): another method's
+    hyperparameter (a field of its params, not of this method's: e.g. `temperature` for ARD, whose temperature is
+    `ard_temperature`), or a teacher setting for a method without a teacher. One sentence per kind, naming the flags;
+    [] when it uses them all. The training script refuses them on its command line and warns of them in a config.
+
+    Raises:
+        ValueError: `method` is not registered.
+    """
+    entry, flags, owners = get_method(method), set(flags), flag_owners()
+    reasons = []
+    foreign = sorted(name for name in flags & set(owners) if name not in entry.flags)
+    if foreign:
+        takes = ", ".join(f"--{name}" for name in entry.flags) or "none"
+        reasons.append(
+            f"--method {method} does not use "
+            + "; ".join(f"--{name} (a hyperparameter of {', '.join(owners[name])})" for name in foreign)
+            + f": remove it, or choose the method it belongs to. --method {method} takes: {takes}."
+        )
+    unused = [name for name in TEACHER_FLAGS if name in flags] if not entry.needs_teacher else []
+    if unused:
+        reasons.append(
+            f"--method {method} learns from no teacher: {', '.join(f'--{name}' for name in unused)} would be "
+            "ignored. Remove it, or choose a method with a teacher (e.g. mixacm, kd, ard, rslad)."
+        )
+    return reasons
 
 
 def check_arguments(

@@ -14,6 +14,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from transformers.trainer_callback import ExportableState
 from .data import EndlessStream, epoch_setter, seeded_generator, split_stream
 from .files import atomic_write_text
 from .losses import activated_channel_map, build_affine_maps, hidden_states_of, match_layers, probe_outputs
-from .methods import get_method
+from .methods import TrainingBatch, get_method, recorded_params
 from .training_args import MixACMTrainingArguments
 
 __all__ = ["MixACMTrainer", "MixACMTrainingArguments", "TrainingClock", "compile_frozen"]
@@ -37,7 +38,7 @@ __all__ = ["MixACMTrainer", "MixACMTrainingArguments", "TrainingClock", "compile
 logger = logging.getLogger(__name__)
 
 AFFINE_MAPS_NAME = "acm_affine_maps.safetensors"  # the affine ACM maps in a checkpoint
-OBJECTIVE_NAME = "mixacm_objective.json"  # a checkpoint's method, loss weights and method hyperparameters
+OBJECTIVE_NAME = "mixacm_objective.json"  # a checkpoint's method, loss weights and method params
 
 
 def compile_frozen(model: nn.Module) -> Callable[..., Any]:
@@ -57,7 +58,10 @@ def compile_frozen(model: nn.Module) -> Callable[..., Any]:
 class MixACMTrainer(Trainer):
     """`Trainer` whose `compute_loss` implements every `method`, with a frozen teacher that is never wrapped or saved.
 
-    Logs each active loss term (`loss_mix` or `loss_ce`, `loss_kld`, `loss_acm`, `loss_adv`) beside `loss`.
+    The method's params come from the arguments (`MixACMTrainingArguments.method_params`), its objective from the
+    method (`Method.objective`: from the params and the teacher); for each training batch the method's `terms` get
+    data (`TrainingBatch`: images, labels, the batch's seeded generator, the teacher's signals), not the trainer.
+    Logs each active loss term (`loss_mix` or `loss_ce`, `loss_kld`, `loss_acm`, `loss_adv`...) beside `loss`.
 
     Exact resume: the randomness of each training batch (mixup lambda and permutation, adversarial random starts) is
     drawn from `seeded_generator(seed, global step, micro-batch, process rank)`, and the augmentations of a map-style
@@ -85,14 +89,9 @@ class MixACMTrainer(Trainer):
         self._teacher_forward = (
             compile_frozen(self.teacher_model) if args.compile_teacher and self.teacher_model else self.teacher_model
         )
-        self.method = get_method(args.method)
-        # alpha_kld weighs the KL term only of the methods that list it (ARD and RSLAD have their own weights)
-        weighted = "alpha_kld" not in self.method.hyperparameters or args.alpha_kld > 0
-        self._wants_kld = self.method.uses_kld and weighted
-        self.use_kld = self._wants_kld and self._teacher_shares_labels()
-        self.uses_mixup = self.method.uses_mixup and args.mixup_alpha > 0
+        self.method, self.params = get_method(args.method), args.method_params()
+        self.run_objective = self.method.objective(self.params, self._teacher_shares_labels)
         self.affine_maps = self._check_acm_layers() if self.method.uses_acm else None
-        self.term_weights = self.method.weights(self)
         self._loss_terms: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._batch_key = (-1, -1)  # (global step, micro-batch) of the last training batch
         set_epoch = epoch_setter(self.train_dataset)
@@ -104,13 +103,18 @@ class MixACMTrainer(Trainer):
     def objective(self) -> dict[str, Any]:
         """What this trainer optimises, as it runs (not the arguments' defaults): {"method", "loss_terms": {name:
         weight}, "mixup_alpha" (None: no mixup), "kld_dropped" (True: a teacher with other classes)}."""
-        args = self.args
+        run = self.run_objective
         return {
-            "method": args.method,
-            "loss_terms": dict(self.term_weights),
-            "mixup_alpha": args.mixup_alpha if self.uses_mixup else None,
-            "kld_dropped": self._wants_kld and not self.use_kld,
+            "method": self.method.name,
+            "loss_terms": dict(run.loss_terms),
+            "mixup_alpha": run.mixup_alpha,
+            "kld_dropped": run.kld_dropped,
         }
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The method's params as this run records them (`methods.recorded_params`: None where they have no effect,
+        e.g. mixup_alpha with mixup off)."""
+        return recorded_params(self.params, self.run_objective)
 
     def batch_generator(self) -> torch.Generator:
         """The generator of this training batch: seeded from (seed, global step, micro-batch, process rank)."""
@@ -122,8 +126,8 @@ class MixACMTrainer(Trainer):
     # -- checkpoints: the affine ACM maps train with the student and resume with it --------------------------------
     def _objective_record(self) -> dict[str, Any]:
         """What this run optimises, as a checkpoint records it (JSON values)."""
-        hyperparameters = {name: getattr(self.args, name) for name in self.method.hyperparameters}
-        record = {"method": self.args.method, "loss_terms": self.term_weights, "hyperparameters": hyperparameters}
+        record = {"method": self.method.name, "loss_terms": self.run_objective.loss_terms,
+                  "hyperparameters": asdict(self.params)}  # fmt: skip
         return json.loads(json.dumps(record))
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
@@ -218,15 +222,15 @@ class MixACMTrainer(Trainer):
     def _check_acm_layers(self) -> nn.ModuleList | None:
         """Validate the hidden states and the layer pairing up front; build the affine maps if asked for."""
         teacher_channels, student_channels = self._probe_channels()
-        args = self.args
+        params = self.params
         pairs = match_layers(
-            len(teacher_channels), len(student_channels), args.acm_teacher_layers, args.acm_student_layers,
-            args.acm_layer_mapping,
+            len(teacher_channels), len(student_channels), params.acm_teacher_layers, params.acm_student_layers,
+            params.acm_layer_mapping,
         )  # fmt: skip
-        if args.acm_channel_align != "affine":
+        if params.acm_channel_align != "affine":
             return None
         maps = build_affine_maps([teacher_channels[t] for t, _ in pairs], [student_channels[s] for _, s in pairs])
-        return maps.to(args.device)
+        return maps.to(self.args.device)
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         optimizer = super().create_optimizer(model)
@@ -285,12 +289,17 @@ class MixACMTrainer(Trainer):
         if not model.training:  # evaluation: plain cross-entropy on clean images
             outputs = model(pixel_values=pixel_values, labels=labels)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
-        weighted_terms, outputs = self.method.terms(self, model, pixel_values, labels)
+        batch = TrainingBatch(
+            pixel_values, labels, self.batch_generator(), self.run_objective,
+            self.teacher_signals if self.teacher_model is not None else None, self.accelerator.unwrap_model(model),
+            self.affine_maps,
+        )  # fmt: skip
+        weighted_terms, outputs = self.method.terms(model, batch, self.params)
         ran = {name: weight for name, (weight, _) in weighted_terms.items()}
-        if ran != self.term_weights:
+        if ran != self.run_objective.loss_terms:
             raise RuntimeError(
-                f"Method {self.method.name!r} computed the terms {ran} but its registry entry declares "
-                f"{self.term_weights}: fix its `weights` or `terms` in mixacm_hf.methods."
+                f"Method {self.method.name!r} computed the terms {ran} but its objective declares "
+                f"{self.run_objective.loss_terms}: fix its `objective` or `terms` in mixacm_hf.methods."
             )
         loss = sum(weight * term for weight, term in weighted_terms.values())
         if not torch.isfinite(loss):
@@ -306,7 +315,7 @@ class MixACMTrainer(Trainer):
     def teacher_signals(
         self, pixel_values: torch.Tensor, uses_acm: bool
     ) -> tuple[torch.Tensor | None, list[torch.Tensor] | None]:
-        """The teacher's logits and (for ACM) raw activated channel maps (B, C) per hidden state.
+        """The teacher's logits and (for ACM) raw activated channel maps (B, C) per hidden state (`TeacherSignals`).
 
         Run before the student and reduced to channel maps at once, so its feature maps are freed before the
         student allocates its own (measurably faster on CPU than keeping both alive).

@@ -298,7 +298,7 @@ def test_the_recorded_objective_is_the_one_that_ran(tmp_path, tiny_wrn):
     }  # fmt: skip
     from mixacm_hf.run import _hyperparameters
 
-    recorded = _hyperparameters(args, trainer.objective())
+    recorded = _hyperparameters(args, trainer)
     assert recorded["mixup_alpha"] is None and recorded["alpha_kld"] is None and recorded["alpha_acm"] == 100.0
 
 

@@ -10,8 +10,7 @@ import transformers
 
 from mixacm_hf.cli import config_flags, explicit_flags, parse_with_config
 from mixacm_hf.hub import HubPushError
-from mixacm_hf.methods import check_method_flags, ignored_flags
-from mixacm_hf.run import EvaluationFailed, argument_parser, format_summary, run_mixacm
+from mixacm_hf.run import EvaluationFailed, argument_parser, format_summary, run_mixacm, unused_flags
 
 logger = logging.getLogger("run_mixacm")
 
@@ -21,14 +20,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         model_args, data_args, training_args, eval_args = parse_with_config(argument_parser(), argv)
         flags = explicit_flags(argv) - ({"teacher"} if not model_args.teacher else set())  # --teacher '': none
-        check_method_flags(training_args.method, flags)
+        refused = unused_flags(training_args.method, flags)  # another method's flag, a teacher's for none
+        if refused:
+            raise ValueError(" ".join(refused))
         config, config_keys = config_flags(argv)
     except ValueError as error:  # an invalid flag value: the message names it
         sys.exit(f"error: {error}")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     # one config file serves several methods: what this one ignores is said, not refused (run_mixacm warns of --teacher)
-    reasons = ignored_flags(training_args.method, config_keys - flags - {"teacher"})
+    reasons = unused_flags(training_args.method, config_keys - flags - {"teacher"})
     if reasons:
         logger.warning("--config %s sets values this method ignores. %s", config, " ".join(reasons))
     try:

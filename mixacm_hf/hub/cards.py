@@ -12,7 +12,7 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..data.identity import dataset_identity, recorded_identity
-from ..methods import METHODS, get_method, relevant_hyperparameters
+from ..methods import METHODS, PGDParams, get_method, relevant_hyperparameters
 from ..robustness import RobustnessReport, attack_title
 from .results import (
     CARD_NAME,
@@ -151,7 +151,7 @@ def _training(summary: dict[str, Any] | None) -> dict[str, Any] | None:
         "device": summary.get("device"),
         "world_size": summary.get("world_size", 1),
         "backward_passes": summary.get("backward_passes_per_image"),
-        "pgd_backward_passes": get_method("pgd-at").backward_passes({"pgd_steps": 7}),
+        "pgd_backward_passes": get_method("pgd-at").backward_passes(PGDParams(pgd_steps=7)),
         "command": summary.get("command"),
     }
 

@@ -27,12 +27,14 @@ others run on few images: a robust model costs more per image. --toy swaps in sm
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import datetime
 import json
 import math
 import platform
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -52,6 +54,7 @@ from mixacm_hf.robustness import evaluate_robustness
 from mixacm_hf.teachers import RAW_PIXELS, as_pixel_space
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS_FILE = REPO / "benchmarks" / "results" / "gpu_smoke.json"  # GPU figures only
 CONFIGS = REPO / "training" / "configs"
 PAIRS = {"cifar10": "cifar10_wrn28-10_to_wrn16-10.yaml", "imagenet": "imagenet_resnet50_mixacm.yaml"}
 CONFIG_KEYS = ("method", "alpha_acm", "alpha_kld", "temperature", "mixup_alpha", "optim", "optim_args",
@@ -84,8 +87,10 @@ def build_pair(pair: str, toy: bool) -> tuple[nn.Module, nn.Module, str, str]:
 def make_trainer(student: nn.Module, teacher: nn.Module | None, config: dict[str, Any], device: str, **flags):
     """A MixACMTrainer ready for `training_step` (optimizer created) with the config's settings and `flags`."""
     settings = {key: config[key] for key in CONFIG_KEYS if key in config} | flags
+    scratch = tempfile.mkdtemp()  # the Trainer wants an output folder; nothing is saved there
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     args = MixACMTrainingArguments(
-        output_dir=tempfile.mkdtemp(), use_cpu=device == "cpu", report_to=[], disable_tqdm=True,
+        output_dir=scratch, use_cpu=device == "cpu", report_to=[], disable_tqdm=True,
         learning_rate=LEARNING_RATE, **settings,
     )  # fmt: skip
     trainer = MixACMTrainer(model=student, teacher_model=teacher if args.needs_teacher else None, args=args)
@@ -241,16 +246,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--autoattack_batch_size", type=int, default=256)
     parser.add_argument("--attack", default="autoattack", help="e.g. autoattack:apgd-ce for a cheap run")
     parser.add_argument("--toy", action="store_true", help="small models of the same families (a CPU test)")
-    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "gpu_smoke.json")
+    parser.add_argument(
+        "--output", type=Path, help="JSON file (default on a GPU: benchmarks/results/gpu_smoke.json; on a CPU: none)"
+    )
     args = parser.parse_args(argv)
     pairs = args.pairs.split(",")
     if unknown := set(pairs) - set(PAIRS):
         parser.error(f"unknown --pairs {sorted(unknown)}; choose from {', '.join(PAIRS)}")
-    if min(args.steps, args.warmup, args.autoattack_n, args.autoattack_batch_size, args.batch_size or 1) < 1:
-        parser.error("--steps, --warmup, --batch_size, --autoattack_n and --autoattack_batch_size must be >= 1")
+    for flag in ("steps", "warmup", "batch_size", "autoattack_n", "autoattack_batch_size"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag} {getattr(args, flag)}: must be >= 1")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         print("No GPU: every figure below is a CPU figure.", file=sys.stderr)
+        if args.output is None:  # benchmarks/results/gpu_smoke.json holds GPU figures only
+            print("No --output: the CPU figures are printed, not saved.", file=sys.stderr)
     now = datetime.datetime.now(datetime.timezone.utc)
     result = {
         "device": device_info(device), "date": now.isoformat(timespec="seconds"),
@@ -267,8 +277,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{measured['overhead_ratio']:.3f}, peak memory {measured['peak_memory']['gib']} GiB; {args.attack} "
             f"{measured['autoattack']['images_per_second']:.1f} images/s"
         )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    output = args.output or (RESULTS_FILE if device == "cuda" else None)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -120,6 +120,25 @@ def evaluate_student(
     return reports
 
 
+def retry_command(
+    output_dir: str, data_args: DataArguments, eval_args: EvaluationArguments, seed: int, n_examples: int
+) -> str:
+    """The `training/evaluate_robustness.py` command that redoes a run's end-of-run evaluation (its attacks, its first
+    `n_examples` images, budget, sweep, batch size and seed) and writes the card."""
+    attacks = ",".join(name.strip() for name in eval_args.eval_attacks.split(",") if name.strip()) or "clean"
+    attacks += ",autoattack" if eval_args.eval_autoattack else ""
+    sweep = eps_sweep(eval_args, data_args.image_size)
+    command = [
+        "python", "training/evaluate_robustness.py", "--model", output_dir, "--dataset", data_args.dataset,
+        "--split", data_args.eval_split, "--attacks", attacks, "--eps", f"{eval_args.eval_eps:.10g}",
+        "--norm", eval_args.eval_norm, "--n_examples", str(n_examples), "--batch_size",
+        str(eval_args.eval_batch_size), "--seed", str(seed), "--image_size", str(data_args.image_size),
+        *(["--eps_sweep", ",".join(f"{eps:.10g}" for eps in sweep)] if sweep else []),
+        "--output", str(Path(output_dir) / "report.json"), "--update_card",
+    ]  # fmt: skip
+    return shlex.join(command)
+
+
 def run_mixacm(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -214,7 +233,12 @@ def run_mixacm(
         save_image_processor(training_args.output_dir, data_args.image_size)  # pipeline-ready, whatever the student
     trainer.accelerator.wait_for_everyone()  # every process evaluates the folder that process 0 has just written
     try:
-        summary["clean_accuracy"] = trainer.evaluate().get("eval_accuracy")
+        # the saved folder's accuracy on the whole evaluation split, spread and gathered like the attacks (the
+        # Trainer's own evaluation would score each process's share with that process's BatchNorm statistics)
+        summary["clean_accuracy"] = evaluate_robustness(
+            training_args.output_dir, eval_dataset, ["clean"], batch_size=eval_args.eval_batch_size,
+            device=training_args.device, progress=False, dataset_name=data_args.dataset, split=data_args.eval_split,
+        ).clean_accuracy  # fmt: skip
         if trainer.is_world_process_zero():
             atomic_write_text(summary_path, json.dumps(summary, indent=2, default=str))
         # spread over the processes as `evaluate_robustness` is under torchrun; every process gets the reports
@@ -226,11 +250,11 @@ def run_mixacm(
                 gather_from_ranks(None, error)
             except Exception as agreed:
                 error = agreed
+        n_examples = min(eval_args.eval_n, len(eval_dataset))
+        retry = retry_command(training_args.output_dir, data_args, eval_args, training_args.seed, n_examples)
         raise EvaluationFailed(
-            f"The trained model is saved in {training_args.output_dir}, but its evaluation failed: {error} "
-            f"Once its cause is fixed (e.g. the {data_args.eval_split!r} split), evaluate the saved model with: python "
-            f"training/evaluate_robustness.py --model {training_args.output_dir} --dataset {data_args.dataset} "
-            f"--split {data_args.eval_split}"
+            f"The trained model is saved in {training_args.output_dir}, but its evaluation failed: {error}. Once its "
+            f"cause is fixed, evaluate the saved model as this run would have and write its card with: {retry}"
         ) from error
     if trainer.is_world_process_zero():  # process 0 alone writes the card and pushes, once
         hub_id = training_args.hub_model_id or Path(training_args.output_dir).name

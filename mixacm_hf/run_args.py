@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,6 +215,15 @@ def check_arguments(
     for flag in ("eval_n", "eval_batch_size"):
         if getattr(eval_args, flag) < 1:
             raise ValueError(f"--{flag} {getattr(eval_args, flag)}: must be >= 1.")
+    for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(training_args, flag) < 1:
+            raise ValueError(f"--{flag} {getattr(training_args, flag)}: must be >= 1.")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.world_size == 1:  # e.g. torchrun on a machine without GPUs, no --use_cpu
+        raise ValueError(
+            f"Launched as {launched} processes, but each would train alone (and write the same --output_dir): on a "
+            "machine without GPUs pass --use_cpu true, so that the processes train together (gloo)."
+        )
     attacks = [name for name in eval_args.eval_attacks.split(",") if name.strip()]
     pixels = 3 * data_args.image_size**2
     checks = [("eval_attacks", lambda: [parse_attack(name) for name in attacks])]

@@ -77,3 +77,21 @@ def test_unknown_pairs_are_refused_naming_the_flag(tmp_path, capsys):
         main(["--pairs", "cifar100", "--output", str(tmp_path / "out.json")])
     assert "unknown --pairs ['cifar100']; choose from cifar10, imagenet" in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()
+
+
+def test_a_bad_size_is_refused_naming_its_flag(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--warmup", "0", "--output", str(tmp_path / "out.json")])
+    assert "--warmup 0: must be >= 1" in capsys.readouterr().err
+
+
+def test_cpu_figures_never_land_in_the_gpu_results_file(monkeypatch, tmp_path):
+    """Without --output, a run on a CPU prints its figures and writes nothing: benchmarks/results/gpu_smoke.json
+    holds GPU figures only."""
+    import benchmarks.gpu_smoke as smoke
+
+    monkeypatch.setattr(smoke, "RESULTS_FILE", tmp_path / "gpu_smoke.json")
+    monkeypatch.setattr(smoke.torch.cuda, "is_available", lambda: False)
+    result = main([*TOY, "--pairs", "cifar10"])
+    assert result["device"]["type"] == "cpu" and result["pairs"]["cifar10"]["seconds"]["mixacm_step"] > 0
+    assert not (tmp_path / "gpu_smoke.json").exists()

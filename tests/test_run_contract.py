@@ -144,3 +144,33 @@ def test_an_l2_runs_sweep_reaches_its_eps(tmp_path):
     assert report.norm == "L2" and report.eps == 0.5
     assert report.eps_sweep["eps"] == [0.0, 0.125, 0.25, 0.5, 1.0]
     assert len(report.eps_sweep["robust_accuracy"]["fgsm"]) == 5
+
+
+# -- arguments refused before any work ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flag", ["per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"]
+)
+def test_zero_batch_sizes_and_accumulation_are_refused_by_name(tmp_path, flag):
+    """A zero batch size or accumulation would fail deep in training or after it (the evaluation): refused up front,
+    naming the flag."""
+    from mixacm_hf.run import check_arguments
+
+    argv = tiny_run_argv(tmp_path / "data", tmp_path / "out", f"--{flag}", "0")
+    with pytest.raises(ValueError, match=f"--{flag} 0: must be >= 1"):
+        check_arguments(*parse_with_config(argument_parser(), argv))
+
+
+def test_several_processes_that_would_each_train_alone_are_refused(tmp_path, monkeypatch):
+    """torchrun on a machine without GPUs and without --use_cpu true: every process would train alone and write the
+    same folder. Refused, saying what to pass."""
+    from mixacm_hf.run import check_arguments
+
+    argv = tiny_run_argv(tmp_path / "data", tmp_path / "out")
+    argv = [a for i, a in enumerate(argv) if a != "--use_cpu" and argv[i - 1] != "--use_cpu"]
+    args = parse_with_config(argument_parser(), argv)
+    assert args[2].world_size == 1  # one process's view, read before the launcher's variable is set
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="Launched as 2 processes, but each would train alone.*--use_cpu true"):
+        check_arguments(*args)

@@ -4,6 +4,7 @@ kill-and-resume, mixed precision, and the accelerate / paper configs."""
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -352,6 +353,15 @@ def test_an_evaluation_failing_on_one_process_ends_both_with_the_same_error(runs
     assert "0" in errors and message in errors["0"] and len(set(errors.values())) == 1, log[-4000:]
     out = runs["ddp-failing"].output_dir
     assert (out / "model.safetensors").exists() and not (out / "robustness.json").exists()
+    # the command the error gives redoes the run's evaluation (its images, attacks, sweep, batch size and seed) and
+    # writes the card: the records of the same run trained without the failure
+    retry = shlex.split(errors["0"].split("write its card with: ", 1)[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, *retry[1:]], cwd=REPO, env=env, check=True, capture_output=True)
+    finish(runs["ddp"])
+    (expected,) = json.loads((runs["ddp"].output_dir / "robustness.json").read_text())
+    assert json.loads((out / "report.json").read_text())["per_example"] == expected["per_example"]
+    assert ModelCard.load(out / "README.md").data.eval_results
 
 
 def test_two_process_run_killed_mid_epoch_resumes_then_evaluates(runs, workdir, cifar10_path):

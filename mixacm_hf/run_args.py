@@ -22,7 +22,8 @@ from .data.identity import dataset_identity
 from .methods import flag_owners, get_method
 from .robustness import parse_eps
 from .robustness.attacks import check_eps, largest_eps
-from .robustness.registry import parse_attack
+from .robustness.registry import check_attack_norms, parse_attack
+from .robustness.transfer import check_white_box_partner
 from .teachers import DEFAULT_MODEL_DIR, check_zoo_checkpoint, is_zoo_spec
 from .training_args import MixACMTrainingArguments, training_arguments_class
 
@@ -119,7 +120,7 @@ class EvaluationArguments:
     eval_n: int = field(default=1000, metadata={"help": "Attack the first N evaluation images."})
     eval_batch_size: int = field(default=128, metadata={"help": "Batch size of the attacks."})
     eval_eps: float = field(default=8 / 255, metadata={"help": "Attack budget in pixel units (8/255)."})
-    eval_norm: str = field(default="Linf", metadata={"help": "Threat model.", "choices": ["Linf", "L2"]})
+    eval_norm: str = field(default="Linf", metadata={"help": "Threat model.", "choices": ["Linf", "L2", "L1"]})
     eval_eps_sweep: str | None = field(
         default=None,
         metadata={
@@ -226,7 +227,7 @@ def check_arguments(
         )
     attacks = [name for name in eval_args.eval_attacks.split(",") if name.strip()]
     pixels = 3 * data_args.image_size**2
-    checks = [("eval_attacks", lambda: [parse_attack(name) for name in attacks])]
+    checks = [("eval_attacks", lambda: check_eval_attacks(attacks, eval_args.eval_norm, training_args.needs_teacher))]
     checks.append(("eval_eps", lambda: check_eps(eval_args.eval_eps, eval_args.eval_norm, pixels=pixels)))
     checks.append(("eval_eps_sweep", lambda: eps_sweep(eval_args, data_args.image_size)))
     for flag, check in checks:
@@ -249,6 +250,22 @@ def check_arguments(
                 "the end of the run: there is nothing to resume (resuming would train past it, and a longer schedule "
                 "is another run). Pass another --output_dir, or --overwrite_output_dir true."
             )
+
+
+def check_eval_attacks(attacks: list[str], norm: str, has_teacher: bool) -> None:
+    """Check the end-of-run attacks before training: known names, implemented for `norm`, a transfer attack with its
+    white-box PGD and, for `transfer` without a source, a method with a teacher (its default source).
+
+    Raises:
+        ValueError: naming the attack and the fix.
+    """
+    specs = [parse_attack(name) for name in attacks]
+    check_attack_norms(specs, norm)
+    check_white_box_partner(specs)
+    if not has_teacher and any(spec.attack.role == "transfer" and spec.source is None for spec in specs):
+        raise ValueError(
+            "transfer attacks from the teacher, and this method has none: name the source (transfer:<model>)."
+        )
 
 
 def eps_sweep(eval_args: EvaluationArguments, image_size: int) -> list[float] | None:

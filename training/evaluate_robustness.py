@@ -34,7 +34,9 @@ import torch
 from mixacm_hf.cli import renamed_flags
 from mixacm_hf.hub import push_or_exit, update_model_card
 from mixacm_hf.robustness import RobustnessReport, check_eps, evaluate_robustness, parse_eps, plot_eps_sweep
-from mixacm_hf.robustness.registry import parse_attack
+from mixacm_hf.robustness.attacks import NORMS
+from mixacm_hf.robustness.registry import check_attack_norms, parse_attack
+from mixacm_hf.robustness.transfer import check_white_box_partner
 from mixacm_hf.teachers import DEFAULT_MODEL_DIR, check_zoo_checkpoint, is_zoo_spec
 
 DEFAULT_OUTPUT = Path("report.json")
@@ -119,7 +121,7 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test")
     parser.add_argument("--attacks", default="clean,pgd-20", help="comma-separated attack names")
     parser.add_argument("--eps", type=_eps, default=8 / 255, help="budget: 8/255 or 0.0314")
-    parser.add_argument("--norm", choices=("Linf", "L2"), default="Linf")
+    parser.add_argument("--norm", choices=NORMS, default="Linf", help="threat model (L1: AutoAttack only)")
     parser.add_argument("--n_examples", type=_positive_int,
                         help="evaluate the first N examples of the split (default: all)")  # fmt: skip
     parser.add_argument(
@@ -220,11 +222,12 @@ def check_arguments(args: argparse.Namespace) -> None:
     check_eps(args.eps, args.norm, "--eps")
     for eps in args.eps_sweep or ():
         check_eps(eps, args.norm, "--eps_sweep")
-    for name in args.attacks.split(","):
-        try:
-            parse_attack(name)
-        except ValueError as error:
-            raise ValueError(f"--attacks: {error}") from error
+    try:
+        specs = [parse_attack(name) for name in args.attacks.split(",")]
+        check_attack_norms(specs, args.norm)
+        check_white_box_partner(specs)
+    except ValueError as error:
+        raise ValueError(f"--attacks: {error}") from error
     if (args.image_mean is None) != (args.image_std is None):
         raise ValueError("Pass both --image_mean and --image_std, or neither.")
     if is_zoo_spec(args.model):

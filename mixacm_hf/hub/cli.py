@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     board.add_argument("-o", "--output", help="write to this file (atomically) instead of stdout")
     board.add_argument("--dataset", help="only this dataset (its Hub id / type or its name)")
     board.add_argument("--split", help="only this split (e.g. test)")
-    board.add_argument("--threat-model", "--norm", dest="threat_model", help="only this threat model (Linf or L2)")
+    board.add_argument("--threat-model", "--norm", dest="threat_model", help="only this threat model (Linf, L2 or L1)")
     board.add_argument("--eps", type=parse_eps, help="only this budget (8/255)")
     pair = commands.add_parser(
         "compare", help="compare two models paired on their per_example.parquet (difference, interval, McNemar p)"
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     pair.add_argument("--attack", default="autoattack", help="clean, an attack name or all (default: autoattack)")
     pair.add_argument("--dataset", help="only reports on this dataset (its Hub id / type or its name)")
     pair.add_argument("--split", help="only reports on this split (e.g. test)")
-    pair.add_argument("--threat-model", "--norm", dest="threat_model", help="only this threat model (Linf or L2)")
+    pair.add_argument("--threat-model", "--norm", dest="threat_model", help="only this threat model (Linf, L2 or L1)")
     pair.add_argument("--eps", type=parse_eps, help="only this budget (8/255)")
     pair.add_argument("--json", action="store_true", help="print the comparison as JSON (fractions, not %%)")
     push = commands.add_parser("push", help="upload a saved robust model folder in one commit")

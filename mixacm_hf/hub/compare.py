@@ -98,7 +98,7 @@ def compare_models(
     """
     norm = coerce_norm(threat_model) if threat_model else None
     if threat_model and norm is None:
-        raise ValueError(f"Unknown threat model {threat_model!r}: use Linf or L2.")
+        raise ValueError(f"Unknown threat model {threat_model!r}: use Linf, L2 or L1.")
     if eps is not None:
         check_eps(eps, norm or "L2", "eps")
     attack = attack.strip().lower()

@@ -28,10 +28,12 @@ HEADER = "# Written by mixacm-hf with README.md's model-index, from the same rep
 
 def task_id(attack: str, args: dict[str, Any]) -> str:
     """`clean`, else `<norm>-<eps>-<attack>[-<version>][-<components>]` in lower case: `linf-8-255-autoattack-standard`,
-    `linf-8-255-pgd-20`, `l2-0.5-fgsm`, `linf-8-255-autoattack-custom-apgd-ce-square` (a result without norm or eps
-    in its args: the attack or metric name alone)."""
+    `linf-8-255-pgd-20`, `l2-0.5-fgsm`, `linf-8-255-autoattack-custom-apgd-ce-square`, `l1-12-autoattack-standard`,
+    `linf-8-255-autoattack-rand`, `linf-8-255-transfer-teacher-folder` (a result without norm or eps in its args: the
+    attack or metric name alone)."""
     base, _, components = attack.partition(":")
     version = args.get("version") if isinstance(args.get("version"), str) else None
+    components = "" if components == version else components  # autoattack:plus -> version plus
     norm, eps = args.get("norm"), args.get("eps")
     threat: list[str] = []
     if base != "clean" and norm is not None and eps is not None:

@@ -67,7 +67,7 @@ def leaderboard(
     """
     wanted_norm = coerce_norm(threat_model) if threat_model else None
     if threat_model and wanted_norm is None:
-        raise ValueError(f"Unknown threat model {threat_model!r}: use Linf or L2.")
+        raise ValueError(f"Unknown threat model {threat_model!r}: use Linf, L2 or L1.")
     if eps is not None:
         check_eps(eps, wanted_norm or "L2", "eps")
     notes: list[str] = []

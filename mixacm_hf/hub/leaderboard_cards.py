@@ -22,7 +22,8 @@ from .eval_results import entries_model_index, load_eval_results
 from .results import CARD_NAME, PLOT_NAME, REPORTS_NAME, dataset_identity, format_eps
 
 HUB_URL = "https://huggingface.co"
-NORMS = {"linf": "Linf", "l_inf": "Linf", "l-inf": "Linf", "inf": "Linf", "l2": "L2", "l_2": "L2", "l-2": "L2"}
+NORMS = {"linf": "Linf", "l_inf": "Linf", "l-inf": "Linf", "inf": "Linf", "l2": "L2", "l_2": "L2", "l-2": "L2",
+         "l1": "L1", "l_1": "L1", "l-1": "L1"}  # fmt: skip
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PLUS_MINUS = re.compile(r"\s*(?:±|\+/-|\+-)\s*")
 
@@ -105,7 +106,7 @@ def coerce_number(value: Any) -> float | None:
 
 
 def coerce_norm(value: Any) -> str | None:
-    """`Linf` / `L2` from the usual spellings (`linf`, `L_inf`, `inf`, `l2`...), else None."""
+    """`Linf` / `L2` / `L1` from the usual spellings (`linf`, `L_inf`, `inf`, `l2`, `l1`...), else None."""
     return NORMS.get(str(value).strip().lower()) if value is not None else None
 
 

@@ -1,4 +1,5 @@
-"""FGSM and PGD (Linf, L2) in pixel space [0, 1] for Hugging Face classifiers and plain modules.
+"""FGSM and PGD (Linf, L2) in pixel space [0, 1] for Hugging Face classifiers and plain modules; budgets of the
+threat models (Linf, L2 and L1: AutoAttack's L1 version runs through `autoattack.py`).
 
 Budgets are in pixel units (eps = 8/255 means 8/255: normalisation happens inside the model). Attacks run the model
 in eval mode and in fp32 (autocast off), and restore each submodule's training flag afterwards.
@@ -17,8 +18,9 @@ from torch import nn
 
 from ..cli import parse_fraction
 
-Norm = Literal["Linf", "L2"]
-NORMS: tuple[str, ...] = ("Linf", "L2")
+Norm = Literal["Linf", "L2", "L1"]
+NORMS: tuple[str, ...] = ("Linf", "L2", "L1")  # the threat models an evaluation may name
+GRADIENT_NORMS: tuple[str, ...] = ("Linf", "L2")  # those FGSM and PGD implement
 
 
 def parse_eps(value: str | float) -> float:
@@ -28,16 +30,19 @@ def parse_eps(value: str | float) -> float:
 
 def largest_eps(norm: str, pixels: int | None = None) -> float:
     """The budget from which every image of `pixels` values in [0, 1] reaches every other, so that it constrains
-    nothing: Linf 1, L2 sqrt(pixels) (from black to white; infinite when `pixels` is not known)."""
+    nothing: Linf 1, L2 sqrt(pixels), L1 pixels (from black to white; infinite when `pixels` is not known)."""
     if norm == "Linf":
         return 1.0
-    return math.sqrt(pixels) if pixels else math.inf
+    if not pixels:
+        return math.inf
+    return math.sqrt(pixels) if norm == "L2" else float(pixels)
 
 
 def check_eps(eps: float, norm: str, name: str = "eps", pixels: int | None = None) -> float:
     """Validate a pixel-space budget (training's `pgd_eps`/`pgd_step_size` and evaluation's eps alike): a finite
     number >= 0 below `largest_eps`: Linf eps >= 1 (the whole pixel range) is almost certainly eps in 0..255 units;
-    an L2 eps of sqrt(pixels) or more (checked when `pixels`, the values per image, is given) spans every image.
+    an L2 eps of sqrt(pixels) or an L1 eps of pixels or more (checked when `pixels`, the values per image, is given)
+    spans every image.
 
     Raises:
         ValueError: naming `name`, with the fix (e.g. "Did you mean 8/255").
@@ -53,9 +58,9 @@ def check_eps(eps: float, norm: str, name: str = "eps", pixels: int | None = Non
         )
     if eps >= largest_eps(norm, pixels):
         raise ValueError(
-            f"{name}={eps:g} is an L2 distance of at least {largest_eps(norm, pixels):.4g}, from an all-black to an "
-            f"all-white image of {pixels} values in [0, 1]: every image reaches every other. L2 budgets are "
-            "distances in pixel units (e.g. 0.5 for CIFAR-10)."
+            f"{name}={eps:g} is an {norm} distance of at least {largest_eps(norm, pixels):.4g}, from an all-black to "
+            f"an all-white image of {pixels} values in [0, 1]: every image reaches every other. {norm} budgets are "
+            f"distances in pixel units (e.g. {'0.5' if norm == 'L2' else '12'} for CIFAR-10)."
         )
     return float(eps)
 
@@ -222,6 +227,8 @@ def pgd(
     model, or the last iterate of the last restart.
     """
     eps = check_eps(eps, norm)
+    if norm not in GRADIENT_NORMS:
+        raise ValueError(f"PGD and FGSM are implemented for {' and '.join(GRADIENT_NORMS)}, not {norm}.")
     if steps < 1 or restarts < 1:
         raise ValueError(f"steps and restarts must be >= 1, got steps={steps}, restarts={restarts}.")
     step_size = eps / 4 if step_size is None else step_size

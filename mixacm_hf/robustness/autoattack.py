@@ -15,6 +15,13 @@ from .attacks import LogitsModel, Norm, attack_mode, check_eps
 
 AUTOATTACK_ATTACKS: tuple[str, ...] = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 STANDARD_ATTACKS: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")
+# pyautoattack's versions and their components: "plus" adds restarts and the untargeted DLR and FAB; "rand" (for
+# randomised defences) averages APGD's gradients over 20 draws (EOT) and skips the check for randomness
+VERSIONS: dict[str, tuple[str, ...]] = {
+    "standard": STANDARD_ATTACKS,
+    "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
+    "rand": ("apgd-ce", "apgd-dlr"),
+}
 AUTOATTACK_LOGGER = "auto-attack"  # the logger pyautoattack.AutoAttack reports its checks on
 
 
@@ -62,16 +69,18 @@ def autoattack_warnings() -> Iterator[list[str]]:
 MIN_CLASSES: dict[str, int] = {"apgd-dlr": 3, "apgd-t": 4}
 
 
-def usable_components(attacks: Sequence[str] | None, num_classes: int) -> tuple[tuple[str, ...] | None, dict[str, str]]:
+def usable_components(
+    attacks: Sequence[str] | None, num_classes: int, version: str = "standard"
+) -> tuple[tuple[str, ...] | None, dict[str, str]]:
     """The AutoAttack components that can run on a `num_classes`-way classifier, and the dropped ones with why.
 
-    Version "standard" (`attacks` None) drops APGD-T (DLR-targeted, >= 4 classes) and APGD-DLR (>= 3) per AutoAttack's
-    rule; FAB-T runs with num_classes - 1 target classes. Returns (None, {}) when standard runs unchanged.
+    A version (`attacks` None) drops APGD-T (DLR-targeted, >= 4 classes) and APGD-DLR (>= 3) per AutoAttack's rule;
+    FAB-T runs with num_classes - 1 target classes. Returns (None, {}) when the version runs unchanged.
 
     Raises:
         ValueError: an explicitly requested component cannot run; the message names the usable ones.
     """
-    requested = STANDARD_ATTACKS if attacks is None else check_autoattack_attacks(attacks)
+    requested = VERSIONS[version] if attacks is None else check_autoattack_attacks(attacks)
     dropped = {
         name: f"needs >= {MIN_CLASSES[name]} classes (DLR loss), the model has {num_classes}"
         for name in requested
@@ -96,20 +105,25 @@ def build_autoattack(
     attacks: Sequence[str] | None,
     seed: int,
     device: torch.device,
+    version: str = "standard",
 ) -> AutoAttack:
-    """A `pyautoattack.AutoAttack`: version "standard", or "custom" with `attacks`.
+    """A `pyautoattack.AutoAttack`: `version` ("standard", "plus", "rand") with its settings, running `attacks` when
+    given (the version's components that the classes allow); version "standard" with `attacks` runs "custom".
 
     Targeted components use min(9, num_classes - 1) target classes, so models with fewer than 10 classes work.
     """
+    custom = version == "standard" and attacks is not None
     adversary = AutoAttack(
         forward,
-        attacks=None if attacks is None else list(check_autoattack_attacks(attacks)),
+        attacks=list(check_autoattack_attacks(attacks)) if custom else None,
         device=device,
         eps=eps,
         norm=norm,
         seed=seed,
-        version="standard" if attacks is None else "custom",
+        version="custom" if custom else version,
     )
+    if attacks is not None and not custom:
+        adversary.attacks_to_run = list(check_autoattack_attacks(attacks))
     adversary.apgd_targeted.n_target_classes = min(adversary.apgd_targeted.n_target_classes, num_classes - 1)
     adversary.fab.n_target_classes = min(adversary.fab.n_target_classes, num_classes - 1)
     return adversary
@@ -125,8 +139,10 @@ def autoattack(
     attacks: Sequence[str] | None = None,
     seed: int = 0,
     batch_size: int | None = None,
+    version: str = "standard",
 ) -> torch.Tensor:
-    """Run AutoAttack ("standard": APGD-CE, APGD-T, FAB-T, Square; or the components in `attacks`).
+    """Run AutoAttack ("standard": APGD-CE, APGD-T, FAB-T, Square; or the components in `attacks`; `version` "plus"
+    or "rand" runs that version, `attacks` then naming the version's components to keep).
 
     Only correctly classified examples are attacked (AutoAttack's protocol), so examples the model already gets
     wrong are returned unchanged. Returns adversarial examples in the eps ball and in [0, 1]. The global RNG state
@@ -141,7 +157,14 @@ def autoattack(
         with torch.no_grad():
             num_classes = forward(x[:1]).shape[1]
         adversary = build_autoattack(
-            forward, eps=eps, norm=norm, num_classes=num_classes, attacks=attacks, seed=seed, device=x.device
+            forward,
+            eps=eps,
+            norm=norm,
+            num_classes=num_classes,
+            attacks=attacks,
+            seed=seed,
+            device=x.device,
+            version=version,
         )
         x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size or len(x))
     return x_adv

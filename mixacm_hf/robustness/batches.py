@@ -24,7 +24,7 @@ from .registry import AttackSpec
 def _check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, name: str) -> None:
     """Adversarial examples must lie in [0, 1] and in the eps ball (up to float rounding)."""
     delta = (x_adv - x).flatten(1)
-    size = delta.abs().amax(1) if norm == "Linf" else delta.norm(dim=1)
+    size = {"Linf": delta.abs().amax(1), "L1": delta.abs().sum(1)}.get(norm, delta.norm(dim=1))
     if x_adv.min() < 0 or x_adv.max() > 1 or (size > eps * (1 + 1e-5) + 1e-6).any():
         raise RuntimeError(
             f"{name} returned examples outside [0, 1] or the {norm} ball of radius {eps:g} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from .batches import AttackRun, Progress, check_batch_size, rank_and_world_size
 from .classifier import as_classifier, attack_layout
 from .inputs import check_labels, example_indices, load_examples, load_split
 from .paired import wilson_interval
-from .registry import CLEAN, AttackSpec, parse_attack
+from .registry import CLEAN, AttackSpec, check_attack_norms, parse_attack
 from .report import (
     RobustnessReport,
     accuracy,
@@ -33,6 +34,7 @@ from .report import (
     check_within_noise,
     make_check,
 )
+from .transfer import check_white_box_partner, load_transfer_sources, transfer_checks
 
 
 def hub_commit(name_or_path: str, revision: str | None = None) -> str | None:
@@ -82,9 +84,12 @@ def _sweep_runs(specs: list[AttackSpec], sweep_eps: list[float], eps: float) -> 
 def _correct_at_zero(
     run: AttackRun, sweep_eps: list[float] | None, sweep: Sweep | None
 ) -> tuple[dict[str, torch.Tensor], str]:
-    """Per-example correctness of the attacks at eps = 0: from the sweep when it has 0, else FGSM at eps = 0."""
+    """Per-example correctness of the attacks at eps = 0: from the sweep when it has 0, else FGSM at eps = 0 (in
+    Linf for an L1 evaluation: every norm's ball of radius 0 is the image itself)."""
     if sweep is None or 0.0 not in sweep_eps:
-        return {"fgsm": run.correct(parse_attack("fgsm"), 0.0)}, "fgsm at eps=0"
+        fgsm = parse_attack("fgsm")
+        run = run if run.norm in fgsm.attack.norms else replace(run, norm="Linf")
+        return {"fgsm": run.correct(fgsm, 0.0)}, "fgsm at eps=0"
     at = sweep_eps.index(0.0)
     return {name: flags[at] for name, flags in sweep.items() if flags[at] is not None}, "sweep"
 
@@ -97,17 +102,26 @@ def _sanity_checks(
     sweep_eps: list[float] | None,
     sweep: Sweep | None,
 ) -> list[dict[str, Any]]:
-    """robust <= clean; AutoAttack <= PGD/FGSM; more steps not above fewer beyond noise; eps = 0 equals clean;
-    accuracy does not rise with eps along the sweep."""
-    clean_accuracy = accuracy(clean)
+    """robust <= clean; AutoAttack <= PGD/FGSM; more steps not above fewer beyond noise; white-box PGD <= transfer;
+    eps = 0 equals clean; accuracy does not rise with eps along the sweep. An evaluation with `autoattack:rand`
+    declares the model randomised: its comparisons with clean and AutoAttack's with PGD then hold within noise."""
+    randomised = any(s.version == "rand" for s in specs)
     accuracies = {name: accuracy(flags) for name, flags in correct.items()}
     gradient = sorted((s for s in specs if s.attack.role == "gradient"), key=lambda s: s.attack.strength(s))
-    checks = check_not_above_clean(clean_accuracy, accuracies)
-    checks += [
-        check_ordered(a.name, g.name, accuracies) for a in specs if a.attack.role == "ensemble" for g in gradient
-    ]
+    if randomised:
+        with_clean = {**correct, "clean": clean}
+        checks = [check_within_noise(name, "clean", with_clean) for name in correct]
+        order = [
+            check_within_noise(a.name, g.name, correct) for a in specs if a.attack.role == "ensemble" for g in gradient
+        ]
+    else:
+        checks = check_not_above_clean(accuracy(clean), accuracies)
+        order = [
+            check_ordered(a.name, g.name, accuracies) for a in specs if a.attack.role == "ensemble" for g in gradient
+        ]
+    checks += order + transfer_checks(specs, correct)
     checks += [check_within_noise(b.name, a.name, correct) for i, a in enumerate(gradient) for b in gradient[i + 1 :]]
-    zero = check_eps_zero(clean, at_zero[0])
+    zero = check_eps_zero(clean, at_zero[0], randomised)
     checks.append({**zero, "detail": f"{zero['detail']} ({at_zero[1]})"})
     for name, flags in (sweep or {}).items():
         measured = [(e, f) for e, f in zip(sweep_eps, flags) if f is not None]
@@ -215,6 +229,9 @@ def evaluate_robustness(
     """
     eps = check_eps(eps, norm)
     specs = list({spec.name: spec for spec in map(parse_attack, attacks)}.values())
+    check_attack_norms(specs, norm)
+    check_white_box_partner(specs)
+    specs = load_transfer_sources(specs, model, robustbench_model_dir)
     sweep_eps = None if eps_sweep is None else [check_eps(float(e), norm) for e in eps_sweep]
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, dataset, model_meta, dataset_meta = _resolve(
@@ -222,6 +239,7 @@ def evaluate_robustness(
         (image_mean, image_std), image_size, robustbench_model_dir,
     )  # fmt: skip
     x, y = load_examples(dataset, n_examples)
+    check_eps(eps, norm, pixels=x[0].numel())
     check_batch_size(batch_size)
     model_meta["memory_format"] = "channels_last" if channels_last else "contiguous"
     with attack_layout(model.to(device), channels_last):

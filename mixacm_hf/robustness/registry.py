@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from .attacks import Norm, fgsm, pgd
-from .autoattack import AUTOATTACK_ATTACKS, STANDARD_ATTACKS, autoattack, check_autoattack_attacks, usable_components
+from .attacks import GRADIENT_NORMS, NORMS, Norm, fgsm, pgd
+from .autoattack import AUTOATTACK_ATTACKS, VERSIONS, autoattack, check_autoattack_attacks, usable_components
 
 
 @dataclass(frozen=True)
 class AttackSpec:
     """One parsed attack of an evaluation: its `name` (as the report and card show it), the registry `kind`, and
     the options its name gave. PGD's step is `relative_step_size` * eps (0.25: 2/255 at eps = 8/255). Random starts
-    and AutoAttack are seeded with the evaluation's seed plus the batch index."""
+    and AutoAttack are seeded with the evaluation's seed plus the batch index. A transfer attack crafts PGD examples
+    on `source_model` (loaded from `source`, a folder or Hub id: `transfer.load_transfer_sources`)."""
 
     name: str
     kind: str
@@ -31,7 +32,10 @@ class AttackSpec:
     restarts: int = 1
     relative_step_size: float = 0.25
     components: tuple[str, ...] | None = None  # AutoAttack components; None = version "standard"
-    dropped: dict[str, str] | None = None  # standard components dropped for lack of classes, with the reason
+    dropped: dict[str, str] | None = None  # a version's components dropped for lack of classes, with the reason
+    version: str = "standard"  # AutoAttack's version: standard, plus or rand
+    source: str | None = None  # a transfer attack's source model (None: the evaluated student's teacher)
+    source_model: nn.Module | None = field(default=None, compare=False, repr=False)
 
     @property
     def attack(self) -> Attack:
@@ -69,10 +73,12 @@ class Attack:
         title: spec -> the name a card shows.
         parse: match -> the `AttackSpec` options its name gives (raise `ValueError` for impossible values).
         role: "clean" (no attack), "gradient" (single-model gradient attacks: a stronger one, by `strength`, must
-            not do worse beyond noise) or "ensemble" (AutoAttack-like: must not do worse than any gradient attack;
-            not run at eps = 0).
+            not do worse beyond noise), "ensemble" (AutoAttack-like: must not do worse than any gradient attack;
+            not run at eps = 0) or "transfer" (examples crafted on another model: must not do better than a
+            white-box gradient attack of at least its `strength`, which the evaluation must include).
         strength: spec -> an order among gradient attacks (e.g. steps x restarts).
         prepare: (spec, number of classes) -> the spec to run (e.g. AutoAttack's components that the classes allow).
+        norms: the threat models it implements (an evaluation in another is refused before any attack runs).
     """
 
     kind: str
@@ -85,9 +91,11 @@ class Attack:
     role: str = "gradient"
     strength: Callable[[AttackSpec], int] = lambda spec: 1
     prepare: Callable[[AttackSpec, int], AttackSpec] = lambda spec, num_classes: spec
+    norms: tuple[str, ...] = GRADIENT_NORMS
 
 
 ATTACKS: dict[str, Attack] = {}
+ROLES: tuple[str, ...] = ("clean", "gradient", "ensemble", "transfer")
 
 
 def register_attack(attack: Attack) -> Attack:
@@ -98,8 +106,8 @@ def register_attack(attack: Attack) -> Attack:
     """
     if attack.kind in ATTACKS:
         raise ValueError(f"An attack of kind {attack.kind!r} is registered already.")
-    if attack.role not in ("clean", "gradient", "ensemble"):
-        raise ValueError(f"Attack role must be clean, gradient or ensemble, got {attack.role!r}.")
+    if attack.role not in ROLES:
+        raise ValueError(f"Attack role must be one of {', '.join(ROLES)}, got {attack.role!r}.")
     ATTACKS[attack.kind] = attack
     return attack
 
@@ -110,7 +118,8 @@ def attack_help() -> str:
 
 def parse_attack(name: str | AttackSpec) -> AttackSpec:
     """The `AttackSpec` of a name: `"clean"`, `"fgsm"`, `"pgd-20"`, `"pgd-20x5"` (5 restarts), `"autoattack"`,
-    `"autoattack:apgd-ce+square"`, or any registered attack's.
+    `"autoattack:apgd-ce+square"`, `"autoattack:plus"`, `"autoattack:rand"`, `"transfer"`, `"transfer:<model>"`, or
+    any registered attack's. Names match case-insensitively; a transfer source keeps its case.
 
     Raises:
         ValueError: no registered attack accepts the name (the message lists the valid ones).
@@ -119,9 +128,24 @@ def parse_attack(name: str | AttackSpec) -> AttackSpec:
         return name
     key = name.strip().lower()
     for attack in ATTACKS.values():
-        if match := re.fullmatch(attack.pattern, key):
-            return AttackSpec(key, attack.kind, **attack.parse(match))
+        if re.fullmatch(attack.pattern, key):
+            options = attack.parse(re.fullmatch(attack.pattern, name.strip(), re.IGNORECASE))
+            return AttackSpec(options.pop("name", key), attack.kind, **options)
     raise ValueError(f"Unknown attack {name!r}. Valid attacks: {attack_help()}.")
+
+
+def check_attack_norms(specs: list[AttackSpec], norm: str) -> None:
+    """Check that every attack implements the threat model `norm`.
+
+    Raises:
+        ValueError: naming the attacks that do not, and those that do.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}.")
+    refused = [spec.name for spec in specs if spec.attack.role != "clean" and norm not in spec.attack.norms]
+    if refused:
+        usable = [attack.help for attack in ATTACKS.values() if norm in attack.norms and attack.role != "clean"]
+        raise ValueError(f"{', '.join(refused)}: not implemented for {norm}. Attacks for {norm}: {'; '.join(usable)}.")
 
 
 def attack_title(name: str) -> str:
@@ -150,16 +174,19 @@ def _pgd_settings(spec: AttackSpec, eps: float, norm: str, seed: int) -> dict[st
 
 
 def _autoattack_settings(spec: AttackSpec, eps: float, norm: str, seed: int) -> dict[str, Any]:
-    return {
+    custom = spec.version == "standard" and spec.components is not None and not spec.dropped
+    settings = {
         "type": "autoattack", "eps": eps, "norm": norm, "package": "pyautoattack",
-        "version": "standard" if spec.components is None or spec.dropped else "custom",
-        "attacks": list(spec.components or STANDARD_ATTACKS), "dropped": spec.dropped or {}, "seed": seed,
+        "version": "custom" if custom else spec.version,
+        "attacks": list(spec.components or VERSIONS[spec.version]), "dropped": spec.dropped or {}, "seed": seed,
     }  # fmt: skip
+    return {**settings, "eot_iter": 20} if spec.version == "rand" else settings
 
 
 def _autoattack_components(spec: AttackSpec, num_classes: int) -> AttackSpec:
     """The components usable for `num_classes` (see `usable_components`)."""
-    return replace(spec, **dict(zip(("components", "dropped"), usable_components(spec.components, num_classes))))
+    usable = usable_components(spec.components, num_classes, spec.version)
+    return replace(spec, **dict(zip(("components", "dropped"), usable)))
 
 
 def _run_fgsm(
@@ -180,17 +207,35 @@ def _run_pgd(
 def _run_autoattack(
     spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, seed: int
 ) -> torch.Tensor:
-    return autoattack(model, x, y, eps=eps, norm=norm, attacks=spec.components, seed=seed)
+    return autoattack(model, x, y, eps=eps, norm=norm, attacks=spec.components, seed=seed, version=spec.version)
 
 
 def _autoattack_options(match: re.Match) -> dict[str, Any]:
-    return {"components": check_autoattack_attacks(match["components"].split("+"))} if match["components"] else {}
+    components = (match["components"] or "").lower()
+    return {"components": check_autoattack_attacks(components.split("+"))} if components else {}
+
+
+TRANSFER_STEPS = 20  # the white-box pgd-20's settings
+
+
+def _run_transfer(
+    spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, seed: int
+) -> torch.Tensor:
+    """PGD-20 examples crafted on the source model (white-box pgd-20's step, start and seed), for `model`."""
+    if spec.source_model is None:
+        raise ValueError(f"{spec.name}: its source model is not loaded (transfer.load_transfer_sources).")
+    return _run_pgd(spec, spec.source_model.to(x.device), x, y, eps, norm, seed)
+
+
+def _transfer_settings(spec: AttackSpec, eps: float, norm: str, seed: int) -> dict[str, Any]:
+    return {**_pgd_settings(spec, eps, norm, seed), "type": "transfer", "source": spec.source}
 
 
 AUTOATTACK_HELP = (
-    f"autoattack (standard: {'+'.join(STANDARD_ATTACKS)}), autoattack:<a>+<b>+... with components from "
+    f"autoattack (standard: {'+'.join(VERSIONS['standard'])}), autoattack:<a>+<b>+... with components from "
     f"{', '.join(AUTOATTACK_ATTACKS)}"
 )
+
 for _attack in (
     Attack("clean", "clean", "clean", run=lambda spec, model, x, y, eps, norm, seed: x,
            settings=lambda spec, eps, norm, seed: {"type": "clean"}, title=lambda spec: "Clean", role="clean"),
@@ -201,10 +246,20 @@ for _attack in (
            "pgd-<steps>[x<restarts>] (e.g. pgd-20, pgd-100, pgd-20x5)", parse=_pgd_options, run=_run_pgd,
            settings=_pgd_settings, title=lambda spec: spec.name.replace("pgd", "PGD"),
            strength=lambda spec: spec.steps * spec.restarts),
-    Attack("autoattack", r"autoattack(?::(?P<components>[a-z0-9+-]+))?", AUTOATTACK_HELP, parse=_autoattack_options,
-           run=_run_autoattack, settings=_autoattack_settings,
+    Attack("autoattack", r"autoattack(?::(?!plus$|rand$)(?P<components>[a-z0-9+-]+))?", AUTOATTACK_HELP,
+           parse=_autoattack_options, run=_run_autoattack, settings=_autoattack_settings,
            title=lambda spec: "AutoAttack" + (f" ({spec.name.split(':', 1)[1]})" if ":" in spec.name else ""),
-           role="ensemble", prepare=_autoattack_components),
+           role="ensemble", prepare=_autoattack_components, norms=NORMS),
+    *(Attack(f"autoattack-{version}", f"autoattack:{version}", f"autoattack:{version} ({'+'.join(VERSIONS[version])})",
+             parse=lambda match: {"version": match.group(0).split(":")[1].lower()}, run=_run_autoattack,
+             settings=_autoattack_settings, title=lambda spec: f"AutoAttack ({spec.version})", role="ensemble",
+             prepare=_autoattack_components, norms=NORMS)
+      for version in ("plus", "rand")),
+    Attack("transfer", r"transfer(?::(?P<source>.+))?", "transfer (from the student's teacher), transfer:<model>",
+           parse=lambda match: {"source": match["source"], "steps": TRANSFER_STEPS,
+                                "name": f"transfer:{match['source']}" if match["source"] else "transfer"},
+           run=_run_transfer, settings=_transfer_settings, role="transfer", strength=lambda spec: spec.steps,
+           title=lambda spec: f"Transfer PGD-{spec.steps} from {spec.source or 'the teacher'}"),
 ):  # fmt: skip
     register_attack(_attack)
 CLEAN = parse_attack("clean")

@@ -1,0 +1,83 @@
+"""Transfer attacks (`transfer`, `transfer:<model>`): their source models, loaded once per evaluation, and the sanity
+check that a transfer attack does not beat white-box PGD of the same budget (gradient masking)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .classifier import as_classifier
+from .registry import AttackSpec, parse_attack
+from .report import Check, accuracy, check_ordered
+
+SUMMARY = "train_summary.json"  # a trained folder's summary, naming its teacher
+
+
+def default_source(model: nn.Module | str) -> str:
+    """The teacher a distilled student's folder names in its train_summary.json.
+
+    Raises:
+        ValueError: `model` is not such a folder (the message says to name the source).
+    """
+    summary = Path(model, SUMMARY) if isinstance(model, str) else None
+    teacher = json.loads(summary.read_text()).get("teacher") if summary and summary.is_file() else None
+    if not teacher:
+        raise ValueError(
+            "transfer: no source model. Name one (transfer:<folder or Hub id>); the default, the teacher, is known "
+            f"only for a distilled student's folder whose {SUMMARY} names it."
+        )
+    return str(teacher)
+
+
+def load_transfer_sources(
+    specs: list[AttackSpec], model: nn.Module | str, robustbench_model_dir: str | None = None
+) -> list[AttackSpec]:
+    """`specs` with each transfer attack's source model loaded (`as_classifier`): the named one, else the teacher of
+    the evaluated folder (`default_source`), in fp32. Sources given as modules (`source_model`) are kept."""
+    loaded = []
+    for spec in specs:
+        if spec.attack.role == "transfer" and spec.source_model is None:
+            source = spec.source or default_source(model)
+            module, _ = as_classifier(source, robustbench_model_dir=robustbench_model_dir)
+            spec = replace(spec, source=source, source_model=module.float().eval())  # attacked in fp32
+        loaded.append(spec)
+    return loaded
+
+
+def transfer_from(source: nn.Module, name: str) -> AttackSpec:
+    """A transfer attack crafting its examples on the module `source` (recorded as `name`)."""
+    return replace(parse_attack(f"transfer:{name}"), source_model=source)
+
+
+def check_white_box_partner(specs: list[AttackSpec]) -> None:
+    """A transfer attack is checked against white-box PGD of at least its steps, which the evaluation must run.
+
+    Raises:
+        ValueError: a transfer attack without such a PGD (the message says which to add).
+    """
+    for spec in specs:
+        if spec.attack.role == "transfer" and not _white_box(specs, spec.attack.strength(spec)):
+            raise ValueError(
+                f"{spec.name} is checked against white-box PGD of the same budget (gradient masking): add "
+                f"pgd-{spec.steps} (or more steps) to the attacks."
+            )
+
+
+def _white_box(specs: list[AttackSpec], min_strength: int) -> list[AttackSpec]:
+    return [s for s in specs if s.attack.role == "gradient" and s.attack.strength(s) >= min_strength]
+
+
+def transfer_checks(specs: list[AttackSpec], correct: dict[str, torch.Tensor]) -> list[Check]:
+    """White-box PGD (of at least a transfer attack's steps) <= the transfer attack: examples crafted on another
+    model fooling this one more often than its own gradients do mean its gradients are masked."""
+    accuracies = {name: accuracy(flags) for name, flags in correct.items()}
+    return [
+        check_ordered(white.name, spec.name, accuracies)
+        for spec in specs
+        if spec.attack.role == "transfer"
+        for white in _white_box(specs, spec.attack.strength(spec))
+    ]

@@ -161,13 +161,17 @@ def test_transfer_from_a_students_folder_attacks_it_with_its_teachers_examples(t
     x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         y = student(x).logits.argmax(1)
-    report = evaluate(str(tmp_path / "student"), (x, y), ["clean", "pgd-20", "transfer"], batch_size=4)
+    attacks, progress = ["clean", "pgd-20", "transfer"], tmp_path / "progress"
+    report = evaluate(str(tmp_path / "student"), (x, y), attacks, batch_size=4, resume_dir=progress)
     assert report.attacks["transfer"]["source"] == str(tmp_path / "teacher")
     assert report.attacks["transfer"]["steps"] == report.attacks["pgd-20"]["steps"] == 20
     assert [c["name"] for c in report.sanity_checks if "transfer" in c["name"]] == [
         "transfer <= clean",
         "pgd-20 <= transfer",
     ]
+    (tmp_path / "student" / "train_summary.json").write_text(json.dumps({"teacher": str(tmp_path / "student")}))
+    with pytest.raises(ValueError, match="holds the progress of an evaluation with other settings"):
+        evaluate(str(tmp_path / "student"), (x, y), attacks, batch_size=4, resume_dir=progress)
     assert report_results(report)[2].metric_name == (
         "Robust accuracy (Transfer PGD-20 from the teacher, Linf, eps=8/255)"
     )
@@ -180,3 +184,22 @@ def test_the_end_of_run_evaluation_checks_transfer_before_training():
     check_eval_attacks(["clean", "pgd-20", "transfer:org/model"], "Linf", has_teacher=False)
     with pytest.raises(ValueError, match="pgd-20: not implemented for L1"):
         check_eval_attacks(["clean", "pgd-20", "autoattack"], "L1", has_teacher=False)
+
+
+def test_a_distilled_students_end_of_run_evaluation_runs_transfer_from_its_teacher(tmp_path, tiny_wrn, cifar10_path):
+    from training.run_mixacm import main
+
+    tiny_wrn("wrn-10-1").save_pretrained(tmp_path / "teacher")
+    main(
+        ["--student", "wrn-10-1", "--teacher", str(tmp_path / "teacher"), "--method", "kd", "--dataset",
+         str(cifar10_path), "--max_train_samples", "16", "--max_eval_samples", "8", "--per_device_train_batch_size",
+         "8", "--max_steps", "1", "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no",
+         "--disable_tqdm", "true", "--output_dir", str(tmp_path / "student"), "--eval_attacks", "clean,pgd-20,transfer",
+         "--eval_n", "8", "--eval_eps_sweep", ""]
+    )  # fmt: skip
+    (report,) = json.loads((tmp_path / "student" / "robustness.json").read_text())
+    assert report["attacks"]["transfer"]["source"] == str(tmp_path / "teacher")
+    assert [c["name"] for c in report["sanity_checks"] if c["name"].startswith("pgd-20 <= transfer")] == [
+        "pgd-20 <= transfer"
+    ]
+    assert "Transfer PGD-20 from the teacher" in (tmp_path / "student" / "README.md").read_text()

@@ -252,6 +252,8 @@ def evaluate_robustness(
             "model": model_meta, "dataset": dataset_meta, "n_examples": len(x), "batch_size": batch_size,
             "seed": seed, "eps": eps, "norm": norm, "attacks": [s.name for s in specs], "eps_sweep": sweep_eps,
         }  # fmt: skip
+        if sources := {s.name: s.source for s in specs if s.attack.role == "transfer"}:
+            settings["transfer_sources"] = sources  # a resumed run must craft its examples on the same models
         saved = None if resume_dir is None else Progress(resume_dir, settings)
         runs = 1 + len(attacked) + (_sweep_runs(attacked, sweep_eps, eps) if sweep_eps else 0)
         runs += 0 if sweep_eps and 0.0 in sweep_eps else 1

@@ -92,7 +92,7 @@ def test_coercion_of_foreign_values():
     for bad in ("n/a", "", None, True, "1/0", float("nan"), [1]):
         assert coerce_number(bad) is None, bad
     assert coerce_norm("linf") == coerce_norm("L_inf") == coerce_norm("Linf") == "Linf" and coerce_norm("l2") == "L2"
-    assert coerce_norm("L1") is None and coerce_norm(None) is None
+    assert coerce_norm("l1") == "L1" and coerce_norm("L3") is None and coerce_norm(None) is None
 
 
 def test_readme_command_verbatim_on_the_committed_cards_prints_tables(tmp_path):

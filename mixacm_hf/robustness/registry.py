@@ -255,7 +255,7 @@ for _attack in (
              settings=_autoattack_settings, title=lambda spec: f"AutoAttack ({spec.version})", role="ensemble",
              prepare=_autoattack_components, norms=NORMS)
       for version in ("plus", "rand")),
-    Attack("transfer", r"transfer(?::(?P<source>.+))?", "transfer (from the student's teacher), transfer:<model>",
+    Attack("transfer", r"transfer(?::(?P<source>.+))?", "transfer:<model> (PGD-20 crafted on another model)",
            parse=lambda match: {"source": match["source"], "steps": TRANSFER_STEPS,
                                 "name": f"transfer:{match['source']}" if match["source"] else "transfer"},
            run=_run_transfer, settings=_transfer_settings, role="transfer", strength=lambda spec: spec.steps,

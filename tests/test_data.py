@@ -4,6 +4,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from PIL import Image
 from transformers import AutoModelForImageClassification
 
@@ -117,7 +118,7 @@ def test_run_mixacm_smoke(tmp_path, cifar10_path):
               "--eval_n", "16", "--eval_eps_sweep", "0,8/255"]  # fmt: skip
     main(["--student", "wrn-10-1", "--method", "natural", "--output_dir", str(tmp_path / "teacher"), *common])
     main(
-        ["--config", "training/configs/cifar10_cpu_wrn16-2.yaml", "--student", "wrn-10-1",
+        ["--config", str(REPO / "training" / "configs" / "cifar10_cpu_wrn16-2.yaml"), "--student", "wrn-10-1",
          "--teacher", str(tmp_path / "teacher"), "--output_dir", str(tmp_path / "student"), *common]
     )  # fmt: skip
     student = AutoModelForImageClassification.from_pretrained(tmp_path / "student").eval()

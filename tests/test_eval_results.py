@@ -272,7 +272,7 @@ def test_cli_html_and_space_give_the_numbers_of_compare(three, capsys, tmp_path)
     main(["compare", str(folders["a"]), str(folders["b"]), "--json"])
     printed = json.loads(capsys.readouterr().out)
     assert {key: printed[key] for key in expected} == expected
-    main(["compare", str(folders["a"]), str(folders["b"]), "--threat-model", "Linf", "--eps", "8/255"])
+    main(["compare", str(folders["a"]), str(folders["b"]), "--threat_model", "Linf", "--eps", "8/255"])
     text = capsys.readouterr().out
     low, high = (100 * bound for bound in expected["interval"])
     assert f"difference {100 * expected['difference']:+.2f} points, 95% interval [{low:+.2f}, {high:+.2f}]" in text

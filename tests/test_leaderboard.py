@@ -164,14 +164,14 @@ def test_cli_filters_and_csv(foreign, capsys):
     main(["leaderboard", *sources, "--dataset", "uoft-cs/cifar100"])
     out = capsys.readouterr().out
     assert out.count("### ") == 1 and "| 1 | cifar100 |" in out
-    main(["leaderboard", *sources, "--split", "train", "--threat-model", "Linf", "--eps", "8/255"])
+    main(["leaderboard", *sources, "--split", "train", "--threat_model", "Linf", "--eps", "8/255"])
     assert capsys.readouterr().out.count("| 1 | train-split |") == 1
     with pytest.raises(SystemExit, match=re.escape("no table matches the filters (threat model L2); the sources have")):
-        main(["leaderboard", *sources, "--threat-model", "L2"])
+        main(["leaderboard", *sources, "--threat_model", "L2"])
     with pytest.raises(SystemExit, match="no model card with usable results among the sources"):
-        main(["leaderboard", str(cards["fractions"]), "--threat-model", "L2"])
+        main(["leaderboard", str(cards["fractions"]), "--threat_model", "L2"])
     with pytest.raises(SystemExit, match="Unknown threat model 'L7'"):
-        main(["leaderboard", *sources, "--threat-model", "L7"])
+        main(["leaderboard", *sources, "--threat_model", "L7"])
     main(["leaderboard", *sources, "--format", "csv", "--dataset", "uoft-cs/cifar10", "--split", "test"])
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     ranked = [(row["norm"], row["rank"], row["model"], row["autoattack"]) for row in rows]
@@ -238,14 +238,14 @@ def test_a_filter_that_matches_nothing_names_the_filters_and_what_the_sources_ha
     )
     for filters, named in [
         (["--dataset", "cifar10"], "dataset cifar10"), (["--split", "train"], "split train"),
-        (["--threat-model", "l2", "--eps", "0.5"], "threat model L2, eps 0.5"),
+        (["--threat_model", "l2", "--eps", "0.5"], "threat model L2, eps 0.5"),
     ]:  # fmt: skip
         with pytest.raises(SystemExit) as stop:
             main(["leaderboard", *sources, *filters])
         assert str(stop.value) == f"error: no table matches the filters ({named}); {have}", filters
     # eps in 0..255 units: the hint of check_eps, up front with Linf, after the tables the sources have without
     with pytest.raises(SystemExit, match=re.escape("error: eps=8 spans the whole [0, 1] pixel range")):
-        main(["leaderboard", *sources, "--threat-model", "Linf", "--eps", "8"])
+        main(["leaderboard", *sources, "--threat_model", "Linf", "--eps", "8"])
     with pytest.raises(SystemExit) as stop:
         main(["leaderboard", *sources, "--eps", "8"])
     assert str(stop.value).startswith(f"error: no table matches the filters (eps 8); {have} eps=8 spans the whole")
@@ -347,3 +347,12 @@ def test_html_links_to_local_cards_resolve_from_the_output_folder(tmp_path, monk
     board.tables[0].rows[0].folder, board.tables[0].rows[0].link = None, "https://huggingface.co/u/m"
     assert 'href="https://huggingface.co/u/m"' in format_leaderboard(board, "html", link_base=output.parent)
     assert urlparse(links.hrefs[0]).scheme == ""
+
+
+def test_the_old_threat_model_spelling_still_works_with_a_warning(capsys):
+    """`--threat-model` is read as `--threat_model` (every flag is spelled with underscores), with a FutureWarning."""
+    sources = [str(path) for path in sorted((REPO / "model_cards").iterdir()) if (path / "README.md").is_file()]
+    with pytest.warns(FutureWarning, match="--threat-model is deprecated: use --threat_model"):
+        main(["leaderboard", *sources, "--threat-model", "Linf", "--eps", "8/255"])
+    tables = [line for line in capsys.readouterr().out.splitlines() if line.startswith("### ")]
+    assert tables and all("Linf, eps=8/255" in line for line in tables)

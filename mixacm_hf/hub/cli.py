@@ -1,9 +1,9 @@
 """The hub command line.
 
 python -m mixacm_hf.hub leaderboard FOLDER_OR_HUB_ID [...] [--format markdown|csv|html] [-o FILE]
-    [--dataset ID] [--split test] [--threat-model Linf] [--eps 8/255]     (see mixacm_hf.hub.leaderboard)
+    [--dataset ID] [--split test] [--threat_model Linf] [--eps 8/255]     (see mixacm_hf.hub.leaderboard)
 python -m mixacm_hf.hub compare FIRST SECOND [--attack autoattack] [--dataset ID] [--split test]
-    [--threat-model Linf] [--eps 8/255] [--json]                            (see mixacm_hf.hub.compare)
+    [--threat_model Linf] [--eps 8/255] [--json]                            (see mixacm_hf.hub.compare)
 python -m mixacm_hf.hub push FOLDER REPO_ID [--private]
 """
 
@@ -15,12 +15,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..cli import renamed_flags
 from ..files import atomic_write_text
 from ..robustness import parse_eps
 from .compare import compare_models, format_comparison
 from .leaderboard import leaderboard
 from .leaderboard_format import format_leaderboard
 from .push import push_or_exit
+
+# The old spelling, accepted with a warning for one release (every flag is spelled with underscores).
+RENAMED = {"--threat-model": "--threat_model"}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -35,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     board.add_argument("-o", "--output", help="write to this file (atomically) instead of stdout")
     board.add_argument("--dataset", help="only this dataset (its Hub id / type or its name)")
     board.add_argument("--split", help="only this split (e.g. test)")
-    board.add_argument("--threat-model", "--norm", dest="threat_model", help="only this threat model (Linf, L2 or L1)")
+    board.add_argument("--threat_model", "--norm", dest="threat_model", help="only this threat model (Linf, L2 or L1)")
     board.add_argument("--eps", type=parse_eps, help="only this budget (8/255)")
     pair = commands.add_parser(
         "compare", help="compare two models paired on their per_example.parquet (difference, interval, McNemar p)"
@@ -45,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     pair.add_argument("--attack", default="autoattack", help="clean, an attack name or all (default: autoattack)")
     pair.add_argument("--dataset", help="only reports on this dataset (its Hub id / type or its name)")
     pair.add_argument("--split", help="only reports on this split (e.g. test)")
-    pair.add_argument("--threat-model", "--norm", dest="threat_model", help="only this threat model (Linf, L2 or L1)")
+    pair.add_argument("--threat_model", "--norm", dest="threat_model", help="only this threat model (Linf, L2 or L1)")
     pair.add_argument("--eps", type=parse_eps, help="only this budget (8/255)")
     pair.add_argument("--json", action="store_true", help="print the comparison as JSON (fractions, not %%)")
     push = commands.add_parser("push", help="upload a saved robust model folder in one commit")
@@ -53,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     push.add_argument("repo_id")
     push.add_argument("--private", action="store_true")
     push.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(renamed_flags(sys.argv[1:] if argv is None else list(argv), RENAMED))
     if args.command == "leaderboard":
         folder = Path(args.output).parent if args.output else None
         if args.output and Path(args.output).is_dir():

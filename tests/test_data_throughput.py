@@ -42,5 +42,5 @@ def test_cores_needed_is_the_gpu_side_over_the_per_core_figure(measured):
     assert cost == pytest.approx(4 / 3, abs=1e-3)  # a teacher forward is ~1/3 of a training step
     assert side["gpu_mixacm_images_per_second"] == pytest.approx(2470 / cost, rel=1e-3)
     cores = side["gpu_mixacm_images_per_second"] / part["images_per_second_per_core"]
-    assert side["cores_needed_per_gpu"] == pytest.approx(cores, rel=0.01)
+    assert side["cores_needed_per_gpu"] == pytest.approx(cores, rel=0.01, abs=0.005)  # rounded to 2 decimals
     assert side["device_cores_feed_images_per_second"] == pytest.approx(16 * part["images_per_second_per_core"], 0.01)

@@ -15,6 +15,7 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 from PIL import Image
+from test_scale_out import two_cpu_processes
 from test_teachers import robustness_checkpoint
 from transformers import ResNetConfig
 
@@ -73,7 +74,7 @@ def imagenet_run(imagenet_like, tmp_path_factory) -> Path:
     ResNetConfig(
         embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], layer_type="basic", num_labels=NUM_CLASSES
     ).save_pretrained(root / "student")
-    launcher = [BIN / "accelerate", "launch", "--config_file", "training/accelerate/cpu_2proc.yaml"]
+    launcher = two_cpu_processes()
     command = [
         *launcher, "training/run_mixacm.py", "--config", "training/configs/imagenet_resnet50_mixacm.yaml",
         "--use_cpu", "true", "--dataset", imagenet_like, "--teacher", root / "teacher", "--student", root / "student",

@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,7 +37,18 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CONFIGS = sorted((REPO / "training" / "configs").glob("*.yaml"))
 ACCELERATE_CONFIGS = sorted((REPO / "training" / "accelerate").glob("*.yaml"))
-TWO_CPU_PROCESSES = [str(BIN / "accelerate"), "launch", "--config_file", "training/accelerate/cpu_2proc.yaml"]
+
+
+def two_cpu_processes() -> list[str]:
+    """accelerate's 2-process CPU launcher (training/accelerate/cpu_2proc.yaml) on a free port of its own: the
+    module's runs start together, and on one default port they would take each other's rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = ["--config_file", "training/accelerate/cpu_2proc.yaml", "--main_process_port", str(port)]
+    return [str(BIN / "accelerate"), "launch", *config]
+
+
 COMMON = ["--student", "wrn-10-1", "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
           "--log_level", "info", "--logging_steps", "1", "--eval_attacks", "", "--eval_eps_sweep", ""]  # fmt: skip
 # The end-of-run evaluation of the multi-process runs (overrides COMMON's): small batches, so both processes attack.
@@ -171,7 +183,7 @@ def two_process_resume_run(workdir: Path, name: str, kill_at_step: int | None = 
         "--per_device_train_batch_size", 4, "--max_steps", 8, "--save_strategy", "steps", "--save_steps", 2,
         "--in_memory_images", "true", "--resume_from_checkpoint", "last", *EVALUATED,
     ]  # fmt: skip
-    return start(TWO_CPU_PROCESSES, workdir, name, args, kill_at_step)
+    return start(two_cpu_processes(), workdir, name, args, kill_at_step)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +194,9 @@ def runs(workdir) -> Iterator[dict[str, Run]]:
         "--image_size", 56, "--eval_split", "validation", "--mixup_alpha", 0, "--max_steps", 4,
         "--per_device_train_batch_size", 8, "--save_strategy", "no", *EVALUATED,
     ]  # fmt: skip
-    started = {"stream": start([str(BIN / "torchrun"), "--nproc_per_node", 2], workdir, "stream", stream)}
+    started = {
+        "stream": start([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", 2], workdir, "stream", stream)
+    }
     if (CIFAR10 / "plain_text").is_dir():  # else the tests that need them skip (the cifar10_path fixture)
         ddp = [
             "--teacher", workdir / "teacher-32", "--dataset", CIFAR10, "--max_train_samples", 64,
@@ -191,10 +205,10 @@ def runs(workdir) -> Iterator[dict[str, Run]]:
         ]  # fmt: skip
         pushed = ["--push_to_hub", "true", "--hub_model_id", "someone/ddp-student"]
         started["ddp"] = start(
-            TWO_CPU_PROCESSES, workdir, "ddp", [*ddp, *EVALUATED, *pushed], env={"RECORD_PUSHES": "1"}
+            two_cpu_processes(), workdir, "ddp", [*ddp, *EVALUATED, *pushed], env={"RECORD_PUSHES": "1"}
         )
         failing = {"FAIL_EVALUATION_ON_RANK": "1"}
-        started["ddp-failing"] = start(TWO_CPU_PROCESSES, workdir, "ddp-failing", [*ddp, *EVALUATED], env=failing)
+        started["ddp-failing"] = start(two_cpu_processes(), workdir, "ddp-failing", [*ddp, *EVALUATED], env=failing)
         started["ddp-uninterrupted"] = two_process_resume_run(workdir, "ddp-uninterrupted")
         started["ddp-killed"] = two_process_resume_run(workdir, "ddp-resumed", kill_at_step=5)
         started["uninterrupted"] = resume_run(workdir, "uninterrupted")

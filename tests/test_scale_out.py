@@ -355,7 +355,7 @@ def test_two_process_run_evaluates_on_both_processes_like_one(runs, workdir, cif
     assert 'repo_id = "someone/ddp-student"' in (out / "README.md").read_text()
 
 
-def test_an_evaluation_failing_on_one_process_ends_both_with_the_same_error(runs):
+def test_an_evaluation_failing_on_one_process_ends_both_with_the_same_error(runs, cifar10_path):
     """Process 1's attack raises: both processes end (no wait for a peer that gave up) with the same message naming
     the failed process, the trained model kept and no report written."""
     started = time.perf_counter()

@@ -308,3 +308,23 @@ def test_convert_teacher_writes_a_folder_for_a_zoo_wideresnet_and_refuses_others
         with pytest.raises(ValueError, match=message):
             save_zoo_teacher(refused, tmp_path / "refused", model_dir)
         assert not (tmp_path / "refused").exists()
+
+
+def test_channels_last_timm_stages_are_given_as_nchw_feature_maps():
+    """A Swin (timm's `output_fmt` "NHWC") gives its feature_info stages, as (B, C, H, W) maps: its channels-last
+    outputs permuted, not read with H as the channel axis."""
+    torch.manual_seed(0)
+    swin = timm.create_model(
+        "swin_tiny_patch4_window7_224", img_size=32, patch_size=2, window_size=2, embed_dim=8, depths=(1, 1, 1, 1),
+        num_heads=(1, 1, 1, 1), num_classes=10,
+    ).eval()  # fmt: skip
+    model = nn.Sequential(nn.Identity(), swin).eval()  # behind a normaliser, as RobustBench's ImageNet entries
+    names = ["1.layers.0", "1.layers.1", "1.layers.2", "1.layers.3"]
+    assert default_stage_modules(model, 32) == names
+    teacher = HookedClassifier(model)
+    pixels = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        states = teacher(pixels, output_hidden_states=True).hidden_states
+    for state, hooked, channels in zip(states, hooked_outputs(model, names, pixels), (8, 16, 32, 64), strict=True):
+        assert state.shape == (2, channels, *hooked.shape[1:3])
+        torch.testing.assert_close(state, hooked.permute(0, 3, 1, 2), rtol=0, atol=0)

@@ -58,6 +58,7 @@ class HookedClassifier(nn.Module):
             check_module_names(model, stage_modules)
         self.model = model
         self._stages = None if stage_modules is None else tuple(stage_modules)
+        self._channels_last = channels_last_modules(model)
         self.config = config
         self.input_convention = input_convention
         self.provenance = provenance
@@ -92,9 +93,11 @@ class HookedClassifier(nn.Module):
         silent = [stage for stage in self.stage_modules if stage not in captured]
         if silent:
             raise ValueError(f"{name}'s modules {silent} were not called in its forward: choose modules it runs.")
-        return ImageClassifierOutputWithNoAttention(
-            logits=logits, hidden_states=tuple(captured[stage] for stage in self.stage_modules)
+        states = tuple(
+            captured[stage].permute(0, 3, 1, 2) if stage in self._channels_last else captured[stage]
+            for stage in self.stage_modules
         )
+        return ImageClassifierOutputWithNoAttention(logits=logits, hidden_states=states)
 
 
 def check_module_names(model: nn.Module, names: Sequence[str]) -> None:
@@ -154,21 +157,42 @@ def _outermost(module: nn.Module, prefix: str, calls: Calls, pixels: tuple[int, 
     return found
 
 
-def _timm_stages(model: nn.Module, calls: Calls) -> list[str] | None:
-    """The modules of the first timm model's `feature_info` inside `model`, when each gave a (B, num_chs, H, W) map."""
+def _timm_feature_info(model: nn.Module) -> list[tuple[nn.Module, list[str], list[dict[str, Any]]]]:
+    """(timm model, its `feature_info` modules' names in `model`, the entries) of each timm model inside `model`."""
+    found = []
     for prefix, module in model.named_modules():
         info = getattr(module, "feature_info", None)
         if isinstance(info, list) and info and all(isinstance(i, dict) and "module" in i for i in info):
-            names = [f"{prefix}.{i['module']}" if prefix else i["module"] for i in info]
-            shapes = [calls.get(name, (0, ()))[1] for name in names]
-            fits = all(len(s) == 4 and s[1] == i.get("num_chs") for s, i in zip(shapes, info))
-            return names if fits else None
+            found.append((module, [f"{prefix}.{i['module']}" if prefix else i["module"] for i in info], info))
+    return found
+
+
+def channels_last_modules(model: nn.Module) -> frozenset[str]:
+    """The `feature_info` modules of timm models inside `model` that output channels-last (B, H, W, C) maps (timm's
+    `output_fmt` "NHWC": Swin and its kin); `HookedClassifier` gives their outputs as (B, C, H, W)."""
+    return frozenset(
+        name
+        for module, names, _ in _timm_feature_info(model)
+        if getattr(module, "output_fmt", "NCHW") == "NHWC"
+        for name in names
+    )
+
+
+def _timm_stages(model: nn.Module, calls: Calls) -> list[str] | None:
+    """The modules of the first timm model's `feature_info` inside `model`, when each gave a (B, num_chs, H, W) map
+    (or (B, H, W, num_chs), for a timm model whose `output_fmt` is "NHWC")."""
+    for module, names, info in _timm_feature_info(model)[:1]:
+        channel = -1 if getattr(module, "output_fmt", "NCHW") == "NHWC" else 1
+        shapes = [calls.get(name, (0, ()))[1] for name in names]
+        fits = all(len(s) == 4 and s[channel] == i.get("num_chs") for s, i in zip(shapes, info))
+        return names if fits else None
     return None
 
 
 def default_stage_modules(model: nn.Module, image_size: int) -> list[str]:
     """The modules whose outputs are `model`'s stage outputs, found with one (1, 3, image_size, image_size) probe:
-    a timm model's `feature_info` modules when they give (B, C, H, W) maps, else the last of the outermost modules
+    a timm model's `feature_info` modules when they give (B, C, H, W) maps (or channels-last ones, which
+    `HookedClassifier` permutes), else the last of the outermost modules
     (`_outermost`) at each spatial size larger than 1 x 1, in forward order (a ResNet's stages, and its stem where
     it downsamples; a WideResNet's groups 1 and 2 and its final activation).
 

@@ -538,3 +538,29 @@ def test_a_processor_step_that_cannot_be_applied_is_refused_by_name(tmp_path):
         processor.save_pretrained(tmp_path / "model")
         with pytest.raises(ValueError, match=re.escape(named)):
             load_teacher(tmp_path / "model")
+
+
+# Processors whose code does more than their settings say: LeViT resizes the short side to 256/224 x size before its
+# crop, EfficientNet's include_top divides by the std twice, PP-LCNet flips RGB to BGR, Perceiver crops before it
+# resizes; Pix2Struct standardises each image by its own statistics.
+MISLEADING_PROCESSORS = {
+    "LevitImageProcessor": "differ by",
+    "EfficientNetImageProcessor": "differ by",
+    "PPLCNetImageProcessor": "differ by",
+    "PerceiverImageProcessor": "center-crops 256x256 from",
+    "Pix2StructImageProcessor": "do_normalize without image_mean and image_std",
+}
+
+
+@pytest.mark.parametrize("name", list(MISLEADING_PROCESSORS))
+def test_a_processor_that_does_more_than_its_settings_say_is_refused(tmp_path, name):
+    """The steps read from a processor's settings are checked against the processor itself on a probe image: one
+    whose own code does something else is refused at load, naming its class, not applied as its settings read."""
+    transformers = pytest.importorskip("transformers")
+    model = tiny_hf_resnet()
+    model.save_pretrained(tmp_path / "model")
+    getattr(transformers, name)().save_pretrained(tmp_path / "model")
+    with pytest.raises(ValueError, match=f"{name}.*{MISLEADING_PROCESSORS[name]}"):
+        load_teacher(tmp_path / "model")
+    with pytest.raises(ValueError, match=name):
+        as_classifier(str(tmp_path / "model"))

@@ -1,14 +1,17 @@
 """An image processor's pixel-wise steps (resize, center crop, rescale, normalise) as one differentiable function of
 pixels in [0, 1], so that a model wrapped with them sees what `processor(images)` would give it, and attacks stay in
-the pixel space of the images they are given. A step that cannot be applied exactly is refused, by name."""
+the pixel space of the images they are given. A step that cannot be applied exactly is refused, by name, and the steps
+read from a processor's settings are checked against the processor itself on a probe image (a processor whose code
+does more than its settings say, e.g. another size rule or a channel flip, is refused too)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
@@ -17,6 +20,7 @@ RESAMPLE = {0: InterpolationMode.NEAREST_EXACT, 2: InterpolationMode.BILINEAR, 3
 # `do_*` switches that change no pixel of an RGB image (segmentation labels, RGB conversion)
 NEUTRAL = {"do_convert_rgb", "do_reduce_labels"}
 APPLIED = {"do_resize", "do_center_crop", "do_rescale", "do_normalize"}
+PROBE_SIDE = 300  # the probe image's height, at least; its width is 60 more (a non-square photo's shape)
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,57 @@ class PixelSteps:
             pixels = pixels[..., top : top + crop[0], left : left + crop[1]]
         return pixels
 
+    def transform(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Every step on (B, C, H, W) pixels in [0, 1]: what the model is given."""
+        pixels = self.resized(pixels) * self.scale + self.offset
+        mean = torch.tensor(self.mean, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
+        return (pixels - mean) / std
+
+
+def _probe_image(steps: PixelSteps) -> torch.Tensor:
+    """A smooth, non-square (1, 3, H, W) uint8 image larger than the steps' sizes (like a photo: 8-bit rounding and
+    interpolation differ little on it, a different geometry or channel order a lot)."""
+    sizes = [steps.size] if isinstance(steps.size, int) else list(steps.size or ())
+    side = max([PROBE_SIDE, *sizes, *(steps.crop or ())]) + 7
+    coarse = torch.randint(0, 256, (1, 3, 6, 7), generator=torch.Generator().manual_seed(0)).float()
+    return F.interpolate(coarse, size=(side, side + 60), mode="bilinear").round().to(torch.uint8)
+
+
+def check_steps(processor: Any, steps: PixelSteps, name: str) -> None:
+    """Check that `steps` give what `processor(images)` gives on a probe image, to within one 8-bit step on average
+    (the processor rounds to 8 bits after resizing; the wrapper interpolates in float).
+
+    Raises:
+        ValueError: the processor fails on the probe, returns no (1, 3, H, W) pixel values, or gives other values or
+            another shape than `steps`: it does something its settings do not say (naming the class and the steps).
+    """
+    image = _probe_image(steps)
+    described = "; ".join(steps.describe()) or "nothing"
+    refusal = (
+        f"The image processor of {name!r} ({type(processor).__name__}) does not give what the steps read from its "
+        f"settings give ({described})"
+    )
+    why = "it does something else (another size rule, a channel flip, a second normalisation, ...), which"
+    ending = (
+        "the evaluator and the teacher wrapper cannot apply inside a differentiable forward: refusing rather than "
+        "using another input than the model's."
+    )
+    try:
+        expected = processor([image[0]], return_tensors="pt")["pixel_values"]
+        given = steps.transform(image.float() / 255)
+    except Exception as error:  # a processor's own failure, or a crop the wrapper cannot apply
+        raise ValueError(f"{refusal}: on a probe image {type(error).__name__}: {error}; {ending}") from error
+    if not isinstance(expected, torch.Tensor) or expected.shape != given.shape:
+        shape = tuple(expected.shape) if isinstance(expected, torch.Tensor) else type(expected).__name__
+        raise ValueError(f"{refusal}: on a probe image it gives {shape}, they {tuple(given.shape)}: {why} {ending}")
+    unit = steps.scale / 255 / min(abs(s) for s in steps.std)  # one 8-bit step, in the model's units
+    difference = ((given - expected.float()).abs().mean() / unit).item()
+    if not difference <= 1:
+        raise ValueError(
+            f"{refusal}: on a probe image they differ by {difference:.1f} 8-bit steps on average: {why} {ending}"
+        )
+
 
 def _size(value: Any) -> dict[str, int]:
     """A processor's size dict with only the keys set (SizeDicts list every key, unset ones None)."""
@@ -102,13 +157,15 @@ def _size(value: Any) -> dict[str, int]:
 
 
 def pixel_steps(processor: Any, normalization: tuple[Sequence[float], Sequence[float]] | None, name: str) -> PixelSteps:
-    """The pixel-wise steps of an image `processor` (`transformers` image processor) as `PixelSteps`; `normalization`
-    (mean, std), when given, replaces the processor's own.
+    """The pixel-wise steps of an image `processor` (`transformers` image processor) as `PixelSteps`, checked against
+    the processor on a probe image (`check_steps`); `normalization` (mean, std), when given, replaces the processor's
+    own.
 
     Raises:
         ValueError: naming the step, when the processor does something the wrapper cannot reproduce exactly
             (padding, a resampling filter other than nearest/bilinear/bicubic, a size rule other than height/width
-            or shortest edge, ...). Evaluate or distil from the model through its own pipeline instead.
+            or shortest edge, a per-image normalisation, steps its code has and its settings do not say).
+            Evaluate or distil from the model through its own pipeline instead.
     """
     config = processor.to_dict() if hasattr(processor, "to_dict") else dict(vars(processor))
     unknown = sorted(key for key, on in config.items() if key.startswith("do_") and on and key not in APPLIED | NEUTRAL)
@@ -141,8 +198,14 @@ def pixel_steps(processor: Any, normalization: tuple[Sequence[float], Sequence[f
     factor = float(config.get("rescale_factor", 1 / 255)) if config.get("do_rescale", True) else 1.0
     steps["scale"] = 255 * factor  # processor(images) sees 0..255 values
     steps["offset"] = -1.0 if config.get("do_rescale", True) and config.get("rescale_offset") else 0.0
-    if normalization is not None:
-        steps["mean"], steps["std"] = map(tuple, normalization)
-    elif config.get("do_normalize"):
+    if config.get("do_normalize"):
+        if config.get("image_mean") is None or config.get("image_std") is None:
+            raise ValueError(
+                f"The image processor of {name!r} ({type(processor).__name__}) has do_normalize without image_mean "
+                "and image_std (a per-image normalisation): refusing its normalize step, which the evaluator and the "
+                "teacher wrapper cannot apply inside a differentiable forward."
+            )
         steps["mean"], steps["std"] = tuple(config["image_mean"]), tuple(config["image_std"])
-    return PixelSteps(**steps)
+    read = PixelSteps(**steps)
+    check_steps(processor, read, name)
+    return read if normalization is None else replace(read, mean=tuple(normalization[0]), std=tuple(normalization[1]))

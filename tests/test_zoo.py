@@ -16,6 +16,7 @@ from huggingface_hub import constants
 from torch import nn
 
 from mixacm_hf.cli import parse_with_config
+from mixacm_hf.robustness import evaluate_robustness
 from mixacm_hf.robustness.inputs import load_examples, load_split
 from mixacm_hf.run import argument_parser, run_mixacm
 from mixacm_hf.teachers import (
@@ -328,3 +329,31 @@ def test_channels_last_timm_stages_are_given_as_nchw_feature_maps():
     for state, hooked, channels in zip(states, hooked_outputs(model, names, pixels), (8, 16, 32, 64), strict=True):
         assert state.shape == (2, channels, *hooked.shape[1:3])
         torch.testing.assert_close(state, hooked.permute(0, 3, 1, 2), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "spec, preprocessing",
+    [
+        ("robustbench:imagenet/Linf/Singh2023Revisiting_ConvNeXt-T-ConvStem", "BicubicRes256Crop224"),
+        ("robustbench:imagenet/Linf/Mo2022When_ViT-B", "Res224"),
+        ("robustbench:imagenet/Linf/Wong2020Fast", "Crop288"),
+    ],
+)
+def test_an_entry_robustbench_preprocesses_otherwise_is_not_evaluated_on_other_inputs(
+    robustbench, spec, preprocessing, tmp_path, monkeypatch
+):
+    """The evaluator's ImageNet pipeline (short side to 256, bilinear; crop 224) is RobustBench's `Res256Crop224`:
+    entries RobustBench evaluates on other inputs are refused, naming their preprocessing, before their checkpoint is
+    even looked for (there is none here); so are other image sizes than the one giving RobustBench's inputs."""
+    from training.evaluate_robustness import main
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match=f"preprocessed as '{preprocessing}'"):
+        evaluate_robustness(spec, str(tmp_path / "imagenet"), ["clean"], robustbench_model_dir=tmp_path)
+    with pytest.raises(SystemExit, match=f"preprocessed as '{preprocessing}'"):
+        main(["--model", spec, "--dataset", str(tmp_path / "imagenet"), "--robustbench_model_dir", str(tmp_path)])
+    zoo.check_zoo_preprocessing("robustbench:imagenet/Linf/Salman2020Do_R18")  # Res256Crop224: the evaluator's own
+    zoo.check_zoo_preprocessing(PREACT, 32)
+    for same, size in (("robustbench:imagenet/Linf/Salman2020Do_R18", 288), (PREACT, 64)):
+        with pytest.raises(ValueError, match=f"at image size {size}"):
+            zoo.check_zoo_preprocessing(same, size)

@@ -37,7 +37,7 @@ from mixacm_hf.robustness import RobustnessReport, check_eps, evaluate_robustnes
 from mixacm_hf.robustness.attacks import NORMS
 from mixacm_hf.robustness.registry import check_attack_norms, parse_attack
 from mixacm_hf.robustness.transfer import check_white_box_partner
-from mixacm_hf.teachers import DEFAULT_MODEL_DIR, check_zoo_checkpoint, is_zoo_spec
+from mixacm_hf.teachers import DEFAULT_MODEL_DIR, check_zoo_checkpoint, check_zoo_preprocessing, is_zoo_spec
 
 DEFAULT_OUTPUT = Path("report.json")
 EPS_OPTIONS = ("--eps", "--eps_sweep")  # their values may start with "-" ("-1/255"): refused later with a message
@@ -236,6 +236,7 @@ def check_arguments(args: argparse.Namespace) -> None:
                 f"--model {args.model} is RobustBench's model, taking [0, 1] pixels; its revision is its checkpoint's "
                 "sha256: drop --image_mean/--image_std and --model_revision."
             )
+        check_zoo_preprocessing(args.model, args.image_size)
         check_zoo_checkpoint(args.model, args.robustbench_model_dir)
 
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..data.identity import dataset_identity
 from ..provenance import package_versions
-from ..teachers import PixelSpaceClassifier, is_zoo_spec
+from ..teachers import PixelSpaceClassifier, check_zoo_preprocessing, is_zoo_spec
 from .attacks import Norm, attack_mode, check_eps, logits_of
 from .batches import AttackRun, Progress, check_batch_size, rank_and_world_size
 from .classifier import as_classifier, attack_layout
@@ -145,8 +145,12 @@ def _resolve(
 
     A split is loaded at `image_size`; by default at its own size when the model's image processor resizes (the
     wrapper resizes as the processor does: attacks stay in the dataset's pixels), else at the model's
-    `config.image_size` (32 without one: a RobustBench zoo entry's is its dataset's)."""
+    `config.image_size` (32 without one: a RobustBench zoo entry's is its dataset's), for a zoo entry only when that
+    gives RobustBench's own preprocessing of its images (`check_zoo_preprocessing`)."""
     described = model
+    zoo_spec = model if is_zoo_spec(model) else (getattr(model, "provenance", None) or {}).get("spec")
+    if isinstance(dataset, str) and zoo_spec:
+        check_zoo_preprocessing(zoo_spec, image_size)
     if isinstance(model, str) and not is_zoo_spec(model):
         model_revision = hub_commit(model, model_revision)
     wrapped, contract = as_classifier(

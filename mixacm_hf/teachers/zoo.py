@@ -52,6 +52,10 @@ IMAGENET_UNPREFIXED = (
     "Singh2023Revisiting_ConvNeXt-L-ConvStem", "Peng2023Robust", "Chen2024Data_WRN_50_2", "Xu2024MIMIR_Swin-B",
     "Xu2024MIMIR_Swin-L",
 )  # fmt: skip
+# RobustBench's preprocessing of each entry's test images (robustbench.data.PREPROCESSINGS) that the evaluator's own
+# pipeline reproduces, per dataset, with the image size it loads at: ToTensor (CIFAR, at 32 px) and, for ImageNet at
+# 224 px, a bilinear resize of the short side to 256 and a center crop of 224 (`data.images.image_transform`).
+EVALUATOR_PREPROCESSING = {"cifar10": (None, 32), "cifar100": (None, 32), "imagenet": ("Res256Crop224", 224)}
 IMAGENET_SWIN = (
     "Liu2023Comprehensive_Swin-B", "Liu2023Comprehensive_Swin-L", "Mo2022When_Swin-B",
     "RodriguezMunoz2024Characterizing_Swin-B", "RodriguezMunoz2024Characterizing_Swin-L",
@@ -148,6 +152,28 @@ def resolve_zoo_entry(spec: str) -> tuple[ZooEntry, dict[str, Any]]:
     )
 
 
+def check_zoo_preprocessing(spec: str, image_size: int | None = None) -> None:
+    """Check that the evaluator's pipeline, loading a dataset at `image_size` (None: the entry's own, 32 or 224),
+    gives the inputs RobustBench evaluates the entry on (its `preprocessing`).
+
+    Raises:
+        ValueError: RobustBench preprocesses the entry otherwise (e.g. `BicubicRes256Crop224`, `Res224`, `Crop288`
+            ImageNet entries), or `image_size` is another size; the message names both.
+    """
+    entry, found = resolve_zoo_entry(spec)
+    preprocessing, size = EVALUATOR_PREPROCESSING[entry.dataset]
+    wanted = found.get("preprocessing")
+    if wanted == preprocessing and image_size in (None, size):
+        return
+    raise ValueError(
+        f"RobustBench evaluates {entry.spec} on images preprocessed as {wanted or 'ToTensor'!r} "
+        f"(robustbench.data.PREPROCESSINGS); the evaluator's pipeline at image size {image_size or size} gives "
+        f"{preprocessing or 'ToTensor'!r} only at size {size}: refusing rather than reporting the accuracy of other "
+        "inputs than RobustBench's. Evaluate it on images preprocessed as RobustBench does, passed as tensors (from "
+        "Python: evaluate_robustness(model, (pixel_values, labels)))."
+    )
+
+
 def _expected_checkpoint(entry: ZooEntry, model_dir: str | os.PathLike | None) -> Path:
     path = entry.checkpoint(model_dir)
     if not path.is_file() and constants.HF_HUB_OFFLINE:
@@ -233,7 +259,8 @@ def build_zoo_model(spec: str, model_dir: str | os.PathLike | None = None) -> tu
     provenance = {
         "zoo": "robustbench", "spec": entry.spec, "dataset": entry.dataset, "threat_model": entry.threat_model,
         "name": entry.name, "checkpoint": str(path), "sha256": file_sha256(path),
-        "gdrive_id": found.get("gdrive_id"), "robustbench_version": version("robustbench"),
+        "gdrive_id": found.get("gdrive_id"), "preprocessing": found.get("preprocessing"),
+        "robustbench_version": version("robustbench"),
         "builder": f"{type(model).__module__}.{type(model).__qualname__}", "model_info": zoo_model_info(entry),
     }  # fmt: skip
     return model.eval(), provenance

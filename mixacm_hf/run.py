@@ -43,7 +43,7 @@ from .run_args import (
     run_settings,
     unused_flags,
 )
-from .teachers import teacher_provenance
+from .teachers import is_zoo_spec, teacher_provenance
 from .trainer import MixACMTrainer, MixACMTrainingArguments, TrainingClock
 
 logger = logging.getLogger(__name__)
@@ -101,9 +101,11 @@ def evaluate_student(
     eval_args: EvaluationArguments,
     data_args: DataArguments,
     training_args: MixACMTrainingArguments,
+    robustbench_model_dir: str | None = None,
 ) -> list[RobustnessReport]:
     """The end-of-run evaluation on the first `eval_n` evaluation images: the attacks with the eps sweep, then, with
     `eval_autoattack`, the same attacks plus AutoAttack at `eval_eps` only (a sweep of AutoAttack costs too much).
+    `robustbench_model_dir`: where a transfer attack's RobustBench source (the zoo teacher) is read from.
 
     `model` is best the saved folder: it is then read back through the evaluator's input contract like any other
     classifier (its saved image processor says how pixels are fed), so the numbers are those of what users load."""
@@ -113,6 +115,7 @@ def evaluate_student(
         "eps": eval_args.eval_eps, "norm": eval_args.eval_norm, "n_examples": min(eval_args.eval_n, len(dataset)),
         "batch_size": eval_args.eval_batch_size, "seed": training_args.seed, "device": training_args.device,
         "split": data_args.eval_split, "dataset_name": data_args.dataset, "progress": not training_args.disable_tqdm,
+        "robustbench_model_dir": robustbench_model_dir,
     }  # fmt: skip
     reports = [evaluate_robustness(model, dataset, attacks, eps_sweep=sweep, **common)] if attacks else []
     if eval_args.eval_autoattack:
@@ -120,11 +123,23 @@ def evaluate_student(
     return reports
 
 
+def teacher_name(spec: str, teacher: torch.nn.Module | None) -> str:
+    """The teacher as a run records it: `spec` as given, a RobustBench entry as RobustBench spells it."""
+    provenance = getattr(teacher, "provenance", None) or {}
+    return provenance.get("spec", spec) if is_zoo_spec(spec) else spec
+
+
 def retry_command(
-    output_dir: str, data_args: DataArguments, eval_args: EvaluationArguments, seed: int, n_examples: int
+    output_dir: str,
+    data_args: DataArguments,
+    eval_args: EvaluationArguments,
+    seed: int,
+    n_examples: int,
+    robustbench_model_dir: str | None = None,
 ) -> str:
     """The `training/evaluate_robustness.py` command that redoes a run's end-of-run evaluation (its attacks, its first
-    `n_examples` images, budget, sweep, batch size and seed) and writes the card."""
+    `n_examples` images, budget, sweep, batch size and seed; `robustbench_model_dir` for a zoo teacher) and writes
+    the card."""
     attacks = ",".join(name.strip() for name in eval_args.eval_attacks.split(",") if name.strip()) or "clean"
     attacks += ",autoattack" if eval_args.eval_autoattack else ""
     sweep = eps_sweep(eval_args, data_args.image_size)
@@ -134,6 +149,7 @@ def retry_command(
         "--norm", eval_args.eval_norm, "--n_examples", str(n_examples), "--batch_size",
         str(eval_args.eval_batch_size), "--seed", str(seed), "--image_size", str(data_args.image_size),
         *(["--eps_sweep", ",".join(f"{eps:.10g}" for eps in sweep)] if sweep else []),
+        *(["--robustbench_model_dir", robustbench_model_dir] if robustbench_model_dir else []),
         "--output", str(Path(output_dir) / "report.json"), "--update_card",
     ]  # fmt: skip
     return shlex.join(command)
@@ -206,7 +222,7 @@ def run_mixacm(
     summary = {
         "method": training_args.method,
         "student": model_args.student,
-        "teacher": model_args.teacher if training_args.needs_teacher else None,
+        "teacher": teacher_name(model_args.teacher, teacher) if training_args.needs_teacher else None,
         "teacher_source": teacher_provenance(teacher) if teacher is not None else None,
         "params": sum(p.numel() for p in student.parameters()),
         "epochs": train_result.metrics.get("epoch"),
@@ -232,6 +248,8 @@ def run_mixacm(
         atomic_write_text(summary_path, json.dumps(summary, indent=2, default=str))
         save_image_processor(training_args.output_dir, data_args.image_size)  # pipeline-ready, whatever the student
     trainer.accelerator.wait_for_everyone()  # every process evaluates the folder that process 0 has just written
+    # a transfer attack from the teacher (`transfer`) reads a zoo teacher from where this run did
+    zoo_model_dir = model_args.robustbench_model_dir if is_zoo_spec(summary["teacher"]) else None
     try:
         # the saved folder's accuracy on the whole evaluation split, spread and gathered like the attacks (the
         # Trainer's own evaluation would score each process's share with that process's BatchNorm statistics)
@@ -242,7 +260,9 @@ def run_mixacm(
         if trainer.is_world_process_zero():
             atomic_write_text(summary_path, json.dumps(summary, indent=2, default=str))
         # spread over the processes as `evaluate_robustness` is under torchrun; every process gets the reports
-        reports = evaluate_student(training_args.output_dir, eval_dataset, eval_args, data_args, training_args)
+        reports = evaluate_student(
+            training_args.output_dir, eval_dataset, eval_args, data_args, training_args, zoo_model_dir
+        )
         gather_from_ranks(None)  # a process that failed before any attack's gathering is heard of here
     except Exception as error:
         if not isinstance(error, RankFailure):  # not yet heard of by the others: tell them (no-op in one process)
@@ -251,7 +271,9 @@ def run_mixacm(
             except Exception as agreed:
                 error = agreed
         n_examples = min(eval_args.eval_n, len(eval_dataset))
-        retry = retry_command(training_args.output_dir, data_args, eval_args, training_args.seed, n_examples)
+        retry = retry_command(
+            training_args.output_dir, data_args, eval_args, training_args.seed, n_examples, zoo_model_dir
+        )
         raise EvaluationFailed(
             f"The trained model is saved in {training_args.output_dir}, but its evaluation failed: {error}. Once its "
             f"cause is fixed, evaluate the saved model as this run would have and write its card with: {retry}"

@@ -15,6 +15,7 @@ import torch
 from huggingface_hub import constants
 from torch import nn
 
+from mixacm_hf import run
 from mixacm_hf.cli import parse_with_config
 from mixacm_hf.robustness import evaluate_robustness
 from mixacm_hf.robustness.inputs import load_examples, load_split
@@ -357,3 +358,38 @@ def test_an_entry_robustbench_preprocesses_otherwise_is_not_evaluated_on_other_i
     for same, size in (("robustbench:imagenet/Linf/Salman2020Do_R18", 288), (PREACT, 64)):
         with pytest.raises(ValueError, match=f"at image size {size}"):
             zoo.check_zoo_preprocessing(same, size)
+
+
+def test_a_zoo_teacher_is_recorded_as_robustbench_spells_it_and_read_again_for_the_transfer_attack(
+    model_dir, cifar10_path, tmp_path
+):
+    """The entry, typed in another case, is recorded as RobustBench spells it (summary, card, reports, converted
+    folders); the end-of-run transfer attack from the teacher reads it from the run's --robustbench_model_dir, as
+    does the retry command printed when the evaluation fails."""
+    typed = "robustbench:CIFAR10/linf/Andriushchenko2020Understanding"
+    out = tmp_path / "student"
+    argv = [
+        "--teacher", typed, "--robustbench_model_dir", str(model_dir), "--student", "wrn-16-1", "--method", "mixacm",
+        "--acm_teacher_modules", "conv1", "layer1", "layer2", "layer3", "--dataset", str(cifar10_path),
+        "--output_dir", str(out), "--max_steps", "1", "--max_train_samples", "8", "--max_eval_samples", "4",
+        "--per_device_train_batch_size", "4", "--eval_attacks", "clean,pgd-20,transfer", "--eval_eps_sweep", "",
+        "--eval_n", "4", "--eval_batch_size", "4", "--use_cpu", "true", "--report_to", "none", "--save_strategy",
+        "no", "--disable_tqdm", "true", "--bf16", "false",
+    ]  # fmt: skip
+    model_args, data_args, training_args, eval_args = parse_with_config(argument_parser(), argv)
+    summary = run_mixacm(model_args, data_args, training_args, eval_args)
+    assert summary["teacher"] == PREACT
+    assert json.loads((out / "train_summary.json").read_text())["teacher"] == PREACT
+    [report] = summary["robustness"]
+    assert report.attacks["transfer"]["source"] == PREACT
+    card = (out / "README.md").read_text()
+    assert f"teacher: {PREACT}" in card and typed not in card
+    retry = run.retry_command(str(out), data_args, eval_args, 0, 4, str(model_dir))
+    assert f"--robustbench_model_dir {model_dir}" in retry
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    evaluated = evaluate_robustness(typed, (x, y), ["clean"], robustbench_model_dir=model_dir, progress=False)
+    assert evaluated.model["name"] == PREACT
+    spec = "robustbench:cifar10/corruptions/Hendrycks2020AugMix_WRN"
+    typed = spec.replace("cifar10/corruptions", "Cifar10/Corruptions")
+    converted = save_zoo_teacher(typed, tmp_path / "wrn", model_dir)
+    assert converted.config.converted_from["source"] == spec and spec in (tmp_path / "wrn" / "README.md").read_text()

@@ -172,8 +172,8 @@ def _resolve(
     }
     dataset_meta["identity"] = dataset_identity(dataset_meta["name"])  # here, where a relative path means something
     model_meta = {**model_info(described, model_revision), **contract, "attack_dtype": "float32"}
-    if isinstance(model, str):
-        model_meta["name"] = model
+    if isinstance(model, str):  # a zoo entry as RobustBench spells it (its dataset and threat model in any case)
+        model_meta["name"] = contract["source"]["spec"] if is_zoo_spec(model) else model
     return wrapped, dataset, model_meta, dataset_meta
 
 

@@ -60,6 +60,7 @@ def save_zoo_teacher(
             normalisation); the message says to use the entry by name instead. See also `zoo.build_zoo_model`.
     """
     model, provenance = build_zoo_model(spec, model_dir)
+    spec = provenance["spec"]  # as RobustBench spells it
     state_dict = {key: value for key, value in model.state_dict().items() if key not in ("mu", "sigma")}
     found = zoo_architecture(model, model.state_dict())
     use_by_name = f"Use it by its name {spec} instead (as a teacher or a model to evaluate): RobustBench's own model."

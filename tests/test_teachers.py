@@ -361,6 +361,17 @@ def test_pickled_objects_are_refused(wrn_checkpoint, tmp_path):
         load_teacher(tmp_path / "mixed.pt", "standard-wrn-16-2")
 
 
+@pytest.mark.parametrize(
+    "content", [b"hello world" * 100, bytes(range(256)) * 20, b"", b'{"a": 1}', b"PK\x03\x04" + bytes(300)]
+)
+def test_a_file_that_is_no_torch_checkpoint_is_called_unreadable(content, tmp_path):
+    """Text, random or empty bytes and a broken zip are "truncated or corrupt", not a traceback (KeyError from
+    torch's pickle reader) nor a safe-loading refusal of objects that could run code."""
+    (tmp_path / "weights.pt").write_bytes(content)
+    with pytest.raises(ValueError, match=r"Cannot read the weights in .*weights\.pt.*the file is truncated or corrupt"):
+        load_teacher(tmp_path / "weights.pt", "standard-wrn-16-2")
+
+
 def test_unknown_architecture_lists_supported_ones(wrn_checkpoint):
     with pytest.raises(ValueError, match=r"Unknown teacher architecture 'wrn-16-2'.*standard-wrn-D-K.*dm-wrn-D-K"):
         load_teacher(wrn_checkpoint, "wrn-16-2")

@@ -225,6 +225,17 @@ def test_the_scripts_refuse_settings_robustbench_gives_naming_their_own_flags(tm
     assert not (tmp_path / "out").exists()
 
 
+def test_a_zoo_checkpoint_that_is_no_torch_file_or_holds_other_values_is_refused_clearly(robustbench, tmp_path):
+    path = resolve_zoo_entry(PREACT)[0].checkpoint(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"hello world" * 100)
+    with pytest.raises(ValueError, match="the file is truncated or corrupt"):
+        load_teacher(PREACT, robustbench_model_dir=tmp_path)
+    torch.save({"conv1.weight": torch.zeros(1), "epoch": 3}, path)
+    with pytest.raises(ValueError, match=r"entries \['epoch'\] are not tensors"):
+        load_teacher(PREACT, robustbench_model_dir=tmp_path)
+
+
 def test_an_absent_checkpoint_online_is_downloaded_by_robustbench(robustbench, tmp_path, monkeypatch, model_dir):
     calls = []
 

@@ -43,9 +43,10 @@ def load_pickle(path: str | os.PathLike) -> object:
     """
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (EOFError, RuntimeError) as error:  # truncated or not a torch file
-        raise ValueError(unreadable_weights_message(path, error)) from error
     except pickle.UnpicklingError as error:
+        operand = [line.strip() for line in str(error).splitlines() if line.startswith("Unsupported operand")]
+        if operand:  # not a pickle opcode: bytes of no pickle at all (torch's advice to unpickle it does not apply)
+            raise ValueError(unreadable_weights_message(path, pickle.UnpicklingError(operand[0]))) from error
         reason = " ".join(
             line.strip() for line in str(error).splitlines() if "WeightsUnpickler" in line or "Unsupp" in line
         )
@@ -55,6 +56,8 @@ def load_pickle(path: str | os.PathLike) -> object:
             "run code. If you trust the file, re-save just its weights once, e.g. `torch.save(torch.load(path, "
             "weights_only=False)['state_dict'], 'weights.pt')` (or as safetensors), and pass that file instead."
         ) from error
+    except Exception as error:  # truncated or not a torch file: EOFError, RuntimeError, KeyError, ...
+        raise ValueError(unreadable_weights_message(path, error)) from error
     return checkpoint
 
 

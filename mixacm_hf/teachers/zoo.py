@@ -207,8 +207,14 @@ def zoo_state_dict(checkpoint: object, entry: ZooEntry, model: nn.Module) -> Sta
         checkpoint = checkpoint.get("last", checkpoint)
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         checkpoint = checkpoint["state_dict"]
-    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+    if not isinstance(checkpoint, dict):
         raise ValueError(f"{entry.spec}: its checkpoint holds no state dict of tensors (raw or under 'state_dict').")
+    not_tensors = [key for key, value in checkpoint.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise ValueError(
+            f"{entry.spec}: its checkpoint is not a state dict of tensors (raw or under 'state_dict'): entries "
+            f"{not_tensors[:5]} are not tensors."
+        )
     state_dict = utils.rm_substr_from_state_dict(utils.rm_substr_from_state_dict(checkpoint, "module."), "model.")
     if entry.dataset == "imagenet" and entry.name in IMAGENET_SWIN:
         swin = importlib.import_module("timm.models.swin_transformer")

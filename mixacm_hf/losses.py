@@ -301,8 +301,9 @@ def hidden_states_of(outputs: Any, who: str) -> tuple[torch.Tensor, ...]:
             shape = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
             raise ValueError(
                 f"The {who}'s hidden state {index} is {shape}, not a (B, C, H, W) feature map; ACM matching needs "
-                "convolutional stage outputs (for ViTs use the timm model through TimmWrapperForImageClassification, "
-                "whose `forward_intermediates` returns NCHW maps)."
+                "convolutional stage outputs: take them from modules whose outputs are (B, C, H, W) maps (a teacher's "
+                "stage_modules, e.g. a conv stem; a token model has few or none), or for a ViT folder use the timm "
+                "model through TimmWrapperForImageClassification, whose `forward_intermediates` returns NCHW maps."
             )
     return tuple(hidden_states)
 

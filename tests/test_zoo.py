@@ -253,6 +253,20 @@ def test_an_absent_checkpoint_online_is_downloaded_by_robustbench(robustbench, t
     assert len(calls) == 1  # present now: not downloaded again
 
 
+def test_a_failed_download_names_the_entry_and_the_path_and_leaves_no_partial_file(robustbench, tmp_path, monkeypatch):
+    def download(gdrive_id, path):  # gdown without a network: part of the file, then requests' error
+        Path(path).write_bytes(b"PK")
+        raise ConnectionError("Failed to resolve 'drive.google.com'")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(robustbench_module("robustbench.utils"), "download_gdrive_new", download)
+    path = resolve_zoo_entry(PREACT)[0].checkpoint(tmp_path)
+    message = f"{PREACT}: downloading its checkpoint .* to '{path}' failed \\(ConnectionError: Failed to resolve"
+    with pytest.raises(FileNotFoundError, match=message):
+        load_teacher(PREACT, robustbench_model_dir=tmp_path)
+    assert not path.exists()
+
+
 def test_evaluate_robustness_by_name_matches_robustbench_clean_accuracy(model_dir, cifar10_path, tmp_path):
     from training.evaluate_robustness import main
 
@@ -299,7 +313,7 @@ def test_mixacm_run_from_a_zoo_teacher_names_the_entry(model_dir, cifar10_path, 
     assert "AutoAttack accuracy: 43.93%" in card and "https://arxiv.org/abs/2007.02617" in card
 
 
-def test_convert_teacher_writes_a_folder_for_a_zoo_wideresnet_and_refuses_others(model_dir, tmp_path):
+def test_convert_teacher_writes_a_folder_for_a_zoo_wideresnet_and_refuses_others(model_dir, tmp_path, capsys):
     from training.convert_teacher import main
 
     spec = "robustbench:cifar10/corruptions/Hendrycks2020AugMix_WRN"
@@ -321,6 +335,9 @@ def test_convert_teacher_writes_a_folder_for_a_zoo_wideresnet_and_refuses_others
         with pytest.raises(ValueError, match=message):
             save_zoo_teacher(refused, tmp_path / "refused", model_dir)
         assert not (tmp_path / "refused").exists()
+    with pytest.raises(SystemExit):
+        main([spec, "--arch", "standard-wrn-40-2", "--output", str(tmp_path / "refused")])
+    assert "pass only --output (and --robustbench_model_dir)" in capsys.readouterr().err
 
 
 def test_channels_last_timm_stages_are_given_as_nchw_feature_maps():

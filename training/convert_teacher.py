@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     zoo = is_zoo_spec(args.checkpoint)
     if zoo and (args.arch or normalization or args.source or args.reported_robustness):
         parser.error(
-            f"{args.checkpoint} is read from RobustBench (architecture, input and provenance): pass only --output"
+            f"{args.checkpoint} is read from RobustBench (architecture, input and provenance): pass only --output "
+            "(and --robustbench_model_dir)"
         )
     if not zoo and not args.arch:
         parser.error("--arch is required for a checkpoint file")

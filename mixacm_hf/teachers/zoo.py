@@ -246,9 +246,19 @@ def build_zoo_model(spec: str, model_dir: str | os.PathLike | None = None) -> tu
     path = _expected_checkpoint(entry, model_dir)
     if not path.is_file():  # online: RobustBench's own download
         path.parent.mkdir(parents=True, exist_ok=True)
-        utils.download_gdrive_new(found["gdrive_id"], path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{entry.spec}: downloading its checkpoint to {str(path)!r} failed.")
+        try:
+            utils.download_gdrive_new(found["gdrive_id"], path)
+            failure = None if path.is_file() else "no file came"
+        except Exception as error:  # no network, a quota, a moved file: gdown's and requests' own errors
+            failure = f"{type(error).__name__}: {error}"
+        if failure:
+            path.unlink(missing_ok=True)  # a partial download would read as the checkpoint next time
+            raise FileNotFoundError(
+                f"{entry.spec}: downloading its checkpoint (Google Drive id {found['gdrive_id']}) to {str(path)!r} "
+                f"failed ({failure}). Put the file there (RobustBench's <model_dir>/<dataset>/<threat_model>/"
+                "<name>.pt), or point --robustbench_model_dir at the folder that holds "
+                f"{entry.dataset}/{entry.threat_model}/{path.name}."
+            )
     checkpoint = load_pickle(path)
     try:
         with warnings.catch_warnings():

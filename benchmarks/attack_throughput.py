@@ -1,9 +1,18 @@
 """Attack throughput: `pgd` against a bare PyTorch PGD loop, `autoattack` against calling pyautoattack directly, and
-standard AutoAttack through `evaluate_robustness` (channels-last fp32) against pyautoattack on the plain model.
+standard AutoAttack through `evaluate_robustness` (channels-last fp32) against pyautoattack on the plain model, on a
+quickly trained natural model and (`robust`) on a robust one, with the time of each AutoAttack component and the
+share of it spent in the model's forward and backward passes.
 
     python benchmarks/attack_throughput.py [--dataset ../shared/datasets/cifar10] [--arch wrn-16-1]
         [--batch_size 64] [--repeats 5] [--aa_repeats 5] [--evaluator_repeats 2] [--threads 1]
-        [--parts pgd,autoattack,evaluator] [--note TEXT] [--output benchmarks/results/attack_throughput.json]
+        [--parts pgd,autoattack,evaluator,robust] [--robust_model model_cards/wrn16-2-mixacm-t20-mixup02-acm2k-inmem]
+        [--robust_n 200] [--robust_batch_size 50] [--robust_workers 2] [--robust_threads 2]
+        [--note TEXT] [--output benchmarks/results/attack_throughput.json]
+
+`robust` runs pyautoattack once on the robust model's first `--robust_n` test images in one batch (as a user would
+call it, `--robust_threads` torch threads, timing each component and the model's passes inside it) and
+`evaluate_robustness` once on the same images (`--robust_batch_size`, `--robust_workers` worker processes sharing
+those threads), and compares their throughput and per-example verdicts.
 
 `--parts` picks the comparisons to run; the sections of the other ones already in the output file are kept.
 
@@ -22,7 +31,8 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -32,7 +42,7 @@ from torch import nn
 
 from mixacm_hf import WideResNetConfig, WideResNetForImageClassification
 from mixacm_hf.files import atomic_write_text
-from mixacm_hf.robustness import LogitsModel, autoattack, evaluate_robustness, pgd
+from mixacm_hf.robustness import LogitsModel, as_classifier, autoattack, evaluate_robustness, pgd
 from mixacm_hf.robustness.inputs import load_examples, load_split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,6 +131,132 @@ def evaluator_versus_direct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
     }  # fmt: skip
 
 
+class PassClock:
+    """Seconds spent in a model's forward passes and in backward passes through it (from the gradient reaching its
+    output to the gradient of its input), added up while attacks run."""
+
+    def __init__(self) -> None:
+        self.forward = self.backward = 0.0
+        self.forwards = self.backwards = 0
+        self._began = 0.0
+
+    def mark(self, where: str) -> None:
+        if where == "output":
+            self._began = time.perf_counter()
+        else:
+            self.backward += time.perf_counter() - self._began
+            self.backwards += 1
+
+
+class _Mark(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, clock: PassClock, where: str) -> torch.Tensor:
+        ctx.clock, ctx.where = clock, where
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        ctx.clock.mark(ctx.where)
+        return grad, None, None
+
+
+class TimedLogits(nn.Module):
+    """A classifier's logits, its passes timed on `clock`."""
+
+    def __init__(self, model: nn.Module, clock: PassClock):
+        super().__init__()
+        self.model, self.clock = LogitsModel(model), clock
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _Mark.apply(x, self.clock, "input") if x.requires_grad else x
+        began = time.perf_counter()
+        logits = self.model(x)
+        self.clock.forward += time.perf_counter() - began
+        self.clock.forwards += 1
+        return _Mark.apply(logits, self.clock, "output") if logits.requires_grad else logits
+
+
+# AutoAttack standard's components, the adversary attribute that runs each
+COMPONENTS = {"apgd-ce": "apgd", "apgd-t": "apgd_targeted", "fab-t": "fab", "square": "square"}
+
+
+@contextmanager
+def timed_components(adversary: AutoAttack, clock: PassClock, into: dict[str, dict[str, float]]) -> Iterator[None]:
+    """Time each component's `perturb` calls on `adversary`, with the forward/backward seconds inside them."""
+    originals = {name: getattr(adversary, attribute).perturb for name, attribute in COMPONENTS.items()}
+
+    def timed(name: str, perturb: Callable) -> Callable:
+        def run(*args, **kwargs):
+            before = (time.perf_counter(), clock.forward, clock.backward)
+            try:
+                return perturb(*args, **kwargs)
+            finally:
+                entry = into.setdefault(name, {"seconds": 0.0, "forward": 0.0, "backward": 0.0})
+                entry["seconds"] += time.perf_counter() - before[0]
+                entry["forward"] += clock.forward - before[1]
+                entry["backward"] += clock.backward - before[2]
+
+        return run
+
+    for name, attribute in COMPONENTS.items():
+        getattr(adversary, attribute).perturb = timed(name, originals[name])
+    try:
+        yield
+    finally:
+        for name, attribute in COMPONENTS.items():
+            getattr(adversary, attribute).perturb = originals[name]
+
+
+def robust_comparison(args: argparse.Namespace) -> dict[str, object]:
+    """pyautoattack (one batch, timed by component and pass) against `evaluate_robustness` with worker processes,
+    on a robust model's first `--robust_n` test images."""
+    model, _ = as_classifier(args.robust_model)
+    x, y = load_examples(load_split(args.dataset, "test", 32), args.robust_n)
+    torch.set_num_threads(args.robust_threads)
+    clock, components = PassClock(), {}
+    began = time.perf_counter()
+    adversary = AutoAttack(TimedLogits(model, clock), eps=EPS, norm="Linf", version="standard", seed=0, device="cpu")
+    with timed_components(adversary, clock, components):
+        x_adv = adversary.run_standard_evaluation(x, y, batch_size=len(x))[0]
+    direct_seconds = time.perf_counter() - began
+    with torch.no_grad():
+        direct = (LogitsModel(model)(x_adv).argmax(1) == y).tolist()
+    began = time.perf_counter()
+    report = evaluate_robustness(
+        model, (x, y), ["autoattack"], batch_size=args.robust_batch_size, device="cpu", progress=False,
+        workers=args.robust_workers,
+    )  # fmt: skip
+    evaluator_seconds = time.perf_counter() - began
+    evaluator = report.per_example["autoattack"]
+    same = sum(a == b for a, b in zip(direct, evaluator)) / len(x)
+    for entry in components.values():
+        entry["model_share"] = (entry["forward"] + entry["backward"]) / entry["seconds"]
+    model_seconds = clock.forward + clock.backward
+    return {
+        "model": args.robust_model, "n_images": len(x), "eps": EPS, "version": "standard",
+        "threads": args.robust_threads,
+        "direct": f"pyautoattack.AutoAttack(version='standard', seed=0) on the plain model (contiguous fp32), all "
+        f"{len(x)} images in one batch, {args.robust_threads} torch threads",
+        "evaluator": f"evaluate_robustness(model, (x, y), ['autoattack'], batch_size={args.robust_batch_size}, "
+        f"workers={args.robust_workers}): clean pass + AutoAttack (batch i seeded 0 + i) + eps=0 check, fp32, "
+        f"channels_last, {args.robust_threads} torch threads shared by the workers",
+        "seconds": {"direct": direct_seconds, "evaluator": evaluator_seconds},
+        "images_per_second": {"direct": len(x) / direct_seconds, "evaluator": len(x) / evaluator_seconds},
+        "throughput_ratio": direct_seconds / evaluator_seconds,
+        "robust_accuracy": {"direct": sum(direct) / len(x), "evaluator": sum(evaluator) / len(x)},
+        "same_verdict_fraction": same,
+        "direct_components": components,
+        "direct_model_share": model_seconds / direct_seconds,
+        "direct_passes": {"forward": clock.forwards, "backward": clock.backwards,
+                          "forward_seconds": clock.forward, "backward_seconds": clock.backward},
+        # speedup reachable by making the model's passes free (all else unchanged), and by removing all else
+        "model_side_limit": direct_seconds / (direct_seconds - model_seconds),
+        "bookkeeping_side_limit": direct_seconds / model_seconds,
+        "target": "throughput_ratio >= 1.5 with same_verdict_fraction >= 0.995",
+        "target_met": direct_seconds / evaluator_seconds >= 1.5 and same >= 0.995,
+    }  # fmt: skip
+
+
 def median(seconds: dict[str, dict[str, list[float]]], clock: str) -> dict[str, float]:
     return {name: statistics.median(values[clock]) for name, values in seconds.items()}
 
@@ -133,14 +269,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=5, help="timed PGD runs per side")
     parser.add_argument("--aa_repeats", type=int, default=5, help="timed AutoAttack runs per side")
     parser.add_argument("--evaluator_repeats", type=int, default=2, help="timed evaluator/direct AutoAttack runs")
-    parser.add_argument("--parts", default="pgd,autoattack,evaluator", help="comparisons to run (comma-separated)")
+    parser.add_argument("--parts", default="pgd,autoattack,evaluator,robust",
+                        help="comparisons to run (comma-separated)")  # fmt: skip
+    parser.add_argument("--robust_model", default=str(REPO / "model_cards" / "wrn16-2-mixacm-t20-mixup02-acm2k-inmem"),
+                        help="the robust model of the `robust` comparison (folder or Hub id)")  # fmt: skip
+    parser.add_argument("--robust_n", type=int, default=200, help="test images of the `robust` comparison")
+    parser.add_argument("--robust_batch_size", type=int, default=50, help="the evaluator's batch size in `robust`")
+    parser.add_argument("--robust_workers", type=int, default=2, help="the evaluator's worker processes in `robust`")
+    parser.add_argument("--robust_threads", type=int, default=2, help="torch threads of both sides in `robust`")
     parser.add_argument("--note", help="conditions of the run, recorded in the JSON (e.g. a shared machine)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared CPU)")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "attack_throughput.json")
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
-    if unknown := parts - {"pgd", "autoattack", "evaluator"}:
-        parser.error(f"unknown --parts {sorted(unknown)}; choose from pgd, autoattack, evaluator")
+    if unknown := parts - {"pgd", "autoattack", "evaluator", "robust"}:
+        parser.error(f"unknown --parts {sorted(unknown)}; choose from pgd, autoattack, evaluator, robust")
     torch.set_num_threads(args.threads)
 
     x_train, y_train = load_examples(load_split(args.dataset, "train", 32), 2000)
@@ -207,6 +350,17 @@ def main(argv: list[str] | None = None) -> dict:
             f"throughput ratio {evaluator['throughput_ratio']:.3f} (CPU time "
             f"{evaluator['throughput_ratio_cpu_time']:.3f}), same verdict on {evaluator['same_verdict_fraction']:.2%}"
             " (target >= 1.3x with >= 99.5%)"
+        )
+    if "robust" in parts:
+        robust = robust_comparison(args)
+        results["autoattack_robust"] = {**robust, "command": command, "note": args.note}
+        shares = ", ".join(f"{name} {entry['seconds']:.0f} s ({entry['model_share']:.0%} in the model)"
+                           for name, entry in robust["direct_components"].items())  # fmt: skip
+        print(
+            f"AutoAttack standard on {robust['n_images']} images of a robust model: pyautoattack {shares}; model "
+            f"passes {robust['direct_model_share']:.0%} of its time. Evaluator ({args.robust_workers} workers) / "
+            f"direct throughput {robust['throughput_ratio']:.3f}, same verdict on {robust['same_verdict_fraction']:.2%}"
+            " (target >= 1.5x with >= 99.5%)"
         )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.output, json.dumps(results, indent=2) + "\n")

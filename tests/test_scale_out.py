@@ -93,7 +93,7 @@ if "FAIL_EVALUATION_ON_RANK" in os.environ:  # that process's first attacked bat
             raise RuntimeError(f"injected failure in batch {index}")
         return batch(self, spec, eps, index)
 
-    batch, AttackRun._batch = AttackRun._batch, failing_batch
+    batch, AttackRun.run_batch = AttackRun.run_batch, failing_batch
 
 if "RECORD_PUSHES" in os.environ:  # the Hub is offline: each process that pushes leaves a file instead
     import mixacm_hf.run

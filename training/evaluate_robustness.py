@@ -133,6 +133,9 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--image_std", type=float, nargs=3, help="std matching --image_mean")
     parser.add_argument("--batch_size", type=_positive_int, default=128)
+    parser.add_argument("--workers", type=_positive_int, default=1,
+                        help="on CPU: attack batches on this many processes at once, sharing the torch threads (the "
+                        "same batches and seeds as one process)")  # fmt: skip
     parser.add_argument("--image_size", type=_positive_int,
                         help="load the split's images at this size (default: their own size when the model's image "
                         "processor resizes, else the model's config.image_size, 32 without one)")  # fmt: skip
@@ -187,6 +190,7 @@ def _evaluate(args: argparse.Namespace, device: str | None, partial: Path | None
         resume_dir=partial,
         image_size=args.image_size,
         robustbench_model_dir=args.robustbench_model_dir,
+        workers=args.workers,
     )
 
 

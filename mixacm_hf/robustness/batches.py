@@ -1,12 +1,18 @@
 """Running attacks batch by batch: progress kept per batch (resume), batches spread over `torch.distributed`
-processes, every adversarial batch checked to lie in [0, 1] and the eps ball."""
+processes or over worker processes on one machine's CPU cores, every adversarial batch checked to lie in [0, 1] and
+the eps ball."""
 
 from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import pickle
 import re
 import time
+from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +53,26 @@ def rank_and_world_size() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def check_workers(workers: int, device: torch.device) -> None:
+    """Check that `workers` worker processes can share an evaluation's batches here.
+
+    Raises:
+        ValueError: naming the value, when it is not a positive integer, or when more than one worker is asked for
+            on an accelerator or inside a `torch.distributed` group.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r}: the number of worker processes must be a positive integer (e.g. 2).")
+    if workers == 1:
+        return
+    why = (
+        f"the device is {device.type} (workers share CPU cores)" if device.type != "cpu"
+        else "the batches are already spread over a torch.distributed group" if rank_and_world_size()[1] > 1
+        else None
+    )  # fmt: skip
+    if why:
+        raise ValueError(f"workers={workers}: worker processes cannot be used here, since {why}; use 1 worker.")
 
 
 class RankFailure(RuntimeError):
@@ -121,12 +147,44 @@ class Progress:
         self.saved += 1
 
 
+def attack_batch(
+    model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, eps: float, norm: Norm, seed: int
+) -> tuple[torch.Tensor, list[str], float]:
+    """Correctness flags (bool, on CPU) of `model` on `spec`'s adversarial examples of one batch, pyautoattack's
+    warnings and the seconds it took."""
+    began = time.perf_counter()
+    with autoattack_warnings() as caught:
+        x_adv = spec.run(model, x, y, eps, norm, seed)
+    _check_adversarial(x_adv, x, eps, norm, spec.name)
+    with torch.no_grad(), attack_mode(model, x.device.type):
+        correct = (logits_of(model(x_adv)).argmax(1) == y).cpu()
+    return correct, sorted(set(caught)), time.perf_counter() - began
+
+
+_WORKER: dict[str, Any] = {}  # in a worker process: the model, and the attacks that carry models of their own
+
+
+def _start_worker(model: nn.Module, specs: dict[str, AttackSpec], threads: int) -> None:
+    _WORKER.update(model=model, specs=specs)
+    torch.set_num_threads(threads)
+
+
+def _worker_batch(
+    spec: AttackSpec | str, x: torch.Tensor, y: torch.Tensor, eps: float, norm: Norm, seed: int
+) -> tuple[torch.Tensor, list[str], float]:
+    spec = _WORKER["specs"][spec] if isinstance(spec, str) else spec
+    return attack_batch(_WORKER["model"], spec, x, y, eps, norm, seed)
+
+
 @dataclass
 class AttackRun:
     """Model, examples and settings shared by every attack of one evaluation.
 
     Batches are spread over the processes of a `torch.distributed` group (batch i on rank i % world size, seeded
-    with seed + i whatever the number of processes) and the flags gathered on every rank.
+    with seed + i whatever the number of processes) and the flags gathered on every rank. Inside `workers_started`,
+    a process's batches run on `workers` spawned worker processes (forked ones could not use autograd once this
+    process has), each with an equal share of the torch threads: the same batches with the same seeds, so the same
+    verdicts as one process running them in turn at the workers' thread count.
     """
 
     model: nn.Module
@@ -138,23 +196,54 @@ class AttackRun:
     device: torch.device
     bar: tqdm
     progress: Progress | None
+    workers: int = 1
+    specs: dict[str, AttackSpec] = field(default_factory=dict)  # attacks whose models a worker inherits by name
     warnings: dict[str, set[str]] = field(default_factory=dict)
     seconds: dict[tuple[str, float], float] = field(default_factory=dict)  # (attack, eps) -> this rank's seconds
+    executor: Executor | None = field(default=None, repr=False)
 
     def __post_init__(self):
         check_batch_size(self.batch_size)
+        check_workers(self.workers, self.device)
 
-    def _batch(self, spec: AttackSpec, eps: float, index: int) -> tuple[torch.Tensor, list[str], float]:
-        began = time.perf_counter()
+    @contextmanager
+    def workers_started(self) -> Iterator[AttackRun]:
+        """Start the worker processes (when `workers` > 1) for the duration; they are ended on the way out.
+
+        Raises:
+            ValueError: the model or an attack's model cannot be sent to another process.
+        """
+        if self.workers == 1:
+            yield self
+            return
+        own_models = {name: spec for name, spec in self.specs.items() if spec.source_model is not None}
+        try:
+            pickle.dumps((self.model, own_models))
+        except Exception as error:
+            raise ValueError(
+                f"workers={self.workers}: the model cannot be sent to worker processes ({type(error).__name__}: "
+                f"{error}); use 1 worker."
+            ) from error
+        threads = max(1, torch.get_num_threads() // self.workers)
+        context = multiprocessing.get_context("spawn")
+        initargs = (self.model, own_models, threads)
+        with ProcessPoolExecutor(self.workers, context, initializer=_start_worker, initargs=initargs) as pool:
+            self.executor = pool
+            try:
+                yield self
+            finally:
+                self.executor = None
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def run_batch(self, spec: AttackSpec, eps: float, index: int) -> tuple[torch.Tensor, list[str], float]:
+        """`attack_batch` on batch `index` (seeded with seed + index)."""
+        x, y = self.examples(index)
+        return attack_batch(self.model, spec, x.to(self.device), y.to(self.device), eps, self.norm, self.seed + index)
+
+    def examples(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels and labels of batch `index`."""
         start = index * self.batch_size
-        x = self.x[start : start + self.batch_size].to(self.device)
-        y = self.y[start : start + self.batch_size].to(self.device)
-        with autoattack_warnings() as caught:
-            x_adv = spec.run(self.model, x, y, eps, self.norm, self.seed + index)
-        _check_adversarial(x_adv, x, eps, self.norm, spec.name)
-        with torch.no_grad(), attack_mode(self.model, self.device.type):
-            correct = (logits_of(self.model(x_adv)).argmax(1) == y).cpu()
-        return correct, sorted(set(caught)), time.perf_counter() - began
+        return self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
 
     def correct(self, spec: AttackSpec, eps: float) -> torch.Tensor:
         """Per-example correctness (bool, on CPU) on `spec`'s adversarial examples at budget `eps`; its seconds on
@@ -163,21 +252,47 @@ class AttackRun:
         self.bar.set_description(f"{spec.name} eps={eps:.4f}")
         rank, world = rank_and_world_size()
         key = f"{re.sub(r'[^a-z0-9.+-]', '_', spec.name)}-eps{eps:.8f}"
-        done, failure = {}, None
+        done, failure, pending = {}, None, []
+        for index in range(rank, math.ceil(len(self.x) / self.batch_size), world):
+            if (result := self.progress.load(key, index) if self.progress else None) is None:
+                pending.append(index)
+            else:
+                done[index] = result
+                self.bar.update(1)
+        resumed, began = sum(seconds for _, _, seconds in done.values()), time.perf_counter()
         try:
-            for index in range(rank, math.ceil(len(self.x) / self.batch_size), world):
-                result = self.progress.load(key, index) if self.progress else None
-                if result is None:
-                    result = self._batch(spec, eps, index)
-                    if self.progress:
-                        self.progress.save(key, index, *result)
+            for index, result in self._results(spec, eps, pending):
+                if self.progress:
+                    self.progress.save(key, index, *result)
                 done[index] = result
                 self.bar.update(1)
         except Exception as error:  # every rank learns of it at the gathering below, none waits for this one
             failure = error
-        self.seconds[spec.name, eps] = sum(seconds for _, _, seconds in done.values())
+        # batches on worker processes overlap in time: their wall time counts, not the sum of their durations
+        ran = time.perf_counter() - began if self.executor else sum(done[i][2] for i in pending if i in done)
+        self.seconds[spec.name, eps] = resumed + ran
         gathered = gather_from_ranks(done, failure)
         done = {index: result for part in gathered for index, result in part.items()}
         for _, caught, _ in done.values():
             self.warnings.setdefault(spec.name, set()).update(caught)
         return torch.cat([done[index][0] for index in sorted(done)])
+
+    def _results(
+        self, spec: AttackSpec, eps: float, indices: list[int]
+    ) -> Iterator[tuple[int, tuple[torch.Tensor, list[str], float]]]:
+        """(index, result) of each batch in `indices`: in turn here, or as the worker processes finish them."""
+        if self.executor is None or len(indices) < 2:
+            for index in indices:
+                yield index, self.run_batch(spec, eps, index)
+            return
+        task = spec if spec.source_model is None else spec.name  # a model of its own is in the workers already
+        futures = {
+            self.executor.submit(_worker_batch, task, *self.examples(index), eps, self.norm, self.seed + index): index
+            for index in indices
+        }
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            for future in futures:
+                future.cancel()

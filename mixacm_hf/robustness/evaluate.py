@@ -19,7 +19,7 @@ from ..data.identity import dataset_identity
 from ..provenance import package_versions
 from ..teachers import PixelSpaceClassifier, check_zoo_preprocessing, is_zoo_spec
 from .attacks import Norm, attack_mode, check_eps, logits_of
-from .batches import AttackRun, Progress, check_batch_size, rank_and_world_size
+from .batches import AttackRun, Progress, check_batch_size, check_workers, rank_and_world_size
 from .classifier import as_classifier, attack_layout
 from .inputs import check_labels, example_indices, load_examples, load_split
 from .paired import wilson_interval
@@ -210,6 +210,7 @@ def evaluate_robustness(
     progress: bool = True,
     image_size: int | None = None,
     robustbench_model_dir: str | None = None,
+    workers: int = 1,
 ) -> RobustnessReport:
     """Clean and robust accuracy under each attack, the per-example worst case ("all") and per-example records.
 
@@ -224,10 +225,13 @@ def evaluate_robustness(
     at eps = 0). `channels_last` runs convolutions in channels-last memory (faster; the same attacks, verdicts equal
     up to float summation order on borderline examples). `resume_dir`: per-batch progress is kept there and reused
     by an identical rerun. Under an initialised `torch.distributed` group the batches are spread over the processes
-    (batch i on rank i % world size, seeded with seed + i); every rank returns the report.
+    (batch i on rank i % world size, seeded with seed + i); every rank returns the report. `workers` > 1 (CPU, one
+    process) runs the batches on that many worker processes sharing the torch threads: the same batches and seeds,
+    so the verdicts of one process running them at the workers' thread count; `seconds` are then wall time.
 
     Raises:
         ValueError: bad eps, attack names, images, n_examples (< 1 or more than the split has), batch_size < 1,
+            workers that cannot run here,
             labels out of the model's classes or a model whose input convention is unknown, all before any attack
             runs.
     """
@@ -238,6 +242,7 @@ def evaluate_robustness(
     specs = load_transfer_sources(specs, model, robustbench_model_dir)
     sweep_eps = None if eps_sweep is None else [check_eps(float(e), norm) for e in eps_sweep]
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_workers(workers, device)
     model, dataset, model_meta, dataset_meta = _resolve(
         model, dataset, split, dataset_name, model_revision, dataset_revision, trust_remote_code,
         (image_mean, image_std), image_size, robustbench_model_dir,
@@ -264,14 +269,16 @@ def evaluate_robustness(
         rank, world = rank_and_world_size()
         total = runs * len(range(rank, math.ceil(len(x) / batch_size), world))
         with tqdm(total=total, disable=not progress or rank != 0, unit="batch") as bar:
-            run = AttackRun(model, x, y, norm, seed, batch_size, device, bar, saved)
+            named = {spec.name: spec for spec in specs}
+            run = AttackRun(model, x, y, norm, seed, batch_size, device, bar, saved, workers, named)
             seconds, correct = {}, {}
-            for spec in [CLEAN, *attacked]:
-                correct[spec.name] = run.correct(spec, eps)
-                seconds[spec.name] = run.seconds[spec.name, eps]
-            clean = correct.pop("clean")
-            sweep = None if sweep_eps is None else _sweep(run, attacked, sweep_eps, eps, correct)
-            at_zero = _correct_at_zero(run, sweep_eps, sweep)
+            with run.workers_started():
+                for spec in [CLEAN, *attacked]:
+                    correct[spec.name] = run.correct(spec, eps)
+                    seconds[spec.name] = run.seconds[spec.name, eps]
+                clean = correct.pop("clean")
+                sweep = None if sweep_eps is None else _sweep(run, attacked, sweep_eps, eps, correct)
+                at_zero = _correct_at_zero(run, sweep_eps, sweep)
 
     worst = torch.stack([clean, *correct.values()]).all(0)
     flags = {"clean": clean, **correct, "all": worst}
@@ -299,7 +306,7 @@ def evaluate_robustness(
         },
         versions=package_versions(),
         per_example={"index": example_indices(dataset, len(x)), **{name: f.tolist() for name, f in flags.items()}},
-        processes=world,
+        processes=world * workers,
         date=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )  # fmt: skip
     if report.flags:

@@ -22,11 +22,12 @@ from transformers import (
     set_seed,
 )
 
-from .data import class_names, collate_image_batch, decode_all, load_image_dataset
+from .data import class_names, collate_image_batch, decode_all, label_order, load_image_dataset, model_class_names
 from .files import atomic_write_text
 from .hub import push_robust_model, save_image_processor, write_model_card
 from .models import WideResNetConfig, WideResNetForImageClassification
 from .provenance import code_commit, package_versions
+from .resume import RunSettings, finished_model, resume_checkpoint
 from .robustness import RobustnessReport, evaluate_robustness
 from .robustness.batches import RankFailure, gather_from_ranks
 from .robustness.metric import compute_accuracy_metrics
@@ -34,12 +35,9 @@ from .run_args import (
     DataArguments,
     EvaluationArguments,
     ModelArguments,
-    RunSettings,
     argument_parser,
     check_arguments,
     eps_sweep,
-    finished_model,
-    resume_checkpoint,
     run_settings,
     unused_flags,
 )
@@ -49,8 +47,9 @@ from .trainer import MixACMTrainer, MixACMTrainingArguments, TrainingClock
 logger = logging.getLogger(__name__)
 __all__ = [
     "DataArguments", "EvaluationArguments", "EvaluationFailed", "ModelArguments", "RunSettings", "argument_parser",
-    "check_arguments", "eps_sweep", "evaluate_student", "finished_model", "format_summary", "load_student",
-    "load_teacher_model", "resume_checkpoint", "run_mixacm", "run_settings", "unused_flags",
+    "check_arguments", "eps_sweep", "evaluate_student", "finished_model", "format_summary", "kept_weights",
+    "load_student", "load_teacher_model", "new_student", "resume_checkpoint", "run_mixacm", "run_settings",
+    "unused_flags", "validation_record",
 ]  # fmt: skip
 
 
@@ -64,14 +63,30 @@ def load_student(
     from_config: bool = False,
 ) -> PreTrainedModel:
     """A new WideResNet from a preset name; a pretrained classifier from a folder / Hub id, or with `from_config` a
-    new one (random weights, the dataset's labels) of the architecture in its config."""
+    new one (random weights, the dataset's labels, `image_size` for its config's) of the architecture in its config.
+
+    Raises:
+        ValueError: pretrained weights whose config's `image_size` is not `image_size`.
+    """
     labels = {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}} if id2label else {}
     if Path(spec).is_dir() or not WideResNetConfig.is_name(spec):
+        config = AutoConfig.from_pretrained(
+            spec, trust_remote_code=trust_remote_code, **((labels or {"num_labels": num_labels}) if from_config else {})
+        )
+        size = getattr(config, "image_size", None)
         if from_config:
-            config = AutoConfig.from_pretrained(
-                spec, trust_remote_code=trust_remote_code, **(labels or {"num_labels": num_labels})
-            )
+            if isinstance(size, int) and size != image_size:
+                logger.info(
+                    "--student %s: its config's image_size %d is set to --image_size %d.", spec, size, image_size
+                )
+                config.image_size = image_size
             return AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code)
+        if isinstance(size, int) and size != image_size:
+            raise ValueError(
+                f"--student {spec} was trained on {size}x{size} images (its config's image_size), not --image_size "
+                f"{image_size}: pass --image_size {size}, or --student_from_config true to train a new model of its "
+                f"architecture at {image_size} px."
+            )
         return AutoModelForImageClassification.from_pretrained(spec, trust_remote_code=trust_remote_code)
     config = WideResNetConfig.from_name(spec, num_labels=num_labels, image_size=image_size, dropout=dropout, **labels)
     return WideResNetForImageClassification(config)
@@ -165,7 +180,7 @@ def run_mixacm(
     """Train a student with `training_args.method`, evaluate its clean and robust accuracy, save it with its model
     card, push it with `--push_to_hub` (one commit; `HubPushError` when that fails) and return a summary."""
     eval_args = eval_args or EvaluationArguments()
-    check_arguments(model_args, data_args, training_args, eval_args)
+    check_arguments(model_args, data_args, training_args, eval_args, callbacks)
     code = {**code_commit(), "versions": package_versions()}  # the code that trains: read now, not at the end
     set_seed(training_args.seed)
     teacher = load_teacher_model(model_args) if training_args.needs_teacher else None
@@ -174,19 +189,28 @@ def run_mixacm(
             "--method %s learns from no teacher: --teacher %s is not used (pass --teacher '' to silence this).",
             training_args.method, model_args.teacher,
         )  # fmt: skip
+    student_args = (data_args.image_size, model_args.dropout, model_args.trust_remote_code)
+    # a pretrained student's classes come first: the data's labels are mapped to them by name
+    student = None if new_student(model_args) else load_student(model_args.student, 0, None, *student_args)
+    student_names = model_class_names(student) if student is not None else None
     common = {
-        "image_column": data_args.image_column,
-        "label_column": data_args.label_column,
-        "image_size": data_args.image_size,
-        "name": data_args.dataset_config,
-        "skip_bad_images": data_args.skip_bad_images,
-    }
+        "image_column": data_args.image_column, "label_column": data_args.label_column,
+        "image_size": data_args.image_size, "name": data_args.dataset_config,
+        "skip_bad_images": data_args.skip_bad_images, "label_names": student_names,
+    }  # fmt: skip
+    held_out = {"validation_fraction": data_args.validation_fraction, "seed": training_args.seed}
     train_dataset = load_image_dataset(
         data_args.dataset, data_args.train_split, streaming=data_args.streaming, train=True,
-        max_samples=data_args.max_train_samples, fraction=data_args.train_fraction, seed=training_args.seed,
-        in_memory=data_args.in_memory_images,
-        **common,
+        max_samples=data_args.max_train_samples, fraction=data_args.train_fraction,
+        in_memory=data_args.in_memory_images, **held_out, **common,
     )  # fmt: skip
+    validation_dataset = None
+    if data_args.validation_split is not None or data_args.validation_fraction is not None:
+        validation_dataset = load_image_dataset(
+            data_args.dataset, data_args.validation_split or data_args.train_split, train=False, validation=True,
+            **held_out, **common,
+        )  # fmt: skip
+        decode_all(validation_dataset)
     eval_dataset = load_image_dataset(
         data_args.dataset, data_args.eval_split, train=False, max_samples=data_args.max_eval_samples, **common
     )
@@ -194,10 +218,12 @@ def run_mixacm(
     names = class_names(eval_dataset, data_args.label_column)
     if names is None:
         raise ValueError("The dataset's label column is not a ClassLabel: cannot tell the number of classes.")
-    student = load_student(
-        model_args.student, len(names), dict(enumerate(names)), data_args.image_size, model_args.dropout,
-        model_args.trust_remote_code, model_args.student_from_config,
-    )  # fmt: skip
+    if student is None:
+        student = load_student(
+            model_args.student, len(names), dict(enumerate(names)), *student_args, model_args.student_from_config
+        )
+    elif student_names is None:
+        label_order(names, None, f"--dataset {data_args.dataset}", f"--student {model_args.student}")  # a warning
     if student.config.num_labels != len(names):
         raise ValueError(
             f"--student {model_args.student} predicts {student.config.num_labels} classes, the dataset has "
@@ -209,7 +235,7 @@ def run_mixacm(
         # The Trainer's own push would commit every checkpoint: the finished folder is pushed once, below.
         args=replace(training_args, push_to_hub=False) if training_args.push_to_hub else training_args,
         train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
+        eval_dataset=validation_dataset if validation_dataset is not None else eval_dataset,
         data_collator=collate_image_batch,
         compute_metrics=compute_accuracy_metrics,
         callbacks=[TrainingClock(), RunSettings(run_settings(data_args, training_args)), *callbacks],
@@ -229,6 +255,8 @@ def run_mixacm(
         "steps": trainer.state.global_step,
         "n_train": None if data_args.streaming else len(train_dataset),
         "train_fraction": data_args.train_fraction or 1.0,
+        "validation": validation_record(data_args, training_args.seed, validation_dataset),
+        "weights": kept_weights(trainer.state, training_args),
         "train_seconds": round(train_seconds, 2),
         "images_per_second": round(images_seen / train_seconds, 2) if train_seconds else None,
         "backward_passes_per_image": trainer.method.backward_passes(trainer.params),
@@ -291,6 +319,33 @@ def run_mixacm(
                 training_args.output_dir, hub_id, bool(training_args.hub_private_repo), training_args.hub_token
             )
     return summary
+
+
+def new_student(model_args: ModelArguments) -> bool:
+    """Whether the student is built anew (a preset name, or `--student_from_config`), not loaded with weights."""
+    spec = model_args.student
+    return model_args.student_from_config or (not Path(spec).is_dir() and WideResNetConfig.is_name(spec))
+
+
+def validation_record(data_args: DataArguments, seed: int, dataset: Any | None) -> dict[str, Any] | None:
+    """The validation data of a run as its summary records it (split, held-out fraction and seed, images), or None."""
+    if dataset is None:
+        return None
+    fraction = data_args.validation_fraction
+    split = data_args.validation_split or data_args.train_split
+    return {"split": split, "held_out_fraction": fraction, "seed": seed if fraction else None, "n": len(dataset)}
+
+
+def kept_weights(state: Any, args: MixACMTrainingArguments) -> dict[str, Any]:
+    """Which weights a run saved: with `--load_best_model_at_end` the checkpoint of the best
+    `--metric_for_best_model` on the validation data, else the last step's."""
+    best = state.best_model_checkpoint if args.load_best_model_at_end else None
+    if best is None:
+        return {"checkpoint": None, "step": state.global_step, "metric": None, "value": None}
+    return {
+        "checkpoint": Path(best).name, "step": int(Path(best).name.rsplit("-", 1)[-1]),
+        "metric": args.metric_for_best_model, "greater_is_better": args.greater_is_better, "value": state.best_metric,
+    }  # fmt: skip
 
 
 # the optimisation settings every run records beside its method's params

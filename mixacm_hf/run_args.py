@@ -1,25 +1,24 @@
 """The training script's arguments (`ModelArguments`, `DataArguments`, `EvaluationArguments`, with
 `MixACMTrainingArguments`) and everything about them that is checked before any data or model is loaded:
-`check_arguments`, the flags a method would ignore (`unused_flags`), the checkpoint to resume
-(`resume_checkpoint`), the settings a resumed run must keep (`run_settings`, recorded in checkpoints by
-`RunSettings`) and the finished-model guard (`finished_model`); the end-of-run evaluation's budgets (`eps_sweep`)."""
+`check_arguments` (a resumed run against its checkpoint's settings, `run_settings`, see `resume`; checkpoint
+selection only on a validation split, `selects_checkpoint`), the flags a method would ignore (`unused_flags`); the
+end-of-run evaluation's budgets (`eps_sweep`)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import HfArgumentParser, TrainerCallback
-from transformers.trainer_callback import ExportableState
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers import EarlyStoppingCallback, HfArgumentParser, TrainerCallback
 
 from .data.identity import dataset_identity
 from .methods import flag_owners, get_method
+from .resume import RESUMED_SETTINGS, check_resumed_settings, finished_model, nothing_left, resume_checkpoint
 from .robustness import parse_eps
 from .robustness.attacks import check_eps, largest_eps
 from .robustness.registry import check_attack_norms, parse_attack
@@ -91,6 +90,20 @@ class DataArguments:
         metadata={"help": "Train on a class-balanced prefix of the training split: the first fraction of each class."},
     )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation images."})
+    validation_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Split the Trainer evaluates and selects checkpoints on (--load_best_model_at_end, "
+            "--metric_for_best_model), other than --eval_split, whose results the card reports."
+        },
+    )
+    validation_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "Hold out this fraction of --train_split (class-balanced, drawn with --seed) as the validation "
+            "split, left out of training; instead of --validation_split."
+        },
+    )
     streaming: bool = field(default=False, metadata={"help": "Stream the training data (needs max_steps)."})
     skip_bad_images: bool = field(
         default=False,
@@ -187,8 +200,10 @@ def check_arguments(
     data_args: DataArguments,
     training_args: MixACMTrainingArguments,
     eval_args: EvaluationArguments,
+    callbacks: Sequence[TrainerCallback | type[TrainerCallback]] = (),
 ) -> None:
-    """Everything that can be checked before any data or model is loaded; errors name the argument.
+    """Everything that can be checked before any data or model is loaded; errors name the argument (`callbacks`: the
+    run's own, which may select checkpoints).
 
     (`MixACMTrainingArguments` checks its own fields when built; the data and the teacher are checked as they load.)
 
@@ -207,6 +222,7 @@ def check_arguments(
     fraction = data_args.train_fraction
     if fraction is not None and (data_args.streaming or not 0 < fraction <= 1):
         raise ValueError(f"--train_fraction {fraction}: give a number in (0, 1] (not with --streaming).")
+    check_validation(data_args, training_args, callbacks)
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("Streaming datasets have no length: pass --max_steps.")
     for flag in ("max_train_samples", "max_eval_samples"):
@@ -244,12 +260,58 @@ def check_arguments(
                 f"--output_dir {training_args.output_dir} already holds a finished model: pass another --output_dir, "
                 "--resume_from_checkpoint to continue its run, or --overwrite_output_dir true to replace it."
             )
-        if _nothing_left(Path(checkpoint), training_args):
+        if nothing_left(Path(checkpoint), training_args):
             raise ValueError(
                 f"--output_dir {training_args.output_dir} holds a finished model and its checkpoint {checkpoint} is "
                 "the end of the run: there is nothing to resume (resuming would train past it, and a longer schedule "
                 "is another run). Pass another --output_dir, or --overwrite_output_dir true."
             )
+
+
+def selects_checkpoint(
+    training_args: MixACMTrainingArguments, callbacks: Sequence[TrainerCallback | type[TrainerCallback]] = ()
+) -> list[str]:
+    """What in a run selects a checkpoint or stops early on a metric of the Trainer's evaluation data: the flags (and
+    `EarlyStoppingCallback`s among `callbacks`), as errors name them; [] when nothing does."""
+    chosen = ["--load_best_model_at_end"] if training_args.load_best_model_at_end else []
+    if training_args.metric_for_best_model is not None:
+        chosen.append(f"--metric_for_best_model {training_args.metric_for_best_model}")
+    if training_args.save_strategy == "best":
+        chosen.append("--save_strategy best")
+    early = [c for c in callbacks if isinstance(c, EarlyStoppingCallback) or c is EarlyStoppingCallback]
+    return chosen + ["an EarlyStoppingCallback"] * bool(early)
+
+
+def check_validation(
+    data_args: DataArguments,
+    training_args: MixACMTrainingArguments,
+    callbacks: Sequence[TrainerCallback | type[TrainerCallback]] = (),
+) -> None:
+    """A checkpoint is selected (`selects_checkpoint`) only on a validation split other than the reported one:
+    `--validation_split` (neither --eval_split nor --train_split) or `--validation_fraction` (in (0, 1), map-style).
+
+    Raises:
+        ValueError: naming the flags and the fix.
+    """
+    split, fraction = data_args.validation_split, data_args.validation_fraction
+    if split is not None and fraction is not None:
+        raise ValueError("Pass --validation_split or --validation_fraction, not both.")
+    if split is not None and split in (data_args.eval_split, data_args.train_split):
+        which = "the reported --eval_split" if split == data_args.eval_split else "--train_split, trained on"
+        raise ValueError(
+            f"--validation_split {split} is {which}: give another split, or --validation_fraction F to hold out "
+            "part of --train_split."
+        )
+    if fraction is not None and (data_args.streaming or not 0 < fraction < 1):
+        raise ValueError(f"--validation_fraction {fraction}: give a number in (0, 1) (not with --streaming).")
+    chosen = selects_checkpoint(training_args, callbacks)
+    if chosen and split is None and fraction is None:
+        raise ValueError(
+            f"{', '.join(chosen)} would select a checkpoint on the --eval_split {data_args.eval_split!r}, whose "
+            "results the card reports (a model chosen on its test data): pass --validation_split NAME (another "
+            "split) or --validation_fraction F (held out of --train_split), or drop "
+            f"{'it' if len(chosen) == 1 else 'them'}."
+        )
 
 
 def check_eval_attacks(attacks: list[str], norm: str, has_teacher: bool) -> None:
@@ -283,19 +345,6 @@ def eps_sweep(eval_args: EvaluationArguments, image_size: int) -> list[float] | 
     return sorted({budget for budget in (0.0, eps / 4, eps / 2, eps, 2 * eps) if budget < largest_eps(norm, pixels)})
 
 
-# What a resumed run keeps from its checkpoint's run besides its objective (which the trainer checks): the learning
-# rate and schedule, batches, processes, seed and training data. Name in the record -> how a difference is named.
-RESUMED_SETTINGS = {
-    **{name: f"--{name}" for name in (
-        "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "num_train_epochs", "max_steps",
-        "weight_decay", "optim", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
-    )},
-    "world_size": "the number of processes (world size)",
-    "dataset": "--dataset", "dataset_files": "--dataset's files (fingerprint of their names and sizes)",
-    **{name: f"--{name}" for name in ("dataset_config", "train_split", "max_train_samples", "train_fraction")},
-}  # fmt: skip
-
-
 def run_settings(data_args: DataArguments, training_args: MixACMTrainingArguments) -> dict[str, Any]:
     """This run's `RESUMED_SETTINGS` as JSON values; the one of num_train_epochs / max_steps that does not count is
     None (max_steps > 0 overrides epochs); the dataset as its identity (`dataset_identity`: a local copy by its
@@ -307,92 +356,3 @@ def run_settings(data_args: DataArguments, training_args: MixACMTrainingArgument
     identity = dataset_identity(data_args.dataset)
     settings.update(dataset=identity["type"], dataset_files=identity["revision"])
     return json.loads(json.dumps(settings))
-
-
-class RunSettings(TrainerCallback, ExportableState):
-    """Records the run's settings (`run_settings`) in each checkpoint's trainer state, where `check_resumed_settings`
-    reads them."""
-
-    def __init__(self, settings: dict[str, Any]):
-        self.settings = settings
-
-    def state(self) -> dict[str, Any]:
-        return {"args": {"settings": self.settings}, "attributes": {}}
-
-    def on_train_begin(self, args, state, control, **kwargs) -> None:
-        # the state of a checkpoint without a record has no entry, which `Trainer` needs to save the record
-        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
-
-
-def check_resumed_settings(checkpoint: str | Path, settings: dict[str, Any]) -> None:
-    """Refuse to resume `checkpoint` with other `settings` than its run's (a resumed run would be neither run);
-    a checkpoint without a record (older versions) resumes with a warning. An unreadable one is left to `Trainer`.
-
-    Raises:
-        ValueError: naming each difference (the checkpoint's value, this run's) and what to do instead.
-    """
-    try:
-        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return
-    recorded = (state.get("stateful_callbacks") or {}).get(RunSettings.__name__)
-    if not isinstance(recorded, dict):
-        logger.warning(
-            "%s records no run settings (written by an older version): resuming without checking that its learning "
-            "rate, schedule, batch size, processes, seed and training data are this run's.", checkpoint,
-        )  # fmt: skip
-        return
-    before = recorded.get("args", {}).get("settings", {})
-    changed = [name for name in RESUMED_SETTINGS if name in before and before[name] != settings[name]]
-    if changed:
-        raise ValueError(
-            f"--resume_from_checkpoint {checkpoint} was trained with other settings than this run's: "
-            + "; ".join(
-                f"{RESUMED_SETTINGS[name]} {_shown(before[name])} there, {_shown(settings[name])} now"
-                for name in changed
-            )
-            + ". A resumed run must continue the same run: rerun with the checkpoint's values, or start a new run "
-            "in another --output_dir."
-        )
-
-
-def _shown(value: Any) -> Any:
-    return "unset" if value is None else value
-
-
-def resume_checkpoint(args: MixACMTrainingArguments) -> str | None:
-    """`--resume_from_checkpoint last` picks the newest *complete* checkpoint in output_dir (None when there is none);
-    half-written ones (a run killed while saving: no readable trainer_state.json, written last) are skipped with a
-    warning. Any other value is returned as given."""
-    if args.resume_from_checkpoint != "last":
-        return args.resume_from_checkpoint
-    folder = Path(args.output_dir)
-    checkpoints = [p for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir()] if folder.is_dir() else []
-    checkpoints = [p for p in checkpoints if p.name.split("-")[-1].isdigit()]
-    for checkpoint in sorted(checkpoints, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
-        if _complete_checkpoint(checkpoint):
-            return str(checkpoint)
-        logger.warning("Skipping %s: it is incomplete (killed while being written?).", checkpoint)
-    return None
-
-
-def _complete_checkpoint(checkpoint: Path) -> bool:
-    try:
-        json.loads((checkpoint / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _nothing_left(checkpoint: Path, args: MixACMTrainingArguments) -> bool:
-    """Whether a checkpoint already reached the end this run asks for (`max_steps`, else `num_train_epochs`)."""
-    state = json.loads((checkpoint / "trainer_state.json").read_text())
-    if args.max_steps > 0:
-        return state["global_step"] >= args.max_steps
-    return state.get("epoch", 0) >= args.num_train_epochs - 1e-9
-
-
-def finished_model(output_dir: str | Path) -> bool:
-    """Whether `output_dir` holds a finished model (what `run_mixacm` writes at the end)."""
-    folder = Path(output_dir)
-    return (folder / "train_summary.json").is_file() or (folder / "config.json").is_file()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -27,7 +26,16 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from .data import EndlessStream, epoch_setter, seeded_generator, split_stream
+from .data import (
+    EndlessStream,
+    check_dataset_classes,
+    epoch_setter,
+    example_size,
+    model_class_names,
+    model_num_labels,
+    seeded_generator,
+    split_stream,
+)
 from .files import atomic_write_text
 from .losses import activated_channel_map, build_affine_maps, hidden_states_of, match_layers, probe_outputs
 from .methods import TrainingBatch, get_method, recorded_params
@@ -82,6 +90,8 @@ class MixACMTrainer(Trainer):
         if args.needs_teacher and teacher_model is None:
             raise ValueError(f"method={args.method!r} learns from a teacher: pass `teacher_model` (a path or model).")
         super().__init__(model=model, args=args, **kwargs)
+        check_dataset_classes(self.train_dataset, self.model, "train_dataset")
+        check_dataset_classes(self.eval_dataset, self.model, "eval_dataset")
         self.loss_is_scaled_for_ga = False  # our loss is a per-batch mean
         if args.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -178,9 +188,9 @@ class MixACMTrainer(Trainer):
         return teacher
 
     def _teacher_shares_labels(self) -> bool:
-        teacher_labels = _config_num_labels(self.teacher_model)
-        student_labels = _config_num_labels(self.model)
-        teacher_names, student_names = _class_names(self.teacher_model), _class_names(self.model)
+        teacher_labels = model_num_labels(self.teacher_model)
+        student_labels = model_num_labels(self.model)
+        teacher_names, student_names = model_class_names(self.teacher_model, True), model_class_names(self.model, True)
         if teacher_labels is not None and student_labels is not None and teacher_labels != student_labels:
             message = (
                 f"The teacher predicts {teacher_labels} classes and the student {student_labels}: soft labels (KLD) "
@@ -210,11 +220,13 @@ class MixACMTrainer(Trainer):
         return False
 
     def _probe_channels(self) -> tuple[list[int], list[int]]:
-        """Channel counts of the teacher's and student's hidden states, from one zero image (checks the contract)."""
+        """Channel counts of the teacher's and student's hidden states, from one zero image of the training images'
+        size (the student config's `image_size` for a stream; checks the contract)."""
         student = self.accelerator.unwrap_model(self.model)
-        size = getattr(getattr(student, "config", None), "image_size", 32)
+        config_size = getattr(getattr(student, "config", None), "image_size", 32)
+        height, width = example_size(self.train_dataset) or (config_size, config_size)
         channels = getattr(getattr(student, "config", None), "num_channels", 3)
-        probe = torch.zeros(1, channels, size, size, device=self.args.device)
+        probe = torch.zeros(1, channels, height, width, device=self.args.device)
         _, teacher_states = probe_outputs(self.teacher_model, probe, "teacher")
         _, student_states = probe_outputs(student, probe, "student")
         return [h.shape[1] for h in teacher_states], [h.shape[1] for h in student_states]
@@ -381,17 +393,3 @@ class TrainingClock(TrainerCallback, ExportableState):
 
     def state(self) -> dict[str, Any]:
         return {"args": {}, "attributes": {"seconds": self.total_seconds}}
-
-
-def _class_names(model: nn.Module) -> list[str] | None:
-    """A model's class names in index order (`config.id2label`, compared case-blind), or None when it has none or
-    only transformers' placeholders (LABEL_0, ...)."""
-    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
-    names = [str(id2label[key]).strip().lower() for key in sorted(id2label, key=int)]
-    return None if not names or all(re.fullmatch(r"label_\d+", name) for name in names) else names
-
-
-def _config_num_labels(model: nn.Module) -> int | None:
-    """A model's `config.num_labels`, or None when it has no config."""
-    config = getattr(model, "config", None)
-    return getattr(config, "num_labels", None) if config is not None else None

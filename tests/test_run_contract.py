@@ -56,6 +56,8 @@ def resumed_in_copy(crashed: tuple[Path, list[str]], name: str) -> tuple[Path, l
         (["--seed", "1"], "--seed 42 there, 1 now"),
         (["--max_train_samples", "12"], "--max_train_samples unset there, 12 now"),
         (["--train_fraction", "0.5"], "--train_fraction unset there, 0.5 now"),
+        (["--validation_fraction", "0.25"], "--validation_fraction unset there, 0.25 now"),
+        (["--validation_split", "valid"], "--validation_split unset there, valid now"),
     ],
 )  # fmt: skip
 def test_a_resume_that_changes_the_run_is_refused_naming_each_change(crashed, flags, named):

@@ -54,7 +54,7 @@ RENAMED = {
 # The library's messages name the training script's flags (training/run_mixacm.py); shown here, they name this
 # script's instead, or none where it has no such setting.
 OWN_FLAGS = (
-    (re.compile(r"\(--train_split[,/] ?--eval_split\)"), "(--split)"),
+    (re.compile(r"\(--train_split[,/] ?--eval_split([,/] ?--validation_split)?\)"), "(--split)"),
     (re.compile(r"training/run_mixacm\.py: [^;]*; training/evaluate_robustness\.py: "), ""),  # this script's advice
     (re.compile(r", or pass --skip_bad_images true \(skip_bad_images=True\)[^.]*"), ""),
     (re.compile(r" or the --label_column"), ""),

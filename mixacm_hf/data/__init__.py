@@ -1,5 +1,6 @@
 """Image datasets for MixACM: `images` (conversion by bit depth, augmentations), `loading` (`load_image_dataset`,
-transforms, label checks, the in-memory pipeline, collation), `streams` (streaming datasets).
+transforms, the in-memory pipeline, collation), `labels` (label checks, class names matched by name, class-balanced
+selections), `streams` (streaming datasets).
 
 Every example comes out as `pixel_values` (float32 (3, H, W) in [0, 1]) and `labels` (int).
 """
@@ -16,18 +17,27 @@ from .images import (
     read_image,
     seeded_generator,
 )
+from .labels import (
+    check_labels,
+    class_balanced_holdout,
+    class_balanced_prefix,
+    label_order,
+    model_class_names,
+    model_num_labels,
+    named_classes,
+)
 from .loading import (
     IMAGE_COLUMNS,
     LABEL_COLUMNS,
     ROW_COLUMN,
     ExampleTransform,
     InMemoryImageDataset,
-    check_labels,
-    class_balanced_prefix,
+    check_dataset_classes,
     class_names,
     collate_image_batch,
     decode_all,
     epoch_setter,
+    example_size,
     load_image_dataset,
     resolve_columns,
 )
@@ -44,16 +54,23 @@ __all__ = [
     "EndlessStream",
     "ExampleTransform",
     "InMemoryImageDataset",
+    "check_dataset_classes",
     "check_labels",
+    "class_balanced_holdout",
     "class_balanced_prefix",
     "class_names",
     "collate_image_batch",
     "decode_all",
     "decode_image",
     "epoch_setter",
+    "example_size",
     "image_to_pixels",
     "image_transform",
+    "label_order",
     "load_image_dataset",
+    "model_class_names",
+    "model_num_labels",
+    "named_classes",
     "random_crop_flip",
     "read_image",
     "resolve_columns",

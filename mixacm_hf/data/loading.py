@@ -27,6 +27,7 @@ from .images import (
     rgb_array,
     seeded_generator,
 )
+from .labels import check_labels, class_balanced_holdout, class_balanced_prefix, label_order, model_class_names
 from .streams import prepare_stream
 
 logger = logging.getLogger(__name__)
@@ -62,60 +63,14 @@ def resolve_columns(
     return resolved[0], resolved[1]
 
 
-def class_balanced_prefix(labels: Sequence[int] | np.ndarray, fraction: float) -> list[int]:
-    """Row indices (in split order) of the first round(fraction * n_c) rows of each class c: the same images for
-    every method trained on that fraction (paper Fig. 3's few-data setting), each class in its share of the split.
-
-    Raises:
-        ValueError: `fraction` outside (0, 1], or a class left without a row.
-    """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}.")
-    labels = np.asarray(labels)
-    keep = np.zeros(len(labels), dtype=bool)
-    classes, sizes = np.unique(labels, return_counts=True)
-    for label, size in zip(classes, sizes):
-        rows = np.flatnonzero(labels == label)
-        if round(fraction * size) == 0:
-            raise ValueError(
-                f"--train_fraction {fraction} keeps no image of class {label} ({size} in the split): give at least "
-                f"{1 / sizes.min():.2g} (one image of the smallest class, {sizes.min()} images)."
-            )
-        keep[rows[: round(fraction * size)]] = True
-    return np.flatnonzero(keep).tolist()
-
-
-def check_labels(
-    labels: Sequence[int] | np.ndarray, num_labels: int | None, split: str, rows: Sequence[int | None]
-) -> None:
-    """Labels must be class indices in [0, num_labels) (no check when `num_labels` is None); `rows` are the labels'
-    row numbers (None where unknown: a stream's batch).
-
-    Raises:
-        ValueError: naming the split, the first bad rows and their labels.
-    """
-    if num_labels is None:
-        return
-    labels = np.asarray(labels)
-    bad = np.flatnonzero((labels < 0) | (labels >= num_labels))
-    if len(bad):
-        shown = ", ".join(
-            f"row {rows[i]}: {labels[i]}" if rows[i] is not None else f"position {i} of a batch: {labels[i]}"
-            for i in bad[:5]
-        )
-        raise ValueError(
-            f"{len(bad)} label(s) of the {split!r} split are outside [0, {num_labels}) ({shown}): labels must be "
-            "class indices of the dataset's classes. Fix the labels or the --label_column."
-        )
-
-
 class ExampleTransform:
     """Batched transform for `Dataset.set_transform`: {image_column, label_column} -> {pixel_values, labels}.
 
     Images may be PIL images or undecoded; errors (undecodable image, label outside [0, num_labels)) name the split
     and the row (from a `ROW_COLUMN` when the batch has one). With rows, a training batch's augmentations draw from
     the global torch RNG forked and seeded from `seeded_generator(seed, epoch, *rows)` (`set_epoch`, called by
-    `MixACMTrainer` at each epoch), so they do not depend on what ran before (exact resume).
+    `MixACMTrainer` at each epoch), so they do not depend on what ran before (exact resume). `order` maps the
+    dataset's labels to a model's (`label_order`); `names` are the class names of the labels it yields.
     """
 
     def __init__(
@@ -127,9 +82,12 @@ class ExampleTransform:
         split: str = "train",
         num_labels: int | None = None,
         seed: int = 0,
+        order: Sequence[int] | None = None,
+        names: Sequence[str] | None = None,
     ):
         self.image_column, self.label_column, self.train = image_column, label_column, train
         self.split, self.num_labels, self.seed, self.epoch = split, num_labels, seed, 0
+        self.order, self.names = order, None if names is None else list(names)
         self.to_pixels = image_transform(train, image_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -139,6 +97,7 @@ class ExampleTransform:
         labels = list(batch[self.label_column])
         rows = batch.get(ROW_COLUMN) or [None] * len(labels)
         check_labels(labels, self.num_labels, self.split, rows)
+        labels = labels if self.order is None else [self.order[label] for label in labels]
         values = batch[self.image_column]
         if not (self.train and rows[0] is not None):
             return {"pixel_values": self._pixels(values, rows), "labels": labels}
@@ -179,6 +138,9 @@ def load_image_dataset(
     num_labels: int | None = None,
     skip_bad_images: bool = False,
     fraction: float | None = None,
+    label_names: Sequence[str] | None = None,
+    validation_fraction: float | None = None,
+    validation: bool = False,
 ) -> datasets.Dataset | datasets.IterableDataset | InMemoryImageDataset:
     """Load a local folder (parquet layout, imagefolder) or a Hub id, with transforms yielding pixel_values/labels.
 
@@ -190,11 +152,15 @@ def load_image_dataset(
     Checks up front (map-style): the split is not empty and every label is in [0, num_labels) (`num_labels` default:
     the ClassLabel's class count); streams are checked batch by batch. With `skip_bad_images`, rows whose image cannot
     be decoded are left out with a warning and a count (map-style: one decoding pass over the split at load).
-    `fraction` keeps a class-balanced prefix of the split (`class_balanced_prefix`), before `max_samples`.
-    `image_size` None (evaluation): images at their own size (`image_transform`).
+    `validation_fraction` holds out a class-balanced random fraction of the split (`class_balanced_holdout`, seeded
+    with `seed`): the rest is loaded, or with `validation` the held-out rows; then `fraction` keeps a class-balanced
+    prefix (`class_balanced_prefix`), then `max_samples`. `image_size` None (evaluation): images at their own size.
+    `label_names` (a model's class names in index order) map the labels by name to the model's indices
+    (`label_order`); `class_names` of the result gives the names of the labels it yields.
 
     Raises:
-        ValueError: bad arguments, an empty split, a label out of range, an undecodable image (naming split and row).
+        ValueError: bad arguments, an empty split, a label out of range, an undecodable image (naming split and row),
+            classes that `label_names` does not name.
     """
     train = split == "train" if train is None else train
     if in_memory and (streaming or image_size is None or image_size > CIFAR_IMAGE_SIZE):
@@ -202,6 +168,8 @@ def load_image_dataset(
             f"in_memory_images is for map-style datasets of CIFAR-sized images (<= {CIFAR_IMAGE_SIZE} px), got "
             f"streaming={streaming}, image_size={image_size}: drop --in_memory_images (per-image transforms)."
         )
+    if streaming and validation_fraction is not None:
+        raise ValueError(f"validation_fraction for the streamed {split!r} split: a stream has no classes to balance.")
     if fraction is not None and (streaming or not 0 < fraction <= 1):
         raise ValueError(
             f"fraction={fraction} for the {split!r} split: give a number in (0, 1] for a map-style dataset (a stream "
@@ -215,28 +183,38 @@ def load_image_dataset(
     label_feature = features.get(label_column)
     if num_labels is None and isinstance(label_feature, datasets.ClassLabel):
         num_labels = label_feature.num_classes
+    names = label_feature.names if isinstance(label_feature, datasets.ClassLabel) else None
+    order = label_order(names, label_names, f"the {split!r} split of {path}") if label_names is not None else None
+    names = label_names if order is not None else names
     if isinstance(features.get(image_column), datasets.Image):  # decoded by `read_image`, whose errors name the row
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
     if streaming:
-        transform = ExampleTransform(image_column, label_column, train, image_size, split, num_labels)
+        transform = ExampleTransform(image_column, label_column, train, image_size, split, num_labels, 0, order, names)
         return prepare_stream(
             dataset, transform, train, max_samples, shuffle_buffer_size, seed, image_column, split, skip_bad_images
         )
+    if validation_fraction is not None:
+        held = class_balanced_holdout(dataset.with_format("numpy")[label_column], validation_fraction, seed)
+        dataset = dataset.select(held if validation else sorted(set(range(len(dataset))) - set(held)))
     if fraction is not None:
         dataset = dataset.select(class_balanced_prefix(dataset.with_format("numpy")[label_column], fraction))
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     if len(dataset) == 0:
         raise ValueError(
-            f"The {split!r} split of {path} is empty: pass a split with images (--train_split/--eval_split)."
+            f"The {split!r} split of {path} is empty: pass a split with images "
+            "(--train_split/--eval_split/--validation_split)."
         )
     dataset = dataset.add_column(ROW_COLUMN, list(range(len(dataset))))
     if skip_bad_images:
         dataset = _drop_unreadable(dataset, image_column, split)
     check_labels(dataset.with_format("numpy")[label_column], num_labels, split, dataset[ROW_COLUMN])
     if in_memory:
-        return InMemoryImageDataset(dataset, image_column, label_column, train, image_size, split=split, seed=seed)
-    dataset.set_transform(ExampleTransform(image_column, label_column, train, image_size, split, num_labels, seed))
+        return InMemoryImageDataset(
+            dataset, image_column, label_column, train, image_size, split=split, seed=seed, order=order, names=names
+        )
+    transform = ExampleTransform(image_column, label_column, train, image_size, split, num_labels, seed, order, names)
+    dataset.set_transform(transform)
     return dataset
 
 
@@ -252,7 +230,7 @@ def _load_split(
             raise
         raise ValueError(
             f"The dataset {path} has no {split!r} split with images ({error}). Give an existing, non-empty split "
-            "(--train_split, --eval_split)."
+            "(--train_split, --eval_split, --validation_split)."
         ) from error
     except datasets.exceptions.DatasetGenerationError as error:
         if "BatchSize must be greater than 0" not in str(error.__cause__):
@@ -260,7 +238,7 @@ def _load_split(
         empty = [str(f) for f in sorted(Path(path).rglob("*.parquet")) if pq.read_metadata(f).num_rows == 0]
         raise ValueError(
             f"The dataset {path} has an empty split: {empty or 'a file without rows'}. Remove the empty file(s) or "
-            "give splits with images (--train_split, --eval_split)."
+            "give splits with images (--train_split, --eval_split, --validation_split)."
         ) from error
 
 
@@ -303,6 +281,7 @@ class InMemoryImageDataset(torch.utils.data.Dataset):
     A batch's crops and flips are drawn from `seeded_generator(seed, epoch, *indices)` (`set_epoch`, called by
     `MixACMTrainer` at each epoch): they depend on nothing that ran before, so a resumed run draws the same ones.
     Images are rounded to 8 bits (16-bit images too). Errors name the split and row (`ROW_COLUMN` when present).
+    `order` maps the labels to a model's (`label_order`), whose class `names` they then are.
     """
 
     def __init__(
@@ -315,8 +294,11 @@ class InMemoryImageDataset(torch.utils.data.Dataset):
         decode_batch_size: int = 1000,
         split: str = "train",
         seed: int = 0,
+        order: Sequence[int] | None = None,
+        names: Sequence[str] | None = None,
     ):
         self.train, self.seed, self.epoch = train, seed, 0
+        self.names = None if names is None else list(names)
         self.images = torch.empty(len(dataset), 3, image_size, image_size, dtype=torch.uint8)
         labels = []
         for start in tqdm(range(0, len(dataset), decode_batch_size), desc="Decoding images into memory"):
@@ -330,7 +312,7 @@ class InMemoryImageDataset(torch.utils.data.Dataset):
             )
             self.images[start : start + len(pixels)] = torch.from_numpy(pixels).permute(0, 3, 1, 2)
             labels += batch[label_column]
-        self.labels = torch.tensor(labels, dtype=torch.long)
+        self.labels = torch.tensor(labels if order is None else [order[label] for label in labels], dtype=torch.long)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -356,11 +338,48 @@ class InMemoryImageDataset(torch.utils.data.Dataset):
 def class_names(
     dataset: datasets.Dataset | datasets.IterableDataset, label_column: str | None = None
 ) -> list[str] | None:
-    """Class names from a ClassLabel feature, if the dataset has one."""
-    features = dataset.features or {}
+    """The class names of the labels a dataset yields, in label order: those of a dataset from `load_image_dataset`
+    (a model's, when it mapped the labels to the model's), else its ClassLabel's; None without."""
+    if isinstance(dataset, InMemoryImageDataset):
+        return dataset.names
+    transform = (
+        dataset.format.get("format_kwargs", {}).get("transform") if isinstance(dataset, datasets.Dataset) else None
+    )
+    if isinstance(transform, ExampleTransform) and transform.names is not None:
+        return transform.names
+    features = getattr(dataset, "features", None) or {}
     column = label_column or next((c for c in LABEL_COLUMNS if c in features), None)
     feature = features.get(column) if column else None
     return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+def check_dataset_classes(dataset: Any, model: Any, what: str = "dataset") -> None:
+    """Refuse a dataset whose labels are not the model's classes (`label_order`; by position where one side has no
+    class names): other classes, or the model's in another order (`load_image_dataset`'s `label_names` maps them).
+    Streams, whose transform does not keep the names, and no dataset are not checked.
+
+    Raises:
+        ValueError: naming the classes that differ, or saying how to map them.
+    """
+    if dataset is None or isinstance(dataset, datasets.IterableDataset):
+        return
+    if label_order(class_names(dataset), model_class_names(model), f"the {what}") is not None:
+        raise ValueError(
+            f"The {what}'s classes are the model's in another order: load it with `load_image_dataset(..., "
+            "label_names=<the model's class names in index order>)`, which maps its labels by name."
+        )
+
+
+def example_size(dataset: Any) -> tuple[int, int] | None:
+    """(height, width) of the first example's `pixel_values` of a map-style dataset (its augmentation's randomness
+    drawn apart from the global RNG's), or None (a stream, no such column)."""
+    if isinstance(dataset, datasets.IterableDataset) or not hasattr(dataset, "__getitem__"):
+        return None
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return tuple(torch.as_tensor(dataset[0]["pixel_values"]).shape[-2:]) if len(dataset) else None
+    except (KeyError, IndexError, TypeError):
+        return None
 
 
 def collate_image_batch(examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -153,7 +153,36 @@ def _training(summary: dict[str, Any] | None) -> dict[str, Any] | None:
         "backward_passes": summary.get("backward_passes_per_image"),
         "pgd_backward_passes": get_method("pgd-at").backward_passes(PGDParams(pgd_steps=7)),
         "command": summary.get("command"),
+        "weights": kept_weights_sentence(summary),
     }
+
+
+def kept_weights_sentence(summary: dict[str, Any]) -> str | None:
+    """Which weights a run saved, and on what data a checkpoint was selected (`run.kept_weights`,
+    `run.validation_record`); None for a summary that does not say (written by an older version)."""
+    weights, validation = summary.get("weights"), summary.get("validation")
+    if not weights:
+        return None
+    if validation is None:
+        data = ""
+    elif validation.get("held_out_fraction"):
+        data = (
+            f"a validation set of {validation['n']} images held out of the `{validation['split']}` split "
+            f"({validation['held_out_fraction']:g} of each class, drawn with seed {validation['seed']}) and left out "
+            "of training"
+        )
+    else:
+        data = f"the `{validation['split']}` split ({validation['n']} images)"
+    if not weights.get("checkpoint"):
+        return f"the last step's (step {weights['step']}); the Trainer evaluated on {data}" if data else (
+            f"the last step's (step {weights['step']})"
+        )  # fmt: skip
+    better = "higher" if weights.get("greater_is_better") else "lower"
+    value = _shown(weights.get("value"), "{:.4g}")
+    return (
+        f"`{weights['checkpoint']}` (step {weights['step']}), the best by `{weights['metric']}` ({value}, {better} is "
+        f"better) on {data}, not on the split the results above are measured on"
+    )
 
 
 def _card_facts(architecture: str, params: int | None, summary: dict[str, Any] | None) -> dict[str, Any]:

@@ -15,13 +15,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data import check_labels, class_names, label_order, model_class_names
 from ..data.identity import dataset_identity
 from ..provenance import package_versions
 from ..teachers import PixelSpaceClassifier, check_zoo_preprocessing, is_zoo_spec
 from .attacks import Norm, attack_mode, check_eps, logits_of
 from .batches import AttackRun, Progress, check_batch_size, check_workers, rank_and_world_size
 from .classifier import as_classifier, attack_layout
-from .inputs import check_labels, example_indices, load_examples, load_split
+from .inputs import example_indices, load_examples, load_split
 from .paired import wilson_interval
 from .registry import CLEAN, AttackSpec, check_attack_norms, parse_attack
 from .report import (
@@ -140,8 +141,9 @@ def _resolve(
     normalization: tuple[Sequence[float] | None, Sequence[float] | None],
     image_size: int | None = None,
     robustbench_model_dir: str | None = None,
-) -> tuple[nn.Module, datasets.Dataset | tuple[torch.Tensor, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """Load a model / dataset given by path or Hub id, apply the input contract; describe both for the report.
+) -> tuple[nn.Module, datasets.Dataset | tuple[torch.Tensor, torch.Tensor], dict[str, Any], dict[str, Any], Any]:
+    """Load a model / dataset given by path or Hub id, apply the input contract; describe both for the report and
+    return the model as loaded (before the input contract: its config names its classes) last.
 
     A split is loaded at `image_size`; by default at its own size when the model's image processor resizes (the
     wrapper resizes as the processor does: attacks stay in the dataset's pixels), else at the model's
@@ -174,7 +176,19 @@ def _resolve(
     model_meta = {**model_info(described, model_revision), **contract, "attack_dtype": "float32"}
     if isinstance(model, str):  # a zoo entry as RobustBench spells it (its dataset and threat model in any case)
         model_meta["name"] = contract["source"]["spec"] if is_zoo_spec(model) else model
-    return wrapped, dataset, model_meta, dataset_meta
+    return wrapped, dataset, model_meta, dataset_meta, described
+
+
+def _labels_by_name(labels: torch.Tensor, dataset: Any, model: Any, dataset_meta: dict[str, Any]) -> torch.Tensor:
+    """The labels as the model's class indices: matched by name where the dataset and the model name their classes
+    (`label_order`), else as they are (with a warning where only one side has names)."""
+    names = class_names(dataset) if isinstance(dataset, datasets.Dataset) else None
+    data = f"the {dataset_meta['split']!r} split of {dataset_meta['name']}"
+    order = label_order(names, model_class_names(model), data)
+    if order is None:
+        return labels
+    check_labels(labels, len(order), dataset_meta["split"])
+    return torch.as_tensor(order)[labels]
 
 
 def _warning_checks(found: dict[str, set[str]]) -> list[dict[str, Any]]:
@@ -219,7 +233,8 @@ def evaluate_robustness(
     outside are wrapped with their processor's mean/std (or `image_mean` / `image_std`), and bf16/fp16 models are
     attacked in fp32 (their dtype is restored). The report's `model` says which. `dataset`: a `datasets.Dataset`
     (any format), a (pixel_values, labels) pair (float in [0, 1] or uint8, CHW or HWC), or a folder / Hub id
-    (`split` is loaded at `image_size`, see `_resolve`); the first `n_examples` are used (default: all).
+    (`split` is loaded at `image_size`, see `_resolve`); the first `n_examples` are used (default: all). Labels
+    are matched to the model's classes by name where both name them (`label_order`), else used by position.
     `attacks`: names as in `parse_attack`; AutoAttack components that need more classes than the model has are
     dropped per AutoAttack's rule (recorded). `eps_sweep` re-runs the attacks at each budget (AutoAttack is skipped
     at eps = 0). `channels_last` runs convolutions in channels-last memory (faster; the same attacks, verdicts equal
@@ -231,9 +246,8 @@ def evaluate_robustness(
 
     Raises:
         ValueError: bad eps, attack names, images, n_examples (< 1 or more than the split has), batch_size < 1,
-            workers that cannot run here,
-            labels out of the model's classes or a model whose input convention is unknown, all before any attack
-            runs.
+            workers that cannot run here, labels out of the model's classes, classes other than the model's
+            (matched by name) or a model whose input convention is unknown, all before any attack runs.
     """
     eps = check_eps(eps, norm)
     specs = list({spec.name: spec for spec in map(parse_attack, attacks)}.values())
@@ -243,18 +257,19 @@ def evaluate_robustness(
     sweep_eps = None if eps_sweep is None else [check_eps(float(e), norm) for e in eps_sweep]
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_workers(workers, device)
-    model, dataset, model_meta, dataset_meta = _resolve(
+    model, dataset, model_meta, dataset_meta, loaded = _resolve(
         model, dataset, split, dataset_name, model_revision, dataset_revision, trust_remote_code,
         (image_mean, image_std), image_size, robustbench_model_dir,
     )  # fmt: skip
     x, y = load_examples(dataset, n_examples)
+    y = _labels_by_name(y, dataset, loaded, dataset_meta)
     check_eps(eps, norm, pixels=x[0].numel())
     check_batch_size(batch_size)
     model_meta["memory_format"] = "channels_last" if channels_last else "contiguous"
     with attack_layout(model.to(device), channels_last):
         with torch.no_grad(), attack_mode(model, device.type):
             model_meta["num_classes"] = logits_of(model(x[:1].to(device))).shape[1]
-        check_labels(y, model_meta["num_classes"])
+        check_labels(y, model_meta["num_classes"], classes_of="the model")
         specs = [spec.attack.prepare(spec, model_meta["num_classes"]) for spec in specs]
         attacked = [spec for spec in specs if spec.attack.role != "clean"]
         settings = {

@@ -105,24 +105,6 @@ def load_examples(
     return check_pixels(images, "pixel values"), torch.as_tensor(np.asarray(labels)).long()
 
 
-def check_labels(labels: torch.Tensor, num_classes: int) -> None:
-    """Labels must be class indices of the model: 0 <= label < `num_classes`.
-
-    Raises:
-        ValueError: naming the largest (or negative) label and the model's class count, e.g. a 3-class model
-            evaluated on a 10-class split.
-    """
-    if not labels.numel():
-        return
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= num_classes:
-        raise ValueError(
-            f"The labels range over [{low}, {high}] but the model has {num_classes} classes (0..{num_classes - 1}): "
-            "evaluate the model on a split of its own classes (a model trained on those labels, or a split "
-            "relabelled/filtered to the model's classes)."
-        )
-
-
 def example_indices(dataset: datasets.Dataset | tuple[torch.Tensor, torch.Tensor], n: int) -> list[int]:
     """The split rows of the first `n` examples: a dataset loaded by `load_image_dataset` carries them (`ROW_COLUMN`;
     rows left out with `skip_bad_images` keep their numbers out of the count), otherwise 0..n-1."""

@@ -271,3 +271,23 @@ def test_each_methods_card_text_agrees_with_its_entry():
             assert method.uses_acm or "no channel maps" in text, name
         if "soft label" in text or "soft-label" in text:
             assert method.uses_kld or "without the soft-label term" in text or method.adversarial, name
+
+
+def test_a_teacher_of_unknown_robustness_is_said_to_be_so_for_its_kind(model_and_report, tmp_path):
+    """A teacher folder without a card with results: no card at that path; a RobustBench entry (no path) without
+    RobustBench's model information: that information is missing (it said "no model card ... at that path" before)."""
+    model, report = model_and_report
+    zoo_source = {
+        "zoo": "robustbench", "spec": "robustbench:cifar10/Linf/Andriushchenko2020Understanding", "dataset": "cifar10",
+        "threat_model": "Linf", "name": "Andriushchenko2020Understanding", "checkpoint": "models/x.pt",
+        "sha256": "0" * 64, "robustbench_version": "1.1.1", "builder": "PreActResNet", "model_info": None,
+    }  # fmt: skip
+    missing = "RobustBench's model information on the entry is not in the installed package"
+    for teacher, source, reason in (
+        (str(tmp_path / "no-card"), None, "no model card with results was found at that path"),
+        (zoo_source["spec"], zoo_source, missing),
+    ):
+        summary = {**SUMMARY, "method": "mixacm", "teacher": teacher, "teacher_source": source}
+        save_robust_model(model, tmp_path / "model", [report], summary)
+        text = " ".join(ModelCard.load(tmp_path / "model" / "README.md").text.split())
+        assert f"Its own robust accuracy is not known here ({reason})." in text

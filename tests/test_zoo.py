@@ -9,10 +9,13 @@ import json
 from functools import partial
 from pathlib import Path
 
+import datasets
+import numpy as np
 import pytest
 import timm
 import torch
 from huggingface_hub import constants
+from PIL import Image
 from torch import nn
 
 from mixacm_hf import run
@@ -29,6 +32,7 @@ from mixacm_hf.teachers import (
     robustbench_module,
     zoo,
 )
+from mixacm_hf.teachers.zoo import IMAGE_SIZES, NUM_CLASSES
 from mixacm_hf.teachers.zoo_folders import save_zoo_teacher
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -45,8 +49,16 @@ ENTRIES = {
         ["model.relu", "model.layer1", "model.layer2", "model.layer3", "model.layer4"],
     ),
     "robustbench:cifar10/corruptions/Hendrycks2020AugMix_WRN": ("raw", ["block1", "block2", "relu"]),  # WRN-40-2
+    # timm's ConvNeXt-T with RobustBench's ConvStem, no normaliser (its checkpoint keys unprefixed): the zoo's smallest
+    # timm-backed entry with its own checkpoint (28.6M parameters, a 115 MB file); its stages are timm's feature_info
+    "robustbench:imagenet/Linf/Singh2023Revisiting_ConvNeXt-T-ConvStem": (
+        "raw",
+        ["stages.0", "stages.1", "stages.2", "stages.3"],
+    ),
 }
 PREACT = "robustbench:cifar10/Linf/Andriushchenko2020Understanding"
+WRN = "robustbench:cifar10/corruptions/Hendrycks2020AugMix_WRN"
+CONVNEXT = "robustbench:imagenet/Linf/Singh2023Revisiting_ConvNeXt-T-ConvStem"
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +119,9 @@ def test_zoo_entry_by_name_gives_robustbench_logits_and_hooked_stage_outputs(spe
     assert not any(p.requires_grad for p in teacher.parameters())
     assert list(teacher.stage_modules) == ENTRIES[spec][1]
     ref = reference(spec, model_dir)
+    if spec == CONVNEXT:  # RobustBench's model is timm's: its stages are timm's feature_info modules
+        assert type(ref).__module__ == "timm.models.convnext"
+        assert [info["module"] for info in ref.feature_info] == ENTRIES[spec][1]
     size = teacher.config.image_size
     pixels = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -166,6 +181,33 @@ def test_default_stages_of_timm_models_and_token_models():
             return self.head(x.mean((2, 3)))
 
     assert default_stage_modules(Net(), 32) == ["stages.0", "stages.1"]
+
+
+def test_a_vit_whose_feature_maps_are_inside_its_patch_embedding_names_its_convolutions():
+    """A ViT's only (B, C, H, W) maps are its patch embedding's, inside a token-shaped output, which the probe does not
+    enter: the refusal names the model (a zoo teacher by its entry) and those convolutions, which can then be named as
+    stages (it said the model had no (B, C, H, W) output at all before)."""
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=8, depth=1, num_heads=1, num_classes=10
+    )
+    model = nn.Sequential(nn.Identity(), vit).eval()  # behind a normaliser, as RobustBench's ImageNet ViT entries
+    spec = "robustbench:imagenet/Linf/Mo2022When_ViT-B"
+    teacher = HookedClassifier(model, provenance={"spec": spec})
+    pixels = torch.rand(2, 3, 32, 32)
+    message = (
+        f"^{spec}'s \\(B, C, H, W\\) feature maps on a 32x32 probe are all inside modules with token-shaped outputs "
+        ".*\\(its convolutions with such maps: 1.patch_embed.proj\\): name the modules"
+    )
+    with pytest.raises(ValueError, match=message):
+        teacher(pixels, output_hidden_states=True)
+    with pytest.raises(ValueError, match="^Sequential's \\(B, C, H, W\\) feature maps"):
+        default_stage_modules(model, 32)
+    named = HookedClassifier(model, ["1.patch_embed.proj"])
+    with torch.no_grad():
+        [state] = named(pixels, output_hidden_states=True).hidden_states
+    torch.testing.assert_close(state, hooked_outputs(model, ["1.patch_embed.proj"], pixels)[0], rtol=0, atol=0)
+    assert state.shape == (2, 8, 4, 4)
 
 
 @pytest.mark.parametrize(
@@ -283,34 +325,75 @@ def test_evaluate_robustness_by_name_matches_robustbench_clean_accuracy(model_di
     assert report.model["source"]["builder"].endswith("PreActResNet") and "RobustBench" in report.model["input"]
 
 
-def test_mixacm_run_from_a_zoo_teacher_names_the_entry(model_dir, cifar10_path, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def imagenet_like(tmp_path_factory) -> Path:
+    """A few JPEGs of other sizes than 224 px in ILSVRC/imagenet-1k's schema and layout (`image`, `label` of 1000
+    classes; `data/<split>-*.parquet`): data an ImageNet teacher is trained from at 224 px."""
+    root = tmp_path_factory.mktemp("imagenet-like")
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=1000)})
+    rng = np.random.default_rng(0)
+    for split, sizes in (("train", [(300, 260), (260, 300), (240, 240), (320, 250)]), ("validation", [(280, 250)])):
+        images = [Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize(size) for size in sizes]
+        labels = [int(label) for label in rng.integers(0, 1000, len(sizes))]
+        dataset = datasets.Dataset.from_dict({"image": images, "label": labels}, features)
+        dataset.to_parquet(root / "data" / f"{split}-00000-of-00001.parquet")
+    return root
+
+
+# one entry of each family: its --acm_teacher_modules (None: found by the probe), the RobustBench model information
+# given to it (None: none installed, as with RobustBench 1.1.1 from PyPI), and its data: CIFAR-10 at 32 px, or 224-px
+# ImageNet-schema images for the ImageNet entry, whose student is a WRN-16-1 at 224 px
+RUNS = {
+    PREACT: (["conv1", "layer1", "layer2", "layer3"], {
+        "name": "Understanding and Improving Fast Adversarial Training", "authors": "Maksym Andriushchenko, "
+        "Nicolas Flammarion", "link": "https://arxiv.org/abs/2007.02617", "clean_acc": "79.84",
+        "autoattack_acc": "43.93"}, "cifar10"),
+    WRN: (["conv1", "block1", "block2", "relu"], None, "cifar10"),
+    CONVNEXT: (None, None, "imagenet"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("spec", list(RUNS))
+def test_mixacm_run_from_a_zoo_teacher_names_the_entry(spec, model_dir, tmp_path, monkeypatch, request):
+    modules, info, data = RUNS[spec]
+    entry, _ = resolve_zoo_entry(spec)
     info_root = tmp_path / "model_info"
-    info = {"name": "Understanding and Improving Fast Adversarial Training", "authors": "Maksym Andriushchenko, "
-            "Nicolas Flammarion", "link": "https://arxiv.org/abs/2007.02617", "clean_acc": "79.84",
-            "autoattack_acc": "43.93"}  # fmt: skip
-    (info_root / "cifar10" / "Linf").mkdir(parents=True)
-    (info_root / "cifar10" / "Linf" / "Andriushchenko2020Understanding.json").write_text(json.dumps(info))
+    if info is not None:
+        (info_root / entry.dataset / entry.threat_model).mkdir(parents=True)
+        (info_root / entry.dataset / entry.threat_model / f"{entry.name}.json").write_text(json.dumps(info))
     monkeypatch.setattr(zoo, "zoo_model_info", partial(zoo.zoo_model_info, root=info_root))
     out = tmp_path / "student"
+    dataset = request.getfixturevalue("cifar10_path" if data == "cifar10" else "imagenet_like")
+    sizes = ["--max_train_samples", "16", "--max_eval_samples", "8", "--per_device_train_batch_size", "4"]
+    if data == "imagenet":
+        sizes = ["--image_size", "224", "--eval_split", "validation", "--max_train_samples", "4",
+                 "--max_eval_samples", "1", "--per_device_train_batch_size", "2"]  # fmt: skip
     argv = [
-        "--teacher", PREACT, "--robustbench_model_dir", str(model_dir), "--acm_teacher_modules", "conv1", "layer1",
-        "layer2", "layer3", "--student", "wrn-16-1", "--method", "mixacm", "--dataset", str(cifar10_path),
-        "--output_dir", str(out), "--max_steps", "2", "--max_train_samples", "16", "--max_eval_samples", "8",
-        "--per_device_train_batch_size", "4", "--eval_attacks", "clean,fgsm", "--eval_eps_sweep", "",
-        "--eval_batch_size", "8", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no",
-        "--disable_tqdm", "true", "--bf16", "false",
+        "--teacher", spec, "--robustbench_model_dir", str(model_dir),
+        *(["--acm_teacher_modules", *modules] if modules else []), "--student", "wrn-16-1", "--method", "mixacm",
+        "--dataset", str(dataset), "--output_dir", str(out), "--max_steps", "2", *sizes, "--eval_attacks",
+        "clean,fgsm", "--eval_eps_sweep", "", "--eval_batch_size", "8", "--use_cpu", "true", "--report_to", "none",
+        "--save_strategy", "no", "--disable_tqdm", "true", "--bf16", "false",
     ]  # fmt: skip
     summary = run_mixacm(*parse_with_config(argument_parser(), argv))
     assert summary["steps"] == 2
     recorded = json.loads((out / "train_summary.json").read_text())
-    sha256 = file_sha256(resolve_zoo_entry(PREACT)[0].checkpoint(model_dir))
-    assert recorded["teacher"] == PREACT
+    sha256 = file_sha256(entry.checkpoint(model_dir))
+    assert recorded["teacher"] == spec and recorded["n_train"] == int(sizes[sizes.index("--max_train_samples") + 1])
     source = recorded["teacher_source"]
-    assert source["sha256"] == sha256 and source["model_info"] == info
-    assert source["stage_modules"] == ["conv1", "layer1", "layer2", "layer3"]
+    assert source["spec"] == spec and source["sha256"] == sha256 and source["model_info"] == info
+    assert source["stage_modules"] == (modules or ENTRIES[spec][1])
     card = (out / "README.md").read_text()
-    assert f"`{PREACT}`" in card and "`cifar10/Linf/Andriushchenko2020Understanding`" in card and sha256 in card
-    assert "AutoAttack accuracy: 43.93%" in card and "https://arxiv.org/abs/2007.02617" in card
+    assert f"`{spec}`" in card and f"`{entry.dataset}/{entry.threat_model}/{entry.name}`" in card and sha256 in card
+    if info is not None:
+        assert "AutoAttack accuracy: 43.93%" in card and "https://arxiv.org/abs/2007.02617" in card
+    else:
+        assert "RobustBench model information not in the installed package" in card
+        assert "AutoAttack accuracy" not in card and "found at that path" not in card  # no path: an entry
+        unknown = "Its own robust accuracy is not known here (RobustBench's model information on the entry is not in"
+        assert f"{unknown} the installed package)." in " ".join(card.split())
+    config = json.loads((out / "config.json").read_text())
+    assert len(config["id2label"]) == NUM_CLASSES[entry.dataset] and config["image_size"] == IMAGE_SIZES[entry.dataset]
 
 
 def test_convert_teacher_writes_a_folder_for_a_zoo_wideresnet_and_refuses_others(model_dir, tmp_path, capsys):

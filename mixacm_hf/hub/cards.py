@@ -126,9 +126,15 @@ def _teacher(name: str | None, source: dict[str, Any] | None = None) -> dict[str
     origin = _teacher_origin(source) or ""
     if source.get("stage_modules"):
         origin += f" Its hidden states: the outputs of its modules {', '.join(map(str, source['stage_modules']))}."
+    unknown = (
+        "RobustBench's model information on the entry is not in the installed package"
+        if source.get("zoo") == "robustbench"
+        else "no model card with results was found at that path"
+    )
     return {
         "name": name, "results": lines or reported, "origin": origin.strip() or None,
         "results_from": "from its model card" if lines else "as RobustBench's model information reports it",
+        "unknown": unknown,
     }  # fmt: skip
 
 

@@ -67,7 +67,8 @@ class HookedClassifier(nn.Module):
     def stage_modules(self) -> tuple[str, ...]:
         """The modules whose outputs are the hidden states (found by a probe on first use when not given)."""
         if self._stages is None:
-            self._stages = tuple(default_stage_modules(self.model, getattr(self.config, "image_size", 32)))
+            size, name = getattr(self.config, "image_size", 32), (self.provenance or {}).get("spec")
+            self._stages = tuple(default_stage_modules(self.model, size, name))
         return self._stages
 
     def describe(self) -> str:
@@ -189,7 +190,7 @@ def _timm_stages(model: nn.Module, calls: Calls) -> list[str] | None:
     return None
 
 
-def default_stage_modules(model: nn.Module, image_size: int) -> list[str]:
+def default_stage_modules(model: nn.Module, image_size: int, name: str | None = None) -> list[str]:
     """The modules whose outputs are `model`'s stage outputs, found with one (1, 3, image_size, image_size) probe:
     a timm model's `feature_info` modules when they give (B, C, H, W) maps (or channels-last ones, which
     `HookedClassifier` permutes), else the last of the outermost modules
@@ -197,7 +198,9 @@ def default_stage_modules(model: nn.Module, image_size: int) -> list[str]:
     it downsamples; a WideResNet's groups 1 and 2 and its final activation).
 
     Raises:
-        ValueError: the probe finds no (B, C, H, W) feature map (e.g. a ViT's token outputs): pass the modules.
+        ValueError: the probe finds no (B, C, H, W) feature map outside token-shaped outputs (e.g. a ViT's): pass the
+            modules. The message names the model (`name`, else its class) and the convolutions whose maps lie inside
+            token-shaped outputs (a ViT's patch embedding), which are not searched.
     """
     parameter = next(model.parameters(), None)
     probe = torch.full((1, 3, image_size, image_size), 0.5, device=parameter.device if parameter is not None else None)
@@ -209,8 +212,21 @@ def default_stage_modules(model: nn.Module, image_size: int) -> list[str]:
     for name in sorted(_outermost(model, "", calls, tuple(probe.shape)), key=lambda name: calls[name][0]):
         last[calls[name][1][-2:]] = name
     if not last:
+        name, modules = name or type(model).__name__, dict(model.named_modules())
+        convolutions = [
+            module for module, (_, shape) in sorted(calls.items(), key=lambda call: call[1][0])
+            if isinstance(modules[module], nn.Conv2d) and _is_feature_map(shape, tuple(probe.shape))
+        ]  # fmt: skip
+        if not convolutions:
+            raise ValueError(
+                f"{name} has no module with a (B, C, H, W) feature-map output on a {image_size}x{image_size} probe, "
+                "so its stages cannot be found: name them (stage_modules, --acm_teacher_modules)."
+            )
+        shown = ", ".join(convolutions[:8]) + (f" and {len(convolutions) - 8} more" if len(convolutions) > 8 else "")
         raise ValueError(
-            f"{type(model).__name__} has no module with a (B, C, H, W) feature-map output on a {image_size}x"
-            f"{image_size} probe, so its stages cannot be found: name them (stage_modules, --acm_teacher_modules)."
+            f"{name}'s (B, C, H, W) feature maps on a {image_size}x{image_size} probe are all inside modules with "
+            f"token-shaped outputs (a ViT's patch embedding), which are not searched for stages (its convolutions "
+            f"with such maps: {shown}): name the modules whose outputs to match (stage_modules, "
+            "--acm_teacher_modules), e.g. among these."
         )
     return sorted(last.values(), key=lambda name: calls[name][0])

@@ -98,9 +98,9 @@ class RobustnessReport:
     correctly clean and under every attack). `intervals` holds Wilson 95% intervals for "clean", each attack and
     "all". `per_example` (None in reports older than the field) is {"index": [split index, ...], "clean": [bool, ...],
     "<attack>": [...], "all": [...]}, booleans aligned with "index". `eps_sweep` (optional) is
-    {"eps": [...], "robust_accuracy": {attack: [accuracy or None per eps]}}. `processes`: how many processes shared the
-    batches (of a `torch.distributed` group, or worker processes). `date`: when the evaluation finished (UTC, ISO 8601; None in reports
-    older than the field).
+    {"eps": [...], "robust_accuracy": {attack: [accuracy or None per eps]}}. `processes`: how many processes shared
+    the batches (of a `torch.distributed` group, or worker processes). `date`: when the evaluation finished (UTC,
+    ISO 8601; None in reports older than the field).
     """
 
     clean_accuracy: float

@@ -14,18 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForImageClassification,
-    PreTrainedModel,
-    TrainerCallback,
-    set_seed,
-)
+from transformers import PreTrainedModel, TrainerCallback, set_seed
 
 from .data import class_names, collate_image_batch, decode_all, label_order, load_image_dataset, model_class_names
 from .files import atomic_write_text
-from .hub import push_robust_model, save_image_processor, write_model_card
-from .models import WideResNetConfig, WideResNetForImageClassification
+from .hub import push_robust_model, write_model_card
 from .provenance import code_commit, package_versions
 from .resume import RunSettings, finished_model, resume_checkpoint
 from .robustness import RobustnessReport, evaluate_robustness
@@ -41,6 +34,7 @@ from .run_args import (
     run_settings,
     unused_flags,
 )
+from .students import apply_student_input, load_student, new_student, save_student_processor, student_input
 from .teachers import is_zoo_spec, teacher_provenance
 from .trainer import MixACMTrainer, MixACMTrainingArguments, TrainingClock
 
@@ -51,45 +45,6 @@ __all__ = [
     "load_student", "load_teacher_model", "new_student", "resume_checkpoint", "run_mixacm", "run_settings",
     "unused_flags", "validation_record",
 ]  # fmt: skip
-
-
-def load_student(
-    spec: str,
-    num_labels: int,
-    id2label: dict[int, str] | None = None,
-    image_size: int = 32,
-    dropout: float = 0.0,
-    trust_remote_code: bool = False,
-    from_config: bool = False,
-) -> PreTrainedModel:
-    """A new WideResNet from a preset name; a pretrained classifier from a folder / Hub id, or with `from_config` a
-    new one (random weights, the dataset's labels, `image_size` for its config's) of the architecture in its config.
-
-    Raises:
-        ValueError: pretrained weights whose config's `image_size` is not `image_size`.
-    """
-    labels = {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}} if id2label else {}
-    if Path(spec).is_dir() or not WideResNetConfig.is_name(spec):
-        config = AutoConfig.from_pretrained(
-            spec, trust_remote_code=trust_remote_code, **((labels or {"num_labels": num_labels}) if from_config else {})
-        )
-        size = getattr(config, "image_size", None)
-        if from_config:
-            if isinstance(size, int) and size != image_size:
-                logger.info(
-                    "--student %s: its config's image_size %d is set to --image_size %d.", spec, size, image_size
-                )
-                config.image_size = image_size
-            return AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code)
-        if isinstance(size, int) and size != image_size:
-            raise ValueError(
-                f"--student {spec} was trained on {size}x{size} images (its config's image_size), not --image_size "
-                f"{image_size}: pass --image_size {size}, or --student_from_config true to train a new model of its "
-                f"architecture at {image_size} px."
-            )
-        return AutoModelForImageClassification.from_pretrained(spec, trust_remote_code=trust_remote_code)
-    config = WideResNetConfig.from_name(spec, num_labels=num_labels, image_size=image_size, dropout=dropout, **labels)
-    return WideResNetForImageClassification(config)
 
 
 def load_teacher_model(model_args: ModelArguments) -> torch.nn.Module:
@@ -192,6 +147,9 @@ def run_mixacm(
     student_args = (data_args.image_size, model_args.dropout, model_args.trust_remote_code)
     # a pretrained student's classes come first: the data's labels are mapped to them by name
     student = None if new_student(model_args) else load_student(model_args.student, 0, None, *student_args)
+    # its input convention, read as the evaluator reads the saved folder: an unknown one stops the run here
+    convention_args = (model_args.student, data_args.image_size, student is not None, model_args.trust_remote_code)
+    convention = None if student is None else student_input(student, *convention_args)
     student_names = model_class_names(student) if student is not None else None
     common = {
         "image_column": data_args.image_column, "label_column": data_args.label_column,
@@ -222,6 +180,7 @@ def run_mixacm(
         student = load_student(
             model_args.student, len(names), dict(enumerate(names)), *student_args, model_args.student_from_config
         )
+        convention = student_input(student, *convention_args)
     elif student_names is None:
         label_order(names, None, f"--dataset {data_args.dataset}", f"--student {model_args.student}")  # a warning
     if student.config.num_labels != len(names):
@@ -229,6 +188,7 @@ def run_mixacm(
             f"--student {model_args.student} predicts {student.config.num_labels} classes, the dataset has "
             f"{len(names)}: pass --student_from_config true (new weights, the dataset's classes) or another student."
         )
+    apply_student_input(student, convention)  # training and the Trainer's evaluations: the evaluator's input
     trainer = MixACMTrainer(
         model=student,
         teacher_model=teacher,
@@ -250,6 +210,7 @@ def run_mixacm(
         "student": model_args.student,
         "teacher": teacher_name(model_args.teacher, teacher) if training_args.needs_teacher else None,
         "teacher_source": teacher_provenance(teacher) if teacher is not None else None,
+        "student_input": convention.description,
         "params": sum(p.numel() for p in student.parameters()),
         "epochs": train_result.metrics.get("epoch"),
         "steps": trainer.state.global_step,
@@ -274,7 +235,7 @@ def run_mixacm(
     summary_path = Path(training_args.output_dir, "train_summary.json")
     if trainer.is_world_process_zero():
         atomic_write_text(summary_path, json.dumps(summary, indent=2, default=str))
-        save_image_processor(training_args.output_dir, data_args.image_size)  # pipeline-ready, whatever the student
+        save_student_processor(training_args.output_dir, convention)  # pipeline() feeds what training fed
     trainer.accelerator.wait_for_everyone()  # every process evaluates the folder that process 0 has just written
     # a transfer attack from the teacher (`transfer`) reads a zoo teacher from where this run did
     zoo_model_dir = model_args.robustbench_model_dir if is_zoo_spec(summary["teacher"]) else None
@@ -319,12 +280,6 @@ def run_mixacm(
                 training_args.output_dir, hub_id, bool(training_args.hub_private_repo), training_args.hub_token
             )
     return summary
-
-
-def new_student(model_args: ModelArguments) -> bool:
-    """Whether the student is built anew (a preset name, or `--student_from_config`), not loaded with weights."""
-    spec = model_args.student
-    return model_args.student_from_config or (not Path(spec).is_dir() and WideResNetConfig.is_name(spec))
 
 
 def validation_record(data_args: DataArguments, seed: int, dataset: Any | None) -> dict[str, Any] | None:

@@ -225,13 +225,22 @@ def input_sentence(config: dict[str, Any], processor: dict[str, Any] | None) -> 
             f"It takes `pixel_values` in [0, 1] and normalises them inside the model{stats}, so attack budgets are "
             "in pixel units."
         )
-    if processor is None:
-        return "It has no saved image processor: how its inputs must be scaled and normalised is not recorded here."
-    if processor.get("do_normalize"):
+    applied = (
+        "training and evaluation here apply it to [0, 1] pixels in the forward, so attack budgets are in pixel units."
+    )
+    if processor is not None and processor.get("do_normalize"):
         return (
             f"Its image processor normalises the pixels outside the model (mean {values(processor['image_mean'])}, "
-            f"std {values(processor['image_std'])}); the model itself does not normalise."
+            f"std {values(processor['image_std'])}); the model itself does not normalise: {applied}"
         )
+    timm = config.get("pretrained_cfg") or {}
+    if "mean" in timm:  # what the evaluator applies to a timm model, whatever its processor says
+        return (
+            f"It expects pixels normalised with its timm `pretrained_cfg` (mean {values(timm['mean'])}, std "
+            f"{values(timm['std'])}), which the model itself does not apply: {applied}"
+        )
+    if processor is None:
+        return "It has no saved image processor: how its inputs must be scaled and normalised is not recorded here."
     return (
         "It takes `pixel_values` in [0, 1] as they are: there is no mean/std normalisation, neither inside the model "
         "nor in its image processor (which only resizes and rescales), so attack budgets are in pixel units."

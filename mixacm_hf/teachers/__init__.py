@@ -49,12 +49,14 @@ from .loading import (
     PixelSpaceClassifier,
     as_pixel_space,
     check_teacher,
+    image_processor_of,
     input_normalization,
     load_pretrained_classifier,
     load_teacher,
     normalizes_inside,
     teacher_provenance,
 )
+from .preprocessing import PixelSteps, pixel_steps
 from .stages import HookedClassifier, default_stage_modules
 from .zoo import (
     DEFAULT_MODEL_DIR,
@@ -83,6 +85,7 @@ __all__ = [
     "HookedClassifier",
     "Normalization",
     "PixelSpaceClassifier",
+    "PixelSteps",
     "RenameRule",
     "StateDict",
     "ZOO_PREFIX",
@@ -108,11 +111,13 @@ __all__ = [
     "convert_timm",
     "converted_model_card",
     "file_sha256",
+    "image_processor_of",
     "input_normalization",
     "normalizes_inside",
     "load_converted",
     "load_pretrained_classifier",
     "load_teacher",
+    "pixel_steps",
     "read_checkpoint",
     "rename_keys",
     "resolve_architecture",

@@ -58,10 +58,14 @@ class PixelSpaceClassifier(nn.Module):
     def config(self):
         return self.model.config
 
+    def input_steps(self) -> PixelSteps:
+        """Every step applied to the [0, 1] pixels before the model, normalisation included (`PixelSteps.transform`
+        computes what `forward` gives the wrapped model)."""
+        return replace(self.steps, mean=tuple(self.mean.flatten().tolist()), std=tuple(self.std.flatten().tolist()))
+
     def describe(self) -> str:
         """What is done to the [0, 1] pixels before the model, in words."""
-        steps = replace(self.steps, mean=tuple(self.mean.flatten().tolist()), std=tuple(self.std.flatten().tolist()))
-        return "wrapped: " + ("; ".join(steps.describe()) or "pixels in [0, 1] as they are")
+        return "wrapped: " + ("; ".join(self.input_steps().describe()) or "pixels in [0, 1] as they are")
 
     def forward(
         self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None
@@ -116,7 +120,7 @@ def as_pixel_space(
             "--teacher_image_std 0.5 0.5 0.5; training/evaluate_robustness.py: --image_mean/--image_std; use 0 0 0 "
             "and 1 1 1 for a model trained on raw [0, 1] pixels)."
         )
-    logger.info("Teacher %s takes normalised inputs: applying mean %s / std %s inside.", name, *normalization)
+    logger.info("%s takes normalised inputs: applying mean %s / std %s inside.", name, *normalization)
     return PixelSpaceClassifier(model, *normalization, steps=steps)
 
 
@@ -193,13 +197,21 @@ def load_pretrained_classifier(
             "trained image classifier (e.g. a backbone without its classification head), so its predictions would "
             "be random. Pass a folder or Hub id of a classifier trained on the dataset's classes."
         )
+    return model, image_processor_of(model, spec, trust_remote_code, revision)
+
+
+def image_processor_of(
+    model: PreTrainedModel, spec: str | os.PathLike, trust_remote_code: bool = False, revision: str | None = None
+) -> BaseImageProcessor | None:
+    """The image processor saved with the folder / Hub id `spec` that `model` was loaded from, as the input contract
+    reads it: None for a model that normalises inside or whose config carries its normalisation (timm's
+    `pretrained_cfg`), or when there is none."""
     if normalizes_inside(model) or getattr(model.config, "pretrained_cfg", None):
-        return model, None
+        return None
     try:
-        processor = AutoImageProcessor.from_pretrained(spec, **kwargs)
+        return AutoImageProcessor.from_pretrained(spec, trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError):
-        processor = None
-    return model, processor
+        return None
 
 
 def load_teacher(

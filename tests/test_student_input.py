@@ -176,3 +176,27 @@ def test_a_new_student_from_a_config_is_saved_with_a_processor_of_raw_pixels(tmp
     assert not processor.do_normalize and processor.size == {"height": 32, "width": 32}
     assert "no mean/std normalisation" in (out / "README.md").read_text()
     assert summary["student_input"].startswith("wrapped:") and "pixels -" not in summary["student_input"]
+
+
+def test_a_student_gets_in_training_the_input_the_evaluator_gives_its_folder(tmp_path, caplog):
+    """The student's forward applies its processor's steps as the evaluator's wrapper applies them to the saved
+    folder, a resize to the processor's size included (warned: the data's size differs), on [0, 1] pixels."""
+    from mixacm_hf.robustness import as_classifier
+    from mixacm_hf.students import apply_student_input, student_input
+
+    hf_student(tmp_path / "student")
+    ViTImageProcessor(size={"height": 48, "width": 48}, image_mean=list(MEAN), image_std=list(STD)).save_pretrained(
+        tmp_path / "student"
+    )
+    student = AutoModelForImageClassification.from_pretrained(tmp_path / "student").eval()
+    seen = []
+    student.resnet.embedder.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+    with caplog.at_level("WARNING"):
+        convention = student_input(student, str(tmp_path / "student"), 32, pretrained=True)
+    assert "resizes the data's 32 px images to 48x48" in caplog.text
+    apply_student_input(student, convention)
+    x = pixels(varied_images(4))
+    evaluator, info = as_classifier(str(tmp_path / "student"))
+    with torch.no_grad():
+        torch.testing.assert_close(student(pixel_values=x).logits, evaluator(x).logits)
+    assert seen == [(48, 48)] and convention.description == info["input"]

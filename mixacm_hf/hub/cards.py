@@ -226,7 +226,8 @@ def input_sentence(config: dict[str, Any], processor: dict[str, Any] | None) -> 
             "in pixel units."
         )
     applied = (
-        "training and evaluation here apply it to [0, 1] pixels in the forward, so attack budgets are in pixel units."
+        "this project's evaluation (and training, for a model trained here) applies it to [0, 1] pixels inside the "
+        "forward, so attack budgets are in pixel units."
     )
     if processor is not None and processor.get("do_normalize"):
         return (

@@ -86,12 +86,12 @@ class StudentInput:
     """A student's input convention: `steps` (`PixelSteps`, normalisation included) turn the run's [0, 1] pixels
     into the model's input (None: the model takes them as they are, normalising inside if at all); `processor` is
     the image processor saved with the student, which does the same to an image (None for a timm student, whose
-    config carries it: `config_update`); `description` says it in words
-    (as evaluation reports' `model.input` do); `config_update` is set on the student's config (a timm student's
-    `pretrained_cfg` at the run's image size: transformers builds a timm folder's processor from its config)."""
+    config carries it); `description` says it in words, as evaluation reports' `model.input` do; `config_update`
+    is set on the student's config (a timm student's `pretrained_cfg` at the run's image size: transformers builds
+    a timm folder's processor from its config)."""
 
     steps: PixelSteps | None
-    processor: Any
+    processor: Any | None
     description: str
     config_update: dict[str, Any] = field(default_factory=dict)
 

@@ -161,6 +161,11 @@ def test_a_student_whose_convention_cannot_be_determined_is_refused_before_train
     assert "--student_from_config true" in message
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
+    ViTImageProcessor(do_pad=True).save_pretrained(tmp_path / "bare")  # a step the forward cannot apply
+    with pytest.raises(ValueError, match=rf"--student {tmp_path / 'bare'}: The image processor .* applies do_pad"):
+        run_mixacm(*parse_with_config(argument_parser(), argv))
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
 
 def test_a_new_student_from_a_config_is_saved_with_a_processor_of_raw_pixels(tmp_path):
     """A student built from a folder's config (its processor normalises) trains on raw [0, 1] pixels, and its saved

@@ -217,3 +217,18 @@ def test_cards_eval_results_and_leaderboard_keep_corruptions_apart_from_linf(tmp
     assert "| Mean corruption accuracy (%) |" in format_leaderboard(board)
     only = leaderboard(folders, threat_model="corruptions")
     assert len(only.tables) == 2 and all(table.corruptions for table in only.tables)
+
+
+def test_the_command_line_refuses_a_bad_corruptions_dir_naming_its_flags(tmp_path):
+    from training.evaluate_robustness import main
+
+    folder = published_folder(tmp_path / "c10c")
+    (folder / "snow.npy").unlink()
+    argv = ["--model", str(tmp_path / "model"), "--dataset", str(tmp_path / "data"), "--corruptions_dir", str(folder)]
+    with pytest.raises(SystemExit, match=r"^error: --corruptions_dir \S+c10c lacks snow\.npy: .* leave "
+                                         r"--corruptions_dir out to generate the corruptions\.$"):  # fmt: skip
+        main([*argv, "--attacks", "clean,corruptions"])
+    with pytest.raises(SystemExit, match=r"^error: --corruptions_dir is given, but --attacks has no corruptions"):
+        main([*argv, "--attacks", "clean,pgd-20"])
+    with pytest.raises(SystemExit, match=r"holds 4 images per severity, fewer than the 5 to evaluate"):
+        main([*argv, "--attacks", "clean,corruptions:fog", "--n_examples", "5"])

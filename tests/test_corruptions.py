@@ -116,6 +116,7 @@ def test_generated_corruptions_give_one_accuracy_per_corruption_and_severity_and
     settings = report.attacks["corruptions"]
     assert settings["source"] == "generated" and settings["benchmark"] == "cifar10-c-generated"
     assert "eps" not in settings and "norm" not in settings and "not comparable" in settings["parameters"]
+    assert "frost photographs" in settings["frost"] and "parameters unchanged" in settings["adapted"]
     assert "corruptions" not in report.per_example and "corruptions" not in report.intervals
     assert "corruptions" not in report.eps_sweep["robust_accuracy"] and report.flags == []
     assert not any("corruptions" in check["name"] for check in report.sanity_checks)

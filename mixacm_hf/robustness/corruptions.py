@@ -35,6 +35,11 @@ GENERATED_NOTE = (
     "generated with imagecorruptions (its ImageNet-C parameters, not Hendrycks' CIFAR-10-C ones): not comparable "
     "with published CIFAR-10-C results"
 )
+ADAPTED_NOTE = (
+    "imagecorruptions' code adapted where numpy >= 2 and scikit-image >= 0.19 lack what it uses (np.float_ as "
+    "float64, gaussian's multichannel as channel_axis), its impulse noise seeded from numpy's global state; its "
+    "parameters unchanged"
+)
 FROST_NOTE = (
     "a random crop of one of imagecorruptions' frost photographs (315-600 px tall) enlarged 1.1x, so at 32 px its "
     "texture is much coarser than CIFAR-10-C's (which shrank the photographs to 0.2 first)"

@@ -18,6 +18,7 @@ from torch import nn
 from .attacks import GRADIENT_NORMS, NORMS, Norm, fgsm, pgd
 from .autoattack import AUTOATTACK_ATTACKS, VERSIONS, autoattack, check_autoattack_attacks, usable_components
 from .corruptions import (
+    ADAPTED_NOTE,
     CORRUPTIONS,
     FROST_NOTE,
     GENERATED_NOTE,
@@ -275,7 +276,8 @@ def _corruptions_settings(spec: AttackSpec, eps: float, norm: str, seed: int) ->
         return {**settings, "source": "published", "dir": spec.corruptions_dir,
                 "images_per_severity": spec.images_per_severity}  # fmt: skip
     generated = {**settings, "source": "generated", "package": "imagecorruptions",
-                 "package_version": imagecorruptions_version(), "parameters": GENERATED_NOTE, "seed": seed}  # fmt: skip
+                 "package_version": imagecorruptions_version(), "parameters": GENERATED_NOTE, "adapted": ADAPTED_NOTE,
+                 "seed": seed}  # fmt: skip
     return {**generated, "frost": FROST_NOTE} if "frost" in generated["corruptions"] else generated
 
 

@@ -322,9 +322,10 @@ class RobustnessReport:
         lines = [f"{self.model.get('name')} on {self.dataset.get('name')} [{self.dataset.get('split')}], "
                  f"n={self.n_examples}, {self.norm} eps={eps}, seed={self.seed}"]  # fmt: skip
         for name, accuracy in {"clean": self.clean_accuracy, **self.robust_accuracy}.items():
-            low, high = self.intervals.get(name, [float("nan")] * 2)
+            low, high = self.intervals.get(name, [None, None])
+            interval = "" if low is None else f"  [{low:.2%}, {high:.2%}]"  # none for a mean corruption accuracy
             seconds = f"  {self.seconds[name]:.1f}s" if name in self.seconds else ""
-            lines.append(f"  {name:>24}: {accuracy:7.2%}  [{low:.2%}, {high:.2%}]{seconds}")
+            lines.append(f"  {name:>24}: {accuracy:7.2%}{interval}{seconds}")
         for name, result in (self.corruptions or {}).items():
             severities = ", ".join(f"{value:.2%}" for value in result["per_severity"].values())
             lines.append(f"  {name} per severity 1-5: {severities}")

@@ -233,3 +233,13 @@ def test_the_command_line_refuses_a_bad_corruptions_dir_naming_its_flags(tmp_pat
         main([*argv, "--attacks", "clean,pgd-20"])
     with pytest.raises(SystemExit, match=r"holds 4 images per severity, fewer than the 5 to evaluate"):
         main([*argv, "--attacks", "clean,corruptions:fog", "--n_examples", "5"])
+
+
+def test_worker_processes_generate_the_same_corruptions():
+    """Each batch is corrupted with its own seed, so worker processes give the accuracies of one process."""
+    pytest.importorskip("imagecorruptions")
+    options = {"device": "cpu", "progress": False, "channels_last": False, "batch_size": 1}
+    attacks = ["clean", "corruptions:glass_blur+impulse_noise+fog"]
+    one = evaluate_robustness(Brightness(), random_split(), attacks, **options)
+    two = evaluate_robustness(Brightness(), random_split(), attacks, workers=2, **options)
+    assert two.processes == 2 and two.corruptions == one.corruptions

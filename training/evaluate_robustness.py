@@ -15,7 +15,10 @@ the same per-example records as one process.
 robustbench:cifar10/Linf/Gowal2020Uncovering_28_10_extra): RobustBench's own model, its checkpoint read from
 --robustbench_model_dir (<dir>/<dataset>/<threat_model>/<name>.pt; downloaded when absent unless HF_HUB_OFFLINE=1).
 
-Attacks: clean, fgsm, pgd-<steps>[x<restarts>], autoattack (standard) or autoattack:<a>+<b> (custom components).
+Attacks: clean, fgsm, pgd-<steps>[x<restarts>], autoattack (standard) or autoattack:<a>+<b> (custom components),
+corruptions (the 15 CIFAR-10-C corruptions at severities 1-5; no eps applies): read from --corruptions_dir, a folder in
+the published CIFAR-10-C layout (<corruption>.npy, labels.npy), else generated with imagecorruptions (ImageNet-C
+parameters: recorded as generated, not comparable with published CIFAR-10-C numbers).
 Budgets are in pixel units ([0, 1] images): eps as a float (0.031) or a fraction (8/255). An empty --eps_sweep ("")
 means no sweep. Invalid settings end with `error: <message>` (naming this script's flags) and exit status 1.
 """
@@ -35,6 +38,7 @@ from mixacm_hf.cli import renamed_flags
 from mixacm_hf.hub import push_or_exit, update_model_card
 from mixacm_hf.robustness import RobustnessReport, check_eps, evaluate_robustness, parse_eps, plot_eps_sweep
 from mixacm_hf.robustness.attacks import NORMS
+from mixacm_hf.robustness.corruptions import CORRUPTIONS, check_corruptions_folder, imagecorruptions_version
 from mixacm_hf.robustness.registry import check_attack_norms, parse_attack
 from mixacm_hf.robustness.transfer import check_white_box_partner
 from mixacm_hf.teachers import DEFAULT_MODEL_DIR, check_zoo_checkpoint, check_zoo_preprocessing, is_zoo_spec
@@ -60,6 +64,7 @@ OWN_FLAGS = (
     (re.compile(r" or the --label_column"), ""),
     (re.compile(r" Pass `\w+=<name>` \(--\w+ on the command line\)\."), " Rename the column to one of those."),
     (re.compile(r", of a checkpoint file \(with its architecture\), or"), " or"),  # --model takes no checkpoint file
+    (re.compile(r"(?<![-\w])corruptions_dir\b"), "--corruptions_dir"),
 )
 
 
@@ -147,6 +152,9 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path,
                         help=f"JSON report path (default: {DEFAULT_OUTPUT} in the current folder). Only when given, "
                         "progress is kept in <output>.partial/ for resuming an interrupted run")  # fmt: skip
+    parser.add_argument("--corruptions_dir", type=Path,
+                        help="with --attacks ...,corruptions: a folder of CIFAR-10-C files (<corruption>.npy, "
+                        "labels.npy); without it the corruptions are generated with imagecorruptions")  # fmt: skip
     parser.add_argument("--update_card", action="store_true",
                         help="merge the results into the model card of --model (a local folder)")  # fmt: skip
     parser.add_argument("--card_dataset_id", help="Hub dataset id for the card, e.g. uoft-cs/cifar10 for a copy")
@@ -191,6 +199,7 @@ def _evaluate(args: argparse.Namespace, device: str | None, partial: Path | None
         image_size=args.image_size,
         robustbench_model_dir=args.robustbench_model_dir,
         workers=args.workers,
+        corruptions_dir=args.corruptions_dir,
     )
 
 
@@ -232,6 +241,14 @@ def check_arguments(args: argparse.Namespace) -> None:
         check_white_box_partner(specs)
     except ValueError as error:
         raise ValueError(f"--attacks: {error}") from error
+    corrupting = [spec for spec in specs if spec.attack.role == "corruption"]
+    if args.corruptions_dir is not None and not corrupting:
+        raise ValueError("--corruptions_dir is given, but --attacks has no corruptions: add corruptions, or drop it.")
+    if args.corruptions_dir is not None:
+        names = list(dict.fromkeys(name for spec in corrupting for name in spec.corruptions or CORRUPTIONS))
+        check_corruptions_folder(args.corruptions_dir, names, args.n_examples or 1, "--corruptions_dir")
+    elif corrupting:
+        imagecorruptions_version()
     if (args.image_mean is None) != (args.image_std is None):
         raise ValueError("Pass both --image_mean and --image_std, or neither.")
     if is_zoo_spec(args.model):

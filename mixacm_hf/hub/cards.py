@@ -49,7 +49,7 @@ def _result_rows(results: Sequence[EvalResult]) -> list[dict[str, Any]]:
         eps = format_eps(eps, norm) if isinstance(eps, float) else _shown(eps)
         rows.append({
             "name": attack_title(result.metric_config) if result.metric_config else result.metric_name,
-            "threat": f"{norm}, eps={eps}" if norm else "–",
+            "threat": f"{norm}, eps={eps}" if norm else args.get("benchmark") or "–",
             "accuracy": _shown(result.metric_value, "{:.2f}"),
             "interval": f"[{_shown(interval[0], '{:.1f}')}, {_shown(interval[1], '{:.1f}')}]"
             if isinstance(interval, list | tuple) and len(interval) == 2 else _shown(interval or ""),
@@ -86,9 +86,12 @@ def _evaluation(results: Sequence[EvalResult]) -> dict[str, Any] | None:
     if not results:
         return None
     data = dict.fromkeys(f"the `{r.dataset_split}` split of {r.dataset_name}" for r in results)
+    corrupted = [r.metric_args or {} for r in results if (r.metric_args or {}).get("type") == "corruptions"]
     return {
         "data": " and ".join(data),
         "autoattack": any((r.metric_config or "").startswith("autoattack") for r in results),
+        "corruptions": list(dict.fromkeys(str(args.get("benchmark")) for args in corrupted)),
+        "generated_corruptions": any(args.get("source") == "generated" for args in corrupted),
     }
 
 

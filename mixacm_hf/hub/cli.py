@@ -39,7 +39,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     board.add_argument("-o", "--output", help="write to this file (atomically) instead of stdout")
     board.add_argument("--dataset", help="only this dataset (its Hub id / type or its name)")
     board.add_argument("--split", help="only this split (e.g. test)")
-    board.add_argument("--threat_model", "--norm", dest="threat_model", help="only this threat model (Linf, L2 or L1)")
+    board.add_argument(
+        "--threat_model",
+        "--norm",
+        dest="threat_model",
+        help="only this threat model (Linf, L2, L1, or corruptions for the common-corruptions tables)",
+    )
     board.add_argument("--eps", type=parse_eps, help="only this budget (8/255)")
     pair = commands.add_parser(
         "compare", help="compare two models paired on their per_example.parquet (difference, interval, McNemar p)"

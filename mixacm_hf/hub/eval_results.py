@@ -3,7 +3,8 @@ a card's model-index: one `EvalResultEntry` per model-index result, written and 
 helpers, and read back as model-index results by the leaderboard.
 
 An entry holds the dataset id (the model-index `dataset.type`) and revision, a task id naming the threat model, budget
-and attack (`linf-8-255-autoattack-standard`, `linf-8-255-pgd-20`, `clean`), the value (in %, as in the model-index),
+and attack (`linf-8-255-autoattack-standard`, `linf-8-255-pgd-20`, `clean`; `cifar10-c` or `cifar10-c-generated` for
+common corruptions), the value (in %, as in the model-index),
 the date of the evaluation and, as `notes`, a JSON object with what the format has no field for: the split, dataset
 name, metric type and name, the attack, and the metric's args (attack settings, n, 95% interval, seconds, date).
 """
@@ -30,7 +31,10 @@ def task_id(attack: str, args: dict[str, Any]) -> str:
     """`clean`, else `<norm>-<eps>-<attack>[-<version>][-<components>]` in lower case: `linf-8-255-autoattack-standard`,
     `linf-8-255-pgd-20`, `l2-0.5-fgsm`, `linf-8-255-autoattack-custom-apgd-ce-square`, `l1-12-autoattack-standard`,
     `linf-8-255-autoattack-rand`, `linf-8-255-transfer-teacher-folder` (a result without norm or eps in its args: the
-    attack or metric name alone)."""
+    attack or metric name alone); a corruptions evaluation's is its benchmark: `cifar10-c` (published files) or
+    `cifar10-c-generated` (imagecorruptions)."""
+    if args.get("type") == "corruptions" and isinstance(args.get("benchmark"), str):
+        return re.sub(r"[^a-z0-9.]+", "-", args["benchmark"].lower()).strip("-")
     base, _, components = attack.partition(":")
     version = args.get("version") if isinstance(args.get("version"), str) else None
     components = "" if components == version else components  # autoattack:plus -> version plus

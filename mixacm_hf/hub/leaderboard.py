@@ -7,7 +7,9 @@ numeric strings, "61.2 ± 1.1" (-> 61.2) and "61.2%" values, "8/255" budgets and
 other value skips that metric (or card) with a note naming the file, as do values outside [0, 100], a card whose
 accuracies are all in [0, 1] with one above 0 (fractions, not %) and an attack result above the clean accuracy of the
 same data (implausible). Files that are not model cards are skipped with a note. Results on different datasets,
-splits or threat models are never ranked together (RobustBench keeps one leaderboard per dataset and threat model).
+splits or threat models are never ranked together (RobustBench keeps one leaderboard per dataset and threat model);
+common corruptions have tables of their own, one per benchmark (published `cifar10-c` files apart from
+`cifar10-c-generated` images), ranked by mean corruption accuracy.
 Models of different sources with the same name get their source appended.
 
 Where two neighbouring models of a table both have per-example AutoAttack records on common examples (a
@@ -55,19 +57,20 @@ def leaderboard(
     """Tables of the cards in `sources` (folders, README.md files or Hub ids), one per (dataset, split, norm, eps).
 
     `dataset` keeps the tables whose dataset type or name is it (case-insensitive), `split`, `threat_model`
-    (`Linf`/`L2`) and `eps` (pixel units) likewise; when the filters leave no table, `no_match` names them and the
-    tables the sources do have. Unreadable sources, unusable metrics and implausible results (an attack above the
-    clean accuracy) become `notes` (one line each, naming the file); nothing raises for a bad card. Models of
-    different sources with the same name get their source appended.
+    (`Linf`/`L2`/`L1`, `corruptions` for the common-corruptions tables) and `eps` (pixel units) likewise; when the
+    filters leave no table, `no_match` names them and the tables the sources do have. Unreadable sources, unusable
+    metrics and implausible results (an attack above the clean accuracy) become `notes` (one line each, naming the
+    file); nothing raises for a bad card. Models of different sources with the same name get their source appended.
 
     Raises:
         ValueError: for an unknown `threat_model`, or an `eps` that is not a finite number >= 0 or, with threat
             model Linf, 1 or above (with the "Did you mean 8/255" hint of `check_eps`; without a threat model that
             hint ends `no_match` instead, as L2 budgets may exceed 1).
     """
-    wanted_norm = coerce_norm(threat_model) if threat_model else None
-    if threat_model and wanted_norm is None:
-        raise ValueError(f"Unknown threat model {threat_model!r}: use Linf, L2 or L1.")
+    corruptions = bool(threat_model) and str(threat_model).strip().lower() == "corruptions"
+    wanted_norm = coerce_norm(threat_model) if threat_model and not corruptions else None
+    if threat_model and wanted_norm is None and not corruptions:
+        raise ValueError(f"Unknown threat model {threat_model!r}: use Linf, L2, L1 or corruptions.")
     if eps is not None:
         check_eps(eps, wanted_norm or "L2", "eps")
     notes: list[str] = []
@@ -92,16 +95,21 @@ def leaderboard(
         facts = metadata.get("mixacm") if isinstance(metadata.get("mixacm"), dict) else {}
         first = metadata["model-index"][0] if metadata["model-index"] else None
         name = str(first.get("name") if isinstance(first, dict) and first.get("name") else Path(str(source)).name)
-        threats = dict.fromkeys((*key[:3], key[4], key[5]) for key in found if key[3] != "clean")
+        threats: dict[tuple, bool] = {}  # (dataset, name, split, norm, eps) -> a common-corruptions table
+        for key in found:
+            if key[3] != "clean":
+                threats.setdefault((*key[:3], key[4], key[5]), key[3] == "corruptions")
         for data in clean.keys() - {threat[:3] for threat in threats}:
-            threats[(*data, None, None)] = None
-        for data_type, data_name, data_split, norm, budget in threats:
+            threats[(*data, None, None)] = False
+        for (data_type, data_name, data_split, norm, budget), corrupted in threats.items():
+            ranked = "corruptions" if corrupted else "autoattack"
             tables.setdefault(
-                (data_type, data_split, norm, budget), Table(data_type, data_name, data_split, norm, budget)
+                (data_type, data_split, norm, budget),
+                Table(data_type, data_name, data_split, norm, budget, corruptions=corrupted),
             ).rows.append(
                 Row(
                     model=name, link=link, clean=clean.get((data_type, data_name, data_split)),
-                    autoattack=found.get((data_type, data_name, data_split, "autoattack", norm, budget)), facts=facts,
+                    autoattack=found.get((data_type, data_name, data_split, ranked, norm, budget)), facts=facts,
                     source=str(source), folder=folder, plot=plot_link(folder, source, text),
                 )
             )  # fmt: skip
@@ -114,6 +122,7 @@ def leaderboard(
         if (dataset is None or dataset.lower() in (table.dataset.lower(), table.dataset_name.lower()))
         and (split is None or table.split == split)
         and (wanted_norm is None or table.norm == wanted_norm)
+        and (not corruptions or table.corruptions)
         and (eps is None or (table.eps is not None and math.isclose(table.eps, eps, rel_tol=1e-6)))
     ]
     for table in selected:
@@ -149,7 +158,8 @@ def _disambiguate(rows: list[Row]) -> None:
 
 
 def _rank(table: Table) -> None:
-    """Sort by AutoAttack (models without one last), then clean; p-values between neighbours with records."""
+    """Sort by AutoAttack (a corruptions table: mean corruption accuracy; models without one last), then clean;
+    p-values between neighbours with AutoAttack records (corruptions have no per-example records)."""
     table.rows.sort(
         key=lambda row: (
             row.autoattack is None,
@@ -158,7 +168,7 @@ def _rank(table: Table) -> None:
         )
     )
     for row in table.rows:
-        if table.norm and row.autoattack:
+        if table.norm and row.autoattack and not table.corruptions:
             row.per_example = matching_report(robustness_reports_of(row.folder, row.source), table, "autoattack")
     for row, below in zip(table.rows, table.rows[1:], strict=False):
         if row.per_example and below.per_example:

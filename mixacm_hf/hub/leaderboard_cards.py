@@ -60,7 +60,8 @@ class Row:
 @dataclass
 class Table:
     """The rows of one (dataset, split, threat model, eps), best AutoAttack accuracy first; norm/eps are None for
-    models with clean results only."""
+    models with clean results only. A common-corruptions table (`corruptions`) has the benchmark (`cifar10-c`,
+    `cifar10-c-generated`) as its norm and no eps, and ranks by mean corruption accuracy (in `Row.autoattack`)."""
 
     dataset: str
     dataset_name: str
@@ -68,11 +69,20 @@ class Table:
     norm: str | None
     eps: float | None
     rows: list[Row] = field(default_factory=list)
+    corruptions: bool = False
 
     @property
     def threat(self) -> str:
-        """`Linf, eps=8/255`, or `clean only`."""
+        """`Linf, eps=8/255`, `common corruptions cifar10-c` (generated ones say so), or `clean only`."""
+        if self.corruptions:
+            generated = " (generated with imagecorruptions: not comparable with published CIFAR-10-C)"
+            return f"common corruptions {self.norm}" + (generated if "-generated" in str(self.norm) else "")
         return f"{self.norm}, eps={format_eps(self.eps, self.norm)}" if self.norm else "clean only"
+
+    @property
+    def ranked(self) -> str:
+        """What the table ranks by: `AutoAttack`, or `Mean corruption accuracy`."""
+        return "Mean corruption accuracy" if self.corruptions else "AutoAttack"
 
     @property
     def title(self) -> str:
@@ -233,7 +243,9 @@ def card_measurements(metadata: dict[str, Any], source: str | Path, notes: list[
                     continue
                 norm, eps = (None, None) if attack == "clean" else (coerce_norm(args.get("norm")), args.get("eps"))
                 eps = None if eps is None else coerce_number(eps)
-                if attack != "clean" and (norm is None or eps is None):
+                if args.get("type") == "corruptions" or attack.partition(":")[0] == "corruptions":
+                    attack, norm = "corruptions", corruption_benchmark(metric.get("config"), args)
+                elif attack != "clean" and (norm is None or eps is None):
                     notes.append(
                         f"{source}: metric {label!r} skipped: no threat model in its args "
                         f"(norm={args.get('norm')!r}, eps={args.get('eps')!r})"
@@ -246,13 +258,22 @@ def card_measurements(metadata: dict[str, Any], source: str | Path, notes: list[
     return found
 
 
+def corruption_benchmark(config: Any, args: dict[str, Any]) -> str:
+    """A corruptions result's table name: its benchmark (`cifar10-c`, `cifar10-c-generated`), with the corruptions
+    of a subset (`corruptions:fog+snow`) appended, as a subset is another measurement."""
+    subset = str(config or "").partition(":")[2]
+    benchmark = str(args.get("benchmark") or "corruptions")
+    return benchmark + (f" ({subset.replace('+', ', ')})" if subset else "")
+
+
 def without_implausible(found: dict[tuple, Accuracy], source: str | Path, notes: list[str]) -> dict[tuple, Accuracy]:
     """`found` without the attack results above the clean accuracy of the same dataset and split (an attack can only
-    lower accuracy: such a result is a typo or a different evaluation), one note naming the file for each."""
+    lower accuracy: such a result is a typo or a different evaluation), one note naming the file for each; common
+    corruptions are no attack (a corruption may leave accuracy above clean) and are kept."""
     kept = {}
     for key, accuracy in found.items():
         clean = found.get((*key[:3], "clean", None, None))
-        if key[3] != "clean" and clean is not None and accuracy.value > clean.value:
+        if key[3] not in ("clean", "corruptions") and clean is not None and accuracy.value > clean.value:
             notes.append(
                 f"{source}: {key[3]} accuracy {accuracy.value:g}% ({key[4]}, eps={format_eps(key[5], key[4])}) is "
                 f"above its clean accuracy {clean.value:g}% on {key[0]} {key[2] or ''}: implausible, result skipped"

@@ -64,7 +64,8 @@ def table_records(table: Table) -> list[dict[str, str]]:
 
 def _markdown(table: Table) -> str:
     significance = any(row.p_value_vs_next is not None for row in table.rows)
-    header = "| Rank | Model | Architecture | Params | Clean (%) | 95% interval | AutoAttack (%) | 95% interval | n |"
+    header = "| Rank | Model | Architecture | Params | Clean (%) | 95% interval "
+    header += f"| {table.ranked} (%) | 95% interval | n |"
     header += " p vs next |" if significance else ""
     separator = "|---:|---|---|---:|---:|---|---:|---|---:|" + ("---:|" if significance else "") + "---|"
     lines = [f"### {table.title}", "", header + " Training cost |", separator]
@@ -118,8 +119,9 @@ def _href(row: Row, base: Path | None) -> str:
 
 def comparisons(table: Table) -> dict[str, str]:
     """`"i-j"` (rows i and j, from 0 in rank order) -> `compare_rows` of the two (or why they are not compared), for
-    every ordered pair of a table with a threat model; {} for a clean-only table or one with a single row."""
-    if table.norm is None:
+    every ordered pair of a table with a threat model; {} for a clean-only or common-corruptions table (no
+    per-example records) or one with a single row."""
+    if table.norm is None or table.corruptions:
         return {}
     rows = list(enumerate(table.rows))
     return {f"{i}-{j}": compare_rows(table, first, second) for i, first in rows for j, second in rows if i != j}
@@ -132,7 +134,8 @@ def render_html(board: Leaderboard, link_base: Path | None = None) -> str:
     are relative to `link_base`, the folder the page is written to (absolute file URIs without one)."""
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     tables = [
-        {"title": table.title, "entries": list(zip(table_records(table), table.rows, strict=True)),
+        {"title": table.title, "ranked": table.ranked,
+         "entries": list(zip(table_records(table), table.rows, strict=True)),
          "significance": any(row.p_value_vs_next is not None for row in table.rows),
          "comparisons": comparisons(table)}
         for table in board.tables

@@ -33,13 +33,14 @@ logger = logging.getLogger(__name__)
 
 def _checked_flags(report: RobustnessReport, position: int) -> dict[str, list[Any]]:
     """The report's split indices ("index") and correctness flags per column ("clean", each attack, "all"), each
-    checked against the report (`RobustnessReport.records`).
+    checked against the report (`RobustnessReport.records`); common corruptions have no per-example column.
 
     Raises:
         ValueError: records that are no evidence (malformed, incomplete or contradicting the report's accuracies), or
             an attack named as one of the file's other columns.
     """
-    names = dict.fromkeys(["clean", *report.attacks, *report.per_example, "all"])
+    attacks = [name for name in report.attacks if name not in (report.corruptions or {})]
+    names = dict.fromkeys(["clean", *attacks, *report.per_example, "all"])
     names.pop("index", None)
     clashes = sorted(names.keys() & KEYS.keys())
     if clashes:

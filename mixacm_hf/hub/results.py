@@ -15,6 +15,7 @@ from huggingface_hub import EvalResult
 
 from ..data.identity import LOCAL_COPY_SUFFIX, dataset_identity, recorded_identity  # noqa: F401 (re-exported)
 from ..robustness import RobustnessReport, attack_title
+from ..robustness.corruptions import GENERATED_NOTE
 
 CARD_NAME = "README.md"
 REPORTS_NAME = "robustness.json"
@@ -32,10 +33,14 @@ def format_eps(eps: float, norm: str) -> str:
     return f"{eps:g}"
 
 
-def metric_name(attack: str, norm: str, eps: float) -> str:
-    """`Clean accuracy` or e.g. `Robust accuracy (AutoAttack, Linf, eps=8/255)`."""
+def metric_name(attack: str, norm: str, eps: float, settings: dict[str, Any] | None = None) -> str:
+    """`Clean accuracy`, e.g. `Robust accuracy (AutoAttack, Linf, eps=8/255)`, or for a corruptions evaluation (its
+    `settings`) e.g. `Mean corruption accuracy (cifar10-c-generated: generated with imagecorruptions ...)`."""
     if attack == "clean":
         return "Clean accuracy"
+    if (settings or {}).get("type") == "corruptions":
+        source = GENERATED_NOTE if settings.get("source") == "generated" else "published files"
+        return f"Mean corruption accuracy ({settings.get('benchmark')}: {source})"
     return f"Robust accuracy ({attack_title(attack)}, {norm}, eps={format_eps(eps, norm)})"
 
 
@@ -56,6 +61,10 @@ def report_results(report: RobustnessReport, dataset_id: str | None = None) -> l
             args["seconds"] = round(report.seconds[attack], 1)
         if report.date:
             args["date"] = report.date
+        if attack in (report.corruptions or {}):  # measured per corruption and per severity, in %
+            result = report.corruptions[attack]
+            args["per_corruption"] = {name: _percent(value) for name, value in result["per_corruption"].items()}
+            args["per_severity"] = {severity: _percent(value) for severity, value in result["per_severity"].items()}
         results.append(
             EvalResult(
                 task_type="image-classification",
@@ -66,7 +75,7 @@ def report_results(report: RobustnessReport, dataset_id: str | None = None) -> l
                 dataset_revision=report.dataset.get("revision") or dataset["revision"],
                 metric_type="accuracy",
                 metric_value=_percent(accuracy[attack]),
-                metric_name=metric_name(attack, report.norm, report.eps),
+                metric_name=metric_name(attack, report.norm, report.eps, report.attacks.get(attack)),
                 metric_config=attack,
                 metric_args=args,
             )

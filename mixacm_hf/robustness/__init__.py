@@ -1,6 +1,6 @@
 """Robustness evaluation: the input contract (`as_classifier`), the attack registry (FGSM, PGD, AutoAttack and its
-plus/rand versions, transfer attacks, and any `register_attack` entry; Linf, L2 and, for AutoAttack, L1),
-`evaluate_robustness` and its `RobustnessReport`."""
+plus/rand versions, transfer attacks, common corruptions (no L-norm budget) and any `register_attack` entry; Linf,
+L2 and, for AutoAttack, L1), `evaluate_robustness` and its `RobustnessReport`."""
 
 from .attacks import LogitsModel, check_eps, fgsm, logits_of, parse_eps, pgd
 from .autoattack import AUTOATTACK_ATTACKS, STANDARD_ATTACKS, autoattack, usable_components

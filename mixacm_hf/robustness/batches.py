@@ -1,6 +1,6 @@
 """Running attacks batch by batch: progress kept per batch (resume), batches spread over `torch.distributed`
 processes or over worker processes on one machine's CPU cores, every adversarial batch checked to lie in [0, 1] and
-the eps ball."""
+the eps ball (a corrupted batch, which has no eps ball, in [0, 1] with the clean batch's shape)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,15 @@ def _check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: s
         raise RuntimeError(
             f"{name} returned examples outside [0, 1] or the {norm} ball of radius {eps:g} "
             f"(largest perturbation {size.max():.6g}, range [{x_adv.min():.4g}, {x_adv.max():.4g}])."
+        )
+
+
+def _check_corrupted(x_corrupted: torch.Tensor, x: torch.Tensor, name: str) -> None:
+    """Corrupted images (no eps ball applies) must have the clean images' shape and lie in [0, 1]."""
+    if x_corrupted.shape != x.shape or x_corrupted.min() < 0 or x_corrupted.max() > 1:
+        raise RuntimeError(
+            f"{name} returned images of shape {tuple(x_corrupted.shape)} in [{x_corrupted.min():.4g}, "
+            f"{x_corrupted.max():.4g}], not {tuple(x.shape)} in [0, 1]."
         )
 
 
@@ -155,7 +164,10 @@ def attack_batch(
     began = time.perf_counter()
     with autoattack_warnings() as caught:
         x_adv = spec.run(model, x, y, eps, norm, seed)
-    _check_adversarial(x_adv, x, eps, norm, spec.name)
+    if spec.attack.role == "corruption":
+        _check_corrupted(x_adv, x, spec.name)
+    else:
+        _check_adversarial(x_adv, x, eps, norm, spec.name)
     with torch.no_grad(), attack_mode(model, x.device.type):
         correct = (logits_of(model(x_adv)).argmax(1) == y).cpu()
     return correct, sorted(set(caught)), time.perf_counter() - began
@@ -249,7 +261,8 @@ class AttackRun:
         """Per-example correctness (bool, on CPU) on `spec`'s adversarial examples at budget `eps`; its seconds on
         this rank (batches run now plus those resumed from `progress`, as they took then) go to
         `seconds[spec.name, eps]`."""
-        self.bar.set_description(f"{spec.name} eps={eps:.4f}")
+        no_eps = spec.attack.role == "corruption"
+        self.bar.set_description(spec.name if no_eps else f"{spec.name} eps={eps:.4f}")
         rank, world = rank_and_world_size()
         key = f"{re.sub(r'[^a-z0-9.+-]', '_', spec.name)}-eps{eps:.8f}"
         done, failure, pending = {}, None, []

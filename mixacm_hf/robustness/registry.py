@@ -17,6 +17,16 @@ from torch import nn
 
 from .attacks import GRADIENT_NORMS, NORMS, Norm, fgsm, pgd
 from .autoattack import AUTOATTACK_ATTACKS, VERSIONS, autoattack, check_autoattack_attacks, usable_components
+from .corruptions import (
+    ADAPTED_NOTE,
+    CORRUPTIONS,
+    FROST_NOTE,
+    GENERATED_NOTE,
+    SEVERITIES,
+    check_corruption_names,
+    corrupt_batch,
+    imagecorruptions_version,
+)
 
 
 @dataclass(frozen=True)
@@ -24,7 +34,10 @@ class AttackSpec:
     """One parsed attack of an evaluation: its `name` (as the report and card show it), the registry `kind`, and
     the options its name gave. PGD's step is `relative_step_size` * eps (0.25: 2/255 at eps = 8/255). Random starts
     and AutoAttack are seeded with the evaluation's seed plus the batch index. A transfer attack crafts PGD examples
-    on `source_model` (loaded from `source`, a folder or Hub id: `transfer.load_transfer_sources`)."""
+    on `source_model` (loaded from `source`, a folder or Hub id: `transfer.load_transfer_sources`). A corruptions
+    evaluation runs `corruptions` (None: all 15) at each severity, one part (`severity` > 0, one corruption) at a
+    time, on images read from `corruptions_dir` (published layout, `images_per_severity` N) or generated; its results
+    are named `benchmark` (`cifar10-c`, `cifar10-c-generated`)."""
 
     name: str
     kind: str
@@ -36,6 +49,11 @@ class AttackSpec:
     version: str = "standard"  # AutoAttack's version: standard, plus or rand
     source: str | None = None  # a transfer attack's source model (None: the evaluated student's teacher)
     source_model: nn.Module | None = field(default=None, compare=False, repr=False)
+    corruptions: tuple[str, ...] | None = None  # a corruptions evaluation's corruptions; None = all 15
+    severity: int = 0  # one part of a corruptions evaluation (0: the whole evaluation)
+    corruptions_dir: str | None = None  # published CIFAR-10-C layout; None = generated with imagecorruptions
+    images_per_severity: int | None = None  # N of the published files
+    benchmark: str | None = None  # a corruptions evaluation's task id (`corruptions.benchmark_name`)
 
     @property
     def attack(self) -> Attack:
@@ -75,7 +93,10 @@ class Attack:
         role: "clean" (no attack), "gradient" (single-model gradient attacks: a stronger one, by `strength`, must
             not do worse beyond noise), "ensemble" (AutoAttack-like: must not do worse than any gradient attack;
             not run at eps = 0) or "transfer" (examples crafted on another model: must not do better than a
-            white-box gradient attack of at least its `strength`, which the evaluation must include).
+            white-box gradient attack of at least its `strength`, which the evaluation must include) or
+            "corruption" (common corruptions: no L-norm budget, so no eps-ball check, eps sweep, eps = 0 check or
+            ordering against clean or the attacks; its images are checked to be in [0, 1] with the clean images'
+            shape, and it is kept out of the per-example worst case "all").
         strength: spec -> an order among gradient attacks (e.g. steps x restarts).
         prepare: (spec, number of classes) -> the spec to run (e.g. AutoAttack's components that the classes allow).
         norms: the threat models it implements (an evaluation in another is refused before any attack runs).
@@ -95,7 +116,8 @@ class Attack:
 
 
 ATTACKS: dict[str, Attack] = {}
-ROLES: tuple[str, ...] = ("clean", "gradient", "ensemble", "transfer")
+ROLES: tuple[str, ...] = ("clean", "gradient", "ensemble", "transfer", "corruption")
+NORM_FREE_ROLES: tuple[str, ...] = ("clean", "corruption")  # roles an L-norm budget does not apply to
 
 
 def register_attack(attack: Attack) -> Attack:
@@ -118,8 +140,9 @@ def attack_help() -> str:
 
 def parse_attack(name: str | AttackSpec) -> AttackSpec:
     """The `AttackSpec` of a name: `"clean"`, `"fgsm"`, `"pgd-20"`, `"pgd-20x5"` (5 restarts), `"autoattack"`,
-    `"autoattack:apgd-ce+square"`, `"autoattack:plus"`, `"autoattack:rand"`, `"transfer"`, `"transfer:<model>"`, or
-    any registered attack's. Names match case-insensitively; a transfer source keeps its case.
+    `"autoattack:apgd-ce+square"`, `"autoattack:plus"`, `"autoattack:rand"`, `"transfer"`, `"transfer:<model>"`,
+    `"corruptions"`, `"corruptions:fog+snow"`, or any registered attack's. Names match case-insensitively; a transfer
+    source keeps its case.
 
     Raises:
         ValueError: no registered attack accepts the name (the message lists the valid ones).
@@ -142,9 +165,11 @@ def check_attack_norms(specs: list[AttackSpec], norm: str) -> None:
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}.")
-    refused = [spec.name for spec in specs if spec.attack.role != "clean" and norm not in spec.attack.norms]
+    refused = [spec.name for spec in specs if spec.attack.role not in NORM_FREE_ROLES and norm not in spec.attack.norms]
     if refused:
-        usable = [attack.help for attack in ATTACKS.values() if norm in attack.norms and attack.role != "clean"]
+        usable = [
+            attack.help for attack in ATTACKS.values() if norm in attack.norms and attack.role not in NORM_FREE_ROLES
+        ]
         raise ValueError(f"{', '.join(refused)}: not implemented for {norm}. Attacks for {norm}: {'; '.join(usable)}.")
 
 
@@ -231,6 +256,36 @@ def _transfer_settings(spec: AttackSpec, eps: float, norm: str, seed: int) -> di
     return {**_pgd_settings(spec, eps, norm, seed), "type": "transfer", "source": spec.source}
 
 
+def _run_corruption(
+    spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, seed: int
+) -> torch.Tensor:
+    """One part (a corruption at a severity) of a corruptions evaluation: `x` as given when read from published files
+    (the evaluator passes those images), else `x` corrupted by imagecorruptions; eps and norm do not apply."""
+    if spec.severity not in SEVERITIES or len(spec.corruptions or ()) != 1:
+        raise ValueError(f"{spec.name}: run one corruption at one severity at a time (evaluate_robustness does).")
+    return x if spec.corruptions_dir is not None else corrupt_batch(x, spec.corruptions[0], spec.severity, seed)
+
+
+def _corruptions_settings(spec: AttackSpec, eps: float, norm: str, seed: int) -> dict[str, Any]:
+    """What a corruptions evaluation records: no eps or norm (they do not apply), its source and benchmark name."""
+    settings = {
+        "type": "corruptions", "benchmark": spec.benchmark, "corruptions": list(spec.corruptions or CORRUPTIONS),
+        "severities": list(SEVERITIES),
+    }  # fmt: skip
+    if spec.corruptions_dir is not None:
+        return {**settings, "source": "published", "dir": spec.corruptions_dir,
+                "images_per_severity": spec.images_per_severity}  # fmt: skip
+    generated = {**settings, "source": "generated", "package": "imagecorruptions",
+                 "package_version": imagecorruptions_version(), "parameters": GENERATED_NOTE, "adapted": ADAPTED_NOTE,
+                 "seed": seed}  # fmt: skip
+    return {**generated, "frost": FROST_NOTE} if "frost" in generated["corruptions"] else generated
+
+
+def _corruptions_options(match: re.Match) -> dict[str, Any]:
+    names = (match["names"] or "").lower()
+    return {"corruptions": check_corruption_names(names.split("+"))} if names else {}
+
+
 AUTOATTACK_HELP = (
     f"autoattack (standard: {'+'.join(VERSIONS['standard'])}), autoattack:<a>+<b>+... with components from "
     f"{', '.join(AUTOATTACK_ATTACKS)}"
@@ -260,6 +315,11 @@ for _attack in (
                                 "name": f"transfer:{match['source']}" if match["source"] else "transfer"},
            run=_run_transfer, settings=_transfer_settings, role="transfer", strength=lambda spec: spec.steps,
            title=lambda spec: f"Transfer PGD-{spec.steps} from {spec.source or 'the teacher'}"),
+    Attack("corruptions", r"corruptions(?::(?P<names>[a-z_+]+))?",
+           "corruptions (15 common corruptions x 5 severities), corruptions:<a>+<b>+... with names from "
+           + ", ".join(CORRUPTIONS), parse=_corruptions_options, run=_run_corruption,
+           settings=_corruptions_settings, role="corruption", norms=NORMS,
+           title=lambda spec: "Common corruptions" + (f" ({', '.join(spec.corruptions)})" if spec.corruptions else "")),
 ):  # fmt: skip
     register_attack(_attack)
 CLEAN = parse_attack("clean")

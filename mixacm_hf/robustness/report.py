@@ -100,7 +100,9 @@ class RobustnessReport:
     "<attack>": [...], "all": [...]}, booleans aligned with "index". `eps_sweep` (optional) is
     {"eps": [...], "robust_accuracy": {attack: [accuracy or None per eps]}}. `processes`: how many processes shared
     the batches (of a `torch.distributed` group, or worker processes). `date`: when the evaluation finished (UTC,
-    ISO 8601; None in reports older than the field).
+    ISO 8601; None in reports older than the field). `corruptions` (None without a corruptions evaluation):
+    {attack name: {"mean", "per_corruption", "per_severity", "accuracy": {corruption: [accuracy at severities
+    1-5]}}}; the mean is also the attack's `robust_accuracy` (it has no interval and no per-example column).
     """
 
     clean_accuracy: float
@@ -120,6 +122,7 @@ class RobustnessReport:
     per_example: dict[str, list] | None = None
     processes: int = 1
     date: str | None = None
+    corruptions: dict[str, dict[str, Any]] | None = None
 
     @property
     def flags(self) -> list[str]:
@@ -319,8 +322,13 @@ class RobustnessReport:
         lines = [f"{self.model.get('name')} on {self.dataset.get('name')} [{self.dataset.get('split')}], "
                  f"n={self.n_examples}, {self.norm} eps={eps}, seed={self.seed}"]  # fmt: skip
         for name, accuracy in {"clean": self.clean_accuracy, **self.robust_accuracy}.items():
-            low, high = self.intervals.get(name, [float("nan")] * 2)
+            low, high = self.intervals.get(name, [None, None])
+            interval = "" if low is None else f"  [{low:.2%}, {high:.2%}]"  # none for a mean corruption accuracy
             seconds = f"  {self.seconds[name]:.1f}s" if name in self.seconds else ""
-            lines.append(f"  {name:>24}: {accuracy:7.2%}  [{low:.2%}, {high:.2%}]{seconds}")
+            lines.append(f"  {name:>24}: {accuracy:7.2%}{interval}{seconds}")
+        for name, result in (self.corruptions or {}).items():
+            severities = ", ".join(f"{value:.2%}" for value in result["per_severity"].values())
+            lines.append(f"  {name} per severity 1-5: {severities}")
+            lines += [f"  {corruption:>24}: {value:7.2%}" for corruption, value in result["per_corruption"].items()]
         lines += [f"  FLAG {check['name']}: {check['detail']}" for check in self.sanity_checks if not check["passed"]]
         return "\n".join(lines)

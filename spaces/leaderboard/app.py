@@ -59,7 +59,8 @@ def table_frame(table: Table, query: str = "") -> pd.DataFrame:
         if query.strip().lower() in row.model.lower()
     ]
     columns = [key for key in COLUMNS if key != "p" or any(row.p_value_vs_next is not None for row in table.rows)]
-    return pd.DataFrame(records, columns=columns).rename(columns=COLUMNS)
+    labels = {**COLUMNS, "autoattack": f"{table.ranked} (%)", "autoattack_interval": f"{table.ranked} 95% interval"}
+    return pd.DataFrame(records, columns=columns).rename(columns=labels)
 
 
 def plots(board: Leaderboard) -> dict[str, str]:
@@ -68,8 +69,10 @@ def plots(board: Leaderboard) -> dict[str, str]:
 
 
 def comparable(board: Leaderboard) -> dict[str, Table]:
-    """Title -> table, for the tables with a threat model and at least two models (what can be compared)."""
-    return {table.title: table for table in board.tables if table.norm and len(table.rows) > 1}
+    """Title -> table, for the tables with an L-norm threat model and at least two models (what can be compared)."""
+    return {
+        table.title: table for table in board.tables if table.norm and not table.corruptions and len(table.rows) > 1
+    }
 
 
 def comparison(table: Table, first: str, second: str) -> str:

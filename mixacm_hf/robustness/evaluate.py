@@ -267,7 +267,10 @@ def _labels_by_name(labels: torch.Tensor, dataset: Any, model: Any, dataset_meta
     """The labels as the model's class indices: matched by name where the dataset and the model name their classes
     (`label_order`), else as they are (with a warning where only one side has names)."""
     names = class_names(dataset) if isinstance(dataset, datasets.Dataset) else None
-    data = f"the {dataset_meta['split']!r} split of {dataset_meta['name']}"
+    data = (
+        f"the {dataset_meta['split']!r} split of {dataset_meta['name']}" if isinstance(dataset, datasets.Dataset)
+        else "the given (pixel_values, labels) tensors"
+    )  # fmt: skip
     order = label_order(names, model_class_names(model), data)
     if order is None:
         return labels

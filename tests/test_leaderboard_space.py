@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from mixacm_hf.hub import main
+from mixacm_hf.hub.leaderboard import leaderboard
 
 REPO = Path(__file__).resolve().parents[1]
 CARDS = sorted(path.parent.name for path in (REPO / "model_cards").glob("*/README.md"))
@@ -24,6 +25,18 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="no headless browser: install Debian's `chromium` package (apt-get install -y chromium)"
 )
+needs_gradio = pytest.mark.skipif(
+    importlib.util.find_spec("gradio") is None, reason="gradio is not installed: pip install -e '.[gradio]'"
+)
+PAIR = ("wrn16-2-mixacm-t20-mixup02-acm2k-inmem", "teacher-wrn16-2-nfgsm-20ep")  # both publish per_example.parquet
+
+
+def load(path: Path):
+    """The module of a script that is no package module (the Space app, docs/screenshots.py)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def chromium(target: str, *options: str) -> str:
@@ -58,10 +71,23 @@ def _wait_for(url: str, process: subprocess.Popen, timeout: float = 180) -> byte
     pytest.fail(f"the app did not answer at {url} within {timeout} s")
 
 
+@needs_gradio
+def test_the_url_chooses_the_comparison_the_space_opens_with():
+    app = load(REPO / "spaces" / "leaderboard" / "app.py")
+    tables = app.comparable(leaderboard([REPO / "model_cards" / name for name in CARDS]))
+    title = next(iter(tables))
+    names = [row.model for row in tables[title].rows]
+    assert app.preselection(tables, {}) == (title, names[0], names[1])
+    assert app.preselection(tables, {"first": PAIR[0], "second": PAIR[1]}) == (title, *PAIR)
+    assert app.preselection(tables, {"first": names[1]}) == (title, names[1], names[0])  # the next other model
+    assert app.preselection(tables, {"second": names[0]}) == (title, names[1], names[0])
+    assert app.preselection(tables, {"first": PAIR[0], "second": PAIR[0]}) == (title, PAIR[0], PAIR[0])
+    unknown = {"table": "no such table", "first": "no-such-model", "second": PAIR[0]}
+    assert app.preselection(tables, unknown) == (title, next(name for name in names if name != PAIR[0]), PAIR[0])
+
+
 @needs_chromium
-@pytest.mark.skipif(
-    importlib.util.find_spec("gradio") is None, reason="gradio is not installed: pip install -e '.[gradio]'"
-)
+@needs_gradio
 def test_space_serves_the_committed_cards_and_chromium_renders_them(tmp_path):
     port = _free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
@@ -84,6 +110,14 @@ def test_space_serves_the_committed_cards_and_chromium_renders_them(tmp_path):
         screenshot = tmp_path / "space.png"
         chromium(url, f"--screenshot={screenshot}", "--window-size=1400,2400")
         assert screenshot.read_bytes().startswith(b"\x89PNG") and screenshot.stat().st_size > 20_000
+
+        # the comparison chosen in the page's URL, as docs/screenshots.py renders it for the README
+        shown, png = load(REPO / "docs" / "screenshots.py").render_comparison(url, *PAIR)
+        space = load(REPO / "spaces" / "leaderboard" / "app.py")
+        tables = space.comparable(leaderboard([REPO / "model_cards" / name for name in CARDS]))
+        title = next(iter(tables))
+        assert shown["menus"] == [title, *PAIR] and shown["verdict"] == space.comparison(tables[title], *PAIR)
+        assert "exact McNemar p = " in shown["verdict"] and png.startswith(b"\x89PNG") and shown["width"] > 1000
     finally:
         app.terminate()
         app.wait(timeout=30)

@@ -6,7 +6,8 @@ Sources are model folders, README.md files or Hub model ids (local glob patterns
 space-separated `LEADERBOARD_SOURCES` environment variable (a Space variable), else the `model_cards/*` folders of
 the mixacm-hf repository. One table per dataset, split and threat model (as `python -m mixacm_hf.hub leaderboard`),
 sortable by any column, a search box over all tables, links to the cards, each model's robustness-vs-eps plot, and
-the paired comparison of any two models of a table (as `python -m mixacm_hf.hub compare`).
+the paired comparison of any two models of a table (as `python -m mixacm_hf.hub compare`). The page's URL can choose
+the comparison it opens with: `/?first=MODEL&second=MODEL` (and `&table=TITLE` where the pair is in several tables).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import gradio as gr
@@ -83,6 +84,23 @@ def comparison(table: Table, first: str, second: str) -> str:
     return "Choose two different models." if first == second else compare_rows(table, rows[first], rows[second])
 
 
+def preselection(tables: dict[str, Table], params: Mapping[str, str]) -> tuple[str, str, str]:
+    """The table title and the two models the comparison opens with: `params` (the page URL's query) `table`, `first`
+    and `second` where they name a table of `tables` and models of it (without `table`: the first table that has the
+    named models); a model not named (or not in the table) is the table's first other than the one named."""
+    wanted = [params.get(key) or "" for key in ("first", "second")]
+
+    def has(title: str) -> bool:
+        return all(name in {row.model for row in tables[title].rows} for name in wanted if name)
+
+    title = params.get("table") or ""
+    if title not in tables:
+        title = next((title for title in tables if has(title)), next(iter(tables)))
+    names = [row.model for row in tables[title].rows]
+    first = wanted[0] if wanted[0] in names else next(name for name in names if name != wanted[1])
+    return title, first, wanted[1] if wanted[1] in names else next(name for name in names if name != first)
+
+
 def build_app(sources: Sequence[str]) -> gr.Blocks:
     """The leaderboard page of `sources` (read once, when the app is built)."""
     board = leaderboard(sources)
@@ -108,23 +126,33 @@ def build_app(sources: Sequence[str]) -> gr.Blocks:
             choice.change(lambda name: images[name], inputs=choice, outputs=plot)
         tables = comparable(board)
         if tables:
-            gr.Markdown(
-                "## Compare two models\n\nPaired on the images both were evaluated on (their per_example.parquet): "
-                "difference in AutoAttack accuracy, 95% interval and exact McNemar p; models evaluated on other images "
-                "or settings are not compared."
-            )
-            title = next(iter(tables))
+            title, a, b = preselection(tables, {})
             names = [row.model for row in tables[title].rows]
-            chosen = gr.Dropdown(choices=list(tables), value=title, label="Table")
-            first = gr.Dropdown(choices=names, value=names[0], label="First model")
-            second = gr.Dropdown(choices=names, value=names[1], label="Second model")
-            verdict = gr.Textbox(value=comparison(tables[title], *names[:2]), label="Comparison", lines=3)
+            with gr.Column(elem_id="compare"):
+                gr.Markdown(
+                    "## Compare two models\n\nPaired on the images both were evaluated on (their per_example.parquet): "
+                    "difference in AutoAttack accuracy, 95% interval and exact McNemar p; models evaluated on other "
+                    "images or settings are not compared. The URL can choose them: `?first=MODEL&second=MODEL`."
+                )
+                chosen = gr.Dropdown(choices=list(tables), value=title, label="Table")
+                with gr.Row():
+                    first = gr.Dropdown(choices=names, value=a, label="First model")
+                    second = gr.Dropdown(choices=names, value=b, label="Second model")
+                verdict = gr.Textbox(value=comparison(tables[title], a, b), label="Comparison", lines=3)
 
-            def models(title: str) -> tuple[dict, dict]:
+            def models(title: str, a: str, b: str) -> tuple[dict, dict]:
+                """The model menus of table `title`, keeping the chosen models that it has."""
+                _, a, b = preselection(tables, {"table": title, "first": a, "second": b})
                 names = [row.model for row in tables[title].rows]
-                return gr.update(choices=names, value=names[0]), gr.update(choices=names, value=names[1])
+                return gr.update(choices=names, value=a), gr.update(choices=names, value=b)
 
-            chosen.change(models, inputs=chosen, outputs=[first, second])
+            def opened(request: gr.Request) -> tuple[str, dict, dict, str]:
+                """The comparison that the page's URL asks for (`preselection` of its query)."""
+                title, a, b = preselection(tables, request.query_params)
+                return title, *models(title, a, b), comparison(tables[title], a, b)
+
+            app.load(opened, outputs=[chosen, first, second, verdict], show_progress="hidden")
+            chosen.change(models, inputs=[chosen, first, second], outputs=[first, second])
             for choice in (first, second):
                 choice.change(
                     lambda title, a, b: comparison(tables[title], a, b), inputs=[chosen, first, second], outputs=verdict

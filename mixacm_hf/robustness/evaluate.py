@@ -22,17 +22,7 @@ from ..teachers import PixelSpaceClassifier, check_zoo_preprocessing, is_zoo_spe
 from .attacks import Norm, attack_mode, check_eps, logits_of
 from .batches import AttackRun, Progress, check_batch_size, check_workers, rank_and_world_size
 from .classifier import as_classifier, attack_layout
-from .corruptions import (
-    CORRUPTIONS,
-    SEVERITIES,
-    CorruptionsFolder,
-    benchmark_name,
-    check_corruptible,
-    check_corruptions_folder,
-    check_folder_matches,
-    imagecorruptions_version,
-    summarise,
-)
+from .corruption_runs import corruption_accuracy, corruption_runs, corruption_specs, corruptions_folder
 from .inputs import example_indices, load_examples, load_split
 from .paired import wilson_interval
 from .registry import CLEAN, AttackSpec, check_attack_norms, parse_attack
@@ -190,79 +180,6 @@ def _resolve(
     return wrapped, dataset, model_meta, dataset_meta, described
 
 
-def _corruptions_folder(
-    specs: list[AttackSpec], corruptions_dir: str | Path | None, n_examples: int | None
-) -> CorruptionsFolder | None:
-    """The checked folder of published corruptions (None: they are generated, and imagecorruptions must be
-    installed), before anything is loaded.
-
-    Raises:
-        ValueError: a folder without a corruptions evaluation among the attacks, or one `check_corruptions_folder`
-            refuses; no folder and no imagecorruptions to generate them.
-    """
-    wanted = [spec for spec in specs if spec.attack.role == "corruption"]
-    if corruptions_dir is None:
-        if wanted:
-            imagecorruptions_version()
-        return None
-    if not wanted:
-        raise ValueError(
-            f"corruptions_dir {corruptions_dir} is given, but no corruptions evaluation is among the attacks: add "
-            "corruptions to the attacks, or leave corruptions_dir out."
-        )
-    names = list(dict.fromkeys(name for spec in wanted for name in spec.corruptions or CORRUPTIONS))
-    return check_corruptions_folder(corruptions_dir, names, n_examples or 1)
-
-
-def _corruption_specs(
-    specs: list[AttackSpec],
-    folder: CorruptionsFolder | None,
-    x: torch.Tensor,
-    labels: torch.Tensor,
-    dataset_meta: dict[str, Any],
-) -> list[AttackSpec]:
-    """`specs` with each corruptions evaluation's source (folder or generated) and benchmark name; the folder checked
-    against the evaluated images (count, size, labels in split order), or the images against imagecorruptions.
-
-    Raises:
-        ValueError: as `check_corruptions_folder`, `check_folder_matches` and `check_corruptible`.
-    """
-    wanted = [spec for spec in specs if spec.attack.role == "corruption"]
-    if not wanted:
-        return specs
-    if folder is None:
-        check_corruptible(x)
-        source = {"benchmark": benchmark_name(dataset_meta, generated=True)}
-    else:
-        names = list(dict.fromkeys(name for spec in wanted for name in spec.corruptions or CORRUPTIONS))
-        check_corruptions_folder(folder.path, names, len(x))
-        check_folder_matches(folder, x, labels, "corruptions_dir")
-        source = {"benchmark": benchmark_name(dataset_meta, generated=False), "corruptions_dir": folder.path,
-                  "images_per_severity": folder.images}  # fmt: skip
-    return [replace(spec, **source) if spec.attack.role == "corruption" else spec for spec in specs]
-
-
-def _corruption_runs(specs: list[AttackSpec]) -> int:
-    return sum(len(spec.corruptions or CORRUPTIONS) * len(SEVERITIES) for spec in specs)
-
-
-def _corruption_accuracy(
-    run: AttackRun, spec: AttackSpec, folder: CorruptionsFolder | None
-) -> tuple[dict[str, Any], float]:
-    """`summarise`d accuracies of a corruptions evaluation, one part (corruption, severity) at a time: published
-    images in place of the clean ones, or the clean ones corrupted batch by batch; and its seconds. No eps applies
-    (its parts run at eps 0, which only names their progress)."""
-    rows: dict[str, list[float]] = {}
-    seconds = 0.0
-    for name in spec.corruptions or CORRUPTIONS:
-        for severity in SEVERITIES:
-            part = replace(spec, name=f"{spec.name}/{name}-{severity}", corruptions=(name,), severity=severity)
-            part_run = run if folder is None else replace(run, x=folder.pixels(name, severity, len(run.x)))
-            rows.setdefault(name, []).append(accuracy(part_run.correct(part, 0.0)))
-            seconds += part_run.seconds[part.name, 0.0]
-    return summarise(rows), seconds
-
-
 def _labels_by_name(labels: torch.Tensor, dataset: Any, model: Any, dataset_meta: dict[str, Any]) -> torch.Tensor:
     """The labels as the model's class indices: matched by name where the dataset and the model name their classes
     (`label_order`), else as they are (with a warning where only one side has names)."""
@@ -348,7 +265,7 @@ def evaluate_robustness(
     specs = list({spec.name: spec for spec in map(parse_attack, attacks)}.values())
     check_attack_norms(specs, norm)
     check_white_box_partner(specs)
-    folder = _corruptions_folder(specs, corruptions_dir, n_examples)
+    folder = corruptions_folder(specs, corruptions_dir, n_examples)
     specs = load_transfer_sources(specs, model, robustbench_model_dir)
     sweep_eps = None if eps_sweep is None else [check_eps(float(e), norm) for e in eps_sweep]
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -358,7 +275,7 @@ def evaluate_robustness(
         (image_mean, image_std), image_size, robustbench_model_dir,
     )  # fmt: skip
     x, y = load_examples(dataset, n_examples)
-    specs = _corruption_specs(specs, folder, x, y, dataset_meta)  # the folder's labels are the split's, unmapped
+    specs = corruption_specs(specs, folder, x, y, dataset_meta)  # the folder's labels are the split's, unmapped
     y = _labels_by_name(y, dataset, loaded, dataset_meta)
     check_eps(eps, norm, pixels=x[0].numel())
     check_batch_size(batch_size)
@@ -380,7 +297,7 @@ def evaluate_robustness(
             settings["corruptions_dir"] = folder.path  # a resumed run must read the same files
         saved = None if resume_dir is None else Progress(resume_dir, settings)
         runs = 1 + len(attacked) + (_sweep_runs(attacked, sweep_eps, eps) if sweep_eps else 0)
-        runs += (0 if sweep_eps and 0.0 in sweep_eps else 1) + _corruption_runs(corrupting)
+        runs += (0 if sweep_eps and 0.0 in sweep_eps else 1) + corruption_runs(corrupting)
         rank, world = rank_and_world_size()
         total = runs * len(range(rank, math.ceil(len(x) / batch_size), world))
         with tqdm(total=total, disable=not progress or rank != 0, unit="batch") as bar:
@@ -394,7 +311,7 @@ def evaluate_robustness(
                 clean = correct.pop("clean")
                 corrupted = {}
                 for spec in corrupting:
-                    corrupted[spec.name], seconds[spec.name] = _corruption_accuracy(run, spec, folder)
+                    corrupted[spec.name], seconds[spec.name] = corruption_accuracy(run, spec, folder)
                 sweep = None if sweep_eps is None else _sweep(run, attacked, sweep_eps, eps, correct)
                 at_zero = _correct_at_zero(run, sweep_eps, sweep)
 

@@ -1,6 +1,8 @@
 """Worker processes (`evaluate_robustness(..., workers=N)`): the same batches and seeds as one process, so the same
 per-example verdicts; impossible settings refused before any work."""
 
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -68,3 +70,29 @@ def test_impossible_workers_are_refused_before_any_work(robust_ish, workers, dev
     with pytest.raises(ValueError, match=message) as refusal:
         evaluate_robustness(model, (x, y), ["autoattack"], device=device, progress=False, workers=workers)
     assert f"workers={workers}" in str(refusal.value)
+
+
+def test_no_more_workers_than_batches_are_counted(robust_ish):
+    model, x, y = robust_ish
+    report = evaluate_robustness(model, (x, y), ["clean", "pgd-2"], batch_size=6, device="cpu", progress=False,
+                                 workers=4, eps_sweep=[])  # fmt: skip
+    assert report.processes == 2  # 12 images in batches of 6
+    single = evaluate_robustness(model, (x, y), ["clean", "pgd-2"], batch_size=12, device="cpu", progress=False,
+                                 workers=2, eps_sweep=[])  # fmt: skip
+    assert single.processes == 1 and single.per_example == report.per_example
+
+
+def test_a_model_class_another_process_cannot_import_is_refused_before_any_attack(robust_ish, monkeypatch):
+    model, x, y = robust_ish
+
+    class Interactive(PooledLinear):  # as if typed at `python -c` or in a notebook: in a __main__ without a file
+        pass
+
+    Interactive.__module__, Interactive.__qualname__ = "__main__", "Interactive"
+    main = sys.modules["__main__"]
+    monkeypatch.setattr(main, "Interactive", Interactive, raising=False)
+    monkeypatch.setattr(main, "__file__", None, raising=False)
+    with pytest.raises(ValueError, match="workers=2: the model cannot be sent to worker processes .*Interactive.*"
+                       "__main__ without a file"):  # fmt: skip
+        evaluate_robustness(Interactive().eval(), (x, y), ["clean", "pgd-2"], batch_size=6, device="cpu",
+                            progress=False, workers=2)  # fmt: skip

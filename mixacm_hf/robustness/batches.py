@@ -9,6 +9,7 @@ import math
 import multiprocessing
 import pickle
 import re
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
@@ -173,6 +174,22 @@ def attack_batch(
     return correct, sorted(set(caught)), time.perf_counter() - began
 
 
+def check_importable(*modules: nn.Module) -> None:
+    """Check that the classes of `modules` (and of their submodules) can be imported by a spawned process.
+
+    Raises:
+        TypeError: naming a class defined in a `__main__` that has no file (`python -c`, standard input, a notebook).
+    """
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    for module in modules:
+        for part in module.modules():
+            if type(part).__module__ == "__main__" and main_file is None:
+                raise TypeError(
+                    f"class {type(part).__name__} is defined in __main__ without a file, which another process cannot "
+                    "import: define it in a module or script file"
+                )
+
+
 _WORKER: dict[str, Any] = {}  # in a worker process: the model, and the attacks that carry models of their own
 
 
@@ -231,6 +248,7 @@ class AttackRun:
         own_models = {name: spec for name, spec in self.specs.items() if spec.source_model is not None}
         try:
             pickle.dumps((self.model, own_models))
+            check_importable(self.model, *(spec.source_model for spec in own_models.values()))
         except Exception as error:
             raise ValueError(
                 f"workers={self.workers}: the model cannot be sent to worker processes ({type(error).__name__}: "
@@ -240,6 +258,8 @@ class AttackRun:
         context = multiprocessing.get_context("spawn")
         initargs = (self.model, own_models, threads)
         with ProcessPoolExecutor(self.workers, context, initializer=_start_worker, initargs=initargs) as pool:
+            for started in [pool.submit(time.sleep, 0.1) for _ in range(self.workers)]:  # start-up before any timing
+                started.result()
             self.executor = pool
             try:
                 yield self

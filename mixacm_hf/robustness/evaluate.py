@@ -302,6 +302,7 @@ def evaluate_robustness(
         total = runs * len(range(rank, math.ceil(len(x) / batch_size), world))
         with tqdm(total=total, disable=not progress or rank != 0, unit="batch") as bar:
             named = {spec.name: spec for spec in specs}
+            workers = min(workers, math.ceil(len(x) / batch_size))  # no worker without a batch of its own
             run = AttackRun(model, x, y, norm, seed, batch_size, device, bar, saved, workers, named)
             seconds, correct = {}, {}
             with run.workers_started():

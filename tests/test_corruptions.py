@@ -243,3 +243,16 @@ def test_worker_processes_generate_the_same_corruptions():
     one = evaluate_robustness(Brightness(), random_split(), attacks, **options)
     two = evaluate_robustness(Brightness(), random_split(), attacks, workers=2, **options)
     assert two.processes == 2 and two.corruptions == one.corruptions
+
+
+def test_an_eps_sweep_of_corruptions_alone_is_left_out_with_a_warning():
+    """Corruptions have no budget: a sweep over them alone would be empty (with an empty plot and a check that tests
+    nothing), so it is left out, saying so."""
+    pytest.importorskip("imagecorruptions")
+    with pytest.warns(UserWarning, match="eps_sweep left out: none of the attacks has a budget"):
+        report = evaluate_robustness(
+            Brightness(), random_split(), ["clean", "corruptions:fog"], eps_sweep=[0.0, 4 / 255], device="cpu",
+            progress=False, channels_last=False, batch_size=3,
+        )  # fmt: skip
+    assert report.eps_sweep is None and not any("sweep" in check["name"] for check in report.sanity_checks)
+    assert len(report.corruptions["corruptions:fog"]["accuracy"]["fog"]) == 5

@@ -268,6 +268,10 @@ def evaluate_robustness(
     folder = corruptions_folder(specs, corruptions_dir, n_examples)
     specs = load_transfer_sources(specs, model, robustbench_model_dir)
     sweep_eps = None if eps_sweep is None else [check_eps(float(e), norm) for e in eps_sweep]
+    if sweep_eps and all(spec.attack.role in ("clean", "corruption") for spec in specs):
+        warning = "eps_sweep left out: none of the attacks has a budget to sweep (common corruptions have none)."
+        warnings.warn(warning, stacklevel=2)
+        sweep_eps = None
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_workers(workers, device)
     model, dataset, model_meta, dataset_meta, loaded = _resolve(

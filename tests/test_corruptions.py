@@ -256,3 +256,16 @@ def test_an_eps_sweep_of_corruptions_alone_is_left_out_with_a_warning():
         )  # fmt: skip
     assert report.eps_sweep is None and not any("sweep" in check["name"] for check in report.sanity_checks)
     assert len(report.corruptions["corruptions:fog"]["accuracy"]["fog"]) == 5
+
+
+def test_a_subset_of_corruptions_has_a_task_id_of_its_own():
+    """A subset is another measurement than the whole benchmark: it must not be read on the Hub as `cifar10-c`."""
+    from mixacm_hf.hub.eval_results import task_id
+
+    published, generated = (
+        {"type": "corruptions", "benchmark": "cifar10-c"},
+        {"type": "corruptions", "benchmark": "cifar10-c-generated"},
+    )
+    assert task_id("corruptions", published) == "cifar10-c"
+    assert task_id("corruptions:fog+snow", published) == "cifar10-c-fog-snow"
+    assert task_id("corruptions:glass_blur", generated) == "cifar10-c-generated-glass-blur"

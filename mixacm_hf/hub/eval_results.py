@@ -32,9 +32,11 @@ def task_id(attack: str, args: dict[str, Any]) -> str:
     `linf-8-255-pgd-20`, `l2-0.5-fgsm`, `linf-8-255-autoattack-custom-apgd-ce-square`, `l1-12-autoattack-standard`,
     `linf-8-255-autoattack-rand`, `linf-8-255-transfer-teacher-folder` (a result without norm or eps in its args: the
     attack or metric name alone); a corruptions evaluation's is its benchmark: `cifar10-c` (published files) or
-    `cifar10-c-generated` (imagecorruptions)."""
+    `cifar10-c-generated` (imagecorruptions), a subset's with its corruptions (`cifar10-c-fog-snow` for
+    `corruptions:fog+snow`: another measurement than the whole benchmark's)."""
     if args.get("type") == "corruptions" and isinstance(args.get("benchmark"), str):
-        return re.sub(r"[^a-z0-9.]+", "-", args["benchmark"].lower()).strip("-")
+        subset = attack.partition(":")[2]
+        return re.sub(r"[^a-z0-9.]+", "-", f"{args['benchmark']} {subset}".lower()).strip("-")
     base, _, components = attack.partition(":")
     version = args.get("version") if isinstance(args.get("version"), str) else None
     components = "" if components == version else components  # autoattack:plus -> version plus

@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DataArguments", "EvaluationArguments", "EvaluationFailed", "ModelArguments", "RunSettings", "argument_parser",
     "check_arguments", "eps_sweep", "evaluate_student", "finished_model", "format_summary", "kept_weights",
-    "load_student", "load_teacher_model", "new_student", "resume_checkpoint", "run_mixacm", "run_settings",
+    "load_teacher_model", "resume_checkpoint", "run_mixacm", "run_settings",
     "unused_flags", "validation_record",
 ]  # fmt: skip
 

@@ -31,7 +31,8 @@ from mixacm_hf import WideResNetConfig, WideResNetForImageClassification
 from mixacm_hf.cli import parse_with_config
 from mixacm_hf.data import collate_image_batch, image_transform, load_image_dataset
 from mixacm_hf.losses import acm_loss, activated_channel_map, kd_loss
-from mixacm_hf.run import argument_parser, load_student
+from mixacm_hf.run import argument_parser
+from mixacm_hf.students import load_student
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

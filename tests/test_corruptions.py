@@ -4,6 +4,7 @@ the report, the card's `.eval_results` and the leaderboard. Tiny models on 32x32
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -85,6 +86,12 @@ def published_folder(root: Path, n: int = len(LABELS)) -> Path:
     return root
 
 
+def sha256_of(folder: Path) -> dict[str, str]:
+    """sha256 of each file of `folder`, by name, in the order an evaluation of all 15 corruptions reads them."""
+    names = [*(f"{name}.npy" for name in CORRUPTIONS), "labels.npy"]
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in names}
+
+
 def evaluate(model: nn.Module, attacks: list[str], **options):
     options = {"dataset_name": "uoft-cs/cifar10", **options}
     return evaluate_robustness(
@@ -128,6 +135,10 @@ def test_generated_corruptions_give_one_accuracy_per_corruption_and_severity_and
     )  # fmt: skip
     subset = again.corruptions["corruptions:impulse_noise+glass_blur+frost"]["accuracy"]
     assert subset == {name: result["accuracy"][name] for name in subset}  # the same seeded images
+    lines = [line.split(":")[0].strip() for line in report.summary().splitlines()[1:]]
+    assert lines[:4] == ["clean", "pgd-5", "corruptions", "all"]
+    lines = [line.split(":")[0].strip() for line in again.summary().splitlines()[1:]]
+    assert "all" not in lines and lines[:2] == ["clean", "corruptions"]  # the worst case over no attack is clean
 
 
 def test_a_model_invariant_to_corruptions_gets_its_clean_accuracy():
@@ -152,10 +163,22 @@ def test_a_folder_in_the_published_layout_is_read_severity_by_severity(tmp_path)
         }
         assert report.clean_accuracy == 1 and report.corruptions["corruptions"] == summarise(expected)
         settings = report.attacks["corruptions"]
+        assert settings.pop("files").startswith("read from a folder in the published CIFAR-10-C layout; the layout")
         assert settings == {"type": "corruptions", "benchmark": "cifar10-c", "corruptions": list(CORRUPTIONS),
-                            "severities": [1, 2, 3, 4, 5], "source": "published", "dir": str(folder),
-                            "images_per_severity": 4}  # fmt: skip
+                            "severities": [1, 2, 3, 4, 5], "source": "published", "dir": "c10c",
+                            "images_per_severity": 4, "sha256": sha256_of(folder)}  # fmt: skip
     assert report.flags == []
+
+
+def test_a_resumed_evaluation_refuses_files_with_other_contents(tmp_path):
+    """The files are identified by their contents (sha256), not their path: progress kept for one copy is not reused
+    for other images under the same name."""
+    folder = published_folder(tmp_path / "c10c")
+    evaluate(Brightness(), ["clean", "corruptions:snow"], corruptions_dir=folder, resume_dir=tmp_path / "progress")
+    snow = np.load(folder / "snow.npy")
+    np.save(folder / "snow.npy", 255 - snow)
+    with pytest.raises(ValueError, match=r"holds the progress of an evaluation with other settings"):
+        evaluate(Brightness(), ["clean", "corruptions:snow"], corruptions_dir=folder, resume_dir=tmp_path / "progress")
 
 
 def test_a_bad_folder_or_too_many_images_is_refused_before_any_work(tmp_path):

@@ -212,13 +212,21 @@ def test_update_card_keeps_other_metadata_and_replaces_remeasured_metrics(saved,
         quick = update_model_card(folder, _with_results(report, clean=0.25, n=8, **{"pgd-2": 0.125}))
     values = {r.metric_name: (r.metric_value, (r.metric_args or {}).get("n_examples")) for r in quick.data.eval_results}
     assert values == expected
-    assert "keeping the measurement on n=16, not the new one on n=8" in caplog.text
+    kept = [line for line in caplog.messages if "keeping the measurement on n=16, not the new one on n=8" in line]
+    assert sorted(line.split(" on ")[0] for line in kept) == [
+        "Clean accuracy",
+        "Robust accuracy (PGD-2, Linf, eps=8/255)",
+    ]
+    caplog.clear()  # the next update warns of its own measurements only, never of the older quick check again
+    with caplog.at_level("WARNING", logger="mixacm_hf.hub.results"):
+        update_model_card(folder, _with_results(report, clean=0.75, n=16, **{"pgd-2": 0.5}))
+    assert not [line for line in caplog.messages if "keeping" in line]
     assert "Written by hand." in reloaded.text
     assert (
         "| PGD-2 | Linf, eps=8/255 | 50.00 |" in reloaded.text
         and "| PGD-5 | Linf, eps=8/255 | 25.00 |" in reloaded.text
     )
-    assert len(load_reports(folder)) == 3 and metadata_load(folder / "README.md")["base_model"]
+    assert len(load_reports(folder)) == 4 and metadata_load(folder / "README.md")["base_model"]
 
 
 def test_run_mixacm_ends_with_card_and_a_failed_push_keeps_it(tmp_path, cifar10_path):

@@ -91,13 +91,15 @@ def _sample_size(result: EvalResult) -> float:
 def merge_results(*groups: Iterable[EvalResult]) -> list[EvalResult]:
     """All results; of two measuring the same metric (dataset, split, name) the one on more examples is kept, the
     later one on as many or more: a quick small-sample check never replaces a larger measurement (a warning says
-    so)."""
+    so when the check is in the last group, the newest: earlier ones were merged before)."""
     merged: dict[tuple, EvalResult] = {}
-    for group in groups:
+    for position, group in enumerate(groups, start=1):
         for result in group:
             key = (*result.unique_identifier, result.metric_type, result.metric_name)
             kept = merged.get(key)
             if kept is not None and _sample_size(result) < _sample_size(kept):
+                if position < len(groups):
+                    continue
                 logger.warning(
                     "%s on %s: keeping the measurement on n=%s, not the new one on n=%s (fewer examples).",
                     result.metric_name, result.dataset_name, _sample_size(kept), _sample_size(result),

@@ -73,7 +73,7 @@ def corruption_specs(
         check_corruptions_folder(folder.path, names, len(x))
         check_folder_matches(folder, x, labels, "corruptions_dir")
         source = {"benchmark": benchmark_name(dataset_meta, generated=False), "corruptions_dir": folder.path,
-                  "images_per_severity": folder.images}  # fmt: skip
+                  "images_per_severity": folder.images, "sha256": tuple(folder.checksums(names).items())}  # fmt: skip
     return [replace(spec, **source) if spec.attack.role == "corruption" else spec for spec in specs]
 
 

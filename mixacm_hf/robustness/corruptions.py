@@ -13,6 +13,7 @@ with published CIFAR-10-C results.
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import re
 from collections.abc import Callable, Sequence
@@ -34,6 +35,10 @@ MIN_SIZE = 32  # imagecorruptions refuses smaller images
 GENERATED_NOTE = (
     "generated with imagecorruptions (its ImageNet-C parameters, not Hendrycks' CIFAR-10-C ones): not comparable "
     "with published CIFAR-10-C results"
+)
+PUBLISHED_NOTE = (
+    "read from a folder in the published CIFAR-10-C layout; the layout does not prove them the published files: "
+    "compare their sha256 with your copy of the release"
 )
 ADAPTED_NOTE = (
     "imagecorruptions' code adapted where numpy >= 2 and scikit-image >= 0.19 lack what it uses (np.float_ as "
@@ -61,6 +66,15 @@ class CorruptionsFolder:
         start = (severity - 1) * self.images
         block = np.array(rows[start : start + n])  # a copy: the memory map is read-only
         return torch.from_numpy(block).permute(0, 3, 1, 2).float().div(255)
+
+    def checksums(self, corruptions: Sequence[str]) -> dict[str, str]:
+        """sha256 of the files read for `corruptions` and of the labels, by file name: what identifies the images (a
+        folder in the published layout may hold any images)."""
+        checksums = {}
+        for name in (*(f"{c}.npy" for c in corruptions), LABELS_FILE):
+            with open(Path(self.path) / name, "rb") as file:
+                checksums[name] = hashlib.file_digest(file, "sha256").hexdigest()
+        return checksums
 
     def labels(self, n: int) -> np.ndarray:
         """The labels of the first `n` images (those of severity 1)."""

@@ -297,8 +297,8 @@ def evaluate_robustness(
         }  # fmt: skip
         if sources := {s.name: s.source for s in specs if s.attack.role == "transfer"}:
             settings["transfer_sources"] = sources  # a resumed run must craft its examples on the same models
-        if folder is not None:
-            settings["corruptions_dir"] = folder.path  # a resumed run must read the same files
+        if checksums := [dict(spec.sha256) for spec in corrupting if spec.sha256]:
+            settings["corruptions_sha256"] = checksums  # a resumed run must read the same files
         saved = None if resume_dir is None else Progress(resume_dir, settings)
         runs = 1 + len(attacked) + (_sweep_runs(attacked, sweep_eps, eps) if sweep_eps else 0)
         runs += (0 if sweep_eps and 0.0 in sweep_eps else 1) + corruption_runs(corrupting)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from .corruptions import (
     CORRUPTIONS,
     FROST_NOTE,
     GENERATED_NOTE,
+    PUBLISHED_NOTE,
     SEVERITIES,
     check_corruption_names,
     corrupt_batch,
@@ -36,8 +38,8 @@ class AttackSpec:
     and AutoAttack are seeded with the evaluation's seed plus the batch index. A transfer attack crafts PGD examples
     on `source_model` (loaded from `source`, a folder or Hub id: `transfer.load_transfer_sources`). A corruptions
     evaluation runs `corruptions` (None: all 15) at each severity, one part (`severity` > 0, one corruption) at a
-    time, on images read from `corruptions_dir` (published layout, `images_per_severity` N) or generated; its results
-    are named `benchmark` (`cifar10-c`, `cifar10-c-generated`)."""
+    time, on images read from `corruptions_dir` (published layout, `images_per_severity` N, files' `sha256`) or
+    generated; its results are named `benchmark` (`cifar10-c`, `cifar10-c-generated`)."""
 
     name: str
     kind: str
@@ -53,6 +55,7 @@ class AttackSpec:
     severity: int = 0  # one part of a corruptions evaluation (0: the whole evaluation)
     corruptions_dir: str | None = None  # published CIFAR-10-C layout; None = generated with imagecorruptions
     images_per_severity: int | None = None  # N of the published files
+    sha256: tuple[tuple[str, str], ...] | None = None  # (file name, sha256) of the published files read
     benchmark: str | None = None  # a corruptions evaluation's task id (`corruptions.benchmark_name`)
 
     @property
@@ -273,8 +276,9 @@ def _corruptions_settings(spec: AttackSpec, eps: float, norm: str, seed: int) ->
         "severities": list(SEVERITIES),
     }  # fmt: skip
     if spec.corruptions_dir is not None:
-        return {**settings, "source": "published", "dir": spec.corruptions_dir,
-                "images_per_severity": spec.images_per_severity}  # fmt: skip
+        return {**settings, "source": "published", "dir": Path(spec.corruptions_dir).resolve().name,
+                "images_per_severity": spec.images_per_severity, "sha256": dict(spec.sha256 or ()),
+                "files": PUBLISHED_NOTE}  # fmt: skip
     generated = {**settings, "source": "generated", "package": "imagecorruptions",
                  "package_version": imagecorruptions_version(), "parameters": GENERATED_NOTE, "adapted": ADAPTED_NOTE,
                  "seed": seed}  # fmt: skip

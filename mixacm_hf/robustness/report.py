@@ -321,7 +321,10 @@ class RobustnessReport:
         eps = f"{self.eps * 255:g}/255" if self.norm == "Linf" else f"{self.eps:g}"
         lines = [f"{self.model.get('name')} on {self.dataset.get('name')} [{self.dataset.get('split')}], "
                  f"n={self.n_examples}, {self.norm} eps={eps}, seed={self.seed}"]  # fmt: skip
+        in_ball = [name for name in self.attacks if name != "clean" and name not in (self.corruptions or {})]
         for name, accuracy in {"clean": self.clean_accuracy, **self.robust_accuracy}.items():
+            if name == "all" and not in_ball:
+                continue  # the worst case over no attack is the clean accuracy: not a robustness result
             low, high = self.intervals.get(name, [None, None])
             interval = "" if low is None else f"  [{low:.2%}, {high:.2%}]"  # none for a mean corruption accuracy
             seconds = f"  {self.seconds[name]:.1f}s" if name in self.seconds else ""

@@ -7,7 +7,7 @@ is paired with every seed). The same test images recur in every seed, so the pai
 difference, its 95% interval and p-value come from a paired t-test over images (`scipy.stats.ttest_1samp` on each
 image's difference averaged over the seeds), which holds the sampling of test images; `between_seeds` is the t
 interval of the seeds' differences (df = seeds - 1), which holds the variation between training seeds. One pair of
-models is compared exactly: Newcombe's interval and the exact McNemar p (`mixacm_hf.robustness.report`).
+models is compared exactly: Newcombe's interval and the exact McNemar p (`mixacm_hf.statistics`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from scipy import stats
-
 from benchmarks.studies import check_accuracies, mean_seconds_alone
 from mixacm_hf.robustness import RobustnessReport
-from mixacm_hf.robustness.paired import paired_difference
+from mixacm_hf.statistics import paired_difference, t_interval
 
 
 def mean_std(values: Sequence[float]) -> dict[str, Any]:
@@ -43,20 +41,6 @@ def _distinct_models(first: Sequence[RobustnessReport], second: Sequence[Robustn
         for other in second:
             if report.same_model(other):
                 raise ValueError(f"Both groups hold the model {report.model.get('name')}: compare distinct models.")
-
-
-def _t_interval(values: Sequence[float]) -> tuple[list[float] | None, float | None]:
-    """The 95% t interval of the mean of `values` (differences in [-1, 1], so clipped to it) and the two-sided p of
-    mean 0 (`scipy.stats.ttest_1samp`). A sample without spread has no interval (a zero-width one would claim a
-    certainty a few identical values cannot give); its p is the exact sign test's (2^(1-n) when every value has
-    the same sign, 1 when all are 0). Fewer than two values: (None, None)."""
-    if len(values) < 2:
-        return None, None
-    if len(set(values)) == 1:
-        return None, 1.0 if values[0] == 0 else min(1.0, 2 * 0.5 ** len(values))
-    test = stats.ttest_1samp(values, 0.0)
-    interval = test.confidence_interval(0.95)
-    return [max(-1.0, float(interval.low)), min(1.0, float(interval.high))], float(test.pvalue)
 
 
 def compare_groups(
@@ -92,7 +76,7 @@ def compare_groups(
         )
     seeds = len(pairs)
     differences = [sum(mine[i] - theirs[i] for mine, theirs in flags) / seeds for i in images]
-    interval, p_value = _t_interval(differences)
+    interval, p_value = t_interval(differences)
     return {
         "attack": attack,
         "per_seed": per_seed,
@@ -104,7 +88,7 @@ def compare_groups(
             "p_value": p_value,
             "accuracy": statistics.fmean(mine[i] for mine, _ in flags for i in images),
             "other_accuracy": statistics.fmean(theirs[i] for _, theirs in flags for i in images),
-            "between_seeds": _t_interval([seed["difference"] for seed in per_seed])[0],
+            "between_seeds": t_interval([seed["difference"] for seed in per_seed])[0],
             "test": "paired t-test over images, each image's difference averaged over the seeds",
         },  # fmt: skip
     }

@@ -16,6 +16,8 @@ import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mixacm_hf.statistics import wilson_interval
+
 Study = dict[str, list[list[str]]]  # label -> points -> the names of the rows a point averages
 PANELS = [("clean", "clean"), ("pgd20", "PGD-20"), ("autoattack", "AutoAttack")]
 
@@ -158,8 +160,6 @@ def autoattack_with_interval(rows: Sequence[dict]) -> tuple[float, float, float]
     """(mean, low, high) AutoAttack accuracy in percent over the rows that measured it: the mean over the seeds and
     the 95% Wilson interval of their images pooled (test-image sampling only, not the variation between seeds);
     None when none did."""
-    from mixacm_hf.robustness.paired import wilson_interval
-
     measured = [row for row in rows if row.get("autoattack") is not None]
     if not measured:
         return None

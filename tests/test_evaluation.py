@@ -450,7 +450,7 @@ def test_compare_refuses_records_that_are_malformed_or_not_paired(changes, messa
 
 
 def test_paired_statistics_refuse_bad_arguments_and_stay_in_range(tmp_path):
-    from mixacm_hf.robustness.paired import mcnemar_exact_p, newcombe_paired_interval, paired_difference
+    from mixacm_hf.statistics import mcnemar_exact_p, newcombe_paired_interval, paired_difference
 
     with pytest.raises(ValueError, match="non-empty"):
         paired_difference([], [])

@@ -14,8 +14,10 @@ import pytest
 import yaml
 
 from mixacm_hf.hub import TEMPLATE, main
-from mixacm_hf.hub.leaderboard import coerce_norm, coerce_number, leaderboard, mcnemar_p_value
+from mixacm_hf.hub.leaderboard import leaderboard
+from mixacm_hf.hub.leaderboard_cards import coerce_norm, coerce_number
 from mixacm_hf.hub.leaderboard_format import format_leaderboard
+from mixacm_hf.statistics import mcnemar_p_value
 
 REPO = Path(__file__).resolve().parents[1]
 EPS = 8 / 255

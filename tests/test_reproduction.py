@@ -415,7 +415,7 @@ def _recomputed_pooled(used: list[list[str]], attack: str) -> dict:
     averaged over the seeds, and the t interval of the seeds' differences."""
     from scipy.stats import t as student
 
-    from mixacm_hf.robustness.paired import mcnemar_exact_p, newcombe_paired_interval
+    from mixacm_hf.statistics import mcnemar_exact_p, newcombe_paired_interval
 
     def t_interval(values: list[float]) -> tuple[float, list[float], float]:
         mean, sd = sum(values) / len(values), statistics.stdev(values)

@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks.seed_statistics import claim_criteria, claim_markdown, compare_groups, format_paired, mean_std
 from mixacm_hf.robustness import RobustnessReport
-from mixacm_hf.robustness.paired import paired_difference
+from mixacm_hf.statistics import paired_difference
 
 ATTACKS = {"clean": {"type": "clean"}, "pgd-20": {"type": "pgd", "steps": 20}, "autoattack": {"type": "autoattack"}}
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..robustness.attacks import check_eps
-from .leaderboard_cards import (  # noqa: F401 (the records and coercions, re-exported)
+from .leaderboard_cards import (
     Accuracy,
     Leaderboard,
     NotACard,
@@ -34,9 +34,7 @@ from .leaderboard_cards import (  # noqa: F401 (the records and coercions, re-ex
     card_measurements,
     card_metadata,
     coerce_norm,
-    coerce_number,
     matching_report,
-    mcnemar_p_value,
     paired_p_value,
     plot_link,
     read_source,

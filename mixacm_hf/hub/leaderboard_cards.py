@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import yaml
 from huggingface_hub import hf_hub_download
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
-from ..robustness.paired import mcnemar_exact_p, wilson_interval
+from ..statistics import mcnemar_p_value, wilson_interval
 from .eval_results import entries_model_index, load_eval_results
 from .results import CARD_NAME, PLOT_NAME, REPORTS_NAME, dataset_identity, format_eps
 
@@ -118,16 +117,6 @@ def coerce_number(value: Any) -> float | None:
 def coerce_norm(value: Any) -> str | None:
     """`Linf` / `L2` / `L1` from the usual spellings (`linf`, `L_inf`, `inf`, `l2`, `l1`...), else None."""
     return NORMS.get(str(value).strip().lower()) if value is not None else None
-
-
-def mcnemar_p_value(first: Sequence[bool], second: Sequence[bool]) -> float:
-    """Exact two-sided McNemar p-value for paired correctness flags (the binomial test of the discordant pairs
-    with p = 1/2; McNemar, 1947). 1.0 when no pair is discordant."""
-    if len(first) != len(second):
-        raise ValueError(f"Paired flags must have the same length, got {len(first)} and {len(second)}.")
-    only_first = sum(1 for a, b in zip(first, second, strict=True) if a and not b)
-    only_second = sum(1 for a, b in zip(first, second, strict=True) if b and not a)
-    return mcnemar_exact_p(only_first, only_second)
 
 
 def paired_p_value(first: dict[str, Any], second: dict[str, Any], attack: str) -> float | None:

@@ -2,12 +2,12 @@
 plus/rand versions, transfer attacks, common corruptions (no L-norm budget) and any `register_attack` entry; Linf,
 L2 and, for AutoAttack, L1), `evaluate_robustness` and its `RobustnessReport`."""
 
+from ..statistics import mcnemar_exact_p, wilson_interval
 from .attacks import LogitsModel, check_eps, fgsm, logits_of, parse_eps, pgd
 from .autoattack import AUTOATTACK_ATTACKS, STANDARD_ATTACKS, autoattack, usable_components
 from .classifier import as_classifier, attack_layout
 from .evaluate import evaluate_robustness
 from .inputs import check_pixels
-from .paired import mcnemar_exact_p, wilson_interval
 from .plots import plot_eps_sweep
 from .registry import ATTACKS, Attack, AttackSpec, attack_title, parse_attack, register_attack
 from .report import RobustnessReport

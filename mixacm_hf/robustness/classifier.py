@@ -30,29 +30,8 @@ INSIDE = "normalises inside the model"
 PLAIN = "plain module: taken to expect pixels in [0, 1] (the documented contract for modules without a config)"
 
 
-class Normalized(nn.Module):
-    """A plain module (e.g. a timm model) that expects `(x - mean) / std`, made to take pixels in [0, 1]."""
-
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, pixel_values: torch.Tensor) -> Any:
-        return self.model((pixel_values - self.mean) / self.std)
-
-
-def _describe(mean: Sequence[float], std: Sequence[float]) -> str:
-    return f"wrapped: (pixels - {[round(float(m), 6) for m in mean]}) / {[round(float(s), 6) for s in std]}"
-
-
 def _input_convention(wrapped: nn.Module) -> str:
-    if isinstance(wrapped, (PixelSpaceClassifier, HookedClassifier)):
-        return wrapped.describe()
-    if isinstance(wrapped, Normalized):
-        return _describe(wrapped.mean.flatten().tolist(), wrapped.std.flatten().tolist())
-    return INSIDE
+    return wrapped.describe() if isinstance(wrapped, (PixelSpaceClassifier, HookedClassifier)) else INSIDE
 
 
 def as_classifier(
@@ -103,11 +82,11 @@ def as_classifier(
         except ValueError as error:
             raise ValueError(f"{error} Or evaluate the saved folder, whose image processor says it.") from error
     elif normalization is not None:
-        wrapped = Normalized(model, *normalization)
+        wrapped = PixelSpaceClassifier(model, *normalization)
     elif isinstance(model, (PixelSpaceClassifier, HookedClassifier)):
         wrapped = model
     elif "mean" in (getattr(model, "pretrained_cfg", None) or {}):  # timm models
-        wrapped = Normalized(model, model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
+        wrapped = PixelSpaceClassifier(model, model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
     else:
         wrapped = model
     parameter = next(wrapped.parameters(), None)

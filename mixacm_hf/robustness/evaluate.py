@@ -18,13 +18,13 @@ from tqdm.auto import tqdm
 from ..data import check_labels, class_names, label_order, model_class_names
 from ..data.identity import dataset_identity
 from ..provenance import package_versions
+from ..statistics import wilson_interval
 from ..teachers import PixelSpaceClassifier, check_zoo_preprocessing, is_zoo_spec
 from .attacks import Norm, attack_mode, check_eps, logits_of
 from .batches import AttackRun, Progress, check_batch_size, check_workers, rank_and_world_size
 from .classifier import as_classifier, attack_layout
 from .corruption_runs import corruption_accuracy, corruption_runs, corruption_specs, corruptions_folder
 from .inputs import example_indices, load_examples, load_split
-from .paired import wilson_interval
 from .registry import CLEAN, AttackSpec, check_attack_norms, parse_attack
 from .report import (
     RobustnessReport,

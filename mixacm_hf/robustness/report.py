@@ -1,5 +1,5 @@
 """`RobustnessReport` (JSON round trip, checked per-example records, paired `compare`) and the sanity checks that
-expose gradient masking; the paired statistics are in `paired.py`."""
+expose gradient masking; the statistics are in `mixacm_hf.statistics`."""
 
 from __future__ import annotations
 
@@ -13,21 +13,9 @@ from typing import Any
 import torch
 
 from ..files import atomic_write_text, locked
-from .paired import paired_difference
+from ..statistics import paired_difference, significantly_higher
 
 Check = dict[str, Any]
-
-
-def significantly_higher(a: torch.Tensor, b: torch.Tensor, z: float = 1.96) -> tuple[bool, str]:
-    """Whether accuracy `a` exceeds `b` beyond noise, from per-example correctness flags on the same examples.
-
-    McNemar-style: with n_ab examples correct only under a and n_ba only under b, a is higher beyond noise when
-    n_ab - n_ba > z * sqrt(n_ab + n_ba).
-    """
-    only_a = int((a & ~b).sum())
-    only_b = int((~a & b).sum())
-    detail = f"{only_a} examples correct only under the first, {only_b} only under the second"
-    return only_a - only_b > z * math.sqrt(only_a + only_b), detail
 
 
 def accuracy(correct: torch.Tensor) -> float:

@@ -33,17 +33,18 @@ DEFAULT_PROBE_SIZE = 224
 
 
 class PixelSpaceClassifier(nn.Module):
-    """An image classifier that expects preprocessed inputs, made to take `pixel_values` in [0, 1].
+    """An image classifier that expects preprocessed inputs, made to take `pixel_values` in [0, 1]: the one pixel-space
+    wrapper, for teachers, students' references and evaluated models alike.
 
     `forward` applies `steps` (`PixelSteps`: the image processor's resize, center crop and rescale, where it has
-    them) and `(pixels - mean) / std`, then calls the wrapped model; the output is an
-    `ImageClassifierOutputWithNoAttention` whose `hidden_states` is a tuple. Mean/std are not folded into the first
-    convolution because that is wrong at zero-padded borders.
+    them) and `(pixels - mean) / std`, then calls the wrapped model: a `PreTrainedModel` gives an
+    `ImageClassifierOutputWithNoAttention` whose `hidden_states` is a tuple, any other module (e.g. a timm model)
+    its own output. Mean/std are not folded into the first convolution because that is wrong at zero-padded borders.
     """
 
     def __init__(
         self,
-        model: PreTrainedModel,
+        model: nn.Module,
         image_mean: Sequence[float],
         image_std: Sequence[float],
         steps: PixelSteps | None = None,
@@ -69,9 +70,11 @@ class PixelSpaceClassifier(nn.Module):
 
     def forward(
         self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None
-    ) -> ImageClassifierOutputWithNoAttention:
+    ) -> ImageClassifierOutputWithNoAttention | Any:
         pixels = self.steps.resized(pixel_values) * self.steps.scale + self.steps.offset
         normalized = (pixels - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
+        if not isinstance(self.model, PreTrainedModel):
+            return self.model(normalized)
         outputs = self.model(pixel_values=normalized, output_hidden_states=output_hidden_states, return_dict=True)
         hidden_states = None if outputs.hidden_states is None else tuple(outputs.hidden_states)
         return ImageClassifierOutputWithNoAttention(logits=outputs.logits, hidden_states=hidden_states)

@@ -1,5 +1,6 @@
-"""Statistics of correctness flags: Wilson intervals of one accuracy, and paired comparisons of two on the same
-examples (Newcombe's interval of the difference, the exact McNemar p)."""
+"""The project's statistics, used by reports, the leaderboard and the benchmarks: Wilson intervals of one accuracy,
+paired comparisons of two on the same examples (Newcombe's interval of the difference, the exact McNemar p, the
+sanity checks' "higher beyond noise"), and the t interval of a mean difference (over images or training seeds)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy
-from scipy.stats import binomtest
+from scipy.stats import binomtest, ttest_1samp
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
@@ -36,6 +37,47 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     if only_a + only_b == 0:
         return 1.0
     return float(binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue)
+
+
+def discordant(first: Sequence[bool], second: Sequence[bool]) -> tuple[int, int]:
+    """(pairs correct only under `first`, only under `second`) of paired correctness flags (bools or a bool tensor).
+
+    Raises:
+        ValueError: flags of different lengths.
+    """
+    if len(first) != len(second):
+        raise ValueError(f"Paired flags must have the same length, got {len(first)} and {len(second)}.")
+    pairs = list(zip((bool(a) for a in first), (bool(b) for b in second), strict=True))
+    return sum(a and not b for a, b in pairs), sum(b and not a for a, b in pairs)
+
+
+def mcnemar_p_value(first: Sequence[bool], second: Sequence[bool]) -> float:
+    """Exact two-sided McNemar p-value of paired correctness flags (`mcnemar_exact_p` of their `discordant` counts;
+    McNemar, 1947). 1.0 when no pair is discordant."""
+    return mcnemar_exact_p(*discordant(first, second))
+
+
+def significantly_higher(first: Sequence[bool], second: Sequence[bool], z: float = 1.96) -> tuple[bool, str]:
+    """Whether the accuracy of `first` exceeds that of `second` beyond noise, from paired correctness flags: with
+    n_ab pairs correct only under the first and n_ba only under the second, n_ab - n_ba > z * sqrt(n_ab + n_ba)
+    (McNemar's normal approximation; one-sided at z). Returns the verdict and the counts in words."""
+    only_first, only_second = discordant(first, second)
+    detail = f"{only_first} examples correct only under the first, {only_second} only under the second"
+    return only_first - only_second > z * math.sqrt(only_first + only_second), detail
+
+
+def t_interval(values: Sequence[float]) -> tuple[list[float] | None, float | None]:
+    """The 95% t interval of the mean of `values` (differences in [-1, 1], so clipped to it) and the two-sided p of
+    mean 0 (`scipy.stats.ttest_1samp`). A sample without spread has no interval (a zero-width one would claim a
+    certainty a few identical values cannot give); its p is the exact sign test's (2^(1-n) when every value has
+    the same sign, 1 when all are 0). Fewer than two values: (None, None)."""
+    if len(values) < 2:
+        return None, None
+    if len(set(values)) == 1:
+        return None, 1.0 if values[0] == 0 else min(1.0, 2 * 0.5 ** len(values))
+    test = ttest_1samp(values, 0.0)
+    interval = test.confidence_interval(0.95)
+    return [max(-1.0, float(interval.low)), min(1.0, float(interval.high))], float(test.pvalue)
 
 
 def _check_z(z: float) -> None:

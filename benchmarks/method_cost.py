@@ -29,7 +29,8 @@ from transformers import TrainerCallback
 
 from mixacm_hf.cli import parse_with_config
 from mixacm_hf.methods import get_method
-from mixacm_hf.run import argument_parser, run_mixacm
+from mixacm_hf.run import run_mixacm
+from mixacm_hf.run_args import argument_parser
 from mixacm_hf.trainer import MixACMTrainer, MixACMTrainingArguments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def measure(
         flags = [
             "--config", str(CONFIG), "--dataset", dataset, "--method", method, "--max_steps", str(steps),
             "--output_dir", output_dir, "--save_strategy", "no", "--disable_tqdm", "true", "--logging_steps", "1000",
-            "--max_eval_samples", "16", "--eval_attacks", "",
+            "--eval_n", "16", "--eval_attacks", "",
             "--eval_eps_sweep", "", *([] if get_method(method).needs_teacher else ["--teacher", ""]), *extra_flags,
         ]  # fmt: skip
         run_mixacm(*parse_with_config(argument_parser(), flags), callbacks=[clock])

@@ -20,19 +20,19 @@ from .data import class_names, collate_image_batch, decode_all, label_order, loa
 from .files import atomic_write_text
 from .hub import push_robust_model, write_model_card
 from .provenance import code_commit, package_versions
-from .resume import RunSettings, finished_model, resume_checkpoint
+from .resume import RunSettings, resume_checkpoint
 from .robustness import RobustnessReport, evaluate_robustness
 from .robustness.batches import RankFailure, gather_from_ranks
 from .robustness.metric import compute_accuracy_metrics
+from .robustness.registry import parse_attack
 from .run_args import (
     DataArguments,
     EvaluationArguments,
     ModelArguments,
-    argument_parser,
     check_arguments,
     eps_sweep,
+    fold_deprecated,
     run_settings,
-    unused_flags,
 )
 from .students import apply_student_input, load_student, new_student, save_student_processor, student_input
 from .teachers import is_zoo_spec, teacher_provenance
@@ -40,10 +40,8 @@ from .trainer import MixACMTrainer, MixACMTrainingArguments, TrainingClock
 
 logger = logging.getLogger(__name__)
 __all__ = [
-    "DataArguments", "EvaluationArguments", "EvaluationFailed", "ModelArguments", "RunSettings", "argument_parser",
-    "check_arguments", "eps_sweep", "evaluate_student", "finished_model", "format_summary", "kept_weights",
-    "load_teacher_model", "resume_checkpoint", "run_mixacm", "run_settings",
-    "unused_flags", "validation_record",
+    "EvaluationFailed", "evaluate_student", "format_summary", "kept_weights", "load_teacher_model",
+    "recorded_hyperparameters", "retry_command", "run_mixacm", "teacher_name", "validation_record",
 ]  # fmt: skip
 
 
@@ -73,8 +71,8 @@ def evaluate_student(
     training_args: MixACMTrainingArguments,
     robustbench_model_dir: str | None = None,
 ) -> list[RobustnessReport]:
-    """The end-of-run evaluation on the first `eval_n` evaluation images: the attacks with the eps sweep, then, with
-    `eval_autoattack`, the same attacks plus AutoAttack at `eval_eps` only (a sweep of AutoAttack costs too much).
+    """The end-of-run evaluation on the first `eval_n` evaluation images: the attacks but AutoAttack's with the eps
+    sweep, then, when AutoAttack is among them, all of them at `eval_eps` only (a sweep of AutoAttack costs too much).
     `robustbench_model_dir`: where a transfer attack's RobustBench source (the zoo teacher) is read from.
 
     `model` is best the saved folder: it is then read back through the evaluator's input contract like any other
@@ -87,9 +85,10 @@ def evaluate_student(
         "split": data_args.eval_split, "dataset_name": data_args.dataset, "progress": not training_args.disable_tqdm,
         "robustbench_model_dir": robustbench_model_dir,
     }  # fmt: skip
-    reports = [evaluate_robustness(model, dataset, attacks, eps_sweep=sweep, **common)] if attacks else []
-    if eval_args.eval_autoattack:
-        reports.append(evaluate_robustness(model, dataset, [*attacks, "autoattack"], **common))
+    swept = [name for name in attacks if parse_attack(name).attack.role != "ensemble"]
+    reports = [evaluate_robustness(model, dataset, swept, eps_sweep=sweep, **common)] if swept else []
+    if len(swept) < len(attacks):
+        reports.append(evaluate_robustness(model, dataset, attacks, **common))
     return reports
 
 
@@ -111,7 +110,6 @@ def retry_command(
     `n_examples` images, budget, sweep, batch size and seed; `robustbench_model_dir` for a zoo teacher) and writes
     the card."""
     attacks = ",".join(name.strip() for name in eval_args.eval_attacks.split(",") if name.strip()) or "clean"
-    attacks += ",autoattack" if eval_args.eval_autoattack else ""
     sweep = eps_sweep(eval_args, data_args.image_size)
     command = [
         "python", "training/evaluate_robustness.py", "--model", output_dir, "--dataset", data_args.dataset,
@@ -135,6 +133,7 @@ def run_mixacm(
     """Train a student with `training_args.method`, evaluate its clean and robust accuracy, save it with its model
     card, push it with `--push_to_hub` (one commit; `HubPushError` when that fails) and return a summary."""
     eval_args = eval_args or EvaluationArguments()
+    fold_deprecated(data_args, eval_args)
     check_arguments(model_args, data_args, training_args, eval_args, callbacks)
     code = {**code_commit(), "versions": package_versions()}  # the code that trains: read now, not at the end
     set_seed(training_args.seed)
@@ -170,7 +169,7 @@ def run_mixacm(
         )  # fmt: skip
         decode_all(validation_dataset)
     eval_dataset = load_image_dataset(
-        data_args.dataset, data_args.eval_split, train=False, max_samples=data_args.max_eval_samples, **common
+        data_args.dataset, data_args.eval_split, train=False, max_samples=eval_args.eval_n, **common
     )
     decode_all(eval_dataset)  # a bad test image stops the run now, not after training
     names = class_names(eval_dataset, data_args.label_column)
@@ -228,7 +227,7 @@ def run_mixacm(
         "world_size": training_args.world_size,
         "output_dir": training_args.output_dir,
         "objective": trainer.objective(),
-        "hyperparameters": _hyperparameters(training_args, trainer),
+        "hyperparameters": recorded_hyperparameters(training_args, trainer),
         "command": shlex.join(sys.argv),
         "code": code,
     }
@@ -310,7 +309,7 @@ OPTIMISATION = (
 )  # fmt: skip
 
 
-def _hyperparameters(args: MixACMTrainingArguments, trainer: MixACMTrainer) -> dict[str, Any]:
+def recorded_hyperparameters(args: MixACMTrainingArguments, trainer: MixACMTrainer) -> dict[str, Any]:
     """The run's method, its params as they ran (`MixACMTrainer.hyperparameters`: None where without effect, e.g.
     mixup_alpha with mixup off) and the `OPTIMISATION` settings; the unused one of epochs/max_steps is None."""
     values = args.to_dict()  # enums as their values (lr_scheduler_type: "cosine")

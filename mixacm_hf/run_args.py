@@ -89,7 +89,9 @@ class DataArguments:
         default=None,
         metadata={"help": "Train on a class-balanced prefix of the training split: the first fraction of each class."},
     )
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation images."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Deprecated: use --eval_n, the one cap on evaluation images."}
+    )
     validation_split: str | None = field(
         default=None,
         metadata={
@@ -127,10 +129,17 @@ class EvaluationArguments:
     """The robustness evaluation that ends a run; its results go into the model card."""
 
     eval_attacks: str = field(
-        default="clean,pgd-20", metadata={"help": "Comma-separated attacks (clean, fgsm, pgd-<steps>...); '' for none."}
+        default="clean,pgd-20",
+        metadata={
+            "help": "Comma-separated attacks (clean, fgsm, pgd-<steps>, autoattack, ...: the names "
+            "training/evaluate_robustness.py --help lists); AutoAttack runs at --eval_eps only, in a report of its "
+            "own with the other attacks; '' for none."
+        },
     )
-    eval_autoattack: bool = field(default=False, metadata={"help": "Also run AutoAttack (standard version)."})
-    eval_n: int = field(default=1000, metadata={"help": "Attack the first N evaluation images."})
+    eval_autoattack: bool = field(default=False, metadata={"help": "Deprecated: add autoattack to --eval_attacks."})
+    eval_n: int = field(
+        default=1000, metadata={"help": "Evaluate (clean accuracy and attacks) the first N images of --eval_split."}
+    )
     eval_batch_size: int = field(default=128, metadata={"help": "Batch size of the attacks."})
     eval_eps: float = field(default=8 / 255, metadata={"help": "Attack budget in pixel units (8/255)."})
     eval_norm: str = field(default="Linf", metadata={"help": "Threat model.", "choices": ["Linf", "L2", "L1"]})
@@ -195,6 +204,31 @@ def unused_flags(method: str, flags: Iterable[str]) -> list[str]:
     return reasons
 
 
+def fold_deprecated(data_args: DataArguments, eval_args: EvaluationArguments) -> None:
+    """Apply the deprecated flags as their new spellings, with a `FutureWarning` naming each: `--max_eval_samples N`
+    caps `--eval_n`, `--eval_autoattack true` adds autoattack to `--eval_attacks`.
+
+    Raises:
+        ValueError: `--max_eval_samples` below 1.
+    """
+    import warnings
+
+    if data_args.max_eval_samples is not None:
+        if data_args.max_eval_samples < 1:
+            raise ValueError(f"--max_eval_samples {data_args.max_eval_samples}: give a positive number of images "
+                             "(or leave it out: all), with --eval_n, its new name.")  # fmt: skip
+        warnings.warn("--max_eval_samples is deprecated: use --eval_n (the one cap on evaluation images).",
+                      FutureWarning, stacklevel=3)  # fmt: skip
+        eval_args.eval_n = min(eval_args.eval_n, data_args.max_eval_samples)
+        data_args.max_eval_samples = None
+    if eval_args.eval_autoattack:
+        attacks = [name.strip() for name in eval_args.eval_attacks.split(",") if name.strip()]
+        warnings.warn(f"--eval_autoattack is deprecated: use --eval_attacks {','.join([*attacks, 'autoattack'])}.",
+                      FutureWarning, stacklevel=3)  # fmt: skip
+        eval_args.eval_attacks = ",".join(dict.fromkeys([*attacks, "autoattack"]))
+        eval_args.eval_autoattack = False
+
+
 def check_arguments(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -225,10 +259,9 @@ def check_arguments(
     check_validation(data_args, training_args, callbacks)
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("Streaming datasets have no length: pass --max_steps.")
-    for flag in ("max_train_samples", "max_eval_samples"):
-        value = getattr(data_args, flag)
-        if value is not None and value < 1:
-            raise ValueError(f"--{flag} {value}: give a positive number of images (or leave it out: all).")
+    if data_args.max_train_samples is not None and data_args.max_train_samples < 1:
+        raise ValueError(f"--max_train_samples {data_args.max_train_samples}: give a positive number of images (or "
+                         "leave it out: all).")  # fmt: skip
     for flag in ("eval_n", "eval_batch_size"):
         if getattr(eval_args, flag) < 1:
             raise ValueError(f"--{flag} {getattr(eval_args, flag)}: must be >= 1.")

@@ -18,7 +18,8 @@ from mixacm_hf import MixACMTrainingArguments
 from mixacm_hf.cli import explicit_flags, parse_with_config
 from mixacm_hf.methods import METHODS
 from mixacm_hf.models import WideResNetConfig, WideResNetForImageClassification
-from mixacm_hf.run import argument_parser, run_mixacm, unused_flags
+from mixacm_hf.run import run_mixacm
+from mixacm_hf.run_args import argument_parser, unused_flags
 
 REPO = Path(__file__).resolve().parents[1]
 TERMS = {

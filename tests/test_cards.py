@@ -178,7 +178,7 @@ def test_hf_resnet_student_is_pipeline_ready_and_its_card_claims_no_normalisatio
     output = tmp_path / "student"
     run_main(
         ["--student", str(spec), "--student_from_config", "true", "--method", "natural", "--dataset",
-         str(cifar10_path), "--max_train_samples", "32", "--max_eval_samples", "16", "--per_device_train_batch_size",
+         str(cifar10_path), "--max_train_samples", "32", "--per_device_train_batch_size",
          "16", "--max_steps", "2", "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no",
          "--disable_tqdm", "true", "--output_dir", str(output), "--eval_attacks", "clean,fgsm", "--eval_n", "8",
          "--eval_eps_sweep", ""]

@@ -112,7 +112,7 @@ def test_run_mixacm_smoke(tmp_path, cifar10_path):
     """run_mixacm.py: tiny natural teacher then a MixACM student, 512 images, a few steps; the folder loads back."""
     from training.run_mixacm import main
 
-    common = ["--dataset", str(cifar10_path), "--max_train_samples", "512", "--max_eval_samples", "64",
+    common = ["--dataset", str(cifar10_path), "--max_train_samples", "512",
               "--per_device_train_batch_size", "32", "--max_steps", "3", "--report_to", "none", "--use_cpu", "true",
               "--save_strategy", "no", "--disable_tqdm", "true",
               "--eval_n", "16", "--eval_eps_sweep", "0,8/255"]  # fmt: skip

@@ -15,7 +15,8 @@ from mixacm_hf.cli import parse_with_config
 from mixacm_hf.hub import relevant_hyperparameters
 from mixacm_hf.methods import METHODS, Method, MethodParams, Objective, get_method, register_method
 from mixacm_hf.robustness import ATTACKS, Attack, attack_title, evaluate_robustness, parse_attack, register_attack
-from mixacm_hf.run import argument_parser, run_mixacm
+from mixacm_hf.run import run_mixacm
+from mixacm_hf.run_args import argument_parser
 
 
 @dataclass(frozen=True)

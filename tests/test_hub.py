@@ -236,7 +236,7 @@ def test_run_mixacm_ends_with_card_and_a_failed_push_keeps_it(tmp_path, cifar10_
     with pytest.raises(SystemExit) as exit_info:
         run_main(
             ["--student", "wrn-10-1", "--method", "natural", "--dataset", str(cifar10_path), "--max_train_samples",
-             "64", "--max_eval_samples", "32", "--per_device_train_batch_size", "16", "--max_steps", "2",
+             "64", "--per_device_train_batch_size", "16", "--max_steps", "2",
              "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no", "--disable_tqdm", "true",
              "--output_dir", str(output), "--eval_attacks", "clean,pgd-5", "--eval_n", "16", "--eval_eps_sweep",
              "0,8/255", "--card_dataset_id", "uoft-cs/cifar10", "--push_to_hub", "--hub_model_id", "someone/student"]

@@ -27,7 +27,8 @@ from mixacm_hf.data import (
     model_class_names,
 )
 from mixacm_hf.robustness import evaluate_robustness
-from mixacm_hf.run import argument_parser, check_arguments, run_mixacm
+from mixacm_hf.run import run_mixacm
+from mixacm_hf.run_args import argument_parser, check_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

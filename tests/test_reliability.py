@@ -26,7 +26,9 @@ from mixacm_hf.data import (
     image_transform,
     load_image_dataset,
 )
-from mixacm_hf.run import argument_parser, resume_checkpoint, run_mixacm
+from mixacm_hf.resume import resume_checkpoint
+from mixacm_hf.run import run_mixacm
+from mixacm_hf.run_args import argument_parser
 from mixacm_hf.teachers import load_teacher
 from mixacm_hf.trainer import AFFINE_MAPS_NAME
 
@@ -296,9 +298,9 @@ def test_the_recorded_objective_is_the_one_that_ran(tmp_path, tiny_wrn):
     assert trainer.objective() == {
         "method": "mixacm", "loss_terms": {"loss_ce": 1.0, "loss_acm": 100.0}, "mixup_alpha": None, "kld_dropped": True,
     }  # fmt: skip
-    from mixacm_hf.run import _hyperparameters
+    from mixacm_hf.run import recorded_hyperparameters
 
-    recorded = _hyperparameters(args, trainer)
+    recorded = recorded_hyperparameters(args, trainer)
     assert recorded["mixup_alpha"] is None and recorded["alpha_kld"] is None and recorded["alpha_acm"] == 100.0
 
 

@@ -167,7 +167,7 @@ def test_stage_commands_give_the_hyperparameters_their_models_were_trained_with(
     committed model was trained (the config's defaults may move on: old stages pin what they used)."""
     from mixacm_hf.cli import parse_with_config
     from mixacm_hf.hub import relevant_hyperparameters
-    from mixacm_hf.run import argument_parser
+    from mixacm_hf.run_args import argument_parser
 
     monkeypatch.chdir(REPO)  # the commands' paths are relative to the repository
     trained = [s for s in reproduction.STAGES if (s.output_dir / "train_summary.json").is_file()]

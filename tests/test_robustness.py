@@ -126,15 +126,15 @@ def test_adversarial_examples_lie_in_ball_and_box(attack, norm, eps):
 
 
 def test_evaluation_rejects_examples_outside_the_ball_or_box():
-    from mixacm_hf.robustness.batches import _check_adversarial
+    from mixacm_hf.robustness.batches import check_adversarial
 
     x, _ = tiny_images(4)
-    _check_adversarial((x + 8 / 255).clamp(0, 1), x, 8 / 255, "Linf", "ok")
+    check_adversarial((x + 8 / 255).clamp(0, 1), x, 8 / 255, "Linf", "ok")
     with pytest.raises(RuntimeError, match="outside"):
-        _check_adversarial((x + 9 / 255).clamp(0, 1), x, 8 / 255, "Linf", "too far")
+        check_adversarial((x + 9 / 255).clamp(0, 1), x, 8 / 255, "Linf", "too far")
     bright = torch.full((1, 3, 8, 8), 0.99)
     with pytest.raises(RuntimeError, match="outside"):
-        _check_adversarial(bright + 0.02, bright, 8 / 255, "Linf", "in the ball but above 1")
+        check_adversarial(bright + 0.02, bright, 8 / 255, "Linf", "in the ball but above 1")
 
 
 def test_autoattack_leaves_the_global_rng_alone():

@@ -13,7 +13,8 @@ from test_reliability import Crash, CrashAt, plain_images, tiny_run_argv, write_
 from mixacm_hf import MixACMTrainingArguments, WideResNetConfig, WideResNetForImageClassification
 from mixacm_hf.cli import parse_with_config
 from mixacm_hf.data import load_image_dataset
-from mixacm_hf.run import DataArguments, EvaluationArguments, argument_parser, eps_sweep, evaluate_student, run_mixacm
+from mixacm_hf.run import evaluate_student, run_mixacm
+from mixacm_hf.run_args import DataArguments, EvaluationArguments, argument_parser, eps_sweep, fold_deprecated
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -157,7 +158,7 @@ def test_an_l2_runs_sweep_reaches_its_eps(tmp_path):
 def test_zero_batch_sizes_and_accumulation_are_refused_by_name(tmp_path, flag):
     """A zero batch size or accumulation would fail deep in training or after it (the evaluation): refused up front,
     naming the flag."""
-    from mixacm_hf.run import check_arguments
+    from mixacm_hf.run_args import check_arguments
 
     argv = tiny_run_argv(tmp_path / "data", tmp_path / "out", f"--{flag}", "0")
     with pytest.raises(ValueError, match=f"--{flag} 0: must be >= 1"):
@@ -167,7 +168,7 @@ def test_zero_batch_sizes_and_accumulation_are_refused_by_name(tmp_path, flag):
 def test_several_processes_that_would_each_train_alone_are_refused(tmp_path, monkeypatch):
     """torchrun on a machine without GPUs and without --use_cpu true: every process would train alone and write the
     same folder. Refused, saying what to pass."""
-    from mixacm_hf.run import check_arguments
+    from mixacm_hf.run_args import check_arguments
 
     argv = tiny_run_argv(tmp_path / "data", tmp_path / "out")
     argv = [a for i, a in enumerate(argv) if a != "--use_cpu" and argv[i - 1] != "--use_cpu"]
@@ -176,3 +177,41 @@ def test_several_processes_that_would_each_train_alone_are_refused(tmp_path, mon
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="Launched as 2 processes, but each would train alone.*--use_cpu true"):
         check_arguments(*args)
+
+
+# -- one name per concept: the deprecated flags ------------------------------------------------------------------------
+
+
+def test_autoattack_in_eval_attacks_runs_at_eval_eps_only_in_a_report_of_its_own(tmp_path):
+    """AutoAttack is asked for in --eval_attacks like any attack: the others are swept, AutoAttack (a sweep of it
+    costs too much) runs with them at --eval_eps only."""
+    folder = write_dataset(tmp_path / "data", {"test": plain_images(4)})
+    dataset = load_image_dataset(str(folder), "test", train=False)
+    model = WideResNetForImageClassification(WideResNetConfig.from_name("wrn-10-1", num_labels=10)).eval()
+    eval_args = EvaluationArguments(eval_attacks="clean,fgsm,autoattack:apgd-ce", eval_n=4, eval_eps_sweep="0,8/255")
+    training_args = MixACMTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], disable_tqdm=True)
+    swept, at_eps = evaluate_student(model, dataset, eval_args, DataArguments(dataset=str(folder)), training_args)
+    assert list(swept.attacks) == ["clean", "fgsm"] and swept.eps_sweep["eps"] == [0.0, 8 / 255]
+    assert list(at_eps.attacks) == ["clean", "fgsm", "autoattack:apgd-ce"] and at_eps.eps_sweep is None
+    assert at_eps.robust_accuracy["fgsm"] == swept.robust_accuracy["fgsm"]  # the same images, seed and budget
+
+
+def test_the_deprecated_spellings_work_once_with_a_warning_naming_the_new_one(tmp_path):
+    """--max_eval_samples caps --eval_n (the one cap on evaluation images); --eval_autoattack true adds autoattack
+    to --eval_attacks; a bad deprecated value is refused naming both spellings."""
+    argv = ["--dataset", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--method", "natural"]
+    _, data_args, _, eval_args = parse_with_config(
+        argument_parser(), [*argv, "--max_eval_samples", "8", "--eval_autoattack", "true", "--eval_attacks", "clean"]
+    )
+    with pytest.warns(FutureWarning) as caught:
+        fold_deprecated(data_args, eval_args)
+    assert [str(w.message) for w in caught] == [
+        "--max_eval_samples is deprecated: use --eval_n (the one cap on evaluation images).",
+        "--eval_autoattack is deprecated: use --eval_attacks clean,autoattack.",
+    ]
+    assert (eval_args.eval_n, eval_args.eval_attacks, data_args.max_eval_samples) == (8, "clean,autoattack", None)
+    fold_deprecated(data_args, eval_args)  # folded once: nothing left to warn of
+    assert (eval_args.eval_n, eval_args.eval_attacks) == (8, "clean,autoattack")
+    _, data_args, _, eval_args = parse_with_config(argument_parser(), [*argv, "--max_eval_samples", "0"])
+    with pytest.raises(ValueError, match=r"^--max_eval_samples 0: give a positive number .* --eval_n, its new name"):
+        fold_deprecated(data_args, eval_args)

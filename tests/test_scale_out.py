@@ -31,7 +31,7 @@ from mixacm_hf import WideResNetConfig, WideResNetForImageClassification
 from mixacm_hf.cli import parse_with_config
 from mixacm_hf.data import collate_image_batch, image_transform, load_image_dataset
 from mixacm_hf.losses import acm_loss, activated_channel_map, kd_loss
-from mixacm_hf.run import argument_parser
+from mixacm_hf.run_args import argument_parser
 from mixacm_hf.students import load_student
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +64,8 @@ from pathlib import Path
 from safetensors.torch import save_file
 from transformers import TrainerCallback
 from mixacm_hf.cli import parse_with_config
-from mixacm_hf.run import argument_parser, run_mixacm
+from mixacm_hf.run import run_mixacm
+from mixacm_hf.run_args import argument_parser
 
 
 class Probe(TrainerCallback):
@@ -169,7 +170,7 @@ def resume_run(workdir: Path, name: str, kill_at_step: int | None = None, varian
     if variant is not None:
         settings = [workdir / "teacher-32" if a == "{teacher}" else a for a in RESUMED_VARIANTS[variant]]
     args = [
-        "--dataset", CIFAR10, "--max_train_samples", 24, "--max_eval_samples", 8, "--per_device_train_batch_size", 8,
+        "--dataset", CIFAR10, "--max_train_samples", 24, "--eval_n", 8, "--per_device_train_batch_size", 8,
         "--max_steps", 10, "--save_strategy", "steps", "--save_steps", 2, "--save_total_limit", 2,
         "--in_memory_images", "true", "--resume_from_checkpoint", "last", *settings,
     ]  # fmt: skip
@@ -180,7 +181,7 @@ def two_process_resume_run(workdir: Path, name: str, kill_at_step: int | None = 
     """2 processes (accelerate), MixACM on in-memory images, 6 steps per epoch, checkpoints every 2 steps, resuming
     from the newest; the end-of-run evaluation on."""
     args = [
-        "--teacher", workdir / "teacher-32", "--dataset", CIFAR10, "--max_train_samples", 48, "--max_eval_samples", 16,
+        "--teacher", workdir / "teacher-32", "--dataset", CIFAR10, "--max_train_samples", 48, "--eval_n", 16,
         "--per_device_train_batch_size", 4, "--max_steps", 8, "--save_strategy", "steps", "--save_steps", 2,
         "--in_memory_images", "true", "--resume_from_checkpoint", "last", *EVALUATED,
     ]  # fmt: skip
@@ -201,7 +202,7 @@ def runs(workdir) -> Iterator[dict[str, Run]]:
     if (CIFAR10 / "plain_text").is_dir():  # else the tests that need them skip (the cifar10_path fixture)
         ddp = [
             "--teacher", workdir / "teacher-32", "--dataset", CIFAR10, "--max_train_samples", 64,
-            "--max_eval_samples", 37, "--per_device_train_batch_size", 4, "--gradient_accumulation_steps", 2,
+            "--eval_n", 37, "--per_device_train_batch_size", 4, "--gradient_accumulation_steps", 2,
             "--max_steps", 3, "--save_strategy", "no",
         ]  # fmt: skip
         pushed = ["--push_to_hub", "true", "--hub_model_id", "someone/ddp-student"]

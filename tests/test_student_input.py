@@ -23,7 +23,8 @@ from transformers import (
 )
 
 from mixacm_hf.cli import parse_with_config
-from mixacm_hf.run import argument_parser, run_mixacm
+from mixacm_hf.run import run_mixacm
+from mixacm_hf.run_args import argument_parser
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

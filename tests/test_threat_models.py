@@ -192,7 +192,7 @@ def test_a_distilled_students_end_of_run_evaluation_runs_transfer_from_its_teach
     tiny_wrn("wrn-10-1").save_pretrained(tmp_path / "teacher")
     main(
         ["--student", "wrn-10-1", "--teacher", str(tmp_path / "teacher"), "--method", "kd", "--dataset",
-         str(cifar10_path), "--max_train_samples", "16", "--max_eval_samples", "8", "--per_device_train_batch_size",
+         str(cifar10_path), "--max_train_samples", "16", "--per_device_train_batch_size",
          "8", "--max_steps", "1", "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no",
          "--disable_tqdm", "true", "--output_dir", str(tmp_path / "student"), "--eval_attacks", "clean,pgd-20,transfer",
          "--eval_n", "8", "--eval_eps_sweep", ""]

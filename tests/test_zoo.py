@@ -22,7 +22,8 @@ from mixacm_hf import run
 from mixacm_hf.cli import parse_with_config
 from mixacm_hf.robustness import evaluate_robustness
 from mixacm_hf.robustness.inputs import load_examples, load_split
-from mixacm_hf.run import argument_parser, run_mixacm
+from mixacm_hf.run import run_mixacm
+from mixacm_hf.run_args import argument_parser
 from mixacm_hf.teachers import (
     HookedClassifier,
     default_stage_modules,
@@ -364,10 +365,10 @@ def test_mixacm_run_from_a_zoo_teacher_names_the_entry(spec, model_dir, tmp_path
     monkeypatch.setattr(zoo, "zoo_model_info", partial(zoo.zoo_model_info, root=info_root))
     out = tmp_path / "student"
     dataset = request.getfixturevalue("cifar10_path" if data == "cifar10" else "imagenet_like")
-    sizes = ["--max_train_samples", "16", "--max_eval_samples", "8", "--per_device_train_batch_size", "4"]
+    sizes = ["--max_train_samples", "16", "--eval_n", "8", "--per_device_train_batch_size", "4"]
     if data == "imagenet":
         sizes = ["--image_size", "224", "--eval_split", "validation", "--max_train_samples", "4",
-                 "--max_eval_samples", "1", "--per_device_train_batch_size", "2"]  # fmt: skip
+                 "--eval_n", "1", "--per_device_train_batch_size", "2"]  # fmt: skip
     argv = [
         "--teacher", spec, "--robustbench_model_dir", str(model_dir),
         *(["--acm_teacher_modules", *modules] if modules else []), "--student", "wrn-16-1", "--method", "mixacm",
@@ -482,7 +483,7 @@ def test_a_zoo_teacher_is_recorded_as_robustbench_spells_it_and_read_again_for_t
     argv = [
         "--teacher", typed, "--robustbench_model_dir", str(model_dir), "--student", "wrn-16-1", "--method", "mixacm",
         "--acm_teacher_modules", "conv1", "layer1", "layer2", "layer3", "--dataset", str(cifar10_path),
-        "--output_dir", str(out), "--max_steps", "1", "--max_train_samples", "8", "--max_eval_samples", "4",
+        "--output_dir", str(out), "--max_steps", "1", "--max_train_samples", "8",
         "--per_device_train_batch_size", "4", "--eval_attacks", "clean,pgd-20,transfer", "--eval_eps_sweep", "",
         "--eval_n", "4", "--eval_batch_size", "4", "--use_cpu", "true", "--report_to", "none", "--save_strategy",
         "no", "--disable_tqdm", "true", "--bf16", "false",

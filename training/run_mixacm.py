@@ -10,7 +10,8 @@ import transformers
 
 from mixacm_hf.cli import config_flags, explicit_flags, parse_with_config
 from mixacm_hf.hub import HubPushError
-from mixacm_hf.run import EvaluationFailed, argument_parser, format_summary, run_mixacm, unused_flags
+from mixacm_hf.run import EvaluationFailed, format_summary, run_mixacm
+from mixacm_hf.run_args import argument_parser, unused_flags
 
 logger = logging.getLogger("run_mixacm")
 

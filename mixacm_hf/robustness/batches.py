@@ -28,7 +28,7 @@ from .autoattack import autoattack_warnings
 from .registry import AttackSpec
 
 
-def _check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, name: str) -> None:
+def check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, name: str) -> None:
     """Adversarial examples must lie in [0, 1] and in the eps ball (up to float rounding)."""
     delta = (x_adv - x).flatten(1)
     size = {"Linf": delta.abs().amax(1), "L1": delta.abs().sum(1)}.get(norm, delta.norm(dim=1))
@@ -168,7 +168,7 @@ def attack_batch(
     if spec.attack.role == "corruption":
         _check_corrupted(x_adv, x, spec.name)
     else:
-        _check_adversarial(x_adv, x, eps, norm, spec.name)
+        check_adversarial(x_adv, x, eps, norm, spec.name)
     with torch.no_grad(), attack_mode(model, x.device.type):
         correct = (logits_of(model(x_adv)).argmax(1) == y).cpu()
     return correct, sorted(set(caught)), time.perf_counter() - began

@@ -19,7 +19,7 @@ def activated_channel_map(hidden_state: torch.Tensor, normalize: bool = True, ep
     """(B, C, H, W) -> (B, C): each channel's spatial maximum, L2-normalised per sample (in fp32).
 
     The maximum is taken in the map's own dtype (exact) by global max pooling, whose backward writes the gradient to
-    the argmax only (on CPU, alone, ~20x cheaper than `amax` over (H, W) of an fp32 copy and its backward). An all-zero
+    the argmax only (cheaper than `amax` over (H, W) of an fp32 copy and its backward). An all-zero
     map stays zero instead of dividing by zero.
     """
     if hidden_state.dim() != 4:

@@ -39,13 +39,13 @@ class MixACMTrainingArguments(MethodFlags, TrainingArguments):
             "a warning, when the label counts differ; False makes a label mismatch an error."
         },
     )
-    channels_last: bool = field(default=False, metadata={"help": "Use channels_last memory format (faster on CPU)."})
+    channels_last: bool = field(default=False, metadata={"help": "Run convolutions in channels_last memory format."})
     compile_teacher: bool = field(
         default=False,
         metadata={
             "help": "torch.compile the frozen teacher with inductor freezing (BN folded into convs, weights "
-            "prepacked): its forward takes ~0.7x the eager time on CPU, after a one-off compile (~30 s; a C++ "
-            "compiler is needed on CPU). The student stays eager."
+            "prepacked), after a one-off compile (a C++ compiler is needed on CPU; its cost and gain: "
+            "benchmarks/method_cost.py). The student stays eager."
         },
     )
     remove_unused_columns: bool = field(

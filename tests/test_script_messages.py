@@ -68,3 +68,23 @@ def test_evaluate_robustness_errors_name_only_its_own_flags(inputs, case):
     assert part in message
     assert set(FLAG.findall(message)) == named
     assert named <= set(FLAG.findall(argument_parser().format_help()))  # every flag named is one of the script's
+
+
+@pytest.mark.parametrize(
+    "script, argv",
+    [
+        ("evaluate_robustness", ["--model", "m", "--dataset", "d", "--n_examples", "abc"]),
+        ("run_mixacm", ["--output_dir", "o", "--eval_n", "abc"]),
+        ("convert_teacher", ["checkpoint.pt", "--output", "o", "--image_mean", "a", "b", "c"]),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_argparses_usage_error_with_status_2(script, argv, capsys):
+    """A value that cannot be read as its flag's type: argparse's usage line, its message naming the flag and status 2
+    (docs/guide.md); a readable but invalid value is the script's own error, status 1 (the cases above)."""
+    import importlib
+
+    with pytest.raises(SystemExit) as exited:
+        importlib.import_module(f"training.{script}").main(argv)
+    error = capsys.readouterr().err
+    flag = next(arg for arg in reversed(argv) if arg.startswith("--"))
+    assert exited.value.code == 2 and "usage:" in error and f"error: argument {flag}" in error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import json
 import re
@@ -126,7 +127,9 @@ def parse_with_config(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[An
             (naming the closest valid ones).
     """
     config, argv = _split_config(argv)
+    argv = renamed_flags(argv, hyphenated_flags(parser, argv))
     config_argv = config_to_argv(load_config(config)) if config is not None else []
+    config_argv = renamed_flags(config_argv, hyphenated_flags(parser, config_argv))
     for where, arguments, prefix in ((f"keys in the config file {config}", config_argv, ""), ("arguments", argv, "--")):
         unknown = [name.replace("--", prefix) for name in _unknown_flags(parser, arguments)]  # keys as the file spells
         if unknown:
@@ -145,6 +148,23 @@ def _unknown_flags(parser: HfArgumentParser, argv: Sequence[str]) -> list[str]:
             close = difflib.get_close_matches(flag.replace("-", "_").replace("__", "--", 1), names, n=3)
             unknown.append(flag + (f" (did you mean {' or '.join(close)}?)" if close else ""))
     return unknown
+
+
+def without_hyphenated_aliases(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`parser` without the `--a-b` aliases `HfArgumentParser` adds to each `--a_b` flag: every script spells its
+    flags with underscores (`parse_with_config` still reads the hyphenated ones, with a deprecation warning)."""
+    for action in parser._actions:
+        for alias in [option for option in action.option_strings if option.startswith("--") and "-" in option[2:]]:
+            action.option_strings.remove(alias)
+            del parser._option_string_actions[alias]
+    return parser
+
+
+def hyphenated_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict[str, str]:
+    """The flags of `argv` spelt with hyphens whose underscore spelling the parser knows: old -> new."""
+    known = {option for action in parser._actions for option in action.option_strings}
+    flags = {token.partition("=")[0] for token in argv if token.startswith("--") and "-" in token[2:]}
+    return {flag: "--" + flag[2:].replace("-", "_") for flag in flags if "--" + flag[2:].replace("-", "_") in known}
 
 
 def renamed_flags(argv: Sequence[str], renames: dict[str, str]) -> list[str]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from transformers import EarlyStoppingCallback, HfArgumentParser, TrainerCallback
 
+from .cli import without_hyphenated_aliases
 from .data.identity import dataset_identity
 from .methods import flag_owners, get_method
 from .resume import RESUMED_SETTINGS, check_resumed_settings, finished_model, nothing_left, resume_checkpoint
@@ -160,13 +161,14 @@ def argument_parser() -> HfArgumentParser:
     """The parser of `training/run_mixacm.py`: the flags of every registered method's params among the training
     arguments (`training_arguments_class`). No abbreviated flags (`--temp` for `--temperature`): each flag is checked
     by its full name (`unused_flags`), as in `evaluate_robustness.py`."""
-    return HfArgumentParser(
+    parser = HfArgumentParser(
         (ModelArguments, DataArguments, training_arguments_class(), EvaluationArguments),
         allow_abbrev=False,
         usage="%(prog)s [--config FILE] [--flag value ...] (the flags: below)",
         description="Train a robust student with MixACM or a baseline (--method). --config FILE reads these "
         "arguments from a YAML/JSON file (e.g. training/configs/cifar10_cpu_wrn16-2.yaml); flags override it.",
     )
+    return without_hyphenated_aliases(parser)
 
 
 # flags that only configure the teacher (a `--config` file's teacher only warns: one file serves every method)

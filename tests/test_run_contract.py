@@ -215,3 +215,20 @@ def test_the_deprecated_spellings_work_once_with_a_warning_naming_the_new_one(tm
     _, data_args, _, eval_args = parse_with_config(argument_parser(), [*argv, "--max_eval_samples", "0"])
     with pytest.raises(ValueError, match=r"^--max_eval_samples 0: give a positive number .* --eval_n, its new name"):
         fold_deprecated(data_args, eval_args)
+
+
+def test_one_spelling_in_help_and_hyphenated_flags_still_read_once_with_a_warning(tmp_path):
+    """--help lists each flag with underscores only (HfArgumentParser's --a-b aliases go); a hyphenated flag on the
+    command line or a hyphenated key in --config is read as its underscore spelling, with a FutureWarning naming it."""
+    parser = argument_parser()
+    assert "--eval-n" not in parser.format_help() and "--eval_n" in parser.format_help()
+    assert not [option for action in parser._actions for option in action.option_strings if "-" in option[2:]]
+    config = tmp_path / "config.yaml"
+    config.write_text("num-train-epochs: 3\n")
+    argv = ["--config", str(config), "--dataset", "d", "--output_dir", str(tmp_path), "--eval-n", "7"]
+    with pytest.warns(FutureWarning) as caught:
+        _, _, training_args, eval_args = parse_with_config(argument_parser(), argv)
+    assert (eval_args.eval_n, training_args.num_train_epochs) == (7, 3)
+    assert sorted(str(w.message) for w in caught if w.category is FutureWarning) == [
+        "--eval-n is deprecated: use --eval_n", "--num-train-epochs is deprecated: use --num_train_epochs",
+    ]  # fmt: skip

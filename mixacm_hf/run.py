@@ -198,7 +198,7 @@ def run_mixacm(
         eval_dataset=validation_dataset if validation_dataset is not None else eval_dataset,
         data_collator=collate_image_batch,
         compute_metrics=compute_accuracy_metrics,
-        callbacks=[TrainingClock(), RunSettings(run_settings(data_args, training_args)), *callbacks],
+        callbacks=[TrainingClock(), RunSettings(run_settings(data_args, training_args, model_args)), *callbacks],
     )
     train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
     clock = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingClock))

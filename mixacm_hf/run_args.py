@@ -18,6 +18,7 @@ from transformers import EarlyStoppingCallback, HfArgumentParser, TrainerCallbac
 
 from .data.identity import dataset_identity
 from .methods import flag_owners, get_method
+from .provenance import model_identity
 from .resume import RESUMED_SETTINGS, check_resumed_settings, finished_model, nothing_left, resume_checkpoint
 from .robustness import parse_eps
 from .robustness.attacks import check_eps, largest_eps
@@ -253,7 +254,7 @@ def check_arguments(
             raise ValueError(f"--{flag}: {error}") from error
     checkpoint = resume_checkpoint(training_args)  # `last` without a checkpoint would start afresh
     if checkpoint is not None:
-        check_resumed_settings(checkpoint, run_settings(data_args, training_args))
+        check_resumed_settings(checkpoint, run_settings(data_args, training_args, model_args))
     if finished_model(training_args.output_dir) and not training_args.overwrite_output_dir:
         if checkpoint is None:
             raise ValueError(
@@ -345,12 +346,19 @@ def eps_sweep(eval_args: EvaluationArguments, image_size: int) -> list[float] | 
     return sorted({budget for budget in (0.0, eps / 4, eps / 2, eps, 2 * eps) if budget < largest_eps(norm, pixels)})
 
 
-def run_settings(data_args: DataArguments, training_args: MixACMTrainingArguments) -> dict[str, Any]:
+def run_settings(
+    data_args: DataArguments, training_args: MixACMTrainingArguments, model_args: ModelArguments | None = None
+) -> dict[str, Any]:
     """This run's `RESUMED_SETTINGS` as JSON values; the one of num_train_epochs / max_steps that does not count is
     None (max_steps > 0 overrides epochs); the dataset as its identity (`dataset_identity`: a local copy by its
-    name and files, wherever it is)."""
+    name and files, wherever it is); the student and teacher (`model_args`; none for a method without a teacher) by
+    `model_identity` (a local model by its files' contents)."""
     values = training_args.to_dict()  # enums as their values (lr_scheduler_type: "cosine")
-    settings = {name: values.get(name, getattr(data_args, name, None)) for name in RESUMED_SETTINGS}
+    models = vars(model_args) if model_args is not None else {}
+    if not training_args.needs_teacher:
+        models = {key: value for key, value in models.items() if key not in TEACHER_FLAGS}
+    models = {key: model_identity(value) if key in ("student", "teacher") else value for key, value in models.items()}
+    settings = {name: values.get(name, models.get(name, getattr(data_args, name, None))) for name in RESUMED_SETTINGS}
     settings["num_train_epochs" if training_args.max_steps > 0 else "max_steps"] = None
     settings["world_size"] = training_args.world_size
     identity = dataset_identity(data_args.dataset)

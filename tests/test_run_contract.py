@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from test_reliability import Crash, CrashAt, plain_images, tiny_run_argv, write_dataset
 
 from mixacm_hf import MixACMTrainingArguments, WideResNetConfig, WideResNetForImageClassification
@@ -58,6 +59,12 @@ def resumed_in_copy(crashed: tuple[Path, list[str]], name: str) -> tuple[Path, l
         (["--train_fraction", "0.5"], "--train_fraction unset there, 0.5 now"),
         (["--validation_fraction", "0.25"], "--validation_fraction unset there, 0.25 now"),
         (["--validation_split", "valid"], "--validation_split unset there, valid now"),
+        (["--adam_beta1", "0.8"], "--adam_beta1 0.9 there, 0.8 now"),
+        (["--max_grad_norm", "0.5"], "--max_grad_norm 1.0 there, 0.5 now"),
+        (["--optim_args", "momentum=0.5"], "--optim_args unset there, momentum=0.5 now"),
+        (["--bf16", "true"], "--bf16 False there, True now"),
+        (["--student", "wrn-10-2"], "--student (its weight and config files' sha256, or its name) wrn-10-1 there, "
+         "wrn-10-2 now"),
     ],
 )  # fmt: skip
 def test_a_resume_that_changes_the_run_is_refused_naming_each_change(crashed, flags, named):
@@ -70,6 +77,35 @@ def test_a_resume_that_changes_the_run_is_refused_naming_each_change(crashed, fl
     assert f"settings than this run's: {named}. A resumed run must continue the same run: rerun with the " in message
     assert message.endswith("checkpoint's values, or start a new run in another --output_dir.")
     assert {path: path.read_bytes() for path in (root / "out").rglob("*") if path.is_file()} == before
+
+
+def test_a_resume_with_another_teacher_is_refused_by_its_contents_not_its_path(tmp_path):
+    """The teacher is recorded by its files' sha256: a copy of it elsewhere resumes, other weights are refused."""
+    from mixacm_hf.resume import RunSettings, check_resumed_settings
+    from mixacm_hf.run import ModelArguments, run_settings
+
+    def teacher(folder: Path, seed: int) -> str:
+        torch.manual_seed(seed)
+        WideResNetForImageClassification(WideResNetConfig.from_name("wrn-10-1", num_labels=10)).save_pretrained(folder)
+        return str(folder)
+
+    first, other = teacher(tmp_path / "a", 0), teacher(tmp_path / "b", 1)
+    copy = shutil.copytree(first, tmp_path / "copy")
+    (tmp_path / "data").mkdir()
+    data = DataArguments(dataset=str(tmp_path / "data"))
+    args = MixACMTrainingArguments(output_dir=str(tmp_path / "out"), method="kd", use_cpu=True, report_to=[])
+    settings = run_settings(data, args, ModelArguments(teacher=first))
+    assert settings["teacher"].startswith("sha256:") and len(settings["teacher"]) == 71
+    checkpoint = tmp_path / "checkpoint-1"
+    checkpoint.mkdir()
+    state = {"stateful_callbacks": {"RunSettings": RunSettings(settings).state()}}
+    (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+    check_resumed_settings(checkpoint, run_settings(data, args, ModelArguments(teacher=str(copy))))
+    with pytest.raises(ValueError) as error:
+        check_resumed_settings(checkpoint, run_settings(data, args, ModelArguments(teacher=other)))
+    assert f"--teacher (its weight and config files' sha256, or its name) {settings['teacher']} there, sha256:" in str(
+        error.value
+    )
 
 
 def test_a_resume_on_other_data_or_processes_is_refused(crashed, monkeypatch):

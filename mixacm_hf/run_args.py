@@ -21,7 +21,7 @@ from .methods import flag_owners, get_method
 from .provenance import model_identity
 from .resume import RESUMED_SETTINGS, check_resumed_settings, finished_model, nothing_left, resume_checkpoint
 from .robustness import parse_eps
-from .robustness.attacks import check_eps, largest_eps
+from .robustness.attacks import check_eps, check_sweep_scale, largest_eps
 from .robustness.registry import check_attack_norms, parse_attack
 from .robustness.transfer import check_white_box_partner
 from .teachers import DEFAULT_MODEL_DIR, check_zoo_checkpoint, is_zoo_spec
@@ -252,6 +252,8 @@ def check_arguments(
             check()
         except ValueError as error:
             raise ValueError(f"--{flag}: {error}") from error
+    sweep = eps_sweep(eval_args, data_args.image_size)
+    check_sweep_scale(sweep, eval_args.eval_eps, eval_args.eval_norm, "--eval_eps_sweep", "--eval_eps")
     checkpoint = resume_checkpoint(training_args)  # `last` without a checkpoint would start afresh
     if checkpoint is not None:
         check_resumed_settings(checkpoint, run_settings(data_args, training_args, model_args))

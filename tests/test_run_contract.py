@@ -212,3 +212,24 @@ def test_several_processes_that_would_each_train_alone_are_refused(tmp_path, mon
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="Launched as 2 processes, but each would train alone.*--use_cpu true"):
         check_arguments(*args)
+
+
+@pytest.mark.parametrize("sweep", ["0,2/255,4/255,8/255", "0,16/255"])
+def test_an_l2_sweep_in_linf_units_is_refused_by_both_scripts(tmp_path, sweep):
+    from training.evaluate_robustness import main as evaluate_main
+
+    argv = ["--dataset", str(tmp_path / "absent"), "--output_dir", str(tmp_path / "out"), "--method", "natural"]
+    flags = ["--eval_norm", "L2", "--eval_eps", "0.5", "--eval_eps_sweep", sweep]
+    with pytest.raises(ValueError) as error:
+        run_mixacm(*parse_with_config(argument_parser(), [*argv, *flags]))
+    assert str(error.value).startswith("--eval_eps_sweep: its largest budget 0.0") and (
+        "below a quarter of --eval_eps 0.5, the L2 budget reported: Linf-sized budgets (e.g. 8/255) for an L2 "
+        "evaluation? L2 budgets are L2 distances in pixel units: give budgets around 0.5 (e.g. 0,0.125,0.25,0.5) or "
+        "leave --eval_eps_sweep out."
+    ) in str(error.value)
+    with pytest.raises(SystemExit) as exit_:
+        evaluate_main(["--model", str(tmp_path), "--dataset", str(tmp_path), "--norm", "L2", "--eps", "0.5",
+                       "--eps_sweep", sweep])  # fmt: skip
+    assert "error: --eps_sweep: its largest budget" in str(exit_.value.code)
+    assert "below a quarter of --eps 0.5" in str(exit_.value.code) and "--eval" not in str(exit_.value.code)
+    assert eps_sweep(EvaluationArguments(eval_norm="L2", eval_eps=0.5, eval_eps_sweep="0,0.25,1"), 32) == [0, 0.25, 1]

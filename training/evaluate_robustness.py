@@ -37,7 +37,7 @@ import torch
 from mixacm_hf.cli import renamed_flags
 from mixacm_hf.hub import push_or_exit, update_model_card
 from mixacm_hf.robustness import RobustnessReport, check_eps, evaluate_robustness, parse_eps, plot_eps_sweep
-from mixacm_hf.robustness.attacks import NORMS
+from mixacm_hf.robustness.attacks import NORMS, check_sweep_scale
 from mixacm_hf.robustness.corruptions import CORRUPTIONS, check_corruptions_folder, imagecorruptions_version
 from mixacm_hf.robustness.registry import check_attack_norms, parse_attack
 from mixacm_hf.robustness.transfer import check_white_box_partner
@@ -235,6 +235,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     check_eps(args.eps, args.norm, "--eps")
     for eps in args.eps_sweep or ():
         check_eps(eps, args.norm, "--eps_sweep")
+    check_sweep_scale(args.eps_sweep, args.eps, args.norm, "--eps_sweep", "--eps")
     try:
         specs = [parse_attack(name) for name in args.attacks.split(",")]
         check_attack_norms(specs, args.norm)

@@ -4,6 +4,7 @@ in robustness reports and training summaries so that a number can be traced to t
 from __future__ import annotations
 
 import functools
+import hashlib
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -44,3 +45,36 @@ def code_commit() -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--", str(package)) if commit else None
     return MappingProxyType({"commit": commit, "dirty": None if status is None else bool(status)})
+
+
+# the files of a model folder that say what the model computes (weights, architecture, input processing)
+MODEL_FILES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", "config.json")
+
+
+def model_identity(spec: str | None) -> str | None:
+    """What a model spec (`--teacher`, `--student`) names, to tell whether two runs use the same model: a local file
+    or folder by the sha256 of its weight and config files' contents (wherever it is, whatever its name), anything
+    else (a preset name, a Hub id, a RobustBench entry) as it is spelled; None for None or ''."""
+    if not spec:
+        return None
+    path = Path(spec).expanduser()
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(MODEL_FILES))
+    else:
+        return spec
+    stamp = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _contents_sha256(stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _contents_sha256(stamp: tuple[tuple[str, int, int], ...]) -> str:
+    """sha256 over the named files' contents, in name order (a file's name within its folder counts, not its path)."""
+    digest = hashlib.sha256()
+    for name, _, _ in stamp:
+        digest.update(Path(name).name.encode() + b"\0")
+        with open(name, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    return f"sha256:{digest.hexdigest()}"

@@ -16,11 +16,17 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 logger = logging.getLogger(__name__)
 
 # What a resumed run keeps from its checkpoint's run besides its objective (which the trainer checks): the learning
-# rate and schedule, batches, processes, seed and training data. Name in the record -> how a difference is named.
+# rate and schedule, the optimiser and its settings, precision, gradient clipping, batches, processes, seed, the
+# models (the teacher by its files' contents) and training data. Name in the record -> how a difference is named.
 RESUMED_SETTINGS = {
     **{name: f"--{name}" for name in (
         "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "num_train_epochs", "max_steps",
-        "weight_decay", "optim", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
+        "weight_decay", "optim", "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "bf16",
+        "fp16", "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "student_from_config",
+    )},
+    **{name: f"--{name} (its weight and config files' sha256, or its name)" for name in ("student", "teacher")},
+    **{name: f"--{name}" for name in (
+        "teacher_architecture", "teacher_image_mean", "teacher_image_std", "acm_teacher_modules",
     )},
     "world_size": "the number of processes (world size)",
     "dataset": "--dataset", "dataset_files": "--dataset's files (fingerprint of their names and sizes)",

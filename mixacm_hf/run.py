@@ -150,10 +150,12 @@ def run_mixacm(
     convention_args = (model_args.student, data_args.image_size, student is not None, model_args.trust_remote_code)
     convention = None if student is None else student_input(student, *convention_args)
     student_names = model_class_names(student) if student is not None else None
+    # a pretrained student's classes (placeholders included: its count checks labels without names, by position)
+    student_classes = [student.config.id2label[i] for i in range(student.config.num_labels)] if student else None
     common = {
         "image_column": data_args.image_column, "label_column": data_args.label_column,
         "image_size": data_args.image_size, "name": data_args.dataset_config,
-        "skip_bad_images": data_args.skip_bad_images, "label_names": student_names,
+        "skip_bad_images": data_args.skip_bad_images, "label_names": student_names or student_classes,
     }  # fmt: skip
     held_out = {"validation_fraction": data_args.validation_fraction, "seed": training_args.seed}
     train_dataset = load_image_dataset(
@@ -172,9 +174,13 @@ def run_mixacm(
         data_args.dataset, data_args.eval_split, train=False, max_samples=eval_args.eval_n, **common
     )
     decode_all(eval_dataset)  # a bad test image stops the run now, not after training
-    names = class_names(eval_dataset, data_args.label_column)
+    names = class_names(eval_dataset, data_args.label_column) or student_classes
     if names is None:
-        raise ValueError("The dataset's label column is not a ClassLabel: cannot tell the number of classes.")
+        raise ValueError(
+            f"The label column of --dataset {data_args.dataset} is not a datasets.ClassLabel: the number of classes "
+            "of a new student cannot be told from its integers. Store the column as a ClassLabel (with the class "
+            "names), or pass a pretrained --student, whose classes the labels are then by position."
+        )
     if student is None:
         student = load_student(
             model_args.student, len(names), dict(enumerate(names)), *student_args, model_args.student_from_config
@@ -197,7 +203,7 @@ def run_mixacm(
         eval_dataset=validation_dataset if validation_dataset is not None else eval_dataset,
         data_collator=collate_image_batch,
         compute_metrics=compute_accuracy_metrics,
-        callbacks=[TrainingClock(), RunSettings(run_settings(data_args, training_args)), *callbacks],
+        callbacks=[TrainingClock(), RunSettings(run_settings(data_args, training_args, model_args)), *callbacks],
     )
     train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
     clock = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingClock))

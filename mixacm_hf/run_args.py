@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,10 @@ from transformers import EarlyStoppingCallback, HfArgumentParser, TrainerCallbac
 from .cli import without_hyphenated_aliases
 from .data.identity import dataset_identity
 from .methods import flag_owners, get_method
+from .provenance import model_identity
 from .resume import RESUMED_SETTINGS, check_resumed_settings, finished_model, nothing_left, resume_checkpoint
 from .robustness import parse_eps
-from .robustness.attacks import check_eps, largest_eps
+from .robustness.attacks import check_eps, check_sweep_scale, largest_eps
 from .robustness.registry import check_attack_norms, parse_attack
 from .robustness.transfer import check_white_box_partner
 from .teachers import DEFAULT_MODEL_DIR, check_zoo_checkpoint, is_zoo_spec
@@ -208,13 +210,7 @@ def unused_flags(method: str, flags: Iterable[str]) -> list[str]:
 
 def fold_deprecated(data_args: DataArguments, eval_args: EvaluationArguments) -> None:
     """Apply the deprecated flags as their new spellings, with a `FutureWarning` naming each: `--max_eval_samples N`
-    caps `--eval_n`, `--eval_autoattack true` adds autoattack to `--eval_attacks`.
-
-    Raises:
-        ValueError: `--max_eval_samples` below 1.
-    """
-    import warnings
-
+    (ValueError below 1) caps `--eval_n`, `--eval_autoattack true` adds autoattack to `--eval_attacks`."""
     if data_args.max_eval_samples is not None:
         if data_args.max_eval_samples < 1:
             raise ValueError(f"--max_eval_samples {data_args.max_eval_samples}: give a positive number of images "
@@ -286,9 +282,11 @@ def check_arguments(
             check()
         except ValueError as error:
             raise ValueError(f"--{flag}: {error}") from error
+    sweep = eps_sweep(eval_args, data_args.image_size)
+    check_sweep_scale(sweep, eval_args.eval_eps, eval_args.eval_norm, "--eval_eps_sweep", "--eval_eps")
     checkpoint = resume_checkpoint(training_args)  # `last` without a checkpoint would start afresh
     if checkpoint is not None:
-        check_resumed_settings(checkpoint, run_settings(data_args, training_args))
+        check_resumed_settings(checkpoint, run_settings(data_args, training_args, model_args))
     if finished_model(training_args.output_dir) and not training_args.overwrite_output_dir:
         if checkpoint is None:
             raise ValueError(
@@ -380,12 +378,19 @@ def eps_sweep(eval_args: EvaluationArguments, image_size: int) -> list[float] | 
     return sorted({budget for budget in (0.0, eps / 4, eps / 2, eps, 2 * eps) if budget < largest_eps(norm, pixels)})
 
 
-def run_settings(data_args: DataArguments, training_args: MixACMTrainingArguments) -> dict[str, Any]:
+def run_settings(
+    data_args: DataArguments, training_args: MixACMTrainingArguments, model_args: ModelArguments | None = None
+) -> dict[str, Any]:
     """This run's `RESUMED_SETTINGS` as JSON values; the one of num_train_epochs / max_steps that does not count is
     None (max_steps > 0 overrides epochs); the dataset as its identity (`dataset_identity`: a local copy by its
-    name and files, wherever it is)."""
+    name and files, wherever it is); the student and teacher (`model_args`; none for a method without a teacher) by
+    `model_identity` (a local model by its files' contents)."""
     values = training_args.to_dict()  # enums as their values (lr_scheduler_type: "cosine")
-    settings = {name: values.get(name, getattr(data_args, name, None)) for name in RESUMED_SETTINGS}
+    models = vars(model_args) if model_args is not None else {}
+    if not training_args.needs_teacher:
+        models = {key: value for key, value in models.items() if key not in TEACHER_FLAGS}
+    models = {key: model_identity(value) if key in ("student", "teacher") else value for key, value in models.items()}
+    settings = {name: values.get(name, models.get(name, getattr(data_args, name, None))) for name in RESUMED_SETTINGS}
     settings["num_train_epochs" if training_args.max_steps > 0 else "max_steps"] = None
     settings["world_size"] = training_args.world_size
     identity = dataset_identity(data_args.dataset)

@@ -62,7 +62,47 @@ def test_string_values_of_foreign_cards_are_kept_and_rendered_as_they_are(folder
     foreign = next(metric for metric in metrics if metric["config"] == "their-pgd")
     assert foreign["value"] == "61.2 ± 1.1" and foreign["args"]["eps"] == "8/255"
     assert next(metric["value"] for metric in metrics if metric["config"] == "clean") == 62.5
-    assert "| their-pgd | Linf, eps=8/255 | 61.2 ± 1.1 |" in (folder / "README.md").read_text()
+    text = (folder / "README.md").read_text()
+    assert "| their-pgd (`test` split; another card's value, in its own units) | Linf, eps=8/255 | 61.2 ± 1.1 |" in text
+
+
+def test_a_foreign_fraction_is_shown_in_its_own_units_with_its_split(folder, model_and_report):
+    """A plain Trainer's card gives accuracy as a fraction (0.0938): shown as it is, not as 0.09 in the % column."""
+    card = ModelCard.load(folder / "README.md")
+    metadata = card.data.to_dict()
+    metadata["model-index"][0]["results"].append(
+        {"task": {"type": "image-classification"}, "dataset": {"name": "cifar10", "type": "cifar10",
+         "split": "validation"}, "metrics": [{"type": "accuracy", "value": 0.0938, "name": "Accuracy"}]}
+    )  # fmt: skip
+    ModelCard(f"---\n{json.dumps(metadata)}\n---\n{card.text}").save(folder / "README.md")
+    update_model_card(folder, model_and_report[1])
+    text = (folder / "README.md").read_text()
+    assert "| Accuracy (`validation` split; another card's value, in its own units) | – | 0.0938 |" in text
+    assert "| 0.09 |" not in text and "| Clean | – | " in text
+
+
+def test_a_card_of_a_model_normalising_outside_shows_its_processor_in_the_snippet(model_and_report):
+    from mixacm_hf.hub import create_model_card
+
+    processor = {"do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.2] * 3}
+    outside = create_model_card("m", [model_and_report[1]], config={"model_type": "resnet"}, processor=processor)
+    assert "processor = AutoImageProcessor.from_pretrained(repo_id)" in outside.text
+    assert 'logits = model(**processor(images, return_tensors="pt")).logits' in outside.text
+    assert "in [0, 1]\n" not in outside.text
+    inside = create_model_card(
+        "m",
+        [model_and_report[1]],
+        config={
+            "model_type": "wide_resnet",
+            "depth": 10,
+            "widen_factor": 1,
+            "image_size": 32,
+            "image_mean": [0.5] * 3,
+            "image_std": [0.2] * 3,
+        },
+    )
+    assert "logits = model(pixel_values).logits  # pixel_values: (batch, 3, 32, 32), in [0, 1]" in inside.text
+    assert "AutoImageProcessor" not in inside.text
 
 
 def test_failed_rendering_leaves_every_file_byte_identical(folder, model_and_report, monkeypatch):

@@ -286,3 +286,50 @@ def test_pretrained_weights_of_another_image_size_are_refused_with_the_fix(tmp_p
                                          r"or --student_from_config true"):  # fmt: skip
         run_mixacm(*parse_with_config(argument_parser(), argv))
     assert not (tmp_path / "out").exists()
+
+
+# -- labels without a ClassLabel ---------------------------------------------------------------------------------------
+
+
+def plain_labels_dataset(folder: Path, labels: list, feature: datasets.Value) -> Path:
+    """Parquet train/test splits whose label column is a plain `feature` (strings, integers), not a ClassLabel."""
+    features = datasets.Features({"img": datasets.Image(), "label": feature})
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        rows = {"img": plain_images(len(labels)), "label": labels}
+        pq.write_table(
+            datasets.Dataset.from_dict(rows, features).data.table, folder / f"{split}-00000-of-00001.parquet"
+        )
+    return folder
+
+
+def test_string_labels_are_refused_by_both_scripts_naming_the_column(tmp_path):
+    """Class names as strings say no order: refused (the evaluator ended in a traceback, training in a warning that
+    they were used by position, then an error naming no column)."""
+    data = plain_labels_dataset(tmp_path / "data", [CIFAR10[i % 10] for i in range(8)], datasets.Value("string"))
+    named_wrn().save_pretrained(tmp_path / "model")
+    expected = f"The label column 'label' of the 'test' split of {data} holds strings (class names), not class indices"
+    with pytest.raises(SystemExit) as exit_:
+        evaluate_main(["--model", str(tmp_path / "model"), "--dataset", str(data), "--attacks", "clean",
+                       "--eps_sweep", "", "--device", "cpu", "--output", str(tmp_path / "r.json")])  # fmt: skip
+    assert str(exit_.value.code).startswith(f"error: {expected}")
+    argv = tiny_run_argv(data, tmp_path / "out", "--student", str(tmp_path / "model"))
+    with pytest.raises(ValueError, match="'train' split of .* holds strings .* ClassLabel\\(names=\\[...\\]\\)"):
+        run_mixacm(*parse_with_config(argument_parser(), argv))
+
+
+def test_unnamed_integer_labels_train_a_pretrained_student_by_position_and_are_range_checked(tmp_path, caplog):
+    named_wrn().save_pretrained(tmp_path / "model")
+    data = plain_labels_dataset(tmp_path / "data", [i % 10 for i in range(8)], datasets.Value("int64"))
+    argv = tiny_run_argv(data, tmp_path / "out", "--student", str(tmp_path / "model"))
+    with caplog.at_level(logging.WARNING, logger="mixacm_hf.data.labels"):
+        summary = run_mixacm(*parse_with_config(argument_parser(), argv))
+    assert summary["n_eval"] == 8 and summary["clean_accuracy"] is not None
+    assert "The model names its classes but the 'train' split of" in caplog.text
+    bad = plain_labels_dataset(tmp_path / "bad", [i % 12 for i in range(12)], datasets.Value("int64"))
+    argv = tiny_run_argv(bad, tmp_path / "out-bad", "--student", str(tmp_path / "model"))
+    with pytest.raises(ValueError, match=r"label\(s\) of the 'train' split are outside \[0, 10\) \(row 10: 10, row 11"):
+        run_mixacm(*parse_with_config(argument_parser(), argv))
+    new = tiny_run_argv(data, tmp_path / "out-new")  # a new student: its number of classes is unknown
+    with pytest.raises(ValueError, match="the number of classes of a new student cannot be told from its integers"):
+        run_mixacm(*parse_with_config(argument_parser(), new))

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from test_reliability import Crash, CrashAt, plain_images, tiny_run_argv, write_dataset
 
 from mixacm_hf import MixACMTrainingArguments, WideResNetConfig, WideResNetForImageClassification
@@ -59,6 +60,12 @@ def resumed_in_copy(crashed: tuple[Path, list[str]], name: str) -> tuple[Path, l
         (["--train_fraction", "0.5"], "--train_fraction unset there, 0.5 now"),
         (["--validation_fraction", "0.25"], "--validation_fraction unset there, 0.25 now"),
         (["--validation_split", "valid"], "--validation_split unset there, valid now"),
+        (["--adam_beta1", "0.8"], "--adam_beta1 0.9 there, 0.8 now"),
+        (["--max_grad_norm", "0.5"], "--max_grad_norm 1.0 there, 0.5 now"),
+        (["--optim_args", "momentum=0.5"], "--optim_args unset there, momentum=0.5 now"),
+        (["--bf16", "true"], "--bf16 False there, True now"),
+        (["--student", "wrn-10-2"], "--student (its weight and config files' sha256, or its name) wrn-10-1 there, "
+         "wrn-10-2 now"),
     ],
 )  # fmt: skip
 def test_a_resume_that_changes_the_run_is_refused_naming_each_change(crashed, flags, named):
@@ -71,6 +78,35 @@ def test_a_resume_that_changes_the_run_is_refused_naming_each_change(crashed, fl
     assert f"settings than this run's: {named}. A resumed run must continue the same run: rerun with the " in message
     assert message.endswith("checkpoint's values, or start a new run in another --output_dir.")
     assert {path: path.read_bytes() for path in (root / "out").rglob("*") if path.is_file()} == before
+
+
+def test_a_resume_with_another_teacher_is_refused_by_its_contents_not_its_path(tmp_path):
+    """The teacher is recorded by its files' sha256: a copy of it elsewhere resumes, other weights are refused."""
+    from mixacm_hf.resume import RunSettings, check_resumed_settings
+    from mixacm_hf.run import ModelArguments, run_settings
+
+    def teacher(folder: Path, seed: int) -> str:
+        torch.manual_seed(seed)
+        WideResNetForImageClassification(WideResNetConfig.from_name("wrn-10-1", num_labels=10)).save_pretrained(folder)
+        return str(folder)
+
+    first, other = teacher(tmp_path / "a", 0), teacher(tmp_path / "b", 1)
+    copy = shutil.copytree(first, tmp_path / "copy")
+    (tmp_path / "data").mkdir()
+    data = DataArguments(dataset=str(tmp_path / "data"))
+    args = MixACMTrainingArguments(output_dir=str(tmp_path / "out"), method="kd", use_cpu=True, report_to=[])
+    settings = run_settings(data, args, ModelArguments(teacher=first))
+    assert settings["teacher"].startswith("sha256:") and len(settings["teacher"]) == 71
+    checkpoint = tmp_path / "checkpoint-1"
+    checkpoint.mkdir()
+    state = {"stateful_callbacks": {"RunSettings": RunSettings(settings).state()}}
+    (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+    check_resumed_settings(checkpoint, run_settings(data, args, ModelArguments(teacher=str(copy))))
+    with pytest.raises(ValueError) as error:
+        check_resumed_settings(checkpoint, run_settings(data, args, ModelArguments(teacher=other)))
+    assert f"--teacher (its weight and config files' sha256, or its name) {settings['teacher']} there, sha256:" in str(
+        error.value
+    )
 
 
 def test_a_resume_on_other_data_or_processes_is_refused(crashed, monkeypatch):
@@ -177,6 +213,27 @@ def test_several_processes_that_would_each_train_alone_are_refused(tmp_path, mon
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="Launched as 2 processes, but each would train alone.*--use_cpu true"):
         check_arguments(*args)
+
+
+@pytest.mark.parametrize("sweep", ["0,2/255,4/255,8/255", "0,16/255"])
+def test_an_l2_sweep_in_linf_units_is_refused_by_both_scripts(tmp_path, sweep):
+    from training.evaluate_robustness import main as evaluate_main
+
+    argv = ["--dataset", str(tmp_path / "absent"), "--output_dir", str(tmp_path / "out"), "--method", "natural"]
+    flags = ["--eval_norm", "L2", "--eval_eps", "0.5", "--eval_eps_sweep", sweep]
+    with pytest.raises(ValueError) as error:
+        run_mixacm(*parse_with_config(argument_parser(), [*argv, *flags]))
+    assert str(error.value).startswith("--eval_eps_sweep: its largest budget 0.0") and (
+        "below a quarter of --eval_eps 0.5, the L2 budget reported: Linf-sized budgets (e.g. 8/255) for an L2 "
+        "evaluation? L2 budgets are L2 distances in pixel units: give budgets around 0.5 (e.g. 0,0.125,0.25,0.5) or "
+        "leave --eval_eps_sweep out."
+    ) in str(error.value)
+    with pytest.raises(SystemExit) as exit_:
+        evaluate_main(["--model", str(tmp_path), "--dataset", str(tmp_path), "--norm", "L2", "--eps", "0.5",
+                       "--eps_sweep", sweep])  # fmt: skip
+    assert "error: --eps_sweep: its largest budget" in str(exit_.value.code)
+    assert "below a quarter of --eps 0.5" in str(exit_.value.code) and "--eval" not in str(exit_.value.code)
+    assert eps_sweep(EvaluationArguments(eval_norm="L2", eval_eps=0.5, eval_eps_sweep="0,0.25,1"), 32) == [0, 0.25, 1]
 
 
 # -- one name per concept: the deprecated flags ------------------------------------------------------------------------

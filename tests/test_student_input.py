@@ -3,6 +3,7 @@ processor, a timm model through its `pretrained_cfg`) is trained, evaluated by t
 described in its card and run by `pipeline` on its saved folder under its own normalisation; a student whose
 convention cannot be determined is refused before training."""
 
+import json
 from pathlib import Path
 
 import datasets
@@ -206,3 +207,34 @@ def test_a_student_gets_in_training_the_input_the_evaluator_gives_its_folder(tmp
     with torch.no_grad():
         torch.testing.assert_close(student(pixel_values=x).logits, evaluator(x).logits)
     assert seen == [(48, 48)] and convention.description == info["input"]
+
+
+def test_an_evaluation_under_given_normalisation_is_recorded_as_the_folders_processor(tmp_path):
+    """A folder without an image processor evaluated with --image_mean/--image_std and --update_card: they are saved
+    as its processor, so that pipeline() gives the report's accuracy and the card's re-evaluation command (without
+    them) runs; a folder whose processor says otherwise is refused before any evaluation."""
+    from training.evaluate_robustness import main as evaluate_main
+
+    model = hf_student(tmp_path / "model")
+    (tmp_path / "model" / "preprocessor_config.json").unlink()
+    images = varied_images(N_TEST)
+    labels = predictions(model, images).tolist()  # 100% under MEAN/STD
+    data = labelled_dataset(tmp_path / "data", {"test": (images, labels)})
+    argv = ["--model", str(tmp_path / "model"), "--dataset", str(data), "--attacks", "clean", "--eps_sweep", "",
+            "--device", "cpu", "--update_card"]  # fmt: skip
+    normalisation = ["--image_mean", *map(str, MEAN), "--image_std", *map(str, STD)]
+    report = evaluate_main([*argv, *normalisation, "--output", str(tmp_path / "a.json")])
+    assert report.clean_accuracy == 1.0
+    saved = json.loads((tmp_path / "model" / "preprocessor_config.json").read_text())
+    assert saved["do_normalize"] and saved["image_mean"] == list(MEAN) and saved["image_std"] == list(STD)
+    classify = pipeline("image-classification", model=str(tmp_path / "model"), device="cpu")
+    assert [int(out[0]["label"].split("_")[-1]) for out in classify(images, top_k=1)] == labels
+    assert evaluate_main([*argv, "--output", str(tmp_path / "b.json")]).clean_accuracy == 1.0  # the card's command
+    card = ModelCard.load(tmp_path / "model" / "README.md").text
+    assert "Its image processor normalises the pixels outside the model (mean 0.9, 0.1, 0.5, std 0.05, 0.5" in card
+    with pytest.raises(SystemExit) as exit_:
+        evaluate_main([*argv, "--image_mean", "0", "0", "0", "--image_std", "1", "1", "1"])
+    assert str(exit_.value.code).startswith(
+        f"error: --image_mean/--image_std with --update_card: {tmp_path / 'model'} already says how its pixels are "
+        "normalised (its preprocessor_config.json)"
+    )

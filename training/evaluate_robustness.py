@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 
 from mixacm_hf.cli import renamed_flags
-from mixacm_hf.hub import push_or_exit, update_model_card
+from mixacm_hf.hub import push_or_exit, record_input_normalization, update_model_card
 from mixacm_hf.robustness import RobustnessReport, check_eps, evaluate_robustness, parse_eps, plot_eps_sweep
-from mixacm_hf.robustness.attacks import NORMS
+from mixacm_hf.robustness.attacks import NORMS, check_sweep_scale
 from mixacm_hf.robustness.corruptions import CORRUPTIONS, check_corruptions_folder, imagecorruptions_version
 from mixacm_hf.robustness.registry import check_attack_norms, parse_attack
 from mixacm_hf.robustness.transfer import check_white_box_partner
@@ -235,6 +235,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     check_eps(args.eps, args.norm, "--eps")
     for eps in args.eps_sweep or ():
         check_eps(eps, args.norm, "--eps_sweep")
+    check_sweep_scale(args.eps_sweep, args.eps, args.norm, "--eps_sweep", "--eps")
     try:
         specs = [parse_attack(name) for name in args.attacks.split(",")]
         check_attack_norms(specs, args.norm)
@@ -251,6 +252,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         imagecorruptions_version()
     if (args.image_mean is None) != (args.image_std is None):
         raise ValueError("Pass both --image_mean and --image_std, or neither.")
+    if args.update_card and args.image_mean is not None:  # recorded as the folder's processor (checked now)
+        record_input_normalization(args.model, (args.image_mean, args.image_std), args.image_size, dry_run=True)
     if is_zoo_spec(args.model):
         if args.image_mean is not None or args.model_revision is not None:
             raise ValueError(
@@ -279,6 +282,12 @@ def _run(args: argparse.Namespace) -> RobustnessReport:
     if report.eps_sweep is not None:
         print(f"Wrote {plot_eps_sweep(report, args.plot or output.with_suffix('.png'))}")
     if args.update_card:
+        if args.image_mean is not None:
+            path = record_input_normalization(args.model, (args.image_mean, args.image_std), args.image_size)
+            if path is not None:
+                print(
+                    f"Wrote {path} (the evaluated input: --image_mean {args.image_mean} --image_std {args.image_std})"
+                )
         update_model_card(args.model, report, dataset_id=args.card_dataset_id)
         print(f"Updated {Path(args.model) / 'README.md'}")
     if args.push_to_hub:

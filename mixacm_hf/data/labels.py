@@ -1,5 +1,6 @@
-"""Labels: the one range check (`check_labels`), class names of datasets and models, labels matched by name
-(`label_order`) and the class-balanced selections of a split (`class_balanced_prefix`, `class_balanced_holdout`)."""
+"""Labels: the one range check (`check_labels`), the label column's type (`check_label_feature`), class names of
+datasets and models, labels matched by name (`label_order`) and the class-balanced selections of a split
+(`class_balanced_prefix`, `class_balanced_holdout`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import datasets
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,27 @@ def check_labels(
     else:
         advice = "labels must be class indices of the dataset's classes. Fix the labels or the --label_column."
     raise ValueError(f"{len(bad)} label(s){where} are outside [0, {num_labels}) ({shown}): {advice}")
+
+
+def check_label_feature(feature: Any, column: str, where: str) -> None:
+    """Labels are class indices: a ClassLabel (whose names are matched to a model's by name) or integers. Strings
+    (class names whose order nothing states) and other values are refused.
+
+    Raises:
+        ValueError: naming the column, its type and how to store it as a ClassLabel.
+    """
+    if feature is None or isinstance(feature, datasets.ClassLabel):
+        return
+    dtype = getattr(feature, "dtype", type(feature).__name__)
+    if isinstance(feature, datasets.Value) and dtype.startswith(("int", "uint")):
+        return
+    what = "strings (class names)" if dtype in ("string", "large_string") else f"{dtype} values"
+    raise ValueError(
+        f"The label column {column!r} of {where} holds {what}, not class indices: the classes' order (which index "
+        "each class is) cannot be told from them. Store the column as a datasets.ClassLabel with the class names "
+        f"in their order, e.g. dataset.cast_column({column!r}, ClassLabel(names=[...])) and save it again; its "
+        "labels are then matched to the model's classes by name."
+    )
 
 
 def named_classes(names: Sequence[Any] | None) -> list[str] | None:

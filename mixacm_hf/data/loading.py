@@ -27,7 +27,14 @@ from .images import (
     rgb_array,
     seeded_generator,
 )
-from .labels import check_labels, class_balanced_holdout, class_balanced_prefix, label_order, model_class_names
+from .labels import (
+    check_label_feature,
+    check_labels,
+    class_balanced_holdout,
+    class_balanced_prefix,
+    label_order,
+    model_class_names,
+)
 from .streams import prepare_stream
 
 logger = logging.getLogger(__name__)
@@ -181,8 +188,12 @@ def load_image_dataset(
     features = dataset.features or {}
     image_column, label_column = resolve_columns(list(features) or dataset.column_names, image_column, label_column)
     label_feature = features.get(label_column)
+    check_label_feature(label_feature, label_column, f"the {split!r} split of {path}")
+    classes_of = "the dataset"
     if num_labels is None and isinstance(label_feature, datasets.ClassLabel):
         num_labels = label_feature.num_classes
+    elif num_labels is None and label_names is not None:  # integers without names: the model's, by position
+        num_labels, classes_of = len(label_names), "the model"
     names = label_feature.names if isinstance(label_feature, datasets.ClassLabel) else None
     order = label_order(names, label_names, f"the {split!r} split of {path}") if label_names is not None else None
     names = label_names if order is not None else names
@@ -208,7 +219,7 @@ def load_image_dataset(
     dataset = dataset.add_column(ROW_COLUMN, list(range(len(dataset))))
     if skip_bad_images:
         dataset = _drop_unreadable(dataset, image_column, split)
-    check_labels(dataset.with_format("numpy")[label_column], num_labels, split, dataset[ROW_COLUMN])
+    check_labels(dataset.with_format("numpy")[label_column], num_labels, split, dataset[ROW_COLUMN], classes_of)
     if in_memory:
         return InMemoryImageDataset(
             dataset, image_column, label_column, train, image_size, split=split, seed=seed, order=order, names=names

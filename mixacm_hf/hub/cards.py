@@ -47,10 +47,14 @@ def _result_rows(results: Sequence[EvalResult]) -> list[dict[str, Any]]:
         args = result.metric_args or {}
         interval, norm, eps = args.get("interval_95"), args.get("norm"), args.get("eps")
         eps = format_eps(eps, norm) if isinstance(eps, float) else _shown(eps)
+        ours = "type" in args  # this project's results are in %; another card's value is shown in its own units
+        name = attack_title(result.metric_config) if result.metric_config else result.metric_name
+        if not ours:
+            name = f"{name} (`{result.dataset_split}` split; another card's value, in its own units)"
         rows.append({
-            "name": attack_title(result.metric_config) if result.metric_config else result.metric_name,
+            "name": name,
             "threat": f"{norm}, eps={eps}" if norm else args.get("benchmark") or "–",
-            "accuracy": _shown(result.metric_value, "{:.2f}"),
+            "accuracy": _shown(result.metric_value, "{:.2f}" if ours else "{}"),
             "interval": f"[{_shown(interval[0], '{:.1f}')}, {_shown(interval[1], '{:.1f}')}]"
             if isinstance(interval, list | tuple) and len(interval) == 2 else _shown(interval or ""),
             "n": args.get("n_examples", ""),
@@ -315,6 +319,8 @@ def create_model_card(
         "params": f"{params / 1e6:.2f}M" if params else "an unknown number of",
         "image_size": config.get("image_size") or (processor or {}).get("size", {}).get("height", "H"),
         "inputs": input_sentence(config, processor),
+        "processor_normalises": config.get("model_type") != "wide_resnet"
+        and bool((processor or {}).get("do_normalize") or "mean" in (config.get("pretrained_cfg") or {})),
         "dataset_label": dataset["name"],
         "dataset_id": dataset["type"],
         "results": _result_rows(results),

@@ -156,9 +156,12 @@ def write_model_card(
     return card
 
 
-def save_image_processor(folder: str | Path, image_size: int) -> Path | None:
-    """Save a processor that only resizes to `image_size` and rescales to [0, 1] (no mean/std: the project's pixel
-    convention) unless `folder` already has a `preprocessor_config.json`; returns its path when one was written.
+def save_image_processor(
+    folder: str | Path, image_size: int, normalization: tuple[Sequence[float], Sequence[float]] | None = None
+) -> Path | None:
+    """Save a processor that resizes to `image_size`, rescales to [0, 1] and, with `normalization` (mean, std; not
+    0 and 1), normalises (without: no mean/std, the project's pixel convention) unless `folder` already has a
+    `preprocessor_config.json`; returns its path when one was written.
 
     This is what makes `pipeline("image-classification", model=folder)` work for any architecture.
     """
@@ -168,8 +171,51 @@ def save_image_processor(folder: str | Path, image_size: int) -> Path | None:
     path = Path(folder) / PROCESSOR_NAME
     if path.is_file():
         return None
-    image_processor_for(WideResNetConfig(image_size=image_size)).save_pretrained(folder)
+    processor = image_processor_for(WideResNetConfig(image_size=image_size))
+    mean, std = normalization or ((0.0,) * 3, (1.0,) * 3)
+    if any(m != 0 for m in mean) or any(v != 1 for v in std):
+        processor.do_normalize, processor.image_mean, processor.image_std = True, list(mean), list(std)
+    processor.save_pretrained(folder)
     return path
+
+
+def record_input_normalization(
+    folder: str | Path,
+    normalization: tuple[Sequence[float], Sequence[float]],
+    image_size: int | None,
+    flags: str = "--image_mean/--image_std",
+    dry_run: bool = False,
+) -> Path | None:
+    """Record the normalisation a model folder was evaluated under (`flags`, given because the folder says none) as
+    its image processor (`save_image_processor`, at `image_size`, else its config's, else 32), so that its card's
+    pipeline snippet and re-evaluation command give the model the evaluated input; `dry_run` only checks. Returns
+    the processor's path (None with `dry_run`).
+
+    Raises:
+        ValueError: the folder already says how it takes its pixels (an image processor, timm's `pretrained_cfg`, a
+            model normalising inside): evaluated under `flags`, its card would report another input than its own.
+    """
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    if (folder / PROCESSOR_NAME).is_file():  # the same normalisation as its processor's: nothing to record
+        saved = json.loads((folder / PROCESSOR_NAME).read_text())
+        stats = (saved.get("image_mean"), saved.get("image_std")) if saved.get("do_normalize") else ([0] * 3, [1] * 3)
+        if [list(map(float, v or ())) for v in stats] == [list(map(float, v)) for v in normalization]:
+            return None
+    says = (
+        f"its {PROCESSOR_NAME}" if (folder / PROCESSOR_NAME).is_file()
+        else "its config's timm pretrained_cfg" if "mean" in (config.get("pretrained_cfg") or {})
+        else "its config (it normalises inside)" if config.get("model_type") == WideResNetConfig.model_type
+        else None
+    )  # fmt: skip
+    if says is not None:
+        raise ValueError(
+            f"{flags} with --update_card: {folder} already says how its pixels are normalised ({says}), so its card "
+            f"would report another input than its pipeline gives. Drop {flags}, or fix that file."
+        )
+    if dry_run:
+        return None
+    return save_image_processor(folder, image_size or config.get("image_size") or 32, normalization)
 
 
 def _processor_of(model: PreTrainedModel, image_processor: Any | None) -> Any | None:

@@ -65,6 +65,23 @@ def check_eps(eps: float, norm: str, name: str = "eps", pixels: int | None = Non
     return float(eps)
 
 
+def check_sweep_scale(sweep: list[float] | None, eps: float, norm: str, flag: str, eps_flag: str) -> None:
+    """An L2/L1 sweep (`flag`) given in Linf's range: its largest budget below a quarter of the run's `eps`
+    (`eps_flag`; the default sweep starts there) is a sweep of other units (e.g. 2/255, 8/255 for an L2 eps of 0.5).
+
+    Raises:
+        ValueError: naming both flags and the budgets to give instead.
+    """
+    if norm == "Linf" or not sweep or max(sweep) >= eps / 4:
+        return
+    raise ValueError(
+        f"{flag}: its largest budget {max(sweep):.4g} is below a quarter of {eps_flag} {eps:g}, the {norm} budget "
+        f"reported: Linf-sized budgets (e.g. 8/255) for an {norm} evaluation? {norm} budgets are {norm} distances in "
+        f"pixel units: give budgets around {eps:g} (e.g. {','.join(f'{b:g}' for b in (0, eps / 4, eps / 2, eps))}) "
+        f"or leave {flag} out."
+    )
+
+
 def logits_of(output: Any) -> torch.Tensor:
     """The logits tensor of a model output: a tensor itself, or `.logits` / `["logits"]` of an HF output."""
     if isinstance(output, torch.Tensor):

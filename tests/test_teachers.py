@@ -575,3 +575,35 @@ def test_a_processor_that_does_more_than_its_settings_say_is_refused(tmp_path, n
         load_teacher(tmp_path / "model")
     with pytest.raises(ValueError, match=name):
         as_classifier(str(tmp_path / "model"))
+
+
+def test_a_timm_conversion_needs_its_image_size_and_its_pipeline_feeds_what_the_evaluator_does(tmp_path, capsys):
+    """timm's own settings for a model are ImageNet's resize and crop (test_resnet: 160 px); the checkpoint's image
+    size is asked for, and the saved processor (built from the config) then feeds images of that size, normalised
+    only: `pipeline` on the folder gives the evaluator's logits."""
+    timm = pytest.importorskip("timm")
+    from PIL import Image
+    from transformers import pipeline
+
+    torch.manual_seed(0)
+    reference = randomize_batchnorm(timm.create_model("test_resnet", pretrained=False, num_classes=10)).eval()
+    save_file(reference.state_dict(), tmp_path / "r.safetensors")
+    script = load_module_from_file("convert_teacher", REPO / "training" / "convert_teacher.py")
+    with pytest.raises(SystemExit) as exited:
+        script.main([str(tmp_path / "r.safetensors"), "--arch", "timm:test_resnet", "--output", str(tmp_path / "no")])
+    assert exited.value.code == 2 and "--arch timm:test_resnet: give --image_size" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
+    output = tmp_path / "timm-32"
+    script.main([str(tmp_path / "r.safetensors"), "--arch", "timm:test_resnet", "--output", str(output),
+                 "--image_size", "32"])  # fmt: skip
+    pixels = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8)
+    images = [Image.fromarray(image.numpy()) for image in pixels]
+    classify = pipeline("image-classification", model=str(output), top_k=10)
+    probabilities = [{row["label"]: row["score"] for row in rows} for rows in classify(images)]
+    classifier, info = as_classifier(str(output))
+    with torch.no_grad():
+        expected = classifier(pixels.permute(0, 3, 1, 2).float() / 255).logits.softmax(-1)
+    labels = AutoConfig.from_pretrained(output).id2label
+    got = torch.tensor([[row[labels[k]] for k in range(10)] for row in probabilities])
+    torch.testing.assert_close(got, expected, atol=2e-3, rtol=0)  # uint8 rounding of the processor's rescale only
+    assert "resize" not in info["input"]

@@ -38,6 +38,9 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="folder to write the Hugging Face model to")
     parser.add_argument("--image_mean", type=float, nargs=3, help="input mean the source model was trained with")
     parser.add_argument("--image_std", type=float, nargs=3, help="input std the source model was trained with")
+    parser.add_argument(
+        "--image_size", type=int, help="resolution the checkpoint was trained at (for --arch timm:<name>, e.g. 32)"
+    )
     parser.add_argument("--source", help="where the checkpoint comes from (URL, paper, RobustBench id), for the card")
     parser.add_argument("--reported_robustness", help="robust accuracy the source reports, for the card")
     return parser
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("pass both --image_mean and --image_std, or neither")
     normalization = None if args.image_mean is None else (args.image_mean, args.image_std)
     zoo = is_zoo_spec(args.checkpoint)
-    if zoo and (args.arch or normalization or args.source or args.reported_robustness):
+    if zoo and (args.arch or normalization or args.source or args.reported_robustness or args.image_size):
         parser.error(
             f"{args.checkpoint} is read from RobustBench (architecture, input and provenance): pass only --output "
             "(and --robustbench_model_dir)"
@@ -62,7 +65,13 @@ def main(argv: list[str] | None = None) -> None:
             model = save_zoo_teacher(args.checkpoint, args.output, args.robustbench_model_dir)
         else:
             model = save_converted_teacher(
-                args.checkpoint, args.arch, args.output, normalization, args.source, args.reported_robustness
+                args.checkpoint,
+                args.arch,
+                args.output,
+                normalization,
+                args.source,
+                args.reported_robustness,
+                args.image_size,
             )
     except (ValueError, FileNotFoundError, ImportError) as error:
         parser.error(str(error))

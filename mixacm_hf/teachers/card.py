@@ -76,10 +76,29 @@ def save_converted_teacher(
     normalization: Normalization | None = None,
     source: str | None = None,
     reported_robustness: str | None = None,
+    image_size: int | None = None,
 ) -> PreTrainedModel:
     """Convert `checkpoint` and write an HF folder (safetensors, config, image processor, model card); the config's
-    `converted_from` records the source file's name and sha256, the architecture and the source."""
+    `converted_from` records the source file's name and sha256, the architecture and the source. A `timm:` model
+    needs `image_size`, the resolution its checkpoint was trained at: its processor (built from its config's
+    `pretrained_cfg`) then feeds it images of that size, normalised only, as the evaluator and teacher loader do,
+    instead of timm's ImageNet resize and crop.
+
+    Raises:
+        ValueError: a `timm:` architecture without `image_size` (or one below 1), before any conversion.
+    """
+    timm_model = arch.lower().startswith("timm:")
+    if timm_model and (image_size is None or image_size < 1):
+        raise ValueError(
+            f"--arch {arch}: give --image_size, the resolution the checkpoint was trained at (e.g. 32 for CIFAR-10): "
+            "timm's own settings for it are ImageNet's resize and crop, which its saved processor would then apply "
+            "while evaluation and distillation feed the images as they are."
+        )
     model, processor = convert_checkpoint(checkpoint, arch, normalization)
+    if timm_model:  # transformers builds a timm folder's processor from this: resize to image_size (none), mean/std
+        sized = {key: value for key, value in model.config.pretrained_cfg.items() if key != "test_input_size"}
+        model.config.pretrained_cfg = {**sized, "input_size": (3, image_size, image_size), "crop_pct": 1.0,
+                                       "crop_mode": "center"}  # fmt: skip
     model.config.converted_from = {
         "file": Path(checkpoint).name, "sha256": file_sha256(checkpoint), "architecture": arch, "source": source,
     }  # fmt: skip

@@ -177,6 +177,33 @@ def test_transfer_from_a_students_folder_attacks_it_with_its_teachers_examples(t
     )
 
 
+def test_a_transfer_source_of_other_classes_order_or_input_size_is_refused_before_any_attack(tmp_path, tiny_wrn):
+    names = ["cat", "dog", "ship", "truck"]
+    labelled = {"id2label": dict(enumerate(names)), "label2id": {name: i for i, name in enumerate(names)}}
+    model = tiny_wrn(num_labels=CLASSES, image_size=16, **labelled)
+    reversed_names = {"id2label": dict(enumerate(names[::-1])), "label2id": {n: i for i, n in enumerate(names[::-1])}}
+    sources = {
+        "fewer": tiny_wrn(num_labels=3, image_size=16),
+        "reversed": tiny_wrn(num_labels=CLASSES, image_size=16, seed=1, **reversed_names),
+        "larger": tiny_wrn(num_labels=CLASSES, image_size=32, seed=2, **labelled),
+    }
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3])
+    expected = {
+        "fewer": "transfer:fewer: the source model has 3 classes, the evaluated model 4",
+        "reversed": r"transfer:reversed: the source model's classes \(truck, ship, dog, cat\) are not the evaluated",
+        "larger": r"transfer:larger: the source model does not take the evaluated images \(3, 16, 16\)",
+    }
+    for name, source in sources.items():
+        progress = tmp_path / name
+        with pytest.raises(ValueError, match=expected[name]):
+            evaluate(model, (x, y), ["clean", "pgd-20", transfer_from(source, name)], resume_dir=progress)
+        assert not progress.exists()  # refused before any batch was attacked
+    same = tiny_wrn(num_labels=CLASSES, image_size=16, seed=3, **labelled)
+    report = evaluate(model, (x, y), ["clean", "pgd-20", transfer_from(same, "same")])
+    assert report.attacks["transfer:same"]["source"] == "same"
+
+
 def test_the_end_of_run_evaluation_checks_transfer_before_training():
     check_eval_attacks(["clean", "pgd-20", "transfer"], "Linf", has_teacher=True)
     with pytest.raises(ValueError, match="this method has none: name the source"):

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data import model_class_names
+from .attacks import attack_mode, logits_of
 from .classifier import as_classifier
 from .registry import AttackSpec, parse_attack
 from .report import Check, accuracy, check_ordered
@@ -46,6 +48,39 @@ def load_transfer_sources(
             spec = replace(spec, source=source, source_model=module.float().eval())  # attacked in fp32
         loaded.append(spec)
     return loaded
+
+
+def check_transfer_sources(
+    specs: list[AttackSpec], model: nn.Module, x: torch.Tensor, num_classes: int, device: torch.device
+) -> None:
+    """Each transfer source takes the evaluated images and has the evaluated model's classes, in the same order
+    (compared by name where both name them): its examples are crafted against the evaluated labels.
+
+    Raises:
+        ValueError: naming the attack and what differs (input size, number of classes, class names or order).
+    """
+    for spec in (spec for spec in specs if spec.attack.role == "transfer" and spec.source_model is not None):
+        source = spec.source_model.to(device)
+        try:
+            with torch.no_grad(), attack_mode(source, device.type):
+                classes = logits_of(source(x[:1].to(device))).shape[-1]
+        except (ValueError, RuntimeError) as error:
+            raise ValueError(
+                f"{spec.name}: the source model does not take the evaluated images {tuple(x.shape[1:])} (C, H, W): "
+                f"{error} Transfer from a model of the evaluated images' size."
+            ) from error
+        if classes != num_classes:
+            raise ValueError(
+                f"{spec.name}: the source model has {classes} classes, the evaluated model {num_classes}: its "
+                "examples would be crafted against other classes. Transfer from a model of the same classes."
+            )
+        theirs, mine = model_class_names(source, fold_case=True), model_class_names(model, fold_case=True)
+        if theirs and mine and theirs != mine:
+            raise ValueError(
+                f"{spec.name}: the source model's classes ({', '.join(theirs)}) are not the evaluated model's "
+                f"({', '.join(mine)}) in the same order: its examples would be crafted against other labels. "
+                "Transfer from a model of the same classes in the same order."
+            )
 
 
 def transfer_from(source: nn.Module, name: str) -> AttackSpec:

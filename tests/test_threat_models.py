@@ -14,7 +14,7 @@ from mixacm_hf.hub.eval_results import task_id
 from mixacm_hf.hub.leaderboard import leaderboard
 from mixacm_hf.hub.results import report_results
 from mixacm_hf.robustness import check_eps, evaluate_robustness, parse_attack
-from mixacm_hf.robustness.transfer import default_source, transfer_from
+from mixacm_hf.robustness.transfer import check_teacher_as_source, default_source, transfer_from
 from mixacm_hf.run_args import check_eval_attacks
 
 SIZE, CLASSES = 8, 4
@@ -202,6 +202,15 @@ def test_a_transfer_source_of_other_classes_order_or_input_size_is_refused_befor
     same = tiny_wrn(num_labels=CLASSES, image_size=16, seed=3, **labelled)
     report = evaluate(model, (x, y), ["clean", "pgd-20", transfer_from(same, "same")])
     assert report.attacks["transfer:same"]["source"] == "same"
+
+
+def test_a_teacher_of_other_classes_is_refused_as_the_end_of_run_transfer_source_before_training(tiny_wrn):
+    student, teacher = tiny_wrn(num_labels=CLASSES), tiny_wrn(num_labels=3)
+    with pytest.raises(ValueError, match=r"--eval_attacks: transfer crafts its examples on the teacher, whose classes "
+                       r"\(3: unnamed\) are not the student's \(4: unnamed\)"):  # fmt: skip
+        check_teacher_as_source(["clean", "pgd-20", "transfer"], teacher, student)
+    check_teacher_as_source(["clean", "pgd-20", "transfer:org/model"], teacher, student)  # a named source
+    check_teacher_as_source(["clean", "pgd-20", "transfer"], tiny_wrn(num_labels=CLASSES, seed=1), student)
 
 
 def test_the_end_of_run_evaluation_checks_transfer_before_training():

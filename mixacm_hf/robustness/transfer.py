@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import model_class_names
+from ..data import model_class_names, model_num_labels
 from .attacks import attack_mode, logits_of
 from .classifier import as_classifier
 from .registry import AttackSpec, parse_attack
@@ -81,6 +81,26 @@ def check_transfer_sources(
                 f"({', '.join(mine)}) in the same order: its examples would be crafted against other labels. "
                 "Transfer from a model of the same classes in the same order."
             )
+
+
+def check_teacher_as_source(attacks: list[str], teacher: nn.Module | None, student: nn.Module) -> None:
+    """Before training: a `transfer` attack of the end-of-run evaluation (from the teacher) needs a teacher of the
+    student's classes in the same order, as far as their configs say (`check_transfer_sources` checks the rest).
+
+    Raises:
+        ValueError: naming --eval_attacks and what differs.
+    """
+    if teacher is None or not any(parse_attack(name).name == "transfer" for name in attacks):
+        return
+    counts = model_num_labels(teacher), model_num_labels(student)
+    names = model_class_names(teacher, fold_case=True), model_class_names(student, fold_case=True)
+    if None not in counts and counts[0] != counts[1] or all(names) and names[0] != names[1]:
+        raise ValueError(
+            f"--eval_attacks: transfer crafts its examples on the teacher, whose classes ({counts[0]}: "
+            f"{', '.join(names[0] or ['unnamed'])}) are not the student's ({counts[1]}: "
+            f"{', '.join(names[1] or ['unnamed'])}) in the same order: name a source of the student's classes "
+            "(transfer:<model>) or leave transfer out."
+        )
 
 
 def transfer_from(source: nn.Module, name: str) -> AttackSpec:

@@ -266,6 +266,30 @@ def test_comparison_is_refused_for_other_images_or_settings(three):
         compare_models(folders["a"], REPO / "model_cards" / "wrn16-1-mixacm")
 
 
+def test_a_per_example_file_edited_to_contradict_its_folder_or_card_is_refused_naming_it(three):
+    folders, reports = three
+    path = folders["a"] / PER_EXAMPLE_NAME
+    records = pandas.read_parquet(path)
+    records["pgd-20"] = ~records["pgd-20"]  # a different accuracy than robustness.json's and the card's
+    records.to_parquet(path)
+    for source in (folders["a"], path):
+        with pytest.raises(ValueError, match=r"per_example\.parquet, report 0, 'pgd-20': its records \(accuracy "
+                           r"[0-9.]+%\) are not those of the folder's robustness\.json"):  # fmt: skip
+            compare_models(source, folders["b"], attack="pgd-20")
+    records["pgd-20"] = ~records["pgd-20"]
+    records.to_parquet(path)
+    saved = json.loads((folders["a"] / "robustness.json").read_text())
+    saved[0]["per_example"]["clean"] = records["clean"].tolist()  # both files kept in step, the card not
+    flipped = ~records["clean"]
+    records["clean"], saved[0]["per_example"]["clean"] = flipped, flipped.tolist()
+    records.to_parquet(path)
+    (folders["a"] / "robustness.json").write_text(json.dumps(saved))
+    card_value = round(100 * reports["a"].clean_accuracy, 2)
+    with pytest.raises(ValueError, match=rf"'clean': its records give [0-9.]+%, but README\.md's model-index says "
+                       rf"{card_value}% for that measurement"):  # fmt: skip
+        compare_models(folders["a"], folders["b"], attack="clean")
+
+
 def test_cli_html_and_space_give_the_numbers_of_compare(three, capsys, tmp_path):
     folders, reports = three
     expected = reports["a"].compare(reports["b"], "autoattack")

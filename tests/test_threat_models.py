@@ -87,6 +87,22 @@ def test_l1_refuses_pgd_by_name_and_budgets_spanning_every_image():
     assert check_eps(12.0, "L1", pixels=3 * 32 * 32) == 12.0
 
 
+def test_an_l1_budget_below_one_such_as_the_linf_default_is_refused_naming_the_flag(capsys):
+    from training.evaluate_robustness import main as evaluate_main
+
+    model = linear()
+    with pytest.raises(
+        ValueError, match=r"eps=0\.0313725 as an L1 budget .* looks like a Linf budget .* e\.g\. eps=12\."
+    ):
+        evaluate(model, data(model), ["clean", "autoattack"], eps=8 / 255, norm="L1")
+    argv = ["--model", "unused", "--dataset", "unused", "--norm", "L1", "--attacks", "clean,autoattack"]
+    for extra in ([], ["--eps", "0.5"]):  # the default eps (Linf's 8/255), and one given
+        with pytest.raises(SystemExit, match=r"^error: --eps=0\.\d+ as an L1 budget .* e\.g\. --eps 12\.$"):
+            evaluate_main([*argv, *extra])
+    sweep = evaluate(model, data(model), ["clean", "autoattack:apgd-ce"], eps=12.0, norm="L1", eps_sweep=[0, 0.5, 12])
+    assert sweep.eps_sweep["eps"] == [0, 0.5, 12]  # the points of a sweep may be small
+
+
 def test_autoattack_plus_and_rand_are_their_own_entries_recorded_with_their_version():
     plus, rand = parse_attack("AutoAttack:Plus"), parse_attack("autoattack:rand")
     assert (plus.kind, plus.version, rand.kind, rand.version) == ("autoattack-plus", "plus", "autoattack-rand", "rand")

@@ -36,7 +36,14 @@ import torch
 
 from mixacm_hf.cli import renamed_flags
 from mixacm_hf.hub import push_or_exit, update_model_card
-from mixacm_hf.robustness import RobustnessReport, check_eps, evaluate_robustness, parse_eps, plot_eps_sweep
+from mixacm_hf.robustness import (
+    RobustnessReport,
+    check_budget,
+    check_eps,
+    evaluate_robustness,
+    parse_eps,
+    plot_eps_sweep,
+)
 from mixacm_hf.robustness.attacks import NORMS
 from mixacm_hf.robustness.corruptions import CORRUPTIONS, check_corruptions_folder, imagecorruptions_version
 from mixacm_hf.robustness.registry import check_attack_norms, parse_attack
@@ -232,7 +239,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             f"--model {args.model} is a file: give a model folder or Hub id (training/convert_teacher.py converts a "
             "checkpoint file into a model folder)."
         )
-    check_eps(args.eps, args.norm, "--eps")
+    check_budget(args.eps, args.norm, "--eps")
     for eps in args.eps_sweep or ():
         check_eps(eps, args.norm, "--eps_sweep")
     try:

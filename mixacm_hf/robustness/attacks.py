@@ -65,6 +65,29 @@ def check_eps(eps: float, norm: str, name: str = "eps", pixels: int | None = Non
     return float(eps)
 
 
+SMALLEST_L1_BUDGET = 1.0  # one value moved across the whole pixel range: L1 threat models in use are far above it
+
+
+def check_budget(eps: float, norm: str, name: str = "eps", pixels: int | None = None) -> float:
+    """`check_eps` for the budget an evaluation reports its threat model by (not the points of an eps sweep): also
+    an L1 budget in (0, 1), which lets the attack move less than one value across the pixel range in total (summed
+    over all of an image's values), far below the L1 threat models in use (12 on CIFAR-10): most likely a Linf
+    budget such as 8/255 given with L1 (the default eps is Linf's).
+
+    Raises:
+        ValueError: as `check_eps`, or such an L1 budget, naming `name` and the fix.
+    """
+    eps = check_eps(eps, norm, name, pixels)
+    if norm == "L1" and 0 < eps < SMALLEST_L1_BUDGET:
+        raise ValueError(
+            f"{name}={eps:g} as an L1 budget lets the attack change the pixel values of an image by {eps:g} in total "
+            f"(summed over all its values), less than one value across the pixel range: far below the L1 threat "
+            f"models in use (12 on CIFAR-10); {eps:g} looks like a Linf budget (8/255 is Linf's). Give the L1 "
+            f"budget in pixel units, e.g. {name + ' 12' if name.startswith('--') else name + '=12'}."
+        )
+    return eps
+
+
 def logits_of(output: Any) -> torch.Tensor:
     """The logits tensor of a model output: a tensor itself, or `.logits` / `["logits"]` of an HF output."""
     if isinstance(output, torch.Tensor):

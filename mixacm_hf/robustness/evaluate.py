@@ -19,7 +19,7 @@ from ..data import check_labels, class_names, label_order, model_class_names
 from ..data.identity import dataset_identity
 from ..provenance import package_versions
 from ..teachers import PixelSpaceClassifier, check_zoo_preprocessing, is_zoo_spec
-from .attacks import Norm, attack_mode, check_eps, logits_of
+from .attacks import Norm, attack_mode, check_budget, check_eps, logits_of
 from .batches import AttackRun, Progress, check_batch_size, check_workers, rank_and_world_size
 from .classifier import as_classifier, attack_layout
 from .corruption_runs import corruption_accuracy, corruption_runs, corruption_specs, corruptions_folder
@@ -261,7 +261,7 @@ def evaluate_robustness(
             files, of the wrong shape or size, with other labels or fewer images than evaluated, or a transfer
             source of other classes or input size (`check_transfer_sources`), all before any attack runs.
     """
-    eps = check_eps(eps, norm)
+    eps = check_budget(eps, norm)
     specs = list({spec.name: spec for spec in map(parse_attack, attacks)}.values())
     check_attack_norms(specs, norm)
     check_white_box_partner(specs)

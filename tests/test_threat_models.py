@@ -4,6 +4,7 @@ transfer check (`transfer:<model>`) that exposes gradient masking. Tiny linear m
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -119,6 +120,17 @@ def test_autoattack_plus_and_rand_are_their_own_entries_recorded_with_their_vers
     assert task_id("autoattack:plus", settings) == "linf-8-255-autoattack-plus"
     small = rand.attack.prepare(rand, 2)
     assert small.components == ("apgd-ce",) and "apgd-dlr" in small.dropped
+
+
+def test_a_misspelt_autoattack_version_or_component_is_refused_with_the_closest_name_and_the_versions():
+    expected = {
+        "autoattack:plsu": "autoattack:plus", "AutoAttack:rnd": "autoattack:rand",
+        "autoattack:standard": "autoattack (the standard version)", "autoattack:apgd-ce+sqare": "square",
+    }  # fmt: skip
+    for name, closest in expected.items():
+        with pytest.raises(ValueError, match=rf"\(did you mean {re.escape(closest)}\?\); choose components from .*, or "
+                           r"a version: autoattack \(standard\), autoattack:plus, autoattack:rand\.$"):  # fmt: skip
+            parse_attack(name)
 
 
 def test_autoattack_rand_on_a_randomised_model_is_no_broken_evaluation_where_standard_is_flagged():

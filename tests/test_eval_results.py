@@ -226,6 +226,27 @@ def test_a_failed_write_leaves_no_eval_results_behind(tmp_path, monkeypatch):
     assert PER_EXAMPLE_NAME in {path.name for path in before}
 
 
+def test_a_card_update_onto_unreadable_files_is_refused_naming_the_file_before_any_work(tmp_path):
+    from training.evaluate_robustness import main as evaluate_main
+
+    report = _report("a", 0, {"clean": 0.8, "pgd-20": 0.6})
+    broken = {
+        "README.md": ("---\nmodel-index: [unclosed\n---\ntext\n", r"README\.md cannot be read \(while parsing a flow"),
+        "robustness.json": ("{not json", r"robustness\.json cannot be read \(Expecting property name"),
+        "train_summary.json": ("[1, 2]", r"train_summary\.json cannot be read \(a JSON list, not an object\)"),
+    }  # fmt: skip
+    for name, (text, message) in broken.items():
+        folder = _folder(tmp_path, name.replace(".", "-"), report)
+        (folder / name).write_text(text)
+        before = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+        with pytest.raises(ValueError, match=message + r".*: fix it, or move it out of the folder"):
+            update_model_card(folder, report)
+        argv = ["--model", str(folder), "--dataset", str(tmp_path / "no-such-dataset"), "--update_card"]
+        with pytest.raises(SystemExit, match=r"^error: \S+" + message):  # before the dataset is even looked at
+            evaluate_main(argv)
+        assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
+
+
 @pytest.fixture
 def three(tmp_path):
     """Models a and b evaluated on rows 0..199 with the same settings; c on rows 1000..1199; d at eps 4/255."""

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from mixacm_hf.cli import renamed_flags
-from mixacm_hf.hub import push_or_exit, update_model_card
+from mixacm_hf.hub import push_or_exit, read_card_folder, update_model_card
 from mixacm_hf.robustness import (
     RobustnessReport,
     check_budget,
@@ -229,7 +229,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     """What can be checked before loading anything, in errors naming the flag.
 
     Raises:
-        ValueError: --model is a file or an unknown or unloadable RobustBench entry, a budget outside the norm's range,
+        ValueError: --model is a file or an unknown or unloadable RobustBench entry, a file of its folder that
+            --update_card cannot read, a budget outside the norm's range,
             an unknown attack, or only one of --image_mean/--image_std (or either, or --model_revision, with a
             RobustBench entry).
         FileNotFoundError: a RobustBench entry's checkpoint is absent and HF_HUB_OFFLINE is set.
@@ -258,6 +259,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         imagecorruptions_version()
     if (args.image_mean is None) != (args.image_std is None):
         raise ValueError("Pass both --image_mean and --image_std, or neither.")
+    if args.update_card:
+        read_card_folder(args.model)  # a file the update would misread stops it now, not after the evaluation
     if is_zoo_spec(args.model):
         if args.image_mean is not None or args.model_revision is not None:
             raise ValueError(

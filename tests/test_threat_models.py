@@ -232,6 +232,31 @@ def test_a_transfer_source_of_other_classes_order_or_input_size_is_refused_befor
     assert report.attacks["transfer:same"]["source"] == "same"
 
 
+def test_a_transfer_source_that_is_a_file_is_refused_naming_no_other_scripts_flags(tmp_path, tiny_wrn):
+    from training.evaluate_robustness import main as evaluate_main
+
+    model = tiny_wrn(num_labels=CLASSES, image_size=16)
+    model.save_pretrained(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
+    message = (
+        rf"transfer:{re.escape(str(weights))}: {re.escape(str(weights))} is a file: a transfer source is a model folder"
+    )
+    with pytest.raises(ValueError, match=message):
+        evaluate(model, (x, y), ["clean", "pgd-20", f"transfer:{weights}"])
+    argv = [
+        "--model",
+        str(tmp_path / "model"),
+        "--dataset",
+        str(tmp_path),
+        "--attacks",
+        f"clean,pgd-20,transfer:{weights}",
+    ]
+    with pytest.raises(SystemExit, match="^error: " + message) as refused:
+        evaluate_main(argv)
+    assert "--arch" not in str(refused.value) and "--teacher_architecture" not in str(refused.value)
+
+
 def test_a_teacher_of_other_classes_is_refused_as_the_end_of_run_transfer_source_before_training(tiny_wrn):
     student, teacher = tiny_wrn(num_labels=CLASSES), tiny_wrn(num_labels=3)
     with pytest.raises(ValueError, match=r"--eval_attacks: transfer crafts its examples on the teacher, whose classes "

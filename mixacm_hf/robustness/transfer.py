@@ -39,11 +39,21 @@ def load_transfer_sources(
     specs: list[AttackSpec], model: nn.Module | str, robustbench_model_dir: str | None = None
 ) -> list[AttackSpec]:
     """`specs` with each transfer attack's source model loaded (`as_classifier`): the named one, else the teacher of
-    the evaluated folder (`default_source`), in fp32. Sources given as modules (`source_model`) are kept."""
+    the evaluated folder (`default_source`), in fp32. Sources given as modules (`source_model`) are kept.
+
+    Raises:
+        ValueError: no source (`default_source`), or a source that is a file (a checkpoint needs its architecture).
+    """
     loaded = []
     for spec in specs:
         if spec.attack.role == "transfer" and spec.source_model is None:
             source = spec.source or default_source(model)
+            if Path(source).is_file():
+                raise ValueError(
+                    f"{spec.name}: {source} is a file: a transfer source is a model folder, Hub id or RobustBench "
+                    "entry (training/convert_teacher.py turns a checkpoint file into a model folder; from Python, "
+                    "transfer_from(load_teacher(file, architecture=...), name) attacks from it)."
+                )
             module, _ = as_classifier(source, robustbench_model_dir=robustbench_model_dir)
             spec = replace(spec, source=source, source_model=module.float().eval())  # attacked in fp32
         loaded.append(spec)

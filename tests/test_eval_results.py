@@ -309,6 +309,9 @@ def test_a_per_example_file_edited_to_contradict_its_folder_or_card_is_refused_n
     with pytest.raises(ValueError, match=rf"'clean': its records give [0-9.]+%, but README\.md's model-index says "
                        rf"{card_value}% for that measurement"):  # fmt: skip
         compare_models(folders["a"], folders["b"], attack="clean")
+    (folders["a"] / "robustness.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"robustness\.json cannot be read \(Expecting .*cannot be checked against it"):
+        compare_models(folders["a"], folders["b"], attack="clean")
 
 
 def test_cli_html_and_space_give_the_numbers_of_compare(three, capsys, tmp_path):

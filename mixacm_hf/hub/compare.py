@@ -57,7 +57,13 @@ def check_against_folder(source: str | Path, number: int, report: RobustnessRepo
     folder = path if path.is_dir() else path.parent
     if not path.exists() or not (folder / REPORTS_NAME).is_file():
         return  # a Hub download or a file on its own: nothing to check it by
-    saved = load_reports(folder)
+    try:
+        saved = load_reports(folder)
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"{folder / REPORTS_NAME} cannot be read ({error}), so {source}'s {PER_EXAMPLE_NAME} cannot be checked "
+            "against it: fix it, or re-evaluate the model."
+        ) from error
     label = f"{source}: {PER_EXAMPLE_NAME}, report {number},"
     if number >= len(saved) or saved[number].per_example is None:
         raise ValueError(f"{label} is not in the folder's {REPORTS_NAME} ({len(saved)} reports){_REWRITE}")
@@ -75,7 +81,8 @@ def check_against_folder(source: str | Path, number: int, report: RobustnessRepo
             )
         published = [
             result.metric_value for result in card
-            if result.metric_config == column and (result.metric_args or {}).get("date") == saved[number].date
+            if result.metric_config == column and isinstance(result.metric_value, (int, float))
+            and (result.metric_args or {}).get("date") == saved[number].date
             and (result.metric_args or {}).get("n_examples") == report.n_examples
         ]  # fmt: skip
         value = 100 * sum(flags) / len(flags)

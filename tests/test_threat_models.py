@@ -88,7 +88,7 @@ def test_l1_refuses_pgd_by_name_and_budgets_spanning_every_image():
     assert check_eps(12.0, "L1", pixels=3 * 32 * 32) == 12.0
 
 
-def test_an_l1_budget_below_one_such_as_the_linf_default_is_refused_naming_the_flag(capsys):
+def test_an_l1_budget_below_one_or_the_linf_default_with_l2_is_refused_naming_the_flag(capsys):
     from training.evaluate_robustness import main as evaluate_main
 
     model = linear()
@@ -100,6 +100,12 @@ def test_an_l1_budget_below_one_such_as_the_linf_default_is_refused_naming_the_f
     for extra in ([], ["--eps", "0.5"]):  # the default eps (Linf's 8/255), and one given
         with pytest.raises(SystemExit, match=r"^error: --eps=0\.\d+ as an L1 budget .* e\.g\. --eps 12\.$"):
             evaluate_main([*argv, *extra])
+    with pytest.raises(SystemExit, match=r"^error: --eps=8/255 is the Linf budget \(the default eps\), given with "
+                       r"L2: .* e\.g\. --eps 0\.5\.$"):  # fmt: skip
+        evaluate_main([*argv[:-1], "clean,pgd-20", "--norm", "L2"])
+    with pytest.raises(ValueError, match=r"eps=8/255 is the Linf budget"):
+        evaluate(model, data(model), ["clean", "pgd-20"], norm="L2")  # the default eps
+    assert evaluate(model, data(model), ["clean", "pgd-5"], eps=0.5, norm="L2").eps == 0.5
     sweep = evaluate(model, data(model), ["clean", "autoattack:apgd-ce"], eps=12.0, norm="L1", eps_sweep=[0, 0.5, 12])
     assert sweep.eps_sweep["eps"] == [0, 0.5, 12]  # the points of a sweep may be small
 

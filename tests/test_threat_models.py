@@ -263,6 +263,16 @@ def test_a_transfer_source_that_is_a_file_is_refused_naming_no_other_scripts_fla
     assert "--arch" not in str(refused.value) and "--teacher_architecture" not in str(refused.value)
 
 
+def test_a_transfer_source_that_cannot_be_loaded_is_named_with_where_it_was_named(tmp_path, tiny_wrn):
+    tiny_wrn(num_labels=CLASSES, image_size=16).save_pretrained(tmp_path / "student")
+    summary = tmp_path / "student" / "train_summary.json"
+    summary.write_text(json.dumps({"teacher": str(tmp_path / "gone")}))
+    x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match=rf"^transfer: its source model \({re.escape(str(tmp_path / 'gone'))}, the "
+                       rf"teacher named in {re.escape(str(summary))}\) cannot be loaded: "):  # fmt: skip
+        evaluate(str(tmp_path / "student"), (x, y), ["clean", "pgd-20", "transfer"])
+
+
 def test_a_teacher_of_other_classes_is_refused_as_the_end_of_run_transfer_source_before_training(tiny_wrn):
     student, teacher = tiny_wrn(num_labels=CLASSES), tiny_wrn(num_labels=3)
     with pytest.raises(ValueError, match=r"--eval_attacks: transfer crafts its examples on the teacher, whose classes "

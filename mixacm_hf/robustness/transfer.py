@@ -42,7 +42,8 @@ def load_transfer_sources(
     the evaluated folder (`default_source`), in fp32. Sources given as modules (`source_model`) are kept.
 
     Raises:
-        ValueError: no source (`default_source`), or a source that is a file (a checkpoint needs its architecture).
+        ValueError: no source (`default_source`), a source that is a file (a checkpoint needs its architecture) or
+            that cannot be loaded (naming the attack, the source and where the default one was named).
     """
     loaded = []
     for spec in specs:
@@ -54,7 +55,13 @@ def load_transfer_sources(
                     "entry (training/convert_teacher.py turns a checkpoint file into a model folder; from Python, "
                     "transfer_from(load_teacher(file, architecture=...), name) attacks from it)."
                 )
-            module, _ = as_classifier(source, robustbench_model_dir=robustbench_model_dir)
+            try:
+                module, _ = as_classifier(source, robustbench_model_dir=robustbench_model_dir)
+            except (ValueError, OSError) as error:
+                named = "" if spec.source else f", the teacher named in {Path(str(model), SUMMARY)}"
+                raise ValueError(
+                    f"{spec.name}: its source model ({source}{named}) cannot be loaded: {error}"
+                ) from error
             spec = replace(spec, source=source, source_model=module.float().eval())  # attacked in fp32
         loaded.append(spec)
     return loaded

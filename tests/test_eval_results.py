@@ -234,10 +234,12 @@ def test_a_card_update_onto_unreadable_files_is_refused_naming_the_file_before_a
         "README.md": ("---\nmodel-index: [unclosed\n---\ntext\n", r"README\.md cannot be read \(while parsing a flow"),
         "robustness.json": ("{not json", r"robustness\.json cannot be read \(Expecting property name"),
         "train_summary.json": ("[1, 2]", r"train_summary\.json cannot be read \(a JSON list, not an object\)"),
+        "README.md ": ("---\nmodel-index:\n- name: x\n  results:\n  - task: 5\n---\n",
+                       r"README\.md cannot be read \(Invalid `model_index` in metadata cannot be parsed: [^)`]*\)"),
     }  # fmt: skip
     for name, (text, message) in broken.items():
-        folder = _folder(tmp_path, name.replace(".", "-"), report)
-        (folder / name).write_text(text)
+        folder = _folder(tmp_path, name.strip().replace(".", "-") + ("-index" if name.endswith(" ") else ""), report)
+        (folder / name.strip()).write_text(text)
         before = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
         with pytest.raises(ValueError, match=message + r".*: fix it, or move it out of the folder"):
             update_model_card(folder, report)

@@ -53,6 +53,7 @@ def read_card_folder(folder: str | Path) -> tuple[list[RobustnessReport], dict[s
             card.data.eval_results  # noqa: B018 - a model-index that does not parse raises here
     except (ValueError, TypeError, AttributeError, KeyError, OSError, yaml.YAMLError) as error:
         reason = " ".join(str(error).split()) or type(error).__name__
+        reason = reason.split(" Pass `ignore_metadata_errors=True`")[0]  # huggingface_hub's advice: loses metadata
         raise ValueError(
             f"{folder / name} cannot be read ({reason[:300]}): fix it, or move it out of the folder; the card update "
             "would otherwise lose or misread it."

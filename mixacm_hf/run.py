@@ -25,6 +25,7 @@ from .robustness import RobustnessReport, evaluate_robustness
 from .robustness.batches import RankFailure, gather_from_ranks
 from .robustness.metric import compute_accuracy_metrics
 from .robustness.registry import parse_attack
+from .robustness.transfer import check_teacher_as_source
 from .run_args import (
     DataArguments,
     EvaluationArguments,
@@ -194,6 +195,8 @@ def run_mixacm(
             f"{len(names)}: pass --student_from_config true (new weights, the dataset's classes) or another student."
         )
     apply_student_input(student, convention)  # training and the Trainer's evaluations: the evaluator's input
+    attacks = [name for name in eval_args.eval_attacks.split(",") if name.strip()]
+    check_teacher_as_source(attacks, teacher, student)  # refused now, not after training
     trainer = MixACMTrainer(
         model=student,
         teacher_model=teacher,

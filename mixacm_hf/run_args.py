@@ -23,7 +23,7 @@ from .methods import flag_owners, get_method
 from .provenance import model_identity
 from .resume import RESUMED_SETTINGS, check_resumed_settings, finished_model, nothing_left, resume_checkpoint
 from .robustness import parse_eps
-from .robustness.attacks import check_eps, check_sweep_scale, largest_eps
+from .robustness.attacks import check_budget, check_eps, check_sweep_scale, largest_eps
 from .robustness.registry import check_attack_norms, parse_attack
 from .robustness.transfer import check_white_box_partner
 from .teachers import DEFAULT_MODEL_DIR, check_zoo_checkpoint, is_zoo_spec
@@ -275,7 +275,7 @@ def check_arguments(
     attacks = [name for name in eval_args.eval_attacks.split(",") if name.strip()]
     pixels = 3 * data_args.image_size**2
     checks = [("eval_attacks", lambda: check_eval_attacks(attacks, eval_args.eval_norm, training_args.needs_teacher))]
-    checks.append(("eval_eps", lambda: check_eps(eval_args.eval_eps, eval_args.eval_norm, pixels=pixels)))
+    checks.append(("eval_eps", lambda: check_budget(eval_args.eval_eps, eval_args.eval_norm, pixels=pixels)))
     checks.append(("eval_eps_sweep", lambda: eps_sweep(eval_args, data_args.image_size)))
     for flag, check in checks:
         try:

@@ -201,6 +201,28 @@ def test_a_bad_folder_or_too_many_images_is_refused_before_any_work(tmp_path):
     assert list(report.corruptions["corruptions:snow"]["accuracy"]) == ["snow"]
 
 
+def test_unreadable_files_and_labels_of_another_order_in_a_later_severity_are_refused_naming_them(tmp_path):
+    folder = published_folder(tmp_path / "c10c")
+    (folder / "snow.npy").write_bytes(b"not a numpy file")
+    with pytest.raises(ValueError, match=r"c10c: snow\.npy is not a readable \.npy array of numbers \(it holds "
+                       r"pickled objects\); .* replace it with the published file\.$"):  # fmt: skip
+        evaluate(Exploding(), ["clean", "corruptions:snow"], corruptions_dir=folder)
+    np.save(folder / "snow.npy", np.array([None] * 5, dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"snow\.npy is not a readable \.npy array of numbers \(it holds pickled"):
+        evaluate(Exploding(), ["clean", "corruptions:snow"], corruptions_dir=folder)
+    (folder / "fog.npy").write_bytes((folder / "fog.npy").read_bytes()[:1000])  # truncated
+    with pytest.raises(ValueError, match=r"fog\.npy is not a readable \.npy array of numbers \(mmap length"):
+        evaluate(Exploding(), ["clean", "corruptions:fog"], corruptions_dir=folder)
+    labels = np.tile(np.array(LABELS, dtype=np.int64), len(SEVERITIES))
+    labels[-len(LABELS) :] = np.roll(LABELS, 1)  # severity 5 holds the images in another order
+    np.save(folder / "labels.npy", labels)
+    with pytest.raises(ValueError, match=r"labels\.npy differs from the evaluated split's labels on 4 of the first "
+                       r"4 images of severity 5"):  # fmt: skip
+        evaluate(Exploding(), ["clean", "corruptions:frost"], corruptions_dir=folder)
+    np.save(folder / "labels.npy", np.array(LABELS, dtype=np.int64))  # N labels: the same for every severity
+    assert evaluate(Brightness(), ["clean", "corruptions:frost"], corruptions_dir=folder).n_examples == len(LABELS)
+
+
 def test_cards_eval_results_and_leaderboard_keep_corruptions_apart_from_linf(tmp_path):
     """Each corruptions source is its own model-index entry and `.eval_results` task id (`cifar10-c`,
     `cifar10-c-generated`) and its own leaderboard table, ranked by mean corruption accuracy, never with Linf."""

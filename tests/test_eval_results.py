@@ -226,6 +226,29 @@ def test_a_failed_write_leaves_no_eval_results_behind(tmp_path, monkeypatch):
     assert PER_EXAMPLE_NAME in {path.name for path in before}
 
 
+def test_a_card_update_onto_unreadable_files_is_refused_naming_the_file_before_any_work(tmp_path):
+    from training.evaluate_robustness import main as evaluate_main
+
+    report = _report("a", 0, {"clean": 0.8, "pgd-20": 0.6})
+    broken = {
+        "README.md": ("---\nmodel-index: [unclosed\n---\ntext\n", r"README\.md cannot be read \(while parsing a flow"),
+        "robustness.json": ("{not json", r"robustness\.json cannot be read \(Expecting property name"),
+        "train_summary.json": ("[1, 2]", r"train_summary\.json cannot be read \(a JSON list, not an object\)"),
+        "README.md ": ("---\nmodel-index:\n- name: x\n  results:\n  - task: 5\n---\n",
+                       r"README\.md cannot be read \(Invalid `model_index` in metadata cannot be parsed: [^)`]*\)"),
+    }  # fmt: skip
+    for name, (text, message) in broken.items():
+        folder = _folder(tmp_path, name.strip().replace(".", "-") + ("-index" if name.endswith(" ") else ""), report)
+        (folder / name.strip()).write_text(text)
+        before = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+        with pytest.raises(ValueError, match=message + r".*: fix it, or move it out of the folder"):
+            update_model_card(folder, report)
+        argv = ["--model", str(folder), "--dataset", str(tmp_path / "no-such-dataset"), "--update_card"]
+        with pytest.raises(SystemExit, match=r"^error: \S+" + message):  # before the dataset is even looked at
+            evaluate_main(argv)
+        assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
+
+
 @pytest.fixture
 def three(tmp_path):
     """Models a and b evaluated on rows 0..199 with the same settings; c on rows 1000..1199; d at eps 4/255."""
@@ -264,6 +287,33 @@ def test_comparison_is_refused_for_other_images_or_settings(three):
         compare_models(folders["a"], folders["b"], threat_model="Linf", eps=8)
     with pytest.raises(ValueError, match="no per_example.parquet"):
         compare_models(folders["a"], REPO / "model_cards" / "wrn16-1-mixacm")
+
+
+def test_a_per_example_file_edited_to_contradict_its_folder_or_card_is_refused_naming_it(three):
+    folders, reports = three
+    path = folders["a"] / PER_EXAMPLE_NAME
+    records = pandas.read_parquet(path)
+    records["pgd-20"] = ~records["pgd-20"]  # a different accuracy than robustness.json's and the card's
+    records.to_parquet(path)
+    for source in (folders["a"], path):
+        with pytest.raises(ValueError, match=r"per_example\.parquet, report 0, 'pgd-20': its records \(accuracy "
+                           r"[0-9.]+%\) are not those of the folder's robustness\.json"):  # fmt: skip
+            compare_models(source, folders["b"], attack="pgd-20")
+    records["pgd-20"] = ~records["pgd-20"]
+    records.to_parquet(path)
+    saved = json.loads((folders["a"] / "robustness.json").read_text())
+    saved[0]["per_example"]["clean"] = records["clean"].tolist()  # both files kept in step, the card not
+    flipped = ~records["clean"]
+    records["clean"], saved[0]["per_example"]["clean"] = flipped, flipped.tolist()
+    records.to_parquet(path)
+    (folders["a"] / "robustness.json").write_text(json.dumps(saved))
+    card_value = round(100 * reports["a"].clean_accuracy, 2)
+    with pytest.raises(ValueError, match=rf"'clean': its records give [0-9.]+%, but README\.md's model-index says "
+                       rf"{card_value}% for that measurement"):  # fmt: skip
+        compare_models(folders["a"], folders["b"], attack="clean")
+    (folders["a"] / "robustness.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"robustness\.json cannot be read \(Expecting .*cannot be checked against it"):
+        compare_models(folders["a"], folders["b"], attack="clean")
 
 
 def test_cli_html_and_space_give_the_numbers_of_compare(three, capsys, tmp_path):

@@ -4,6 +4,7 @@ transfer check (`transfer:<model>`) that exposes gradient masking. Tiny linear m
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from mixacm_hf.hub.eval_results import task_id
 from mixacm_hf.hub.leaderboard import leaderboard
 from mixacm_hf.hub.results import report_results
 from mixacm_hf.robustness import check_eps, evaluate_robustness, parse_attack
-from mixacm_hf.robustness.transfer import default_source, transfer_from
+from mixacm_hf.robustness.transfer import check_teacher_as_source, default_source, transfer_from
 from mixacm_hf.run_args import check_eval_attacks
 
 SIZE, CLASSES = 8, 4
@@ -87,6 +88,28 @@ def test_l1_refuses_pgd_by_name_and_budgets_spanning_every_image():
     assert check_eps(12.0, "L1", pixels=3 * 32 * 32) == 12.0
 
 
+def test_an_l1_budget_below_one_or_the_linf_default_with_l2_is_refused_naming_the_flag(capsys):
+    from training.evaluate_robustness import main as evaluate_main
+
+    model = linear()
+    with pytest.raises(
+        ValueError, match=r"eps=0\.0313725 as an L1 budget .* looks like a Linf budget .* e\.g\. eps=12\."
+    ):
+        evaluate(model, data(model), ["clean", "autoattack"], eps=8 / 255, norm="L1")
+    argv = ["--model", "unused", "--dataset", "unused", "--norm", "L1", "--attacks", "clean,autoattack"]
+    for extra in ([], ["--eps", "0.5"]):  # the default eps (Linf's 8/255), and one given
+        with pytest.raises(SystemExit, match=r"^error: --eps=0\.\d+ as an L1 budget .* e\.g\. --eps 12\.$"):
+            evaluate_main([*argv, *extra])
+    with pytest.raises(SystemExit, match=r"^error: --eps=8/255 is the Linf budget \(the default eps\), given with "
+                       r"L2: .* e\.g\. --eps 0\.5\.$"):  # fmt: skip
+        evaluate_main([*argv[:-1], "clean,pgd-20", "--norm", "L2"])
+    with pytest.raises(ValueError, match=r"eps=8/255 is the Linf budget"):
+        evaluate(model, data(model), ["clean", "pgd-20"], norm="L2")  # the default eps
+    assert evaluate(model, data(model), ["clean", "pgd-5"], eps=0.5, norm="L2").eps == 0.5
+    sweep = evaluate(model, data(model), ["clean", "autoattack:apgd-ce"], eps=12.0, norm="L1", eps_sweep=[0, 0.5, 12])
+    assert sweep.eps_sweep["eps"] == [0, 0.5, 12]  # the points of a sweep may be small
+
+
 def test_autoattack_plus_and_rand_are_their_own_entries_recorded_with_their_version():
     plus, rand = parse_attack("AutoAttack:Plus"), parse_attack("autoattack:rand")
     assert (plus.kind, plus.version, rand.kind, rand.version) == ("autoattack-plus", "plus", "autoattack-rand", "rand")
@@ -103,6 +126,17 @@ def test_autoattack_plus_and_rand_are_their_own_entries_recorded_with_their_vers
     assert task_id("autoattack:plus", settings) == "linf-8-255-autoattack-plus"
     small = rand.attack.prepare(rand, 2)
     assert small.components == ("apgd-ce",) and "apgd-dlr" in small.dropped
+
+
+def test_a_misspelt_autoattack_version_or_component_is_refused_with_the_closest_name_and_the_versions():
+    expected = {
+        "autoattack:plsu": "autoattack:plus", "AutoAttack:rnd": "autoattack:rand",
+        "autoattack:standard": "autoattack (the standard version)", "autoattack:apgd-ce+sqare": "square",
+    }  # fmt: skip
+    for name, closest in expected.items():
+        with pytest.raises(ValueError, match=rf"\(did you mean {re.escape(closest)}\?\); choose components from .*, or "
+                           r"a version: autoattack \(standard\), autoattack:plus, autoattack:rand\.$"):  # fmt: skip
+            parse_attack(name)
 
 
 def test_autoattack_rand_on_a_randomised_model_is_no_broken_evaluation_where_standard_is_flagged():
@@ -175,6 +209,77 @@ def test_transfer_from_a_students_folder_attacks_it_with_its_teachers_examples(t
     assert report_results(report)[2].metric_name == (
         "Robust accuracy (Transfer PGD-20 from the teacher, Linf, eps=8/255)"
     )
+
+
+def test_a_transfer_source_of_other_classes_order_or_input_size_is_refused_before_any_attack(tmp_path, tiny_wrn):
+    names = ["cat", "dog", "ship", "truck"]
+    labelled = {"id2label": dict(enumerate(names)), "label2id": {name: i for i, name in enumerate(names)}}
+    model = tiny_wrn(num_labels=CLASSES, image_size=16, **labelled)
+    reversed_names = {"id2label": dict(enumerate(names[::-1])), "label2id": {n: i for i, n in enumerate(names[::-1])}}
+    sources = {
+        "fewer": tiny_wrn(num_labels=3, image_size=16),
+        "reversed": tiny_wrn(num_labels=CLASSES, image_size=16, seed=1, **reversed_names),
+        "larger": tiny_wrn(num_labels=CLASSES, image_size=32, seed=2, **labelled),
+    }
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3])
+    expected = {
+        "fewer": "transfer:fewer: the source model has 3 classes, the evaluated model 4",
+        "reversed": r"transfer:reversed: the source model's classes \(truck, ship, dog, cat\) are not the evaluated",
+        "larger": r"transfer:larger: the source model does not take the evaluated images \(3, 16, 16\)",
+    }
+    for name, source in sources.items():
+        progress = tmp_path / name
+        with pytest.raises(ValueError, match=expected[name]):
+            evaluate(model, (x, y), ["clean", "pgd-20", transfer_from(source, name)], resume_dir=progress)
+        assert not progress.exists()  # refused before any batch was attacked
+    same = tiny_wrn(num_labels=CLASSES, image_size=16, seed=3, **labelled)
+    report = evaluate(model, (x, y), ["clean", "pgd-20", transfer_from(same, "same")])
+    assert report.attacks["transfer:same"]["source"] == "same"
+
+
+def test_a_transfer_source_that_is_a_file_is_refused_naming_no_other_scripts_flags(tmp_path, tiny_wrn):
+    from training.evaluate_robustness import main as evaluate_main
+
+    model = tiny_wrn(num_labels=CLASSES, image_size=16)
+    model.save_pretrained(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
+    message = (
+        rf"transfer:{re.escape(str(weights))}: {re.escape(str(weights))} is a file: a transfer source is a model folder"
+    )
+    with pytest.raises(ValueError, match=message):
+        evaluate(model, (x, y), ["clean", "pgd-20", f"transfer:{weights}"])
+    argv = [
+        "--model",
+        str(tmp_path / "model"),
+        "--dataset",
+        str(tmp_path),
+        "--attacks",
+        f"clean,pgd-20,transfer:{weights}",
+    ]
+    with pytest.raises(SystemExit, match="^error: " + message) as refused:
+        evaluate_main(argv)
+    assert "--arch" not in str(refused.value) and "--teacher_architecture" not in str(refused.value)
+
+
+def test_a_transfer_source_that_cannot_be_loaded_is_named_with_where_it_was_named(tmp_path, tiny_wrn):
+    tiny_wrn(num_labels=CLASSES, image_size=16).save_pretrained(tmp_path / "student")
+    summary = tmp_path / "student" / "train_summary.json"
+    summary.write_text(json.dumps({"teacher": str(tmp_path / "gone")}))
+    x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match=rf"^transfer: its source model \({re.escape(str(tmp_path / 'gone'))}, the "
+                       rf"teacher named in {re.escape(str(summary))}\) cannot be loaded: "):  # fmt: skip
+        evaluate(str(tmp_path / "student"), (x, y), ["clean", "pgd-20", "transfer"])
+
+
+def test_a_teacher_of_other_classes_is_refused_as_the_end_of_run_transfer_source_before_training(tiny_wrn):
+    student, teacher = tiny_wrn(num_labels=CLASSES), tiny_wrn(num_labels=3)
+    with pytest.raises(ValueError, match=r"--eval_attacks: transfer crafts its examples on the teacher, whose classes "
+                       r"\(3: unnamed\) are not the student's \(4: unnamed\)"):  # fmt: skip
+        check_teacher_as_source(["clean", "pgd-20", "transfer"], teacher, student)
+    check_teacher_as_source(["clean", "pgd-20", "transfer:org/model"], teacher, student)  # a named source
+    check_teacher_as_source(["clean", "pgd-20", "transfer"], tiny_wrn(num_labels=CLASSES, seed=1), student)
 
 
 def test_the_end_of_run_evaluation_checks_transfer_before_training():

@@ -35,8 +35,15 @@ from pathlib import Path
 import torch
 
 from mixacm_hf.cli import renamed_flags
-from mixacm_hf.hub import push_or_exit, record_input_normalization, update_model_card
-from mixacm_hf.robustness import RobustnessReport, check_eps, evaluate_robustness, parse_eps, plot_eps_sweep
+from mixacm_hf.hub import push_or_exit, read_card_folder, record_input_normalization, update_model_card
+from mixacm_hf.robustness import (
+    RobustnessReport,
+    check_budget,
+    check_eps,
+    evaluate_robustness,
+    parse_eps,
+    plot_eps_sweep,
+)
 from mixacm_hf.robustness.attacks import NORMS, check_sweep_scale
 from mixacm_hf.robustness.corruptions import CORRUPTIONS, check_corruptions_folder, imagecorruptions_version
 from mixacm_hf.robustness.registry import check_attack_norms, parse_attack
@@ -222,7 +229,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     """What can be checked before loading anything, in errors naming the flag.
 
     Raises:
-        ValueError: --model is a file or an unknown or unloadable RobustBench entry, a budget outside the norm's range,
+        ValueError: --model is a file or an unknown or unloadable RobustBench entry, a file of its folder that
+            --update_card cannot read, a budget outside the norm's range,
             an unknown attack, or only one of --image_mean/--image_std (or either, or --model_revision, with a
             RobustBench entry).
         FileNotFoundError: a RobustBench entry's checkpoint is absent and HF_HUB_OFFLINE is set.
@@ -232,7 +240,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             f"--model {args.model} is a file: give a model folder or Hub id (training/convert_teacher.py converts a "
             "checkpoint file into a model folder)."
         )
-    check_eps(args.eps, args.norm, "--eps")
+    check_budget(args.eps, args.norm, "--eps")
     for eps in args.eps_sweep or ():
         check_eps(eps, args.norm, "--eps_sweep")
     check_sweep_scale(args.eps_sweep, args.eps, args.norm, "--eps_sweep", "--eps")
@@ -252,6 +260,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         imagecorruptions_version()
     if (args.image_mean is None) != (args.image_std is None):
         raise ValueError("Pass both --image_mean and --image_std, or neither.")
+    if args.update_card:
+        read_card_folder(args.model)  # a file the update would misread stops it now, not after the evaluation
     if args.update_card and args.image_mean is not None:  # recorded as the folder's processor (checked now)
         record_input_normalization(args.model, (args.image_mean, args.image_std), args.image_size, dry_run=True)
     if is_zoo_spec(args.model):

@@ -18,6 +18,7 @@ from .compare import compare_models, format_comparison, load_records
 from .eval_results import EVAL_RESULTS_NAME, eval_result_entries, eval_results_yaml, load_eval_results, task_id
 from .folders import (
     load_reports,
+    read_card_folder,
     record_input_normalization,
     replace_files,
     save_image_processor,
@@ -50,7 +51,7 @@ __all__ = [
     "attack_title", "compare_models", "create_model_card", "dataset_identity", "eval_result_entries",
     "eval_results_yaml", "format_comparison", "format_duration", "format_eps", "format_leaderboard", "input_sentence",
     "leaderboard", "load_card", "load_eval_results", "load_records", "load_reports", "main", "merge_results",
-    "metric_name", "per_example_parquet", "push_or_exit", "push_robust_model", "read_per_example",
+    "metric_name", "per_example_parquet", "push_or_exit", "push_robust_model", "read_card_folder", "read_per_example",
     "record_input_normalization", "relevant_hyperparameters", "render_html", "replace_files", "report_results",
     "save_image_processor", "save_robust_model", "task_id", "update_model_card", "write_model_card",
 ]  # fmt: skip

@@ -12,10 +12,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import hf_hub_download
+from huggingface_hub import ModelCard, hf_hub_download
 
 from ..robustness import RobustnessReport, attack_title
 from ..robustness.attacks import check_eps
+from .folders import REPORTS_NAME, load_reports
 from .leaderboard_cards import HUB_ID, Row, Table, coerce_norm
 from .per_example import PER_EXAMPLE_NAME, read_per_example
 from .results import format_eps
@@ -41,6 +42,61 @@ def load_records(source: str | Path) -> dict[int, RobustnessReport]:
             f"{source}: no {PER_EXAMPLE_NAME} (a card written before the file existed gets it when re-written; reports "
             "without per-example records need a new evaluation)."
         ) from error
+
+
+def check_against_folder(source: str | Path, number: int, report: RobustnessReport) -> None:
+    """Where `source` is a local model folder (or its per_example.parquet) with a robustness.json, report `number`
+    of its per_example.parquet must hold the records of the folder's report `number`, and its accuracies the card's
+    values of that measurement (the model-index metrics of the report's date): else the file was edited or copied
+    from another folder, and a comparison from it would contradict the card.
+
+    Raises:
+        ValueError: naming the source, the report, the column and the values that disagree.
+    """
+    path = Path(source)
+    folder = path if path.is_dir() else path.parent
+    if not path.exists() or not (folder / REPORTS_NAME).is_file():
+        return  # a Hub download or a file on its own: nothing to check it by
+    try:
+        saved = load_reports(folder)
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"{folder / REPORTS_NAME} cannot be read ({error}), so {source}'s {PER_EXAMPLE_NAME} cannot be checked "
+            "against it: fix it, or re-evaluate the model."
+        ) from error
+    label = f"{source}: {PER_EXAMPLE_NAME}, report {number},"
+    if number >= len(saved) or saved[number].per_example is None:
+        raise ValueError(f"{label} is not in the folder's {REPORTS_NAME} ({len(saved)} reports){_REWRITE}")
+    try:
+        card = ModelCard.load(folder / "README.md").data.eval_results or []
+    except Exception:  # no card, or not one: robustness.json alone is checked
+        card = []
+    for column, flags in report.per_example.items():
+        theirs = saved[number].per_example.get(column)
+        if flags != theirs:
+            found = f"{100 * sum(theirs) / len(theirs):.2f}%" if theirs else "no records"
+            raise ValueError(
+                f"{label} {column!r}: its records (accuracy {100 * sum(flags) / len(flags):.2f}%) are not those of "
+                f"the folder's {REPORTS_NAME} ({found}){_REWRITE}"
+            )
+        published = [
+            result.metric_value for result in card
+            if result.metric_config == column and isinstance(result.metric_value, (int, float))
+            and (result.metric_args or {}).get("date") == saved[number].date
+            and (result.metric_args or {}).get("n_examples") == report.n_examples
+        ]  # fmt: skip
+        value = 100 * sum(flags) / len(flags)
+        if saved[number].date and any(abs(float(card_value) - value) > 0.005 + 1e-9 for card_value in published):
+            raise ValueError(
+                f"{label} {column!r}: its records give {value:.2f}%, but README.md's model-index says "
+                f"{published[0]}% for that measurement{_REWRITE}"
+            )
+
+
+_REWRITE = (
+    ": the file was edited or copied from another folder. Re-evaluate the model with training/evaluate_robustness.py "
+    "--update_card, which rewrites it from the reports."
+)
 
 
 def _matches(report: RobustnessReport, attack: str, wanted: dict[str, Any]) -> bool:
@@ -93,7 +149,8 @@ def compare_models(
 
     Raises:
         ValueError: an unknown threat model or an invalid eps (`check_eps`, with its "Did you mean 8/255" hint for
-            Linf), or, naming the sources: no records, no matching report, or reports that are no paired
+            Linf), or, naming the sources: no records, records that contradict their folder (`check_against_folder`),
+            no matching report, or reports that are no paired
             measurements (other images, dataset, split, threat model or attack settings: `RobustnessReport.compare`).
     """
     norm = coerce_norm(threat_model) if threat_model else None
@@ -112,6 +169,8 @@ def compare_models(
         other = _select(second, theirs, attack, {**same, **{k: v for k, v in wanted.items() if v is not None}})
     except ValueError:
         other = _select(second, theirs, attack, wanted)
+    check_against_folder(first, number, chosen)
+    check_against_folder(second, other, theirs[other])
     try:
         result = chosen.compare(theirs[other], attack, z=z)
     except ValueError as error:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from huggingface_hub import EvalResult, ModelCard
 from transformers import PreTrainedModel
 
@@ -29,6 +30,35 @@ def load_reports(folder: str | Path) -> list[RobustnessReport]:
     """The reports in a model folder's robustness.json (oldest first; none when there is no file)."""
     path = Path(folder) / REPORTS_NAME
     return [RobustnessReport.from_dict(data) for data in json.loads(path.read_text())] if path.is_file() else []
+
+
+def read_card_folder(folder: str | Path) -> tuple[list[RobustnessReport], dict[str, Any] | None, ModelCard | None]:
+    """What a card update reads from a model folder: its reports (robustness.json), training summary
+    (train_summary.json) and card (README.md), each None or empty when the file is absent.
+
+    Raises:
+        ValueError: naming the file that is not what its name says (unreadable JSON, reports or card metadata),
+            and what to do: fix it, or move it out of the folder.
+    """
+    folder, name = Path(folder), REPORTS_NAME
+    try:
+        reports = load_reports(folder)
+        name = SUMMARY_NAME
+        summary = json.loads((folder / name).read_text()) if (folder / name).is_file() else None
+        if summary is not None and not isinstance(summary, dict):
+            raise ValueError(f"a JSON {type(summary).__name__}, not an object")
+        name = CARD_NAME
+        card = ModelCard.load(folder / name) if (folder / name).is_file() else None
+        if card is not None:
+            card.data.eval_results  # noqa: B018 - a model-index that does not parse raises here
+    except (ValueError, TypeError, AttributeError, KeyError, OSError, yaml.YAMLError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        reason = reason.split(" Pass `ignore_metadata_errors=True`")[0]  # huggingface_hub's advice: loses metadata
+        raise ValueError(
+            f"{folder / name} cannot be read ({reason[:300]}): fix it, or move it out of the folder; the card update "
+            "would otherwise lose or misread it."
+        ) from error
+    return reports, summary, card
 
 
 def _reports_json(reports: Sequence[RobustnessReport]) -> bytes:
@@ -297,14 +327,15 @@ def update_model_card(
     redrawn when the report has a sweep. All or nothing, and safe against concurrent updates: the read-modify-write
     holds the folder's card lock, everything is rendered before any file is replaced (atomically), and a failure
     leaves the folder as it was.
+
+    Raises:
+        ValueError: a file of the folder cannot be read (`read_card_folder`), before anything is written.
     """
     folder = Path(folder)
     path = folder / CARD_NAME
     with locked(path):
-        reports = [*load_reports(folder), report]
-        summary_file = folder / SUMMARY_NAME
-        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
-        old = ModelCard.load(path) if path.is_file() else None
+        saved, summary, old = read_card_folder(folder)
+        reports = [*saved, report]
         previous = (old.data.eval_results or []) if old else []
         name = recorded_identity(report.dataset)["name"]
         dataset_id = dataset_id or next((r.dataset_type for r in previous if r.dataset_name == name), None)

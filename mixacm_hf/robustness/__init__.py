@@ -3,7 +3,7 @@ plus/rand versions, transfer attacks, common corruptions (no L-norm budget) and 
 L2 and, for AutoAttack, L1), `evaluate_robustness` and its `RobustnessReport`."""
 
 from ..statistics import mcnemar_exact_p, wilson_interval
-from .attacks import LogitsModel, check_eps, fgsm, logits_of, parse_eps, pgd
+from .attacks import LogitsModel, check_budget, check_eps, fgsm, logits_of, parse_eps, pgd
 from .autoattack import AUTOATTACK_ATTACKS, STANDARD_ATTACKS, autoattack, usable_components
 from .classifier import as_classifier, attack_layout
 from .evaluate import evaluate_robustness
@@ -24,6 +24,7 @@ __all__ = [
     "attack_title",
     "attack_layout",
     "autoattack",
+    "check_budget",
     "check_eps",
     "check_pixels",
     "evaluate_robustness",

@@ -82,6 +82,37 @@ def check_sweep_scale(sweep: list[float] | None, eps: float, norm: str, flag: st
     )
 
 
+LINF_DEFAULT = 8 / 255  # the default eps of every evaluation: a Linf budget
+SMALLEST_L1_BUDGET = 1.0  # one value moved across the whole pixel range: L1 threat models in use are far above it
+
+
+def check_budget(eps: float, norm: str, name: str = "eps", pixels: int | None = None) -> float:
+    """`check_eps` for the budget an evaluation reports its threat model by (not the points of an eps sweep), also
+    refusing what is most likely a Linf budget given with another norm (the default eps, 8/255, is Linf's): 8/255
+    with L2 (an L2 budget is a distance over all of an image's values: 0.5 on CIFAR-10), and an L1 budget in
+    (0, 1), which lets the attack move less than one value across the pixel range in total, far below the L1
+    threat models in use (12 on CIFAR-10).
+
+    Raises:
+        ValueError: as `check_eps`, or such a budget, naming `name` and the fix.
+    """
+    eps = check_eps(eps, norm, name, pixels)
+    if norm == "L2" and math.isclose(eps, LINF_DEFAULT):
+        raise ValueError(
+            f"{name}=8/255 is the Linf budget (the default eps), given with L2: an L2 budget is a distance over all "
+            f"of an image's values (0.5 on CIFAR-10). Give the L2 budget, e.g. "
+            f"{name + ' 0.5' if name.startswith('--') else name + '=0.5'}."
+        )
+    if norm == "L1" and 0 < eps < SMALLEST_L1_BUDGET:
+        raise ValueError(
+            f"{name}={eps:g} as an L1 budget lets the attack change the pixel values of an image by {eps:g} in total "
+            f"(summed over all its values), less than one value across the pixel range: far below the L1 threat "
+            f"models in use (12 on CIFAR-10); {eps:g} looks like a Linf budget (8/255 is Linf's). Give the L1 "
+            f"budget in pixel units, e.g. {name + ' 12' if name.startswith('--') else name + '=12'}."
+        )
+    return eps
+
+
 def logits_of(output: Any) -> torch.Tensor:
     """The logits tensor of a model output: a tensor itself, or `.logits` / `["logits"]` of an HF output."""
     if isinstance(output, torch.Tensor):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
@@ -26,11 +27,21 @@ AUTOATTACK_LOGGER = "auto-attack"  # the logger pyautoattack.AutoAttack reports 
 
 
 def check_autoattack_attacks(attacks: Sequence[str]) -> tuple[str, ...]:
-    """Validate a custom list of AutoAttack components."""
+    """Validate a custom list of AutoAttack components.
+
+    Raises:
+        ValueError: naming the unknown ones, the closest component or version for each, and the valid names.
+    """
     unknown = [name for name in attacks if name not in AUTOATTACK_ATTACKS]
     if unknown or not attacks:
+        names = {**{f"{name}": name for name in AUTOATTACK_ATTACKS}, **{v: f"autoattack:{v}" for v in VERSIONS}}
+        names["standard"] = "autoattack (the standard version)"
+        guesses = [names[close[0]] for name in unknown if (close := difflib.get_close_matches(name, names, 1, 0.6))]
         raise ValueError(
-            f"Unknown AutoAttack component(s) {unknown or list(attacks)}; choose from {', '.join(AUTOATTACK_ATTACKS)}."
+            f"Unknown AutoAttack component(s) {unknown or list(attacks)}"
+            + (f" (did you mean {', '.join(dict.fromkeys(guesses))}?)" if guesses else "")
+            + f"; choose components from {', '.join(AUTOATTACK_ATTACKS)}, or a version: autoattack (standard), "
+            "autoattack:plus, autoattack:rand."
         )
     return tuple(attacks)
 

@@ -76,9 +76,28 @@ class CorruptionsFolder:
                 checksums[name] = hashlib.file_digest(file, "sha256").hexdigest()
         return checksums
 
-    def labels(self, n: int) -> np.ndarray:
-        """The labels of the first `n` images (those of severity 1)."""
-        return np.asarray(np.load(Path(self.path) / LABELS_FILE, mmap_mode="r")[:n]).astype(np.int64)
+    def labels(self, n: int, severity: int = 1) -> np.ndarray:
+        """The labels of the first `n` images of `severity` (labels.npy's rows of that severity when it has 5 N)."""
+        labels = np.load(Path(self.path) / LABELS_FILE, mmap_mode="r")
+        start = (severity - 1) * self.images if len(labels) == 5 * self.images else 0
+        return np.asarray(labels[start : start + n]).astype(np.int64)
+
+
+def _mapped(path: Path, name: str, label: str) -> np.ndarray:
+    """`name` of the folder `path`, memory-mapped.
+
+    Raises:
+        ValueError: naming `label`, the folder and the file, when it is not a readable .npy array of numbers.
+    """
+    try:
+        return np.load(path / name, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as error:
+        pickled = "pickle" in str(error) or "Python objects" in str(error)  # numpy's advice to unpickle does not apply
+        raise ValueError(
+            f"{label} {path}: {name} is not a readable .npy array of numbers "
+            f"({'it holds pickled objects' if pickled else error}); the CIFAR-10-C layout's files are arrays written "
+            "by numpy.save: replace it with the published file."
+        ) from error
 
 
 def check_corruption_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -101,8 +120,8 @@ def check_corruptions_folder(
 
     Raises:
         ValueError: naming `label` (the argument or flag that gave the folder), when the folder is missing, a file
-            is missing, a file is not uint8 (5 N, H, W, 3) with the same N, H, W as the others, labels.npy holds
-            neither 5 N nor N integer labels, or `n` exceeds N.
+            is missing or no readable .npy array, a file is not uint8 (5 N, H, W, 3) with the same N, H, W as the
+            others, labels.npy holds neither 5 N nor N integer labels, or `n` exceeds N.
     """
     path = Path(folder)
     if not path.is_dir():
@@ -115,7 +134,7 @@ def check_corruptions_folder(
         )
     shapes = {}
     for corruption in corruptions:
-        array = np.load(path / f"{corruption}.npy", mmap_mode="r")
+        array = _mapped(path, f"{corruption}.npy", label)
         if array.dtype != np.uint8 or array.ndim != 4 or array.shape[3] != 3 or array.shape[0] % 5 or not array.size:
             raise ValueError(
                 f"{label} {folder}: {corruption}.npy is {array.dtype} {array.shape}; it must be uint8 (5 N, H, W, 3): "
@@ -126,7 +145,7 @@ def check_corruptions_folder(
         found = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
         raise ValueError(f"{label} {folder}: the files differ in shape ({found}); each must hold the same images.")
     rows, height, width, _ = next(iter(shapes.values()))
-    labels = np.load(path / LABELS_FILE, mmap_mode="r")
+    labels = _mapped(path, LABELS_FILE, label)
     if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) not in (rows, rows // 5):
         raise ValueError(
             f"{label} {folder}: {LABELS_FILE} is {labels.dtype} {labels.shape}; it must hold {rows} (or {rows // 5}) "
@@ -151,13 +170,15 @@ def check_folder_matches(folder: CorruptionsFolder, x: torch.Tensor, labels: tor
             f"{label} {folder.path}: its images are {folder.size[0]}x{folder.size[1]} RGB, the evaluated ones "
             f"{x.shape[2]}x{x.shape[3]} with {x.shape[1]} channels: evaluate at the files' image size."
         )
-    theirs = torch.from_numpy(folder.labels(len(labels)))
-    differ = int((theirs != labels.cpu()).sum())
-    if differ:
-        raise ValueError(
-            f"{label} {folder.path}: {LABELS_FILE} differs from the evaluated split's labels on {differ} of the first "
-            f"{len(labels)} images: the files are not corruptions of this split's images in order."
-        )
+    for severity in SEVERITIES:  # labels.npy of 5 N rows: each severity's rows are the same images, in order
+        theirs = torch.from_numpy(folder.labels(len(labels), severity))
+        differ = int((theirs != labels.cpu()).sum())
+        if differ:
+            raise ValueError(
+                f"{label} {folder.path}: {LABELS_FILE} differs from the evaluated split's labels on {differ} of the "
+                f"first {len(labels)} images of severity {severity}: the files are not corruptions of this split's "
+                "images in order."
+            )
 
 
 def check_corruptible(x: torch.Tensor) -> None:

@@ -20,7 +20,7 @@ from ..data.identity import dataset_identity
 from ..provenance import package_versions
 from ..statistics import wilson_interval
 from ..teachers import PixelSpaceClassifier, check_zoo_preprocessing, is_zoo_spec
-from .attacks import Norm, attack_mode, check_eps, logits_of
+from .attacks import Norm, attack_mode, check_budget, check_eps, logits_of
 from .batches import AttackRun, Progress, check_batch_size, check_workers, rank_and_world_size
 from .classifier import as_classifier, attack_layout
 from .corruption_runs import corruption_accuracy, corruption_runs, corruption_specs, corruptions_folder
@@ -36,7 +36,7 @@ from .report import (
     check_within_noise,
     make_check,
 )
-from .transfer import check_white_box_partner, load_transfer_sources, transfer_checks
+from .transfer import check_transfer_sources, check_white_box_partner, load_transfer_sources, transfer_checks
 
 
 def hub_commit(name_or_path: str, revision: str | None = None) -> str | None:
@@ -258,10 +258,10 @@ def evaluate_robustness(
         ValueError: bad eps, attack names, images, n_examples (< 1 or more than the split has), batch_size < 1,
             workers that cannot run here, labels out of the model's classes, classes other than the model's
             (matched by name), a model whose input convention is unknown, or a `corruptions_dir` that is missing
-            files, of the wrong shape or size, with other labels or fewer images than evaluated, all before any
-            attack runs.
+            files, of the wrong shape or size, with other labels or fewer images than evaluated, or a transfer
+            source of other classes or input size (`check_transfer_sources`), all before any attack runs.
     """
-    eps = check_eps(eps, norm)
+    eps = check_budget(eps, norm)
     specs = list({spec.name: spec for spec in map(parse_attack, attacks)}.values())
     check_attack_norms(specs, norm)
     check_white_box_partner(specs)
@@ -288,6 +288,7 @@ def evaluate_robustness(
         with torch.no_grad(), attack_mode(model, device.type):
             model_meta["num_classes"] = logits_of(model(x[:1].to(device))).shape[1]
         check_labels(y, model_meta["num_classes"], classes_of="the model")
+        check_transfer_sources(specs, loaded, x, model_meta["num_classes"], device)
         specs = [spec.attack.prepare(spec, model_meta["num_classes"]) for spec in specs]
         attacked = [spec for spec in specs if spec.attack.role not in ("clean", "corruption")]  # in an eps ball
         corrupting = [spec for spec in specs if spec.attack.role == "corruption"]

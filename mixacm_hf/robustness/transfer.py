@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data import model_class_names, model_num_labels
+from .attacks import attack_mode, logits_of
 from .classifier import as_classifier
 from .registry import AttackSpec, parse_attack
 from .report import Check, accuracy, check_ordered
@@ -37,15 +39,85 @@ def load_transfer_sources(
     specs: list[AttackSpec], model: nn.Module | str, robustbench_model_dir: str | None = None
 ) -> list[AttackSpec]:
     """`specs` with each transfer attack's source model loaded (`as_classifier`): the named one, else the teacher of
-    the evaluated folder (`default_source`), in fp32. Sources given as modules (`source_model`) are kept."""
+    the evaluated folder (`default_source`), in fp32. Sources given as modules (`source_model`) are kept.
+
+    Raises:
+        ValueError: no source (`default_source`), a source that is a file (a checkpoint needs its architecture) or
+            that cannot be loaded (naming the attack, the source and where the default one was named).
+    """
     loaded = []
     for spec in specs:
         if spec.attack.role == "transfer" and spec.source_model is None:
             source = spec.source or default_source(model)
-            module, _ = as_classifier(source, robustbench_model_dir=robustbench_model_dir)
+            if Path(source).is_file():
+                raise ValueError(
+                    f"{spec.name}: {source} is a file: a transfer source is a model folder, Hub id or RobustBench "
+                    "entry (training/convert_teacher.py turns a checkpoint file into a model folder; from Python, "
+                    "transfer_from(load_teacher(file, architecture=...), name) attacks from it)."
+                )
+            try:
+                module, _ = as_classifier(source, robustbench_model_dir=robustbench_model_dir)
+            except (ValueError, OSError) as error:
+                named = "" if spec.source else f", the teacher named in {Path(str(model), SUMMARY)}"
+                raise ValueError(
+                    f"{spec.name}: its source model ({source}{named}) cannot be loaded: {error}"
+                ) from error
             spec = replace(spec, source=source, source_model=module.float().eval())  # attacked in fp32
         loaded.append(spec)
     return loaded
+
+
+def check_transfer_sources(
+    specs: list[AttackSpec], model: nn.Module, x: torch.Tensor, num_classes: int, device: torch.device
+) -> None:
+    """Each transfer source takes the evaluated images and has the evaluated model's classes, in the same order
+    (compared by name where both name them): its examples are crafted against the evaluated labels.
+
+    Raises:
+        ValueError: naming the attack and what differs (input size, number of classes, class names or order).
+    """
+    for spec in (spec for spec in specs if spec.attack.role == "transfer" and spec.source_model is not None):
+        source = spec.source_model.to(device)
+        try:
+            with torch.no_grad(), attack_mode(source, device.type):
+                classes = logits_of(source(x[:1].to(device))).shape[-1]
+        except (ValueError, RuntimeError) as error:
+            raise ValueError(
+                f"{spec.name}: the source model does not take the evaluated images {tuple(x.shape[1:])} (C, H, W): "
+                f"{error} Transfer from a model of the evaluated images' size."
+            ) from error
+        if classes != num_classes:
+            raise ValueError(
+                f"{spec.name}: the source model has {classes} classes, the evaluated model {num_classes}: its "
+                "examples would be crafted against other classes. Transfer from a model of the same classes."
+            )
+        theirs, mine = model_class_names(source, fold_case=True), model_class_names(model, fold_case=True)
+        if theirs and mine and theirs != mine:
+            raise ValueError(
+                f"{spec.name}: the source model's classes ({', '.join(theirs)}) are not the evaluated model's "
+                f"({', '.join(mine)}) in the same order: its examples would be crafted against other labels. "
+                "Transfer from a model of the same classes in the same order."
+            )
+
+
+def check_teacher_as_source(attacks: list[str], teacher: nn.Module | None, student: nn.Module) -> None:
+    """Before training: a `transfer` attack of the end-of-run evaluation (from the teacher) needs a teacher of the
+    student's classes in the same order, as far as their configs say (`check_transfer_sources` checks the rest).
+
+    Raises:
+        ValueError: naming --eval_attacks and what differs.
+    """
+    if teacher is None or not any(parse_attack(name).name == "transfer" for name in attacks):
+        return
+    counts = model_num_labels(teacher), model_num_labels(student)
+    names = model_class_names(teacher, fold_case=True), model_class_names(student, fold_case=True)
+    if None not in counts and counts[0] != counts[1] or all(names) and names[0] != names[1]:
+        raise ValueError(
+            f"--eval_attacks: transfer crafts its examples on the teacher, whose classes ({counts[0]}: "
+            f"{', '.join(names[0] or ['unnamed'])}) are not the student's ({counts[1]}: "
+            f"{', '.join(names[1] or ['unnamed'])}) in the same order: name a source of the student's classes "
+            "(transfer:<model>) or leave transfer out."
+        )
 
 
 def transfer_from(source: nn.Module, name: str) -> AttackSpec:

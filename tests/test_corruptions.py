@@ -139,6 +139,8 @@ def test_generated_corruptions_give_one_accuracy_per_corruption_and_severity_and
     assert lines[:4] == ["clean", "pgd-5", "corruptions", "all"]
     lines = [line.split(":")[0].strip() for line in again.summary().splitlines()[1:]]
     assert "all" not in lines and lines[:2] == ["clean", "corruptions"]  # the worst case over no attack is clean
+    assert "no attack in an eps ball" in again.summary() and "eps=" not in again.summary().splitlines()[0]
+    assert "Linf eps=8/255" in report.summary().splitlines()[0]
 
 
 def test_a_model_invariant_to_corruptions_gets_its_clean_accuracy():

@@ -358,3 +358,25 @@ def test_the_old_threat_model_spelling_still_works_with_a_warning(capsys):
         main(["leaderboard", *sources, "--threat-model", "Linf", "--eps", "8/255"])
     tables = [line for line in capsys.readouterr().out.splitlines() if line.startswith("### ")]
     assert tables and all("Linf, eps=8/255" in line for line in tables)
+
+
+def test_autoattack_plus_and_rand_rank_in_tables_of_their_own(tmp_path):
+    """A version other than AutoAttack's standard one is another measurement: `autoattack:plus` and `autoattack:rand`
+    results get their own table per threat model (never mixed into the standard AutoAttack ranking)."""
+
+    def version(value, name):
+        return _metric(value, f"autoattack:{name}", norm="Linf", eps=EPS, n_examples=1000)
+
+    a = _card(tmp_path / "a", "a", [_metric(80.0, "clean", n_examples=1000), _aa(40.0), version(38.0, "plus")])
+    b = _card(tmp_path / "b", "b", [_metric(70.0, "clean", n_examples=1000), _aa(45.0), version(47.0, "rand")])
+    board = leaderboard([a, b])
+    tables = {table.title: [(row.model, row.autoattack and row.autoattack.value) for row in table.rows]
+              for table in board.tables}  # fmt: skip
+    assert tables == {
+        "uoft-cs/cifar10 (UOFT-CS/CIFAR10), test split, Linf, eps=8/255": [("b", 45.0), ("a", 40.0)],
+        "uoft-cs/cifar10 (UOFT-CS/CIFAR10), test split, Linf, eps=8/255, AutoAttack plus": [("a", 38.0)],
+        "uoft-cs/cifar10 (UOFT-CS/CIFAR10), test split, Linf, eps=8/255, AutoAttack rand": [("b", 47.0)],
+    }
+    text = format_leaderboard(board)
+    assert "| AutoAttack plus (%) |" in text and "| AutoAttack rand (%) |" in text
+    assert len(leaderboard([a, b], threat_model="Linf").tables) == 3

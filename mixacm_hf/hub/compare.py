@@ -193,12 +193,12 @@ def format_comparison(result: dict[str, Any]) -> str:
 
 
 def compare_rows(table: Table, first: Row, second: Row) -> str:
-    """The comparison of two rows of a leaderboard table under AutoAttack on the table's dataset, split and threat
-    model (`format_comparison`), or why it is refused."""
+    """The comparison of two rows of a leaderboard table under the attack it ranks by (AutoAttack, or its plus/rand
+    version) on the table's dataset, split and threat model (`format_comparison`), or why it is refused."""
     try:
         result = compare_models(
-            first.folder or first.source, second.folder or second.source, dataset=table.dataset_name,
-            split=table.split, threat_model=table.norm, eps=table.eps,
+            first.folder or first.source, second.folder or second.source, attack=table.attack,
+            dataset=table.dataset_name, split=table.split, threat_model=table.norm, eps=table.eps,
         )  # fmt: skip
     except ValueError as error:
         return f"Not compared: {error}"

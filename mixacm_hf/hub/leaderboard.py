@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..robustness.attacks import check_eps
 from .leaderboard_cards import (
+    RANKED_VERSIONS,
     Accuracy,
     Leaderboard,
     NotACard,
@@ -93,17 +94,18 @@ def leaderboard(
         facts = metadata.get("mixacm") if isinstance(metadata.get("mixacm"), dict) else {}
         first = metadata["model-index"][0] if metadata["model-index"] else None
         name = str(first.get("name") if isinstance(first, dict) and first.get("name") else Path(str(source)).name)
-        threats: dict[tuple, bool] = {}  # (dataset, name, split, norm, eps) -> a common-corruptions table
+        threats: dict[tuple, str] = {}  # (dataset, name, split, norm, eps, ranked attack) -> that attack
         for key in found:
             if key[3] != "clean":
-                threats.setdefault((*key[:3], key[4], key[5]), key[3] == "corruptions")
+                ranked = key[3] if key[3] in ("corruptions", *RANKED_VERSIONS) else "autoattack"
+                threats.setdefault((*key[:3], key[4], key[5], ranked), ranked)
         for data in clean.keys() - {threat[:3] for threat in threats}:
-            threats[(*data, None, None)] = False
-        for (data_type, data_name, data_split, norm, budget), corrupted in threats.items():
-            ranked = "corruptions" if corrupted else "autoattack"
+            threats[(*data, None, None, "autoattack")] = "autoattack"
+        for (data_type, data_name, data_split, norm, budget, _), ranked in threats.items():
+            corrupted = ranked == "corruptions"
             tables.setdefault(
-                (data_type, data_split, norm, budget),
-                Table(data_type, data_name, data_split, norm, budget, corruptions=corrupted),
+                (data_type, data_split, norm, budget, ranked),
+                Table(data_type, data_name, data_split, norm, budget, corruptions=corrupted, attack=ranked),
             ).rows.append(
                 Row(
                     model=name, link=link, clean=clean.get((data_type, data_name, data_split)),
@@ -142,7 +144,7 @@ def leaderboard(
 
 
 def _sorted(tables: Iterable[Table]) -> list[Table]:
-    return sorted(tables, key=lambda t: (t.dataset, t.split or "", t.norm or "~", t.eps or 0))
+    return sorted(tables, key=lambda t: (t.dataset, t.split or "", t.norm or "~", t.eps or 0, t.attack))
 
 
 def _disambiguate(rows: list[Row]) -> None:
@@ -167,10 +169,10 @@ def _rank(table: Table) -> None:
     )
     for row in table.rows:
         if table.norm and row.autoattack and not table.corruptions:
-            row.per_example = matching_report(robustness_reports_of(row.folder, row.source), table, "autoattack")
+            row.per_example = matching_report(robustness_reports_of(row.folder, row.source), table, table.attack)
     for row, below in zip(table.rows, table.rows[1:], strict=False):
         if row.per_example and below.per_example:
-            row.p_value_vs_next = paired_p_value(row.per_example, below.per_example, "autoattack")
+            row.p_value_vs_next = paired_p_value(row.per_example, below.per_example, table.attack)
 
 
 def sort_value(accuracy: Accuracy | None) -> float:

@@ -40,6 +40,9 @@ class Accuracy:
     interval: tuple[float, float] | None = None
 
 
+RANKED_VERSIONS = {"autoattack:plus": "AutoAttack plus", "autoattack:rand": "AutoAttack rand"}  # own tables
+
+
 @dataclass
 class Row:
     """One model in one table."""
@@ -58,9 +61,11 @@ class Row:
 
 @dataclass
 class Table:
-    """The rows of one (dataset, split, threat model, eps), best AutoAttack accuracy first; norm/eps are None for
-    models with clean results only. A common-corruptions table (`corruptions`) has the benchmark (`cifar10-c`,
-    `cifar10-c-generated`) as its norm and no eps, and ranks by mean corruption accuracy (in `Row.autoattack`)."""
+    """The rows of one (dataset, split, threat model, eps, ranked attack), best accuracy under `attack` first
+    (AutoAttack standard; `autoattack:plus` and `autoattack:rand` results rank in tables of their own); norm/eps are
+    None for models with clean results only. A common-corruptions table (`corruptions`) has the benchmark
+    (`cifar10-c`, `cifar10-c-generated`) as its norm and no eps, and ranks by mean corruption accuracy. The ranked
+    accuracy is `Row.autoattack`."""
 
     dataset: str
     dataset_name: str
@@ -69,6 +74,7 @@ class Table:
     eps: float | None
     rows: list[Row] = field(default_factory=list)
     corruptions: bool = False
+    attack: str = "autoattack"
 
     @property
     def threat(self) -> str:
@@ -76,12 +82,18 @@ class Table:
         if self.corruptions:
             generated = " (generated with imagecorruptions: not comparable with published CIFAR-10-C)"
             return f"common corruptions {self.norm}" + (generated if "-generated" in str(self.norm) else "")
-        return f"{self.norm}, eps={format_eps(self.eps, self.norm)}" if self.norm else "clean only"
+        if not self.norm:
+            return "clean only"
+        version = f", {self.ranked}" if self.attack in RANKED_VERSIONS else ""
+        return f"{self.norm}, eps={format_eps(self.eps, self.norm)}{version}"
 
     @property
     def ranked(self) -> str:
-        """What the table ranks by: `AutoAttack`, or `Mean corruption accuracy`."""
-        return "Mean corruption accuracy" if self.corruptions else "AutoAttack"
+        """What the table ranks by: `AutoAttack`, `AutoAttack plus` / `AutoAttack rand`, or `Mean corruption
+        accuracy`."""
+        if self.corruptions:
+            return "Mean corruption accuracy"
+        return RANKED_VERSIONS.get(self.attack, "AutoAttack")
 
     @property
     def title(self) -> str:

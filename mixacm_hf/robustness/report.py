@@ -306,10 +306,11 @@ class RobustnessReport:
 
     def summary(self) -> str:
         """Human-readable lines: accuracies with intervals, timings and failed checks."""
-        eps = f"{self.eps * 255:g}/255" if self.norm == "Linf" else f"{self.eps:g}"
-        lines = [f"{self.model.get('name')} on {self.dataset.get('name')} [{self.dataset.get('split')}], "
-                 f"n={self.n_examples}, {self.norm} eps={eps}, seed={self.seed}"]  # fmt: skip
         in_ball = [name for name in self.attacks if name != "clean" and name not in (self.corruptions or {})]
+        eps = f"{self.eps * 255:g}/255" if self.norm == "Linf" else f"{self.eps:g}"
+        threat = f"{self.norm} eps={eps}" if in_ball else "no attack in an eps ball"
+        lines = [f"{self.model.get('name')} on {self.dataset.get('name')} [{self.dataset.get('split')}], "
+                 f"n={self.n_examples}, {threat}, seed={self.seed}"]  # fmt: skip
         for name, accuracy in {"clean": self.clean_accuracy, **self.robust_accuracy}.items():
             if name == "all" and not in_ball:
                 continue  # the worst case over no attack is the clean accuracy: not a robustness result

@@ -20,9 +20,9 @@ logger = logging.getLogger(__name__)
 # models (the teacher by its files' contents) and training data. Name in the record -> how a difference is named.
 RESUMED_SETTINGS = {
     **{name: f"--{name}" for name in (
-        "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "num_train_epochs", "max_steps",
-        "weight_decay", "optim", "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "bf16",
-        "fp16", "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "student_from_config",
+        "method", "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "num_train_epochs",
+        "max_steps", "weight_decay", "optim", "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
+        "bf16", "fp16", "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "student_from_config",
     )},
     **{name: f"--{name} (its weight and config files' sha256, or its name)" for name in ("student", "teacher")},
     **{name: f"--{name}" for name in (

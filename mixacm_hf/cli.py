@@ -137,10 +137,13 @@ def parse_with_config(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[An
     return parser.parse_args_into_dataclasses(args=_fractions_to_floats(parser, config_argv + argv))
 
 
-def _unknown_flags(parser: HfArgumentParser, argv: Sequence[str]) -> list[str]:
-    """The flags of `argv` the parser does not know, each with the known flags closest to it (`difflib`)."""
+def _unknown_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """The flags of `argv` the parser does not know, each with the known flags closest to it (`difflib`): flags
+    spelt with underscores, not the --a-b aliases nor a deprecated flag (its help starts with "Deprecated")."""
     known = {option for action in parser._actions for option in action.option_strings}
-    names = [f"--{action.dest}" for action in parser._actions if action.dest != "help"]  # not the --a-b aliases
+    names = [option for action in parser._actions if not str(action.help or "").startswith("Deprecated")
+             for option in action.option_strings if option.startswith("--") and "-" not in option[2:]]  # fmt: skip
+    names = [name for name in names if name != "--help"]
     unknown = []
     for arg in argv:
         flag = arg.partition("=")[0]
@@ -148,6 +151,19 @@ def _unknown_flags(parser: HfArgumentParser, argv: Sequence[str]) -> list[str]:
             close = difflib.get_close_matches(flag.replace("-", "_").replace("__", "--", 1), names, n=3)
             unknown.append(flag + (f" (did you mean {' or '.join(close)}?)" if close else ""))
     return unknown
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """`parser.parse_args(argv)` of a script's argparse parser, whose error on an unknown flag names the closest
+    valid ones (those of the chosen subcommand, for a parser with subcommands), as `parse_with_config` does."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        for action in parser._actions:  # the chosen subcommand's parser knows its flags
+            if isinstance(action.choices, dict) and getattr(args, action.dest, None) in action.choices:
+                parser = action.choices[getattr(args, action.dest)]
+        unknown = _unknown_flags(parser, extra)
+        parser.error(f"unrecognized arguments: {'; '.join(unknown) if unknown else ' '.join(extra)}")
+    return args
 
 
 def without_hyphenated_aliases(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -88,3 +88,41 @@ def test_a_value_of_the_wrong_type_is_argparses_usage_error_with_status_2(script
     error = capsys.readouterr().err
     flag = next(arg for arg in reversed(argv) if arg.startswith("--"))
     assert exited.value.code == 2 and "usage:" in error and f"error: argument {flag}" in error
+
+
+@pytest.mark.parametrize(
+    "module, argv, suggestion",
+    [
+        ("training.evaluate_robustness", ["--model", "m", "--dataset", "d", "--n_example", "8"], "--n_examples"),
+        ("training.convert_teacher", ["checkpoint.pt", "--output", "o", "--archh", "x"], "--arch"),
+        ("mixacm_hf.hub.cli", ["leaderboard", "m", "--formt", "csv"], "--format"),
+        ("mixacm_hf.hub.cli", ["compare", "a", "b", "--jsn"], "--json"),
+    ],
+)
+def test_an_unknown_flag_names_the_closest_valid_ones(module, argv, suggestion, capsys):
+    """Every script, as training/run_mixacm.py: an unknown flag is refused naming the closest flags it has."""
+    import importlib
+
+    with pytest.raises(SystemExit) as exited:
+        importlib.import_module(module).main(argv)
+    error = capsys.readouterr().err
+    assert exited.value.code == 2 and f"(did you mean {suggestion}" in error
+
+
+def test_run_mixacm_suggests_no_deprecated_flag():
+    """`--n_examples` (evaluate_robustness.py's spelling) is not pointed at the deprecated `--max_eval_samples`."""
+    from training.run_mixacm import main as run_main
+
+    with pytest.raises(SystemExit, match=r"^error: Unknown arguments: --n_examples") as exited:
+        run_main(["--n_examples", "8"])
+    assert "--max_eval_samples" not in str(exited.value.code)
+
+
+def test_the_cards_evaluation_command_uses_only_current_flags():
+    """The command a model card gives to evaluate the model again spells evaluate_robustness.py's flags as --help
+    does (`--n 1000` gave a FutureWarning)."""
+    from mixacm_hf.hub.cards import TEMPLATE
+
+    command = TEMPLATE.read_text().partition("python training/evaluate_robustness.py")[2].partition("```")[0]
+    assert "--n_examples 1000" in command
+    assert set(FLAG.findall(command)) <= set(FLAG.findall(argument_parser().format_help()))

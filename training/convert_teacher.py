@@ -19,7 +19,7 @@ training/evaluate_robustness.py's model), which loads RobustBench's own model.
 import argparse
 import sys
 
-from mixacm_hf.cli import renamed_flags
+from mixacm_hf.cli import parse_args, renamed_flags
 from mixacm_hf.teachers import ARCHITECTURES, DEFAULT_MODEL_DIR, is_zoo_spec, save_converted_teacher
 from mixacm_hf.teachers.zoo_folders import save_zoo_teacher
 
@@ -48,7 +48,7 @@ def argument_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argument_parser()
-    args = parser.parse_args(renamed_flags(sys.argv[1:] if argv is None else list(argv), RENAMED))
+    args = parse_args(parser, renamed_flags(sys.argv[1:] if argv is None else list(argv), RENAMED))
     if (args.image_mean is None) != (args.image_std is None):
         parser.error("pass both --image_mean and --image_std, or neither")
     normalization = None if args.image_mean is None else (args.image_mean, args.image_std)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from mixacm_hf.cli import renamed_flags
+from mixacm_hf.cli import parse_args, renamed_flags
 from mixacm_hf.hub import push_or_exit, read_card_folder, record_input_normalization, update_model_card
 from mixacm_hf.robustness import (
     RobustnessReport,
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> RobustnessReport:
     as a missing model or dataset) end the process with `error: <message>` and status 1, without a traceback."""
     parser = argument_parser()
     argv = renamed_flags(sys.argv[1:] if argv is None else list(argv), RENAMED)
-    args = parser.parse_args(_attach_negative_values(argv))
+    args = parse_args(parser, _attach_negative_values(argv))
     if (args.update_card or args.push_to_hub) and not Path(args.model).is_dir():
         parser.error("--update_card and --push_to_hub need --model to be a local model folder")
     try:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..cli import renamed_flags
+from ..cli import parse_args, renamed_flags
 from ..files import atomic_write_text
 from ..robustness import parse_eps
 from .compare import compare_models, format_comparison
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     push.add_argument("repo_id")
     push.add_argument("--private", action="store_true")
     push.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
-    args = parser.parse_args(renamed_flags(sys.argv[1:] if argv is None else list(argv), RENAMED))
+    args = parse_args(parser, renamed_flags(sys.argv[1:] if argv is None else list(argv), RENAMED))
     if args.command == "leaderboard":
         folder = Path(args.output).parent if args.output else None
         if args.output and Path(args.output).is_dir():

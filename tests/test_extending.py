@@ -150,3 +150,28 @@ def test_a_toy_attack_is_one_registry_entry(tiny_wrn, toy_attack):
     assert report.per_example["noise"] == expected
     assert attack_title("noise") == "Uniform noise" and parse_attack("noise").kind == "noise"
     assert attack_title("cw-100") == "cw-100"  # a foreign card's attack name is shown as it is
+
+
+def test_design_docs_method_example_is_one_module_that_runs_the_training_script(tmp_path):
+    """docs/design.md, section 7.1: its example, saved as one module outside the package, trains through the training
+    script when run (`training/run_mixacm.py` alone would not know the method) and its card records `smoothing`."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    design = (REPO / "docs" / "design.md").read_text()
+    example = design.partition("Example: label smoothing")[2].partition("```python\n")[2].partition("```")[0]
+    plugin = tmp_path / "label_smoothing.py"
+    plugin.write_text(example)
+    folder = write_dataset(tmp_path / "data", {"train": plain_images(8), "test": plain_images(4)})
+    out = tmp_path / "out"
+    argv = [*tiny_run_argv(folder, out, "--max_steps", "2"), "--method", "label-smoothing", "--smoothing", "0.2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, str(plugin), *argv], cwd=REPO, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 2 and summary["hyperparameters"]["smoothing"] == 0.2
+    card = (out / "README.md").read_text()
+    assert "| `smoothing` | 0.2 |" in card and f"Produced by `{plugin} --student" in card  # the command to rerun

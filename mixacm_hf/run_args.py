@@ -139,7 +139,7 @@ class EvaluationArguments:
             "own with the other attacks; '' for none."
         },
     )
-    eval_autoattack: bool = field(default=False, metadata={"help": "Deprecated: add autoattack to --eval_attacks."})
+    eval_autoattack: bool | None = field(default=None, metadata={"help": "Deprecated: see --eval_attacks."})
     eval_n: int = field(
         default=1000, metadata={"help": "Evaluate (clean accuracy and attacks) the first N images of --eval_split."}
     )
@@ -210,7 +210,7 @@ def unused_flags(method: str, flags: Iterable[str]) -> list[str]:
 
 def fold_deprecated(data_args: DataArguments, eval_args: EvaluationArguments) -> None:
     """Apply the deprecated flags as their new spellings, with a `FutureWarning` naming each: `--max_eval_samples N`
-    (ValueError below 1) caps `--eval_n`, `--eval_autoattack true` adds autoattack to `--eval_attacks`."""
+    (ValueError below 1) caps `--eval_n`, `--eval_autoattack true` adds autoattack to `--eval_attacks` (false: none)."""
     if data_args.max_eval_samples is not None:
         if data_args.max_eval_samples < 1:
             raise ValueError(f"--max_eval_samples {data_args.max_eval_samples}: give a positive number of images "
@@ -224,7 +224,9 @@ def fold_deprecated(data_args: DataArguments, eval_args: EvaluationArguments) ->
         warnings.warn(f"--eval_autoattack is deprecated: use --eval_attacks {','.join([*attacks, 'autoattack'])}.",
                       FutureWarning, stacklevel=3)  # fmt: skip
         eval_args.eval_attacks = ",".join(dict.fromkeys([*attacks, "autoattack"]))
-        eval_args.eval_autoattack = False
+    elif eval_args.eval_autoattack is False:
+        warnings.warn("--eval_autoattack is deprecated: leave it out (see --eval_attacks)", FutureWarning, stacklevel=3)
+    eval_args.eval_autoattack = None
 
 
 def check_arguments(

@@ -269,6 +269,10 @@ def test_the_deprecated_spellings_work_once_with_a_warning_naming_the_new_one(tm
     assert (eval_args.eval_n, eval_args.eval_attacks, data_args.max_eval_samples) == (8, "clean,autoattack", None)
     fold_deprecated(data_args, eval_args)  # folded once: nothing left to warn of
     assert (eval_args.eval_n, eval_args.eval_attacks) == (8, "clean,autoattack")
+    _, _, _, eval_args = parse_with_config(argument_parser(), [*argv, "--eval_autoattack", "false"])
+    with pytest.warns(FutureWarning, match=r"^--eval_autoattack is deprecated: leave it out"):  # not silently taken
+        fold_deprecated(data_args, eval_args)
+    assert eval_args.eval_attacks == EvaluationArguments().eval_attacks
     _, data_args, _, eval_args = parse_with_config(argument_parser(), [*argv, "--max_eval_samples", "0"])
     with pytest.raises(ValueError, match=r"^--max_eval_samples 0: give a positive number .* --eval_n, its new name"):
         fold_deprecated(data_args, eval_args)

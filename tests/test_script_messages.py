@@ -126,3 +126,12 @@ def test_the_cards_evaluation_command_uses_only_current_flags():
     command = TEMPLATE.read_text().partition("python training/evaluate_robustness.py")[2].partition("```")[0]
     assert "--n_examples 1000" in command
     assert set(FLAG.findall(command)) <= set(FLAG.findall(argument_parser().format_help()))
+
+
+def test_n_examples_beyond_the_split_is_named_as_the_flag(inputs):
+    """The library names its keyword argument (`n_examples=8 ... or None for all`); the script names its flag."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--model", str(inputs["wrn"]), "--dataset", str(inputs["data"]), "--device", "cpu", "--n_examples", "8"])
+    assert exited.value.code == (
+        "error: --n_examples 8 but the split test has 4 examples: pass at most 4, or leave --n_examples out for all."
+    )

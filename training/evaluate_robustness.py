@@ -72,6 +72,10 @@ OWN_FLAGS = (
     (re.compile(r" Pass `\w+=<name>` \(--\w+ on the command line\)\."), " Rename the column to one of those."),
     (re.compile(r", of a checkpoint file \(with its architecture\), or"), " or"),  # --model takes no checkpoint file
     (re.compile(r"(?<![-\w])corruptions_dir\b"), "--corruptions_dir"),
+    (
+        re.compile(r"^n_examples=(\d+)(.*): pass 1 <= n_examples <= (\d+), or None for all\."),
+        r"--n_examples \1\2: pass at most \3, or leave --n_examples out for all.",  # the library's keyword argument
+    ),
 )
 
 

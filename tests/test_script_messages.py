@@ -135,3 +135,11 @@ def test_n_examples_beyond_the_split_is_named_as_the_flag(inputs):
     assert exited.value.code == (
         "error: --n_examples 8 but the split test has 4 examples: pass at most 4, or leave --n_examples out for all."
     )
+
+
+def test_an_unreadable_budget_of_the_hub_cli_says_why(capsys):
+    from mixacm_hf.hub.cli import main as hub_main
+
+    with pytest.raises(SystemExit) as exited:
+        hub_main(["leaderboard", "m", "--eps", "x"])
+    assert exited.value.code == 2 and "argument --eps: Cannot parse eps 'x'" in capsys.readouterr().err

@@ -27,6 +27,14 @@ from .push import push_or_exit
 RENAMED = {"--threat-model": "--threat_model"}
 
 
+def _eps(text: str) -> float:
+    """`parse_eps` as an argparse type: its message, not "invalid parse_eps value"."""
+    try:
+        return parse_eps(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m mixacm_hf.hub",
@@ -45,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         dest="threat_model",
         help="only this threat model (Linf, L2, L1, or corruptions for the common-corruptions tables)",
     )
-    board.add_argument("--eps", type=parse_eps, help="only this budget (8/255)")
+    board.add_argument("--eps", type=_eps, help="only this budget (8/255)")
     pair = commands.add_parser(
         "compare", help="compare two models paired on their per_example.parquet (difference, interval, McNemar p)"
     )
@@ -55,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     pair.add_argument("--dataset", help="only reports on this dataset (its Hub id / type or its name)")
     pair.add_argument("--split", help="only reports on this split (e.g. test)")
     pair.add_argument("--threat_model", "--norm", dest="threat_model", help="only this threat model (Linf, L2 or L1)")
-    pair.add_argument("--eps", type=parse_eps, help="only this budget (8/255)")
+    pair.add_argument("--eps", type=_eps, help="only this budget (8/255)")
     pair.add_argument("--json", action="store_true", help="print the comparison as JSON (fractions, not %%)")
     push = commands.add_parser("push", help="upload a saved robust model folder in one commit")
     push.add_argument("folder")

@@ -153,7 +153,7 @@ def test_default_output_keeps_no_progress_and_ignores_stale_progress(setup, monk
         (["--eps", "-1/255"], r"^error: --eps must be a finite number >= 0, got -0.0039"),
         (["--attacks", "clean,pgd-0"], r"^error: --attacks: .*pgd-0"),
         (["--attacks", "clean,nosuch"], r"^error: --attacks: .*nosuch"),
-        (["--n_examples", "25"], r"^error: n_examples=25 but the split test has 24 examples"),
+        (["--n_examples", "25"], r"^error: --n_examples 25 but the split test has 24 examples: pass at most 24"),
         (["--model", "no-such-model"], r"^error: Cannot load the model 'no-such-model'"),
         (["--model", "/no/such/folder"], r"^error: Model '/no/such/folder' is neither an existing folder"),
     ],

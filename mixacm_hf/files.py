@@ -8,6 +8,7 @@ POSIX and Windows within one file system). Locks are `filelock.FileLock`s on a s
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -69,3 +70,12 @@ def replace_marked_block(text: str, block: str, start: str, end: str) -> str | N
         return None
     head, rest = text.split(start, 1)
     return f"{head}{start}{block}{end}{rest.split(end, 1)[1]}"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes: 64 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

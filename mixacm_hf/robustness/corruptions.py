@@ -13,7 +13,6 @@ with published CIFAR-10-C results.
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 import re
 from collections.abc import Callable, Sequence
@@ -24,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ..files import file_sha256
 
 CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
@@ -72,8 +73,7 @@ class CorruptionsFolder:
         folder in the published layout may hold any images)."""
         checksums = {}
         for name in (*(f"{c}.npy" for c in corruptions), LABELS_FILE):
-            with open(Path(self.path) / name, "rb") as file:
-                checksums[name] = hashlib.file_digest(file, "sha256").hexdigest()
+            checksums[name] = file_sha256(Path(self.path) / name)
         return checksums
 
     def labels(self, n: int, severity: int = 1) -> np.ndarray:

@@ -23,8 +23,9 @@ When teacher and student counts differ, pair them with `acm_teacher_layers` / `a
 teacher 0,2,3,4 with WRN student 0,1,2,3) or `acm_layer_mapping="relative_depth"` (see `mixacm_hf.losses`).
 """
 
+from ..files import file_sha256
 from .card import converted_model_card, save_converted_teacher
-from .checkpoints import STATE_DICT_KEYS, StateDict, file_sha256, load_pickle, read_checkpoint
+from .checkpoints import STATE_DICT_KEYS, StateDict, load_pickle, read_checkpoint
 from .converters import (
     ARCHITECTURES,
     CIFAR10_NORMALIZATION,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from .checkpoints import file_sha256
+from ..files import file_sha256
 from .converters import Normalization, convert_checkpoint
 from .loading import input_normalization, normalizes_inside
 

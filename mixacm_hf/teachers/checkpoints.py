@@ -3,7 +3,6 @@ discovery (raw, or under `state_dict` / `model_state_dict` / `model`), DataParal
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -88,12 +87,3 @@ def _find_state_dict(checkpoint: object, name: str) -> StateDict:
 
 def _strip_module_prefix(state_dict: StateDict) -> StateDict:
     return {key.removeprefix("module."): value for key, value in state_dict.items()}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes: 64 hex digits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

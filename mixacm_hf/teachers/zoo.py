@@ -35,7 +35,8 @@ from huggingface_hub import constants
 from torch import nn
 from transformers import PretrainedConfig
 
-from .checkpoints import StateDict, file_sha256, load_pickle
+from ..files import file_sha256
+from .checkpoints import StateDict, load_pickle
 from .stages import RAW_INPUT, HookedClassifier
 
 ZOO_PREFIX = "robustbench:"

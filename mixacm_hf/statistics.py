@@ -136,8 +136,7 @@ def paired_difference(first: Sequence[bool], second: Sequence[bool], z: float = 
         raise ValueError(f"Correctness flags must be True or False (bool or numpy.bool_), got {bad!r}.")
     first, second = [bool(flag) for flag in first], [bool(flag) for flag in second]
     n = len(first)
-    only_first = sum(a and not b for a, b in zip(first, second))
-    only_second = sum(b and not a for a, b in zip(first, second))
+    only_first, only_second = discordant(first, second)
     both = sum(a and b for a, b in zip(first, second))
     difference = (only_first - only_second) / n
     return {

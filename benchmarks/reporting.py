@@ -103,6 +103,8 @@ def result_row(stage: Stage, command: str) -> dict | None:
         "train_fraction": stage.train_fraction,
         "hyperparameters": relevant_hyperparameters(stage.method, summary.get("hyperparameters", {})),
         "code_commit": code_commit,
+        # a run resumed across checkouts: the code of each part ({"from_step", "commit", "dirty"}), where recorded
+        "code_history": (summary.get("code") or {}).get("history") if stage.commit_recorded else None,
         # where the commit was not recorded: the commit that added the summary (its code is this one's or older)
         "summary_commit": None if code_commit else summary_commit(summary_path),
         "shared_machine": stage.shared_machine,  # its train_seconds are no cost measurement

@@ -1,6 +1,6 @@
 """What a resumed run must keep: the settings recorded in its checkpoints (`RESUMED_SETTINGS`, by `RunSettings`) and
-compared on resume (`check_resumed_settings`), the checkpoint to resume (`resume_checkpoint`) and the finished-model
-guard (`finished_model`, `nothing_left`)."""
+compared on resume (`check_resumed_settings`), the code that trained each part of it (`CodeHistory`), the checkpoint to
+resume (`resume_checkpoint`) and the finished-model guard (`finished_model`, `nothing_left`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .provenance import code_commit
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,23 @@ class RunSettings(TrainerCallback, ExportableState):
     def on_train_begin(self, args, state, control, **kwargs) -> None:
         # the state of a checkpoint without a record has no entry, which `Trainer` needs to save the record
         state.stateful_callbacks.setdefault(type(self).__name__, self.state())
+
+
+class CodeHistory(TrainerCallback, ExportableState):
+    """The code that trained each part of a run resumed across checkouts: `parts`, one {"from_step", "commit",
+    "dirty"} (`provenance.code_commit`) per run whose code differs from the part before (saved in checkpoints,
+    restored on resume). A checkpoint written before this record starts its history at the step it resumes from."""
+
+    def __init__(self) -> None:
+        self.parts: list[dict[str, Any]] = []
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        code = dict(code_commit())
+        if not self.parts or {key: self.parts[-1].get(key) for key in code} != code:
+            self.parts.append({"from_step": state.global_step, **code})
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {}, "attributes": {"parts": self.parts}}
 
 
 def check_resumed_settings(checkpoint: str | Path, settings: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from .data import class_names, collate_image_batch, decode_all, label_order, loa
 from .files import atomic_write_text
 from .hub import push_robust_model, write_model_card
 from .provenance import code_commit, package_versions
-from .resume import RunSettings, resume_checkpoint
+from .resume import CodeHistory, RunSettings, resume_checkpoint
 from .robustness import RobustnessReport, evaluate_robustness
 from .robustness.batches import RankFailure, gather_from_ranks
 from .robustness.metric import compute_accuracy_metrics
@@ -206,11 +206,17 @@ def run_mixacm(
         eval_dataset=validation_dataset if validation_dataset is not None else eval_dataset,
         data_collator=collate_image_batch,
         compute_metrics=compute_accuracy_metrics,
-        callbacks=[TrainingClock(), RunSettings(run_settings(data_args, training_args, model_args)), *callbacks],
+        callbacks=[
+            TrainingClock(),
+            CodeHistory(),
+            RunSettings(run_settings(data_args, training_args, model_args)),
+            *callbacks,
+        ],  # fmt: skip
     )
     train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
     clock = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainingClock))
     train_seconds = clock.seconds
+    history = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, CodeHistory))
     images_seen = trainer.state.global_step * trainer.get_total_train_batch_size(training_args)
     trainer.save_model()  # before any evaluation: a failing one must not lose the trained model
     summary = {
@@ -238,7 +244,7 @@ def run_mixacm(
         "objective": trainer.objective(),
         "hyperparameters": recorded_hyperparameters(training_args, trainer),
         "command": shlex.join(sys.argv),
-        "code": code,
+        "code": {**code, "history": history.parts},  # the code of each resumed part (CodeHistory)
     }
     summary_path = Path(training_args.output_dir, "train_summary.json")
     if trainer.is_world_process_zero():

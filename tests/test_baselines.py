@@ -331,6 +331,7 @@ def test_the_recorded_code_commit_is_the_one_the_run_started_with(tmp_path, data
     run_mixacm(*parse_with_config(argument_parser(), [*tiny_run_argv(folder, tmp_path / "out"), "--method", "trades"]))
     saved = json.loads((tmp_path / "out" / "train_summary.json").read_text())
     assert saved["code"]["commit"] == started["commit"] and saved["code"]["dirty"] == started["dirty"]
+    assert saved["code"]["history"] == [{"from_step": 0, **started}]  # one part, trained by the code it started with
     provenance.code_commit.cache_clear()
     assert provenance.code_commit()["commit"] == "f" * 40  # git itself has moved on
     provenance.code_commit.cache_clear()

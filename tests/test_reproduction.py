@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 ROW_KEYS = {
     "name", "role", "method", "arch", "params", "epochs", "train_seconds", "images_per_second", "clean", "fgsm",
     "pgd20", "autoattack", "n_eval", "n_eval_autoattack", "seed", "teacher", "train_fraction", "hyperparameters",
-    "code_commit", "summary_commit", "shared_machine", "command", "train_command", "backward_passes_per_image",
+    "code_commit", "code_history", "summary_commit", "shared_machine", "command", "train_command",
+    "backward_passes_per_image",
 }  # fmt: skip
 RESULTS = REPO / "benchmarks" / "results" / "cifar10_cpu.json"
 CPU_CONFIG = REPO / "training" / "configs" / "cifar10_cpu_wrn16-2.yaml"

@@ -31,6 +31,7 @@ from mixacm_hf import WideResNetConfig, WideResNetForImageClassification
 from mixacm_hf.cli import parse_with_config
 from mixacm_hf.data import collate_image_batch, image_transform, load_image_dataset
 from mixacm_hf.losses import acm_loss, activated_channel_map, kd_loss
+from mixacm_hf.provenance import code_commit
 from mixacm_hf.run_args import argument_parser
 from mixacm_hf.students import load_student
 
@@ -254,6 +255,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(runs, workdir, cifar10_p
     state = json.loads(state_file.read_text())
     assert state["stateful_callbacks"]["TrainingClock"]["attributes"]["seconds"] > 0
     state["stateful_callbacks"]["TrainingClock"]["attributes"]["seconds"] = 1000.0
+    # ... and its code history, as if another checkout had trained steps 0-4: the resumed part is added after it
+    other_code = {"from_step": 0, "commit": "e" * 40, "dirty": False}
+    assert state["stateful_callbacks"]["CodeHistory"]["attributes"]["parts"] == [{"from_step": 0, **code_commit()}]
+    state["stateful_callbacks"]["CodeHistory"]["attributes"]["parts"] = [other_code]
     state_file.write_text(json.dumps(state))
     started = time.perf_counter()
     resumed = resume_run(workdir, "resumed")
@@ -262,6 +267,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(runs, workdir, cifar10_p
     assert "checkpoint-6: it is incomplete" in log
     train_seconds = json.loads((resumed.output_dir / "train_summary.json").read_text())["train_seconds"]
     assert 1000.0 < train_seconds < 1000.0 + resumed_seconds
+    history = json.loads((resumed.output_dir / "train_summary.json").read_text())["code"]["history"]
+    assert history == [other_code, {"from_step": 4, **code_commit()}]
     finish(runs["uninterrupted"])
     expected, expected_state = probe_result(runs["uninterrupted"].output_dir)
     weights, state = probe_result(resumed.output_dir)

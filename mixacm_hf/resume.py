@@ -66,6 +66,8 @@ class CodeHistory(TrainerCallback, ExportableState):
         code = dict(code_commit())
         if not self.parts or {key: self.parts[-1].get(key) for key in code} != code:
             self.parts.append({"from_step": state.global_step, **code})
+        # a checkpoint without a record has no entry, which `Trainer` needs to save the record
+        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
 
     def state(self) -> dict[str, Any]:
         return {"args": {}, "attributes": {"parts": self.parts}}

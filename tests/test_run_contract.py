@@ -14,6 +14,7 @@ from test_reliability import Crash, CrashAt, plain_images, tiny_run_argv, write_
 from mixacm_hf import MixACMTrainingArguments, WideResNetConfig, WideResNetForImageClassification
 from mixacm_hf.cli import parse_with_config
 from mixacm_hf.data import load_image_dataset
+from mixacm_hf.provenance import code_commit
 from mixacm_hf.run import evaluate_student, run_mixacm
 from mixacm_hf.run_args import DataArguments, EvaluationArguments, argument_parser, eps_sweep, fold_deprecated
 
@@ -135,6 +136,7 @@ def test_a_checkpoint_without_a_record_resumes_with_a_warning(crashed, caplog):
     state_file = out / "checkpoint-2" / "trainer_state.json"
     state = json.loads(state_file.read_text())
     del state["stateful_callbacks"]["RunSettings"]  # as written before the settings were recorded
+    del state["stateful_callbacks"]["CodeHistory"]  # ... and before the code of each part was
     state_file.write_text(json.dumps(state))
     with caplog.at_level(logging.WARNING, logger="mixacm_hf.run_args"):
         summary = run_mixacm(*parse_with_config(argument_parser(), [*argv, "--learning_rate", "0.5"]))
@@ -142,6 +144,8 @@ def test_a_checkpoint_without_a_record_resumes_with_a_warning(crashed, caplog):
     assert f"{out / 'checkpoint-2'} records no run settings (written by an older version)" in caplog.text
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())  # its next checkpoint records them
     assert state["stateful_callbacks"]["RunSettings"]["args"]["settings"]["learning_rate"] == 0.5
+    part = {"from_step": 2, **code_commit()}  # the history starts where the recording part resumed
+    assert state["stateful_callbacks"]["CodeHistory"]["attributes"]["parts"] == summary["code"]["history"] == [part]
 
 
 # -- the evaluation's budgets: those of the run's threat model --------------------------------------------------------

@@ -29,6 +29,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/reproduce_cifar10_cpu
     sys.path.insert(0, str(REPO))
 
 from benchmarks import reporting, seed_statistics, studies  # noqa: E402
+from mixacm_hf.files import atomic_write_text, replace_marked_block  # noqa: E402
 from mixacm_hf.methods import METHODS  # noqa: E402
 from mixacm_hf.robustness import RobustnessReport  # noqa: E402
 
@@ -47,6 +49,7 @@ RESULTS_DOC = REPO / "docs" / "results.md"  # every results block: claim, method
 # Their results blocks are rewritten with the JSON (each file holds the blocks it has markers for; the README only the
 # equal-compute answer)
 READMES = [REPO / "README.md", RESULTS_DOC, REPO / "benchmarks" / "README.md"]
+CPU_CONFIG = REPO / "training" / "configs" / "cifar10_cpu_wrn16-2.yaml"  # its comment: what longer schedules change
 # The files that make a folder a loadable model; a published stage keeps them in model_cards/<name>/ only.
 MODEL_CODE = ("modeling_*.py", "configuration_*.py")  # copies of the package's model code, for trust_remote_code
 MODEL_FILES = ("*.safetensors", *MODEL_CODE, "preprocessor_config.json")
@@ -566,6 +569,11 @@ COST_MARKERS = ("<!-- cifar10-cpu-equal-compute:start -->", "<!-- cifar10-cpu-eq
 COST_ANSWER_MARKERS = (
     "<!-- cifar10-cpu-equal-compute-answer:start -->", "<!-- cifar10-cpu-equal-compute-answer:end -->"
 )  # fmt: skip
+SCHEDULE_MARKERS = (
+    "# What longer schedules change (written by benchmarks/reproduce_cifar10_cpu.py):\n", "# (end of longer schedules)"
+)  # fmt: skip
+SCHEDULES = {10: "mixacm, 10 epochs", 20: "mixacm, 20 epochs", 40: "mixacm, 40 epochs"}  # the recipe's, in COST_GROUPS
+SCHEDULE_COMPARISONS = {"mixacm 40 - mixacm 10": "40 epochs against 10", "mixacm 40 - kd 40": "against soft labels"}
 
 
 def training_seconds(row: dict) -> float:
@@ -595,6 +603,35 @@ def margin_answer(summary: dict) -> str:
         f"- MixACM 40 epochs against PGD-7 AT 10 epochs (equal compute), AutoAttack {100 * pooled['difference']:+.1f} "
         f"points [{100 * low:+.1f}, {100 * high:+.1f}]: {verdict}."
     )
+
+
+def schedules_answer(summary: dict, rows: list[dict]) -> str:
+    """What longer schedules change in the recipe, on the measured numbers only: clean and AutoAttack accuracy (%, mean
+    +- std over the seeds AutoAttack measured) after each schedule, then the pooled paired AutoAttack differences of 40
+    epochs against 10 and against soft labels for 40 (points, 95% interval) once measured; "" while only 10 is."""
+    by_name = {row["name"]: row for row in rows}
+    measured = []
+    for epochs, group in SCHEDULES.items():
+        names = COST_GROUPS[group]
+        done = [by_name[name] for name in names if by_name.get(name, {}).get("autoattack") is not None]
+        if done:
+            clean, attacked = (
+                seed_statistics.format_mean_std(seed_statistics.mean_std([row[column] for row in done]))
+                for column in ("clean", "autoattack")
+            )
+            seeds = f"{len(done)} of {len(names)}" if len(done) < len(names) else f"{len(done)}"
+            plural = "s" if len(names) > 1 else ""
+            measured.append(f"{epochs} epochs {clean} clean, {attacked} AutoAttack ({seeds} seed{plural})")
+    if len(measured) < 2:
+        return ""
+    paired = []
+    for label, text in SCHEDULE_COMPARISONS.items():
+        pooled = summary["comparisons"][label].get("autoattack", {}).get("pooled")
+        if pooled and pooled.get("interval") is not None:
+            low, high = (100 * value for value in pooled["interval"])
+            paired.append(f"{text} {100 * pooled['difference']:+.1f} points [{low:+.1f}, {high:+.1f}]")
+    pairs = f"; AutoAttack at 40 epochs, paired on the images: {', '.join(paired)}" if paired else ""
+    return f"- Longer schedules of the recipe: {'; '.join(measured)}{pairs}."
 
 
 def equal_compute_markdown(summary: dict) -> str:
@@ -681,7 +718,14 @@ def write_results(dataset: str) -> list[dict]:
             "- Not yet measured: the equal-compute models are still training or being evaluated (`docs/results.md`, "
             '"Does MixACM pay at equal compute?", says which records each answer waits for).'
         )
+        answer = "\n".join(filter(None, (answer, schedules_answer(summary["equal_compute"], rows))))
         reporting.replace_between_markers(readme, answer, COST_ANSWER_MARKERS)
+    if schedules := schedules_answer(summary["equal_compute"], rows):
+        comment = textwrap.fill(schedules.removeprefix("- "), 117, initial_indent="# ", subsequent_indent="# ")
+        replaced = replace_marked_block(CPU_CONFIG.read_text(), comment + "\n", *SCHEDULE_MARKERS)
+        if replaced is None:
+            raise ValueError(f"{CPU_CONFIG} lacks its longer-schedules comment markers {SCHEDULE_MARKERS}.")
+        atomic_write_text(CPU_CONFIG, replaced)
     return rows
 
 

@@ -623,6 +623,63 @@ def test_the_equal_compute_answer_states_the_recomputed_interval():
     assert sentence in block
 
 
+def test_the_longer_schedules_are_stated_from_the_rows_and_records():
+    """The README's equal-compute block and the CPU config's comment say what longer schedules change on the measured
+    numbers only: each schedule's clean and AutoAttack mean +- std recomputed from the result rows, and the paired
+    AutoAttack differences at 40 epochs recomputed from the per-example records, once measured."""
+    results = json.loads(RESULTS.read_text())
+    rows = {row["name"]: row for row in results["rows"]}
+    comparisons = results["summary"]["equal_compute"]["comparisons"]
+
+    def percent(values: list[float]) -> str:
+        mean = 100 * statistics.mean(values)
+        return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} +- {100 * statistics.stdev(values):.1f}"
+
+    expected = []
+    for epochs, group in reproduction.SCHEDULES.items():
+        names = reproduction.COST_GROUPS[group]
+        done = [rows[name] for name in names if name in rows and rows[name]["autoattack"] is not None]
+        if done:  # clean and AutoAttack over the same seeds: those AutoAttack measured, of all the schedule's
+            seeds = f"{len(done)} of {len(names)}" if len(done) < len(names) else f"{len(done)}"
+            clean, attacked = (percent([row[column] for row in done]) for column in ("clean", "autoattack"))
+            expected.append(
+                f"{epochs} epochs {clean} clean, {attacked} AutoAttack ({seeds} seed{'s' * (len(names) > 1)})"
+            )
+    readme = (REPO / "README.md").read_text()
+    block = readme[slice(*(readme.index(marker) for marker in reproduction.COST_ANSWER_MARKERS))]
+    config = " ".join(line.removeprefix("# ") for line in CPU_CONFIG.read_text().splitlines())
+    if len(expected) < 2:
+        assert "Longer schedules" not in block
+        pytest.skip("no longer schedule of the recipe is measured yet")
+    paired = []
+    for label, text in reproduction.SCHEDULE_COMPARISONS.items():
+        if "pooled" in comparisons[label]["autoattack"]:
+            pooled = _recomputed_pooled(comparisons[label]["autoattack"]["used"], "autoattack")
+            low, high = (100 * value for value in pooled["interval"])
+            paired.append(f"{text} {100 * pooled['difference']:+.1f} points [{low:+.1f}, {high:+.1f}]")
+    pairs = f"; AutoAttack at 40 epochs, paired on the images: {', '.join(paired)}" if paired else ""
+    sentence = f"Longer schedules of the recipe: {'; '.join(expected)}{pairs}."
+    assert f"- {sentence}\n" in block
+    assert sentence in config
+
+
+def test_a_schedule_partly_attacked_is_stated_over_its_attacked_seeds(monkeypatch):
+    """Clean and AutoAttack of a schedule are averaged over the same seeds, those AutoAttack measured, saying how many
+    of the schedule's; nothing is said while only the 10-epoch schedule is measured."""
+    groups = {"mixacm, 10 epochs": ["a", "b"], "mixacm, 20 epochs": ["c"], "mixacm, 40 epochs": ["d", "e"]}
+    monkeypatch.setattr(reproduction, "COST_GROUPS", groups)
+    summary = {"comparisons": {label: {"autoattack": {}} for label in reproduction.SCHEDULE_COMPARISONS}}
+    rows = [
+        {"name": "a", "clean": 0.70, "autoattack": 0.27}, {"name": "b", "clean": 0.68, "autoattack": 0.29},
+        {"name": "d", "clean": 0.74, "autoattack": 0.33}, {"name": "e", "clean": 0.90, "autoattack": None},
+    ]  # fmt: skip
+    assert reproduction.schedules_answer(summary, rows) == (
+        "- Longer schedules of the recipe: 10 epochs 69.0 +- 1.4 clean, 28.0 +- 1.4 AutoAttack (2 seeds); "
+        "40 epochs 74.0 clean, 33.0 AutoAttack (1 of 2 seeds)."
+    )
+    assert reproduction.schedules_answer(summary, rows[:2]) == ""
+
+
 def test_the_readme_states_a_group_mean_the_same_in_every_table():
     """A group's clean and PGD-20 mean +- std reads the same in the claim block and the methods table (one rounding:
     percent of the fractions' mean)."""

@@ -703,7 +703,7 @@ def write_results(dataset: str) -> list[dict]:
         COST_STUDY, rows, RESULTS / "cifar10_cpu_cost.png", seconds_of=training_seconds,
         title="AutoAttack against training cost, WRN-16-2 on CIFAR-10 (Linf 8/255, first "
         f"{N_AUTOATTACK} test images; 95% intervals over the images)\nwall time: measured alone, or the run's steps at "
-        "the per-step time measured alone (benchmarks/method_cost.py)",
+        "the per-step time measured alone (benchmarks/method_cost.py); methods at one cost drawn side by side",
     )  # fmt: skip
     claim = seed_statistics.claim_markdown(summary, N_EVAL, N_AUTOATTACK)
     methods = studies.methods_markdown(METHODS_COMPARED, rows)

@@ -15,10 +15,15 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mixacm_hf.statistics import wilson_interval
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 Study = dict[str, list[list[str]]]  # label -> points -> the names of the rows a point averages
+DODGE = 0.04  # methods' points at one cost are drawn this share of the panel's span of costs apart (room for a label)
 PANELS = [("clean", "clean"), ("pgd20", "PGD-20"), ("autoattack", "AutoAttack")]
 
 
@@ -176,10 +181,12 @@ def plot_cost(
     *,
     seconds_of: Callable[[dict], float],
     title: str,
-) -> None:
+) -> Figure:
     """AutoAttack accuracy against training cost: one panel with the cost in backward passes per image x epochs,
     one in wall time (`seconds_of(row)`, minutes); one line per study label (a method) through its points (its
-    schedules), each with its 95% interval (`autoattack_with_interval`) and labelled with its epochs. Saved as PNG."""
+    schedules), each with its 95% interval (`autoattack_with_interval`) and labelled with its epochs. Points of
+    several methods at the same cost are drawn side by side (DODGE apart); each label goes where it overlaps no other
+    label and crosses no interval (`LABEL_PLACES`). Saved as PNG; returns the figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
@@ -191,35 +198,95 @@ def plot_cost(
         (lambda row: row["backward_passes_per_image"] * row["epochs"], "backward passes per image x epochs"),
         (lambda row: seconds_of(row) / 60, "training wall time (min)"),
     ]
+    placed = []
     for axes, (x_of, xlabel) in zip(figure.subplots(1, 2, sharey=True), panels):
+        series = {}
         for color, (label, points) in enumerate(study.items()):
             found = [[by_name[n] for n in names if n in by_name] for names in points]
             measured = [
                 (x_of(p[0]), p[0]["epochs"], value) for p in found if p and (value := autoattack_with_interval(p))
             ]
-            if not measured:
-                continue
-            measured.sort()
-            xs, means = [x for x, _, _ in measured], [value[0] for _, _, value in measured]
+            if measured:
+                series[label] = (color, sorted(measured))
+        ties: dict[float, list[str]] = {}
+        labels = []  # (annotation, (mean, low, high)) of each point, placed once the layout is final
+        for label, (_, measured) in series.items():
+            for x, _, _ in measured:
+                ties.setdefault(round(math.log10(x), 3), []).append(label)
+        costs = [x for _, measured in series.values() for x, _, _ in measured]
+        span = math.log10(max(costs) / min(costs)) if len(ties) > 1 else 1.0  # the panel's costs, in decades
+        for label, (color, measured) in series.items():
+            sharing = [ties[round(math.log10(x), 3)] for x, _, _ in measured]  # the series at each point's cost
+            xs = [
+                x * 10 ** (DODGE * span * (at.index(label) - (len(at) - 1) / 2))
+                for (x, _, _), at in zip(measured, sharing)
+            ]
+            means = [value[0] for _, _, value in measured]
             errors = [
                 [value[0] - value[1] for _, _, value in measured],
                 [value[2] - value[0] for _, _, value in measured],
             ]
             axes.errorbar(xs, means, yerr=errors, marker="o", capsize=4, color=f"C{color}", label=label)
-            for x, epochs, value in measured:
-                axes.annotate(f"{epochs:g} ep", (x, value[0]), xytext=(6, -3), textcoords="offset points", fontsize=7,
-                              color=f"C{color}")  # fmt: skip
+            for x, (_, epochs, value) in zip(xs, measured):
+                text = axes.annotate(
+                    f"{epochs:g} ep", (x, value[0]), xytext=(6, 0), textcoords="offset points", fontsize=7,
+                    color=f"C{color}",
+                )  # fmt: skip
+                labels.append((text, value))
         axes.set(xlabel=xlabel, xscale="log")
         axes.margins(x=0.1)  # room for the labels of the rightmost points
-        plain = FuncFormatter(lambda value, _: f"{value:g}")
-        axes.xaxis.set_major_formatter(plain)
-        axes.xaxis.set_minor_formatter(plain)
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        # minor ticks labelled at 2, 3 and 5 times a power of 10 only: the others would crowd the powers' labels
+        axes.xaxis.set_minor_formatter(
+            FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "235" else "")
+        )
         axes.tick_params(axis="x", which="minor", labelsize=7)
         axes.grid(alpha=0.3)
+        placed.append((axes, labels))
     figure.axes[0].set_ylabel("AutoAttack accuracy (%)")
     handles, labels = figure.axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, fontsize=8, loc="lower center", ncols=len(labels))  # clear of every point
     figure.suptitle(title, fontsize=10)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
+    for axes, labels in placed:
+        _place_labels(figure, axes, labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
+    return figure
+
+
+# Where a point's label may go, in order of preference: (anchor: the point's "mean" or its interval's "high"/"low"
+# end, offset in points, horizontal and vertical alignment): beside the point, then above or below its interval.
+LABEL_PLACES = [
+    ("mean", (6, 0), "left", "center"), ("mean", (-6, 0), "right", "center"),
+    ("high", (0, 3), "center", "bottom"), ("low", (0, -3), "center", "top"),
+    *((end, (0, sign * 3 + sign * 10 * step), "center", va) for step in (1, 2, 3)
+      for end, sign, va in (("high", 1, "bottom"), ("low", -1, "top"))),
+]  # fmt: skip
+
+
+def _place_labels(figure: Figure, axes, labels: list) -> None:
+    """Put each point's label (`labels`: (annotation, (mean, low, high))) at the first of LABEL_PLACES where it
+    overlaps no label placed before it and crosses no point's interval (at the first place when none is free)."""
+    renderer = figure.canvas.get_renderer()
+    bars = [
+        axes.transData.transform(segment)
+        for container in axes.containers for segment in container.lines[2][0].get_segments()
+    ]  # fmt: skip
+    taken = []
+
+    def put(text, at: tuple[float, float, float], place: tuple) -> bool:
+        anchor, offset, ha, va = place
+        text.xy = (text.xy[0], dict(zip(("mean", "low", "high"), at))[anchor])
+        text.set(ha=ha, va=va)
+        text.set_position(offset)
+        box = text.get_window_extent(renderer)
+        crossed = any(
+            box.x0 < bar[0][0] < box.x1 and box.y0 < bar[:, 1].max() and bar[:, 1].min() < box.y1 for bar in bars
+        )
+        return not crossed and not any(box.overlaps(other) for other in taken)
+
+    for text, at in labels:
+        if not any(put(text, at, place) for place in LABEL_PLACES):
+            put(text, at, LABEL_PLACES[0])
+        taken.append(text.get_window_extent(renderer))

@@ -700,6 +700,38 @@ def test_the_readme_states_a_group_mean_the_same_in_every_table():
     assert compared >= 2
 
 
+def test_the_cost_figure_draws_points_at_one_cost_side_by_side_with_separate_labels(tmp_path):
+    """Three methods at the same cost with AutoAttack within a point of each other (as the 40-epoch students and the
+    20-epoch teacher): their points are drawn side by side around the cost, and no two labels overlap."""
+    from benchmarks import studies
+
+    def row(name: str, epochs: int, autoattack: float, backward_passes: int = 1) -> dict:
+        return {"name": name, "epochs": epochs, "backward_passes_per_image": backward_passes, "autoattack": autoattack,
+                "n_eval_autoattack": 500, "seconds": 90 * epochs * backward_passes}  # fmt: skip
+
+    rows = [row("m10", 10, 0.27), row("m40", 40, 0.345), row("k40", 40, 0.35), row("t20", 20, 0.355, 2)]
+    study = {"MixACM": [["m10"], ["m40"]], "KD": [["k40"]], "teacher": [["t20"]]}
+    path = tmp_path / "cost.png"
+    figure = studies.plot_cost(study, rows, path, seconds_of=lambda r: r["seconds"], title="t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    renderer = figure.canvas.get_renderer()
+    for axes in figure.axes:
+        texts = axes.texts
+        assert len(texts) == 4
+        boxes = [text.get_window_extent(renderer) for text in texts]
+        assert not any(boxes[i].overlaps(boxes[j]) for i in range(4) for j in range(i)), [t.xyann for t in texts]
+        bars = [  # each point's interval, in pixels
+            axes.transData.transform(segment)
+            for container in axes.containers for segment in container.lines[2][0].get_segments()
+        ]  # fmt: skip
+        for box in boxes:  # no label crosses another point's interval
+            crossed = [bar for bar in bars if box.x0 < bar[0][0] < box.x1 and box.y0 < bar[1][1] and bar[0][1] < box.y1]
+            assert not crossed, (box, crossed)
+    at_40 = sorted(text.xy[0] for text in figure.axes[0].texts if text.xy[0] > 20)
+    step = 10 ** (studies.DODGE * math.log10(40 / 10))  # the costs span 10 to 40
+    assert at_40 == pytest.approx([40 / step, 40, 40 * step])  # cost 40: three methods side by side around it
+
+
 def test_methods_table_averages_seeds_and_times_only_the_runs_trained_alone(tmp_path):
     from benchmarks import studies
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from benchmarks.plotting import around, place_labels, plain_log_ticks
 from benchmarks.studies import average, mean_seconds_alone
 from mixacm_hf.files import atomic_write_text, replace_marked_block
 from mixacm_hf.hub import load_reports
@@ -143,26 +144,30 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_results(rows: list[dict], path: Path, n_eval: int, n_autoattack: int) -> None:
+def plot_results(rows: list[dict], path: Path, n_eval: int, n_autoattack: int) -> Figure:
     """Robust vs clean accuracy per model, and robust accuracy vs training wall time (log scale), saved as a PNG.
     Colour: method; stars: teachers; filled markers: PGD-20 on the first `n_eval` images (every model); hollow
-    markers joined to them: AutoAttack on the first `n_autoattack` (where measured). Each model is numbered, the key
-    below the plots."""
+    markers joined to them: AutoAttack on the first `n_autoattack` (where measured). Each model is numbered (where the
+    number overlaps nothing drawn: `plotting.place_labels`), the key below the plots. Returns the figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter
 
-    figure = Figure(figsize=(12, 7))
+    columns = 3
+    per_column = -(-len(rows) // columns)
+    key_inches = 0.3 + per_column * 8 * 1.25 / 72  # the key's lines: 8-point type
+    figure = Figure(figsize=(12, 5.4 + key_inches))
     FigureCanvasAgg(figure)
     axes_pair = figure.subplots(1, 2)
+    labels: dict = {axes: [] for axes in axes_pair}  # each number's label and places (`plotting.place_labels`)
     for number, row in enumerate(rows, start=1):
         color = METHOD_COLORS.get(row["method"], "k")
         marker = "*" if row["role"] == "teacher" else "o"
         pgd20 = 100 * row["pgd20"]
         for axes, x in zip(axes_pair, (100 * row["clean"], row["train_seconds"] / 60)):
             axes.scatter(x, pgd20, marker=marker, s=70, color=color)
-            axes.annotate(str(number), (x, pgd20), xytext=(4, 3), textcoords="offset points", fontsize=7)
+            text = axes.annotate(str(number), (x, pgd20), xytext=(6, 0), textcoords="offset points", fontsize=7)
+            labels[axes].append((text, around((x, pgd20))))
             if row["autoattack"] is not None:
                 autoattack = 100 * row["autoattack"]
                 axes.plot([x, x], [pgd20, autoattack], color=color, linewidth=1)
@@ -172,28 +177,29 @@ def plot_results(rows: list[dict], path: Path, n_eval: int, n_autoattack: int) -
         xlabel="training wall time (min, 2-core CPU, log scale)", ylabel="robust accuracy (%)",
         title="Robustness vs training cost", xscale="log",
     )  # fmt: skip
-    minutes = FuncFormatter(lambda value, _: f"{value:g}")
-    axes_pair[1].xaxis.set_major_formatter(minutes)
-    axes_pair[1].xaxis.set_minor_formatter(minutes)
+    plain_log_ticks(axes_pair[1].xaxis)
     for axes in axes_pair:
         axes.grid(alpha=0.3, which="both")
     methods = [m for m in METHOD_COLORS if any(row["method"] == m for row in rows)]
     handles = [Line2D([], [], marker="o", linestyle="", color=METHOD_COLORS[m], label=m) for m in methods]
     axes_pair[0].legend(handles=handles, fontsize=8, loc="lower left")
-    key = [f"{number}  {row['name']}" for number, row in enumerate(rows, start=1)]
-    columns = 3
-    per_column = -(-len(key) // columns)
+    key = [f"{number:>2}  {row['name']}" for number, row in enumerate(rows, start=1)]
+    key_share = key_inches / figure.get_figheight()  # the figure's bottom, below the plots
     for column in range(columns):
         lines = key[column * per_column : (column + 1) * per_column]
-        figure.text(0.04 + column * 0.32, 0.2, "\n".join(lines), fontsize=8, va="top", family="monospace")
+        figure.text(0.04 + column * 0.32, key_share - 0.1 / figure.get_figheight(), "\n".join(lines), fontsize=8,
+                    va="top", family="monospace", linespacing=1.15)  # fmt: skip
     figure.suptitle(
         f"CIFAR-10, Linf eps = 8/255: PGD-20 on the first {n_eval} test images (filled), "
         f"AutoAttack on the first {n_autoattack} (hollow)",
         fontsize=10,
     )
-    figure.tight_layout(rect=(0, 0.22, 1, 1))
+    figure.tight_layout(rect=(0, key_share, 1, 1))
+    for axes, placed in labels.items():
+        place_labels(figure, axes, placed)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
+    return figure
 
 
 def replace_between_markers(path: Path, text: str, markers: tuple[str, str] = (TABLE_START, TABLE_END)) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmarks.plotting import around, place_labels, plain_log_ticks
 from mixacm_hf.statistics import wilson_interval
 
 if TYPE_CHECKING:
@@ -79,8 +80,8 @@ def plot_study(
 ) -> None:
     """One panel per accuracy (clean, PGD-20, AutoAttack), one line per study label through its points at
     `x_of(row)` (the first row of the point), and each reference (label, row names) as a star; a point averages the
-    rows present (none: left out). The x ticks are the points' x values, labelled `tick_label(row)` (default: the
-    value). Saved as a PNG."""
+    rows present (none: left out), its value written where it overlaps nothing drawn (`plotting.place_labels`). The x
+    ticks are the points' x values, labelled `tick_label(row)` (default: the value). Saved as a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -88,7 +89,9 @@ def plot_study(
     named = [names for points in study.values() for names in points] + [names for _, names in references]
     figure = Figure(figsize=(12, 4.6))
     FigureCanvasAgg(figure)
+    placed = []
     for axes, (column, name) in zip(figure.subplots(1, 3), PANELS):
+        labels = []  # each value's label and its places (`plotting.place_labels`), placed once the layout is final
         for color, (label, points) in enumerate(study.items()):
             found = [[by_name[n] for n in names if n in by_name] for names in points]
             found = [point for point in found if point]
@@ -101,15 +104,18 @@ def plot_study(
             errors = [value[1] or 0.0 for _, value in measured]
             axes.errorbar(xs, means, yerr=errors, marker="o", capsize=4, color=f"C{color}", label=label)
             for x, mean in zip(xs, means):
-                axes.annotate(f"{mean:.1f}", (x, mean), xytext=(5, -10 if color else 5), textcoords="offset points",
-                              fontsize=8, color=f"C{color}")  # fmt: skip
+                text = axes.annotate(f"{mean:.1f}", (x, mean), xytext=(6, 0), textcoords="offset points", fontsize=8,
+                                     color=f"C{color}")  # fmt: skip
+                labels.append((text, around((x, mean))))
         for offset, (label, names) in enumerate(references):
             reference = [by_name[n] for n in names if n in by_name]
             value = average(reference, column) if reference else None
             if value is not None:
                 x = x_of(reference[0])
                 axes.scatter(x, value[0], marker="*", s=120, color=f"C{len(study) + offset}", label=label, zorder=3)
-                axes.annotate(f"{value[0]:.1f}", (x, value[0]), xytext=(5, 5), textcoords="offset points", fontsize=8)
+                text = axes.annotate(f"{value[0]:.1f}", (x, value[0]), xytext=(6, 0), textcoords="offset points",
+                                     fontsize=8)  # fmt: skip
+                labels.append((text, around((x, value[0]))))
         axes.set(xlabel=xlabel, ylabel=f"{name} accuracy (%)", title=name, xscale=xscale)
         ticks = {x_of(row): row for row in rows if any(row["name"] in names for names in named)}
         axes.set_xticks(sorted(ticks), [tick_label(ticks[x]) if tick_label else f"{x:g}" for x in sorted(ticks)])
@@ -118,8 +124,11 @@ def plot_study(
         axes.margins(x=0.1, y=0.15)  # room for the value labels
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize=8, loc="best")  # clear of the points and their error bars
+        placed.append((axes, labels))
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
+    for axes, labels in placed:
+        place_labels(figure, axes, labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
 
@@ -185,11 +194,11 @@ def plot_cost(
     """AutoAttack accuracy against training cost: one panel with the cost in backward passes per image x epochs,
     one in wall time (`seconds_of(row)`, minutes); one line per study label (a method) through its points (its
     schedules), each with its 95% interval (`autoattack_with_interval`) and labelled with its epochs. Points of
-    several methods at the same cost are drawn side by side (DODGE apart); each label goes where it overlaps no other
-    label and crosses no interval (`LABEL_PLACES`). Saved as PNG; returns the figure."""
+    several methods at the same cost are drawn side by side (DODGE apart); each label goes beside its point or above
+    or below its interval, where it overlaps nothing drawn (`plotting.place_labels`). Saved as PNG; returns the
+    figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
 
     by_name = {row["name"]: row for row in rows}
     figure = Figure(figsize=(12, 5.4))
@@ -209,7 +218,7 @@ def plot_cost(
             if measured:
                 series[label] = (color, sorted(measured))
         ties: dict[float, list[str]] = {}
-        labels = []  # (annotation, (mean, low, high)) of each point, placed once the layout is final
+        labels = []  # each point's label and its places (`plotting.place_labels`), placed once the layout is final
         for label, (_, measured) in series.items():
             for x, _, _ in measured:
                 ties.setdefault(round(math.log10(x), 3), []).append(label)
@@ -232,14 +241,15 @@ def plot_cost(
                     f"{epochs:g} ep", (x, value[0]), xytext=(6, 0), textcoords="offset points", fontsize=7,
                     color=f"C{color}",
                 )  # fmt: skip
-                labels.append((text, value))
+                mean, low, high = value  # beside the point, else above or below its interval
+                labels.append((text, [
+                    ((x, mean), (6, 0), "left", "center"), ((x, mean), (-6, 0), "right", "center"),
+                    *(((x, high), (0, 5 + 10 * k), "center", "bottom") for k in range(4)),
+                    *(((x, low), (0, -5 - 10 * k), "center", "top") for k in range(4)),
+                ]))  # fmt: skip
         axes.set(xlabel=xlabel, xscale="log")
         axes.margins(x=0.1)  # room for the labels of the rightmost points
-        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        # minor ticks labelled at 2, 3 and 5 times a power of 10 only: the others would crowd the powers' labels
-        axes.xaxis.set_minor_formatter(
-            FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "235" else "")
-        )
+        plain_log_ticks(axes.xaxis)
         axes.tick_params(axis="x", which="minor", labelsize=7)
         axes.grid(alpha=0.3)
         placed.append((axes, labels))
@@ -249,44 +259,7 @@ def plot_cost(
     figure.suptitle(title, fontsize=10)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     for axes, labels in placed:
-        _place_labels(figure, axes, labels)
+        place_labels(figure, axes, labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     return figure
-
-
-# Where a point's label may go, in order of preference: (anchor: the point's "mean" or its interval's "high"/"low"
-# end, offset in points, horizontal and vertical alignment): beside the point, then above or below its interval.
-LABEL_PLACES = [
-    ("mean", (6, 0), "left", "center"), ("mean", (-6, 0), "right", "center"),
-    ("high", (0, 3), "center", "bottom"), ("low", (0, -3), "center", "top"),
-    *((end, (0, sign * 3 + sign * 10 * step), "center", va) for step in (1, 2, 3)
-      for end, sign, va in (("high", 1, "bottom"), ("low", -1, "top"))),
-]  # fmt: skip
-
-
-def _place_labels(figure: Figure, axes, labels: list) -> None:
-    """Put each point's label (`labels`: (annotation, (mean, low, high))) at the first of LABEL_PLACES where it
-    overlaps no label placed before it and crosses no point's interval (at the first place when none is free)."""
-    renderer = figure.canvas.get_renderer()
-    bars = [
-        axes.transData.transform(segment)
-        for container in axes.containers for segment in container.lines[2][0].get_segments()
-    ]  # fmt: skip
-    taken = []
-
-    def put(text, at: tuple[float, float, float], place: tuple) -> bool:
-        anchor, offset, ha, va = place
-        text.xy = (text.xy[0], dict(zip(("mean", "low", "high"), at))[anchor])
-        text.set(ha=ha, va=va)
-        text.set_position(offset)
-        box = text.get_window_extent(renderer)
-        crossed = any(
-            box.x0 < bar[0][0] < box.x1 and box.y0 < bar[:, 1].max() and bar[:, 1].min() < box.y1 for bar in bars
-        )
-        return not crossed and not any(box.overlaps(other) for other in taken)
-
-    for text, at in labels:
-        if not any(put(text, at, place) for place in LABEL_PLACES):
-            put(text, at, LABEL_PLACES[0])
-        taken.append(text.get_window_extent(renderer))

@@ -1,5 +1,6 @@
 """Robustness evaluation: attack exactness, a natural WRN's collapse, AutoAttack, reports, bad input, CLI."""
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -263,6 +264,40 @@ def test_eps_sweep_curve_and_plot(natural_wrn, cifar_test, tmp_path):
     assert report.flags == []
     path = plot_eps_sweep(report, tmp_path / "sweep.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "name, shown",
+    [("/home/me/runs/wrn16-2-mixacm", "wrn16-2-mixacm"), ("benchmarks/runs/teacher", "teacher"),
+     ("./outputs/x", "x"), ("org/robust-model", "org/robust-model"), ("robustbench:Carmon2019Unlabeled",
+     "robustbench:Carmon2019Unlabeled"), (None, "model")],
+)  # fmt: skip
+def test_the_sweep_plot_names_a_local_model_by_its_folder(name, shown, natural_wrn, cifar_test, tmp_path):
+    """A published card's plot shows no machine's folders: a local path by its last part, a Hub id as it is; the
+    title fits the figure."""
+    from matplotlib.figure import Figure
+
+    from mixacm_hf.robustness import plots
+
+    assert plots.shown_name(name) == shown
+    sweep = [parse_eps(e) for e in "0,8/255".split(",")]
+    report = evaluate_robustness(natural_wrn, cifar_test, ["clean", "fgsm"], n_examples=4, eps_sweep=sweep,
+                                 progress=False)  # fmt: skip
+    report = dataclasses.replace(report, model={**report.model, "name": name})
+    drawn = []
+    original = Figure.savefig
+
+    def keep(figure, *args, **kwargs):
+        drawn.append(figure)
+        return original(figure, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Figure, "savefig", keep)
+        plots.plot_eps_sweep(report, tmp_path / "sweep.png")
+    title = drawn[0].axes[0].title
+    assert title.get_text().splitlines()[0] == shown and "4 images" in title.get_text()
+    box = title.get_window_extent(drawn[0].canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= drawn[0].bbox.x1
 
 
 def load_script():

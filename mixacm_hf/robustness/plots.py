@@ -10,8 +10,20 @@ from matplotlib.figure import Figure
 from .report import RobustnessReport
 
 
+def shown_name(name: str | None) -> str:
+    """A model's or dataset's name as a plot shows it: a local path (absolute, relative with a folder, or existing
+    here) by its last part, so that no machine's folders are published; a Hub id or zoo name as it is."""
+    if not name:
+        return "model"
+    path = Path(name)
+    if path.is_absolute() or name.startswith(".") or len(path.parts) > 2 or path.exists():
+        return path.name or str(path)
+    return name
+
+
 def plot_eps_sweep(report: RobustnessReport, path: str | Path) -> Path:
-    """Write a PNG of accuracy versus eps, one line per attack plus clean accuracy; returns the path."""
+    """Write a PNG of accuracy versus eps, one line per attack plus clean accuracy, titled with the model's name
+    (`shown_name`) and the data attacked; returns the path."""
     if report.eps_sweep is None:
         raise ValueError("The report has no eps sweep: run evaluate_robustness with eps_sweep=[...].")
     scale, unit = (255, " (x/255)") if report.norm == "Linf" else (1, "")
@@ -23,7 +35,9 @@ def plot_eps_sweep(report: RobustnessReport, path: str | Path) -> Path:
         points = [(e * scale, a) for e, a in zip(eps, accuracy) if a is not None]
         axes.plot(*zip(*points), marker="o", label=name)
     axes.axhline(report.clean_accuracy, color="gray", linestyle="--", label="clean")
-    axes.set(xlabel=f"{report.norm} eps{unit}", ylabel="accuracy", ylim=(0, 1), title=report.model.get("name"))
+    axes.set(xlabel=f"{report.norm} eps{unit}", ylabel="accuracy", ylim=(0, 1))
+    data = f"{shown_name(report.dataset.get('name'))} {report.dataset.get('split') or ''}".strip()
+    axes.set_title(f"{shown_name(report.model.get('name'))}\n{data}: {report.n_examples} images", fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()

@@ -585,6 +585,14 @@ def training_seconds(row: dict) -> float:
     return timed[COST_KEYS[row["method"]]] * STEPS_PER_EPOCH * row["train_fraction"] * row["epochs"]
 
 
+def seeds_so_far(summary: dict, label: str) -> str:
+    """ "" when the comparison `label` pairs every seed of its first group on AutoAttack, else how many so far (e.g.
+    "1 of 2 seeds so far": the others not yet trained or evaluated)."""
+    result = summary["comparisons"][label]
+    total, used = len(COST_GROUPS[result["groups"][0]]), len(result.get("autoattack", {}).get("used", []))
+    return "" if used == total else f"{used} of {total} seed{'s' if total > 1 else ''} so far"
+
+
 def margin_answer(summary: dict) -> str:
     """Whether MixACM at 40 epochs is within EQUAL_COMPUTE_MARGIN AutoAttack points of PGD-7 AT at 10 (equal
     compute), from the pooled paired interval: shown (interval wholly above -margin), ruled out (wholly below), or
@@ -599,9 +607,10 @@ def margin_answer(summary: dict) -> str:
         else f"within {points} points: ruled out" if high < -EQUAL_COMPUTE_MARGIN
         else f"within {points} points: neither shown nor ruled out"
     )  # fmt: skip
+    so_far = seeds_so_far(summary, "mixacm 40 - pgd-7 AT 10")
     return (
-        f"- MixACM 40 epochs against PGD-7 AT 10 epochs (equal compute), AutoAttack {100 * pooled['difference']:+.1f} "
-        f"points [{100 * low:+.1f}, {100 * high:+.1f}]: {verdict}."
+        f"- MixACM 40 epochs against PGD-7 AT 10 epochs (equal compute{', ' + so_far if so_far else ''}), AutoAttack "
+        f"{100 * pooled['difference']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]: {verdict}."
     )
 
 
@@ -629,7 +638,8 @@ def schedules_answer(summary: dict, rows: list[dict]) -> str:
         pooled = summary["comparisons"][label].get("autoattack", {}).get("pooled")
         if pooled and pooled.get("interval") is not None:
             low, high = (100 * value for value in pooled["interval"])
-            paired.append(f"{text} {100 * pooled['difference']:+.1f} points [{low:+.1f}, {high:+.1f}]")
+            so_far = f" ({seeds_so_far(summary, label)})" if seeds_so_far(summary, label) else ""
+            paired.append(f"{text} {100 * pooled['difference']:+.1f} points [{low:+.1f}, {high:+.1f}]{so_far}")
     pairs = f"; AutoAttack at 40 epochs, paired on the images: {', '.join(paired)}" if paired else ""
     return f"- Longer schedules of the recipe: {'; '.join(measured)}{pairs}."
 

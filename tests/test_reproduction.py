@@ -621,6 +621,9 @@ def test_the_equal_compute_answer_states_the_recomputed_interval():
         f"AutoAttack {100 * expected['difference']:+.1f} points [{low:+.1f}, {high:+.1f}]: within 5 points: {verdict}."
     )
     assert sentence in block
+    total = len(reproduction.COST_GROUPS["mixacm, 40 epochs"])  # a partial answer says how many seeds it rests on
+    used = len(result["autoattack"]["used"])
+    assert (f"(equal compute, {used} of {total} seeds so far)" in block) == (used < total)
 
 
 def test_the_longer_schedules_are_stated_from_the_rows_and_records():
@@ -654,9 +657,12 @@ def test_the_longer_schedules_are_stated_from_the_rows_and_records():
     paired = []
     for label, text in reproduction.SCHEDULE_COMPARISONS.items():
         if "pooled" in comparisons[label]["autoattack"]:
-            pooled = _recomputed_pooled(comparisons[label]["autoattack"]["used"], "autoattack")
+            used = comparisons[label]["autoattack"]["used"]
+            pooled = _recomputed_pooled(used, "autoattack")
             low, high = (100 * value for value in pooled["interval"])
-            paired.append(f"{text} {100 * pooled['difference']:+.1f} points [{low:+.1f}, {high:+.1f}]")
+            total = len(reproduction.COST_GROUPS[comparisons[label]["groups"][0]])  # its seeds, trained or not
+            so_far = f" ({len(used)} of {total} seeds so far)" if len(used) < total else ""
+            paired.append(f"{text} {100 * pooled['difference']:+.1f} points [{low:+.1f}, {high:+.1f}]{so_far}")
     pairs = f"; AutoAttack at 40 epochs, paired on the images: {', '.join(paired)}" if paired else ""
     sentence = f"Longer schedules of the recipe: {'; '.join(expected)}{pairs}."
     assert f"- {sentence}\n" in block
@@ -678,6 +684,15 @@ def test_a_schedule_partly_attacked_is_stated_over_its_attacked_seeds(monkeypatc
         "40 epochs 74.0 clean, 33.0 AutoAttack (1 of 2 seeds)."
     )
     assert reproduction.schedules_answer(summary, rows[:2]) == ""
+    # the paired difference of the one 40-epoch seed measured says it is one of two
+    summary["comparisons"]["mixacm 40 - mixacm 10"] = {
+        "groups": ["mixacm, 40 epochs", "mixacm, 10 epochs"],
+        "autoattack": {"used": [["d", "a"]], "pooled": {"difference": 0.06, "interval": [0.01, 0.11]}},
+    }
+    assert reproduction.schedules_answer(summary, rows).endswith(
+        "(1 of 2 seeds); AutoAttack at 40 epochs, paired on the images: 40 epochs against 10 +6.0 points "
+        "[+1.0, +11.0] (1 of 2 seeds so far)."
+    )
 
 
 def test_the_readme_states_a_group_mean_the_same_in_every_table():

@@ -77,7 +77,11 @@ def place_labels(figure: Figure, axes: Axes, labels: list[tuple[Annotation, list
     """Put each label (an annotation with `textcoords="offset points"`) at the first of its places where its box lies
     inside the axes and overlaps no label placed before it and no path the axes draw (`drawn_paths`); at its first
     place when none is free. Call once the figure's layout is final. Returns how many labels found no free place."""
+    figure.canvas.draw()  # lays out what is drawn: a "best" legend finds its place
     renderer = figure.canvas.get_renderer()
+    if (legend := axes.get_legend()) is not None:  # "best" would move it again around the placed labels: pin it
+        corner = legend.get_window_extent(renderer).transformed(axes.transAxes.inverted())
+        legend.set_loc((corner.x0, corner.y0))
     obstacles = drawn_paths(axes)
     frame = axes.get_window_extent(renderer)
     taken = []
@@ -103,9 +107,20 @@ def place_labels(figure: Figure, axes: Axes, labels: list[tuple[Annotation, list
 
 
 def plain_log_ticks(axis: Any) -> None:
-    """Label a log-scale axis (`axes.xaxis`) with plain numbers: its powers of 10 and, of its minor ticks, only those
-    at 2, 3 and 5 times a power of 10 (the others would crowd the powers' labels)."""
+    """Label a log-scale axis (`axes.xaxis`) with plain numbers: its powers of 10 and, of its minor ticks, those at
+    2, 3 and 5 times a power of 10 (the others would crowd the powers' labels), or every minor tick where the view
+    holds none of those (a span of less than a decade)."""
     from matplotlib.ticker import FuncFormatter
 
+    def leading(value: float) -> str:
+        return f"{value:.0e}"[0]
+
+    def minor(value: float, _: Any) -> str:
+        low, high = sorted(axis.get_view_interval())
+        ticks = [tick for tick in axis.get_minorticklocs() if low <= tick <= high]
+        powers = math.ceil(math.log10(low)) <= math.floor(math.log10(high)) if low > 0 else True  # one in view
+        shown = powers or any(leading(tick) in "235" for tick in ticks)
+        return f"{value:g}" if leading(value) in "235" or not shown else ""
+
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "235" else ""))
+    axis.set_minor_formatter(FuncFormatter(minor))

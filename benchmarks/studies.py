@@ -215,6 +215,7 @@ def plot_cost(
             measured = [
                 (x_of(p[0]), p[0]["epochs"], value) for p in found if p and (value := autoattack_with_interval(p))
             ]
+            measured = [point for point in measured if point[0] > 0]  # a log axis has no place for no cost
             if measured:
                 series[label] = (color, sorted(measured))
         ties: dict[float, list[str]] = {}

@@ -56,8 +56,9 @@ class RunSettings(TrainerCallback, ExportableState):
 
 class CodeHistory(TrainerCallback, ExportableState):
     """The code that trained each part of a run resumed across checkouts: `parts`, one {"from_step", "commit",
-    "dirty"} (`provenance.code_commit`) per run whose code differs from the part before (saved in checkpoints,
-    restored on resume). A checkpoint written before this record starts its history at the step it resumes from."""
+    "dirty"} (`provenance.code_commit`) per run whose commit or dirty flag differs from the part before (two dirty
+    parts of one commit count as one; saved in checkpoints, restored on resume). A checkpoint written before this
+    record starts its history at the step it resumes from."""
 
     def __init__(self) -> None:
         self.parts: list[dict[str, Any]] = []

@@ -66,8 +66,14 @@ def test_the_all_models_plot_shows_every_model_in_its_key_and_labels_that_overla
     assert [crossings(figure, axes) for axes in figure.axes] == [[], []]  # 34 points within 7 points of accuracy
 
 
-@pytest.mark.parametrize("value, label", [(2.0, "2"), (3.0, "3"), (50.0, "50"), (7.0, ""), (90.0, "")])
-def test_log_ticks_label_only_2_3_and_5_between_powers(value, label):
+@pytest.mark.parametrize(
+    "view, value, label",
+    [((1, 200), 2.0, "2"), ((1, 200), 3.0, "3"), ((1, 200), 50.0, "50"), ((1, 200), 7.0, ""), ((1, 200), 90.0, ""),
+     ((10, 80), 70.0, ""), ((57, 94), 70.0, "70"), ((57, 94), 90.0, "90"), ((45, 94), 70.0, "")],
+)  # fmt: skip
+def test_log_ticks_label_2_3_and_5_between_powers_and_every_tick_in_a_narrow_view(view, value, label):
+    """Between powers of 10 only 2, 3 and 5 times one are labelled; a view holding none of those (57 to 94) labels
+    every tick rather than none."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -75,6 +81,31 @@ def test_log_ticks_label_only_2_3_and_5_between_powers(value, label):
     FigureCanvasAgg(figure)
     axes = figure.subplots()
     axes.set_xscale("log")
+    axes.set_xlim(*view)
     plotting.plain_log_ticks(axes.xaxis)
     assert axes.xaxis.get_minor_formatter()(value, 0) == label
     assert axes.xaxis.get_major_formatter()(100.0, 0) == "100"
+
+
+def test_placed_labels_keep_clear_of_a_legend_that_stays_where_it_was(tmp_path):
+    """A "best" legend is placed again at each draw, around the labels: it is pinned where the labels were placed
+    around it, so that saving the figure draws it there."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4, 3))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    xs = [1, 2, 3, 4, 5, 6]
+    axes.plot(xs, [1, 1.2, 1.1, 1.3, 1.2, 1.4], marker="o", label="a line")
+    axes.legend(loc="best")
+    labels = [(axes.annotate("label", (x, 1), xytext=(6, 0), textcoords="offset points"), plotting.around((x, 1)))
+              for x in xs]  # fmt: skip
+    figure.tight_layout()
+    plotting.place_labels(figure, axes, labels)
+    renderer = figure.canvas.get_renderer()
+    placed = axes.get_legend().get_window_extent(renderer)
+    figure.savefig(tmp_path / "legend.png")
+    figure.canvas.draw()  # as the figure was saved
+    assert axes.get_legend().get_window_extent(renderer).bounds == pytest.approx(placed.bounds)
+    assert crossings(figure, axes) == []  # the labels keep clear of the legend where it is drawn

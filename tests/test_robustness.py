@@ -269,8 +269,9 @@ def test_eps_sweep_curve_and_plot(natural_wrn, cifar_test, tmp_path):
 @pytest.mark.parametrize(
     "name, shown",
     [("/home/me/runs/wrn16-2-mixacm", "wrn16-2-mixacm"), ("benchmarks/runs/teacher", "teacher"),
-     ("./outputs/x", "x"), ("org/robust-model", "org/robust-model"), ("robustbench:Carmon2019Unlabeled",
-     "robustbench:Carmon2019Unlabeled"), (None, "model")],
+     ("./outputs/x", "x"), ("C:\\Users\\me\\runs\\wrn", "wrn"), ("runs\\student", "student"),
+     ("org/robust-model", "org/robust-model"), ("robustbench:cifar10/Linf/Carmon2019Unlabeled",
+     "robustbench:cifar10/Linf/Carmon2019Unlabeled"), (None, "model")],
 )  # fmt: skip
 def test_the_sweep_plot_names_a_local_model_by_its_folder(name, shown, natural_wrn, cifar_test, tmp_path):
     """A published card's plot shows no machine's folders: a local path by its last part, a Hub id as it is; the

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..teachers import is_zoo_spec
 from .report import RobustnessReport
 
 
-def shown_name(name: str | None) -> str:
-    """A model's or dataset's name as a plot shows it: a local path (absolute, relative with a folder, or existing
-    here) by its last part, so that no machine's folders are published; a Hub id or zoo name as it is."""
+def shown_name(name: str | None, missing: str = "model") -> str:
+    """A model's or dataset's name as a plot shows it: a local path (absolute, Windows-style, starting with ".",
+    with more than one folder, or existing here) by its last part, so that no machine's folders are published; a
+    zoo spec (`robustbench:...`), a Hub id (`org/name`) or a bare name as it is; `missing` for none."""
     if not name:
-        return "model"
+        return missing
+    if is_zoo_spec(name):
+        return name
+    windows = PureWindowsPath(name)
+    if windows.drive or "\\" in name:
+        return windows.name
     path = Path(name)
     if path.is_absolute() or name.startswith(".") or len(path.parts) > 2 or path.exists():
         return path.name or str(path)
@@ -36,7 +43,7 @@ def plot_eps_sweep(report: RobustnessReport, path: str | Path) -> Path:
         axes.plot(*zip(*points), marker="o", label=name)
     axes.axhline(report.clean_accuracy, color="gray", linestyle="--", label="clean")
     axes.set(xlabel=f"{report.norm} eps{unit}", ylabel="accuracy", ylim=(0, 1))
-    data = f"{shown_name(report.dataset.get('name'))} {report.dataset.get('split') or ''}".strip()
+    data = f"{shown_name(report.dataset.get('name'), 'data')} {report.dataset.get('split') or ''}".strip()
     axes.set_title(f"{shown_name(report.model.get('name'))}\n{data}: {report.n_examples} images", fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend()

@@ -13,16 +13,14 @@ if TYPE_CHECKING:
     from matplotlib.path import Path
     from matplotlib.text import Annotation
 
-# Around a point, in order of preference: offset in points, horizontal and vertical alignment of the label.
-AROUND = [
+# Around a point, in order of preference: offset in points, horizontal and vertical alignment of the label; beside,
+# above, below and diagonal, then the same twice and three times as far.
+_BESIDE = [
     ((6, 0), "left", "center"), ((-6, 0), "right", "center"), ((0, 6), "center", "bottom"),
     ((0, -6), "center", "top"), ((5, 5), "left", "bottom"), ((-5, 5), "right", "bottom"),
     ((5, -5), "left", "top"), ((-5, -5), "right", "top"),
-    *(((dx * k, dy * k), ha, va) for k in (2, 3) for dx, dy, ha, va in (
-        (6, 0, "left", "center"), (-6, 0, "right", "center"), (0, 6, "center", "bottom"), (0, -6, "center", "top"),
-        (5, 5, "left", "bottom"), (-5, 5, "right", "bottom"), (5, -5, "left", "top"), (-5, -5, "right", "top"),
-    )),
 ]  # fmt: skip
+AROUND = [((dx * k, dy * k), ha, va) for k in (1, 2, 3) for (dx, dy), ha, va in _BESIDE]
 Place = tuple[tuple[float, float], tuple[float, float], str, str]  # (anchor in data, offset in points, ha, va)
 
 

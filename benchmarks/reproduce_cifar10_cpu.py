@@ -640,7 +640,7 @@ def schedules_answer(summary: dict, rows: list[dict]) -> str:
         pooled = summary["comparisons"][label].get("autoattack", {}).get("pooled")
         if pooled and pooled.get("interval") is not None:
             low, high = (100 * value for value in pooled["interval"])
-            so_far = f" ({seeds_so_far(summary, label)})" if seeds_so_far(summary, label) else ""
+            so_far = f" ({partial})" if (partial := seeds_so_far(summary, label)) else ""
             paired.append(f"{text} {100 * pooled['difference']:+.1f} points [{low:+.1f}, {high:+.1f}]{so_far}")
     pairs = f"; AutoAttack at 40 epochs, paired on the images: {', '.join(paired)}" if paired else ""
     return f"- Longer schedules of the recipe: {'; '.join(measured)}{pairs}."

@@ -19,6 +19,7 @@ from benchmarks.studies import average, mean_seconds_alone
 from mixacm_hf.files import atomic_write_text, replace_marked_block
 from mixacm_hf.hub import load_reports
 from mixacm_hf.methods import relevant_hyperparameters
+from mixacm_hf.resume import UNRECORDED
 from mixacm_hf.robustness import RobustnessReport
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ PAPER_TABLE3 = {
     "mixacm-no-mixup": (90.47, 56.98, 40.69, 36.42),
     "mixacm": (89.93, 59.48, 48.09, 43.64),
 }
+SHARED_ALPHA = 0.3  # the opacity of runs trained beside other jobs on the wall-time panel
 METHOD_COLORS = {
     "natural": "C7", "kd": "C3", "mixacm-no-mixup": "C4", "mixacm": "C0", "pgd-at": "C2", "n-fgsm": "C8",
     "trades": "C1", "ard": "C5", "rslad": "C6",
@@ -72,6 +74,15 @@ def summary_commit(summary_path: Path) -> str | None:
     return log.stdout.strip() or None if log.returncode == 0 else None
 
 
+def code_history(summary: dict) -> list[dict] | None:
+    """The code of each part of a run (`resume.CodeHistory`), the steps before its first recorded part said to be
+    unrecorded (runs that resumed a checkpoint written before the record, whose summaries leave them out)."""
+    history = (summary.get("code") or {}).get("history")
+    if history and history[0]["from_step"] > 0:
+        return [dict(UNRECORDED), *history]
+    return history
+
+
 def result_row(stage: Stage, command: str) -> dict | None:
     """One row of results/cifar10_cpu.json from the stage's run folder (train_summary.json and robustness.json), or
     None while the stage is untrained or its clean/FGSM/PGD-20 evaluation is missing. `command` reproduces the row."""
@@ -105,7 +116,7 @@ def result_row(stage: Stage, command: str) -> dict | None:
         "hyperparameters": relevant_hyperparameters(stage.method, summary.get("hyperparameters", {})),
         "code_commit": code_commit,
         # a run resumed across checkouts: the code of each part ({"from_step", "commit", "dirty"}), where recorded
-        "code_history": (summary.get("code") or {}).get("history") if stage.commit_recorded else None,
+        "code_history": code_history(summary) if stage.commit_recorded else None,
         # where the commit was not recorded: the commit that added the summary (its code is this one's or older)
         "summary_commit": None if code_commit else summary_commit(summary_path),
         "shared_machine": stage.shared_machine,  # its train_seconds are no cost measurement
@@ -147,8 +158,9 @@ def markdown_table(rows: list[dict]) -> str:
 def plot_results(rows: list[dict], path: Path, n_eval: int, n_autoattack: int) -> Figure:
     """Robust vs clean accuracy per model, and robust accuracy vs training wall time (log scale), saved as a PNG.
     Colour: method; stars: teachers; filled markers: PGD-20 on the first `n_eval` images (every model); hollow
-    markers joined to them: AutoAttack on the first `n_autoattack` (where measured). Each model is numbered (where the
-    number overlaps nothing drawn: `plotting.place_labels`), the key below the plots. Returns the figure."""
+    markers joined to them: AutoAttack on the first `n_autoattack` (where measured); pale on the wall-time panel: runs
+    trained beside other jobs (`shared_machine`: their wall time is no cost measurement). Each model is numbered
+    (where the number overlaps nothing drawn: `plotting.place_labels`), the key below the plots. Returns the figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -165,17 +177,18 @@ def plot_results(rows: list[dict], path: Path, n_eval: int, n_autoattack: int) -
         marker = "*" if row["role"] == "teacher" else "o"
         pgd20 = 100 * row["pgd20"]
         for axes, x in zip(axes_pair, (100 * row["clean"], row["train_seconds"] / 60)):
-            axes.scatter(x, pgd20, marker=marker, s=70, color=color)
+            alpha = SHARED_ALPHA if axes is axes_pair[1] and row.get("shared_machine") else 1.0
+            axes.scatter(x, pgd20, marker=marker, s=70, color=color, alpha=alpha)
             text = axes.annotate(str(number), (x, pgd20), xytext=(6, 0), textcoords="offset points", fontsize=7)
             labels[axes].append((text, around((x, pgd20))))
             if row["autoattack"] is not None:
                 autoattack = 100 * row["autoattack"]
-                axes.plot([x, x], [pgd20, autoattack], color=color, linewidth=1)
-                axes.scatter(x, autoattack, marker=marker, s=70, facecolors="none", edgecolors=color)
+                axes.plot([x, x], [pgd20, autoattack], color=color, linewidth=1, alpha=alpha)
+                axes.scatter(x, autoattack, marker=marker, s=70, facecolors="none", edgecolors=color, alpha=alpha)
     axes_pair[0].set(xlabel="clean accuracy (%)", ylabel="robust accuracy (%)", title="Robust vs clean accuracy")
     axes_pair[1].set(
         xlabel="training wall time (min, 2-core CPU, log scale)", ylabel="robust accuracy (%)",
-        title="Robustness vs training cost", xscale="log",
+        title="Robustness vs training cost\n(pale: trained beside other jobs, its wall time no cost)", xscale="log",
     )  # fmt: skip
     plain_log_ticks(axes_pair[1].xaxis)
     for axes in axes_pair:

@@ -24,6 +24,8 @@ there only, and students are given the teacher's published folder. The other sta
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import json
 import shlex
 import shutil
@@ -326,12 +328,19 @@ def train(stage: Stage, dataset: str, dry_run: bool) -> None:
         print(f"[skip] {stage.name}: trained")
         return
     command = stage.command(dataset)
-    print(f"[train] {stage.name}: {shlex.join(command)}", flush=True)
+    checkpoints = sorted(stage.output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    resumes = f" (resumes from {checkpoints[-1].name})" if checkpoints else ""
+    print(f"[train] {stage.name}{resumes}: {shlex.join(command)}", flush=True)
     if not dry_run:
         stage.output_dir.mkdir(parents=True, exist_ok=True)
-        with open(stage.output_dir / "train.log", "a") as log:
+        log_path = stage.output_dir / "train.log"
+        with open(log_path, "a") as log:
             executable = [str(Path(sys.executable).parent / "accelerate"), *command[1:]]
-            subprocess.run(executable, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
+            if returncode := subprocess.run(executable, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode:
+                raise SystemExit(
+                    f"[train] {stage.name} failed (exit {returncode}): its log is {log_path}. Rerunning this command "
+                    "resumes from the run's newest checkpoint."
+                )
         if not stage.publish:  # the package loads the folder; only published folders are repositories that load alone
             for pattern in MODEL_CODE:
                 for path in stage.output_dir.glob(pattern):
@@ -384,10 +393,11 @@ def evaluate(stage: Stage, dataset: str, key: str) -> None:
     announce(stage, plan)
     attacks, n, sweep, _ = plan
     progress = stage.output_dir / f"evaluation-progress-{key}"  # a killed evaluation resumes batch by batch
-    report = evaluate_robustness(
-        str(model_folder(stage.name)), dataset, attacks, n_examples=n, batch_size=250, seed=SEED, device="cpu",
-        eps_sweep=EPS_SWEEP if sweep else None, resume_dir=progress,
-    )  # fmt: skip
+    with contextlib.chdir(REPO):  # a relative dataset path means the same folder as in training (run from REPO)
+        report = evaluate_robustness(
+            str(model_folder(stage.name)), dataset, attacks, n_examples=n, batch_size=250, seed=SEED, device="cpu",
+            eps_sweep=EPS_SWEEP if sweep else None, resume_dir=progress,
+        )  # fmt: skip
     update_model_card(stage.output_dir, report, dataset_id=DATASET_ID)
     shutil.rmtree(progress, ignore_errors=True)
 
@@ -535,18 +545,22 @@ COST_GROUPS = {
     "kd, 40 epochs": ["wrn16-2-kd-t20-inmem-40ep"],
     "pgd-7 AT, 2 epochs": ["wrn16-2-pgd7-at-inmem-2ep"],
     "pgd-7 AT, 10 epochs": CLAIM_GROUPS["pgd-7 AT"],
+    "teacher": CLAIM_GROUPS["teacher"],
 }
+TEACHER_COST = ("teacher", "mixacm, 40 epochs", "pgd-7 AT, 10 epochs")  # teacher_cost_answer's groups (seed 0 each)
 COST_COMPARISONS = {
     "mixacm 40 - pgd-7 AT 10": ("mixacm, 40 epochs", "pgd-7 AT, 10 epochs"),
     "mixacm 10 - pgd-7 AT 2": ("mixacm, 10 epochs", "pgd-7 AT, 2 epochs"),
     "mixacm 40 - mixacm 10": ("mixacm, 40 epochs", "mixacm, 10 epochs, seeds 0-1"),
     "mixacm 40 - kd 40": ("mixacm, 40 epochs", "kd, 40 epochs"),
+    "mixacm 40 - teacher": ("mixacm, 40 epochs", "teacher"),
 }
 COST_QUESTIONS = {
     "mixacm 40 - pgd-7 AT 10": "At equal compute, is MixACM (40 epochs) more robust than PGD-7 AT (10 epochs)?",
     "mixacm 10 - pgd-7 AT 2": "At equal wall time, is MixACM (10 epochs) more robust than PGD-7 AT (2 epochs)?",
     "mixacm 40 - mixacm 10": "Is MixACM more robust after 40 epochs than after 10?",
     "mixacm 40 - kd 40": "After 40 epochs, is MixACM more robust than soft labels alone?",
+    "mixacm 40 - teacher": "After 40 epochs, is MixACM more robust than its teacher (whose training costs leave out)?",
 }
 EQUAL_COMPUTE_MARGIN = 0.05  # the claim's "within 5 AutoAttack points of PGD-7 AT"
 COST_STUDY: studies.Study = {
@@ -596,45 +610,66 @@ def seeds_so_far(summary: dict, label: str) -> str:
 
 
 def margin_answer(summary: dict) -> str:
-    """Whether MixACM at 40 epochs is within EQUAL_COMPUTE_MARGIN AutoAttack points of PGD-7 AT at 10 (equal
-    compute), from the pooled paired interval: shown (interval wholly above -margin), ruled out (wholly below), or
-    neither; "" while not measured."""
+    """MixACM at 40 epochs against PGD-7 AT at 10 (equal compute) on the pooled paired AutoAttack interval: whether
+    the difference lies within EQUAL_COMPUTE_MARGIN either way (shown: the interval inside (-margin, +margin); ruled
+    out: wholly outside it; else neither), and whether MixACM is above or below (the interval wholly on one side of
+    0); "" while not measured."""
     pooled = summary["comparisons"]["mixacm 40 - pgd-7 AT 10"].get("autoattack", {}).get("pooled")
     if not pooled or pooled.get("interval") is None:
         return ""
     low, high = pooled["interval"]
-    points = round(100 * EQUAL_COMPUTE_MARGIN)
-    verdict = (
-        f"within {points} points: shown" if low > -EQUAL_COMPUTE_MARGIN
-        else f"within {points} points: ruled out" if high < -EQUAL_COMPUTE_MARGIN
-        else f"within {points} points: neither shown nor ruled out"
+    margin = EQUAL_COMPUTE_MARGIN
+    within = (
+        "shown" if -margin < low and high < margin
+        else "ruled out" if low >= margin or high <= -margin
+        else "neither shown nor ruled out"
     )  # fmt: skip
+    side = "MixACM above: shown" if low > 0 else "MixACM below: shown" if high < 0 else "above or below: not shown"
     so_far = seeds_so_far(summary, "mixacm 40 - pgd-7 AT 10")
     return (
         f"- MixACM 40 epochs against PGD-7 AT 10 epochs (equal compute{', ' + so_far if so_far else ''}), AutoAttack "
-        f"{100 * pooled['difference']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]: {verdict}."
+        f"{100 * pooled['difference']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}] (paired, 95% interval over "
+        f"the first {N_AUTOATTACK} test images): within {round(100 * margin)} points either way: {within}; {side}."
+    )
+
+
+def teacher_cost_answer(rows: list[dict]) -> str:
+    """What the equal-compute costs leave out: the teacher's own training (its wall time on the idle machine,
+    `training_seconds`) and its AutoAttack, and the recipe's 40 epochs (seed 0) with it against PGD-7 AT's 10; ""
+    until all three are measured."""
+    by_name = {row["name"]: row for row in rows if row.get("autoattack") is not None}
+    teacher, recipe, adversarial = (by_name.get(COST_GROUPS[group][0]) for group in TEACHER_COST)
+    if not (teacher and recipe and adversarial):
+        return ""
+    minutes = {name: training_seconds(row) / 60 for name, row in zip(TEACHER_COST, (teacher, recipe, adversarial))}
+    with_teacher = minutes["teacher"] + minutes["mixacm, 40 epochs"]
+    return (
+        f"- The costs count the student's training only: the teacher (N-FGSM, {teacher['epochs']:g} epochs) took "
+        f"{minutes['teacher']:.0f} min and reaches {100 * teacher['autoattack']:.1f} AutoAttack itself; trained for "
+        f"this student alone, it brings the recipe's 40 epochs to {with_teacher:.0f} min against PGD-7 AT's "
+        f"{minutes['pgd-7 AT, 10 epochs']:.0f} for 10 (idle-machine wall times, as in the figure)."
     )
 
 
 def schedules_answer(summary: dict, rows: list[dict]) -> str:
-    """What longer schedules change in the recipe, on the measured numbers only: clean and AutoAttack accuracy (%, mean
-    +- std over the seeds AutoAttack measured) after each schedule, then the pooled paired AutoAttack differences of 40
-    epochs against 10 and against soft labels for 40 (points, 95% interval) once measured; "" while only 10 is."""
-    by_name = {row["name"]: row for row in rows}
-    measured = []
-    for epochs, group in SCHEDULES.items():
-        names = COST_GROUPS[group]
-        done = [by_name[name] for name in names if by_name.get(name, {}).get("autoattack") is not None]
-        if done:
-            clean, attacked = (
-                seed_statistics.format_mean_std(seed_statistics.mean_std([row[column] for row in done]))
-                for column in ("clean", "autoattack")
-            )
-            seeds = f"{len(done)} of {len(names)}" if len(done) < len(names) else f"{len(done)}"
-            plural = "s" if len(names) > 1 else ""
-            measured.append(f"{epochs} epochs {clean} clean, {attacked} AutoAttack ({seeds} seed{plural})")
-    if len(measured) < 2:
+    """What longer schedules change in the recipe, on the measured numbers only and never mixing seeds: for each
+    training seed a longer schedule has, AutoAttack and clean accuracy (%) after each of its schedules (those planned
+    but not yet measured say so), then the pooled paired AutoAttack differences of 40 epochs against 10 and against
+    soft labels for 40 (points, 95% interval) once measured; "" while only 10 epochs are."""
+    by_name = {row["name"]: row for row in rows if row.get("autoattack") is not None}
+    seed_of = {stage.name: stage.seed for stage in STAGES}
+    planned = {(epochs, seed_of[name]): name for epochs, group in SCHEDULES.items() for name in COST_GROUPS[group]}
+    longer = sorted({seed for epochs, seed in planned if epochs > min(SCHEDULES)})
+    if sum(name in by_name for name in planned.values()) < 2:
         return ""
+    by_seed = []
+    for seed in longer:
+        cells = [
+            f"{epochs} epochs {100 * row['autoattack']:.1f} ({100 * row['clean']:.1f})"
+            if (row := by_name.get(planned[epochs, seed])) else f"{epochs} epochs not yet measured"
+            for epochs in SCHEDULES if (epochs, seed) in planned
+        ]  # fmt: skip
+        by_seed.append(f"seed {seed}: {', '.join(cells)}")
     paired = []
     for label, text in SCHEDULE_COMPARISONS.items():
         pooled = summary["comparisons"][label].get("autoattack", {}).get("pooled")
@@ -642,14 +677,15 @@ def schedules_answer(summary: dict, rows: list[dict]) -> str:
             low, high = (100 * value for value in pooled["interval"])
             so_far = f" ({partial})" if (partial := seeds_so_far(summary, label)) else ""
             paired.append(f"{text} {100 * pooled['difference']:+.1f} points [{low:+.1f}, {high:+.1f}]{so_far}")
-    pairs = f"; AutoAttack at 40 epochs, paired on the images: {', '.join(paired)}" if paired else ""
-    return f"- Longer schedules of the recipe: {'; '.join(measured)}{pairs}."
+    pairs = f"; paired on the images at 40 epochs: {', '.join(paired)}" if paired else ""
+    return f"- Longer schedules of the recipe, AutoAttack (clean) % by training seed: {'; '.join(by_seed)}{pairs}."
 
 
-def equal_compute_markdown(summary: dict) -> str:
-    """The equal-compute block of the READMEs: the margin answer, then the paired answers and the groups."""
+def equal_compute_markdown(summary: dict, rows: list[dict]) -> str:
+    """The equal-compute block of the READMEs: the margin answer, the teacher's cost, then the paired answers and the
+    groups."""
     answers = seed_statistics.questions_markdown(summary, COST_QUESTIONS, N_EVAL, N_AUTOATTACK)
-    return "\n".join(filter(None, (margin_answer(summary), answers)))
+    return "\n".join(filter(None, (margin_answer(summary), teacher_cost_answer(rows), answers)))
 
 
 def headline_entries(rows: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -670,7 +706,14 @@ def report_of(name: str, attack: str) -> RobustnessReport | None:
     return reporting.measured(folder, "autoattack" if attack == "autoattack" else "fgsm")
 
 
-def write_results(dataset: str) -> list[dict]:
+def evaluated_dataset(stage: Stage) -> str:
+    """The dataset (path or Hub id, as given) the stage's clean/FGSM/PGD-20 evaluation recorded; DEFAULT_DATASET
+    while it has none."""
+    report = reporting.measured(stage.output_dir, "fgsm")
+    return report.dataset["name"] if report is not None else DEFAULT_DATASET
+
+
+def write_results() -> list[dict]:
     """Rewrite the results table, summary, plot and READMEs' results blocks from every complete stage; returns the
     rows.
 
@@ -682,7 +725,7 @@ def write_results(dataset: str) -> list[dict]:
     unknown = {name for groups in named for names in groups.values() for name in names} - stages
     if unknown:
         raise ValueError(f"Summary groups name models that are no stage: {sorted(unknown)}.")
-    rows = [reporting.result_row(stage, reproduce_command(stage, dataset)) for stage in STAGES]
+    rows = [reporting.result_row(stage, reproduce_command(stage, evaluated_dataset(stage))) for stage in STAGES]
     rows = [row for row in rows if row is not None]
     if not rows:
         return rows
@@ -713,9 +756,10 @@ def write_results(dataset: str) -> list[dict]:
     )  # fmt: skip
     studies.plot_cost(
         COST_STUDY, rows, RESULTS / "cifar10_cpu_cost.png", seconds_of=training_seconds,
-        title="AutoAttack against training cost, WRN-16-2 on CIFAR-10 (Linf 8/255, first "
-        f"{N_AUTOATTACK} test images; 95% intervals over the images)\nwall time: measured alone, or the run's steps at "
-        "the per-step time measured alone (benchmarks/method_cost.py); methods at one cost drawn side by side",
+        title=f"AutoAttack against training cost: WRN-16-2 students, CIFAR-10 (JPEG copy), Linf 8/255, first "
+        f"{N_AUTOATTACK} test images (95% intervals over the images)\none line per method and training seed; a "
+        "student's cost leaves out its teacher's (drawn as its own point)\nwall time: measured alone, or the run's "
+        "steps at the per-step time measured alone (benchmarks/method_cost.py)",
     )  # fmt: skip
     claim = seed_statistics.claim_markdown(summary, N_EVAL, N_AUTOATTACK)
     methods = studies.methods_markdown(METHODS_COMPARED, rows)
@@ -725,12 +769,14 @@ def write_results(dataset: str) -> list[dict]:
         reporting.replace_between_markers(readme, claim, CLAIM_MARKERS)
         reporting.replace_between_markers(readme, methods, METHODS_MARKERS)
         reporting.replace_between_markers(readme, answers, STUDIES_MARKERS)
-        reporting.replace_between_markers(readme, equal_compute_markdown(summary["equal_compute"]), COST_MARKERS)
+        reporting.replace_between_markers(readme, equal_compute_markdown(summary["equal_compute"], rows), COST_MARKERS)
         answer = margin_answer(summary["equal_compute"]) or (
             "- Not yet measured: the equal-compute models are still training or being evaluated (`docs/results.md`, "
             '"Does MixACM pay at equal compute?", says which records each answer waits for).'
         )
-        answer = "\n".join(filter(None, (answer, schedules_answer(summary["equal_compute"], rows))))
+        answer = "\n".join(
+            filter(None, (answer, teacher_cost_answer(rows), schedules_answer(summary["equal_compute"], rows)))
+        )
         reporting.replace_between_markers(readme, answer, COST_ANSWER_MARKERS)
     schedules = schedules_answer(summary["equal_compute"], rows).removeprefix("- ")
     comment = textwrap.fill(schedules, 117, initial_indent="# ", subsequent_indent="# ") + "\n" if schedules else ""
@@ -741,10 +787,34 @@ def write_results(dataset: str) -> list[dict]:
     return rows
 
 
+def dataset_problem(dataset: str) -> str | None:
+    """Why `dataset` (--dataset) can be no dataset to train and evaluate on: neither a folder (relative to the
+    repository) nor a valid Hub dataset id; None when it can be."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if dataset and (REPO / dataset).is_dir():
+        return None
+    try:
+        validate_repo_id(dataset)
+    except HFValidationError:
+        return (
+            f"--dataset {dataset!r} is neither a folder (a relative path is read from the repository, {REPO}) nor a "
+            f"Hub dataset id: give the CIFAR-10 folder (default {DEFAULT_DATASET}) or a Hub id such as uoft-cs/cifar10"
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="path (relative to the repo) or Hub id")
-    parser.add_argument("--only", nargs="+", help="Run only these stages, in this order (names as in STAGES).")
+    parser.add_argument(
+        "--dataset",
+        default=DEFAULT_DATASET,
+        help="CIFAR-10 folder (a relative path is read from the repository) or Hub id",
+    )
+    parser.add_argument(
+        "--only", nargs="+", action="extend", help="Run only these stages, in this order (names as in STAGES)."
+    )
     parser.add_argument(
         "--evaluations", nargs="+", choices=[*EVALUATIONS, "none"], default=EVALUATIONS,
         help="Which evaluations to run after training: fgsm (clean, FGSM, PGD-20) and/or autoattack (the slow one), "
@@ -754,9 +824,16 @@ def main(argv: list[str] | None = None) -> None:
         "--dry_run", action="store_true", help="Print what would run (trainings, evaluations), run none."
     )
     args = parser.parse_args(argv)
-    unknown = set(args.only or []) - {stage.name for stage in STAGES}
-    if unknown:
-        parser.error(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(stage.name for stage in STAGES)}")
+    if problem := dataset_problem(args.dataset):
+        parser.error(problem)
+    names = [stage.name for stage in STAGES]
+    if unknown := [name for name in dict.fromkeys(args.only or []) if name not in names]:
+        guesses = {name: difflib.get_close_matches(name, names, n=3, cutoff=0.6) for name in unknown}
+        said = "; ".join(
+            f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else "") for name, close in guesses.items()
+        )
+        parser.error(f"--only: unknown stage(s) {said}. `--dry_run` without --only lists what a full run does; the "
+                     f"stages are named in STAGES (benchmarks/reproduce_cifar10_cpu.py).")  # fmt: skip
     if "none" in args.evaluations and len(args.evaluations) > 1:
         parser.error(f"--evaluations none means no evaluation: give it alone, not with {args.evaluations}")
     evaluations = [] if args.evaluations == ["none"] else list(dict.fromkeys(args.evaluations))
@@ -783,7 +860,7 @@ def run(stages: list[Stage], dataset: str, dry_run: bool, evaluations: list[str]
         for stage in stages:
             evaluate(stage, dataset, key)
             publish(stage)
-            rows = write_results(dataset)
+            rows = write_results()
     print(reporting.markdown_table(rows) if rows else "no complete rows yet")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +26,10 @@ if TYPE_CHECKING:
 
 Study = dict[str, list[list[str]]]  # label -> points -> the names of the rows a point averages
 DODGE = 0.04  # methods' points at one cost are drawn this share of the panel's span of costs apart (room for a label)
+TITLE_WIDTH = 140  # characters of a title line in the cost figure (10-point type, 12 inches wide)
+SEED_DODGE = 0.25  # one method's seeds at one cost are drawn this share of DODGE apart
 PANELS = [("clean", "clean"), ("pgd20", "PGD-20"), ("autoattack", "AutoAttack")]
+LINE_STYLES = ["-", "--", ":", "-."]  # the cost figure's training seeds, in order
 
 
 def check_accuracies(values: Sequence[float]) -> list[float]:
@@ -170,17 +174,23 @@ def methods_markdown(entries: Sequence[tuple[str, list[str]]], rows: Sequence[di
     return "\n".join(lines)
 
 
-def autoattack_with_interval(rows: Sequence[dict]) -> tuple[float, float, float] | None:
-    """(mean, low, high) AutoAttack accuracy in percent over the rows that measured it: the mean over the seeds and
-    the 95% Wilson interval of their images pooled (test-image sampling only, not the variation between seeds);
-    None when none did."""
-    measured = [row for row in rows if row.get("autoattack") is not None]
-    if not measured:
+def autoattack_interval(row: dict) -> tuple[float, float, float] | None:
+    """(accuracy, low, high) of one run's AutoAttack in percent, with the 95% Wilson interval over its
+    `n_eval_autoattack` test images (test-image sampling only); None when it was not measured."""
+    if row.get("autoattack") is None:
         return None
-    values = check_accuracies([row["autoattack"] for row in measured])
-    successes = sum(round(value * row["n_eval_autoattack"]) for value, row in zip(values, measured))
-    low, high = wilson_interval(successes, sum(row["n_eval_autoattack"] for row in measured))
-    return 100 * statistics.fmean(values), 100 * low, 100 * high
+    (value,) = check_accuracies([row["autoattack"]])
+    low, high = wilson_interval(round(value * row["n_eval_autoattack"]), row["n_eval_autoattack"])
+    return 100 * value, 100 * low, 100 * high
+
+
+def slot(sharing: list[tuple[str, int]], key: tuple[str, int]) -> float:
+    """Where the series `key` (method, seed) is drawn among the series `sharing` a cost, in DODGE steps from the cost:
+    methods DODGE apart, centred on it, and one method's seeds SEED_DODGE of a step apart around its place."""
+    methods = list(dict.fromkeys(method for method, _ in sharing))
+    seeds = [other for other in sharing if other[0] == key[0]]
+    place = methods.index(key[0]) - (len(methods) - 1) / 2
+    return place + SEED_DODGE * (seeds.index(key) - (len(seeds) - 1) / 2)
 
 
 def plot_cost(
@@ -192,16 +202,22 @@ def plot_cost(
     title: str,
 ) -> Figure:
     """AutoAttack accuracy against training cost: one panel with the cost in backward passes per image x epochs,
-    one in wall time (`seconds_of(row)`, minutes); one line per study label (a method) through its points (its
-    schedules), each with its 95% interval (`autoattack_with_interval`) and labelled with its epochs. Points of
-    several methods at the same cost are drawn side by side (DODGE apart); each label goes beside its point or above
-    or below its interval, where it overlaps nothing drawn (`plotting.place_labels`). Saved as PNG; returns the
-    figure."""
+    one in wall time (`seconds_of(row)`, minutes). Every run is its own point with its 95% interval
+    (`autoattack_interval`); a line joins one method's (study label's) schedules of one training seed (color: method,
+    line style: seed), so a line never mixes seeds. Each method's schedule is labelled with its epochs once. Points at
+    the same cost are drawn side by side (`slot`); each label goes beside its point or above or below its interval,
+    where it overlaps nothing drawn (`plotting.place_labels`). Runs the study names whose AutoAttack `rows` lack are
+    listed under the title as not yet measured; title lines are wrapped at TITLE_WIDTH characters. Saved as PNG;
+    returns the figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     by_name = {row["name"]: row for row in rows}
-    figure = Figure(figsize=(12, 5.4))
+    named = {label: [n for names in points for n in names] for label, points in study.items()}
+    seeds = sorted({by_name[n]["seed"] for names in named.values() for n in names if n in by_name})
+    styles = {seed: LINE_STYLES[index % len(LINE_STYLES)] for index, seed in enumerate(seeds)}
+    figure = Figure(figsize=(12, 5.6))
     FigureCanvasAgg(figure)
     panels = [
         (lambda row: row["backward_passes_per_image"] * row["epochs"], "backward passes per image x epochs"),
@@ -209,35 +225,30 @@ def plot_cost(
     ]
     placed = []
     for axes, (x_of, xlabel) in zip(figure.subplots(1, 2, sharey=True), panels):
-        series = {}
+        series = {}  # (method, seed) -> (color, [(cost, epochs, labelled, (accuracy, low, high))])
         for color, (label, points) in enumerate(study.items()):
-            found = [[by_name[n] for n in names if n in by_name] for names in points]
-            measured = [
-                (x_of(p[0]), p[0]["epochs"], value) for p in found if p and (value := autoattack_with_interval(p))
-            ]
-            measured = [point for point in measured if point[0] > 0]  # a log axis has no place for no cost
-            if measured:
-                series[label] = (color, sorted(measured))
-        ties: dict[float, list[str]] = {}
-        labels = []  # each point's label and its places (`plotting.place_labels`), placed once the layout is final
-        for label, (_, measured) in series.items():
-            for x, _, _ in measured:
-                ties.setdefault(round(math.log10(x), 3), []).append(label)
-        costs = [x for _, measured in series.values() for x, _, _ in measured]
+            for names in points:
+                found = [by_name[n] for n in names if n in by_name]
+                measured = [(row, value) for row in found if (value := autoattack_interval(row)) and x_of(row) > 0]
+                for index, (row, value) in enumerate(measured):  # a log axis has no place for no cost
+                    point = (x_of(row), row["epochs"], index == 0, value)
+                    series.setdefault((label, row["seed"]), (color, []))[1].append(point)
+        ties: dict[float, list[tuple[str, int]]] = {}
+        for key, (_, measured) in series.items():
+            for x, *_ in measured:
+                ties.setdefault(round(math.log10(x), 3), []).append(key)
+        costs = [x for _, measured in series.values() for x, *_ in measured]
         span = math.log10(max(costs) / min(costs)) if len(ties) > 1 else 1.0  # the panel's costs, in decades
-        for label, (color, measured) in series.items():
-            sharing = [ties[round(math.log10(x), 3)] for x, _, _ in measured]  # the series at each point's cost
-            xs = [
-                x * 10 ** (DODGE * span * (at.index(label) - (len(at) - 1) / 2))
-                for (x, _, _), at in zip(measured, sharing)
-            ]
-            means = [value[0] for _, _, value in measured]
-            errors = [
-                [value[0] - value[1] for _, _, value in measured],
-                [value[2] - value[0] for _, _, value in measured],
-            ]
-            axes.errorbar(xs, means, yerr=errors, marker="o", capsize=4, color=f"C{color}", label=label)
-            for x, (_, epochs, value) in zip(xs, measured):
+        labels = []  # each point's label and its places (`plotting.place_labels`), placed once the layout is final
+        for key, (color, measured) in series.items():
+            measured.sort()
+            xs = [x * 10 ** (DODGE * span * slot(ties[round(math.log10(x), 3)], key)) for x, *_ in measured]
+            means = [value[0] for *_, value in measured]
+            errors = [[value[0] - value[1] for *_, value in measured], [value[2] - value[0] for *_, value in measured]]
+            axes.errorbar(xs, means, yerr=errors, marker="o", capsize=4, color=f"C{color}", linestyle=styles[key[1]])
+            for x, (_, epochs, labelled, value) in zip(xs, measured):
+                if not labelled:
+                    continue
                 text = axes.annotate(
                     f"{epochs:g} ep", (x, value[0]), xytext=(6, 0), textcoords="offset points", fontsize=7,
                     color=f"C{color}",
@@ -255,9 +266,18 @@ def plot_cost(
         axes.grid(alpha=0.3)
         placed.append((axes, labels))
     figure.axes[0].set_ylabel("AutoAttack accuracy (%)")
-    handles, labels = figure.axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, fontsize=8, loc="lower center", ncols=len(labels))  # clear of every point
-    figure.suptitle(title, fontsize=10)
+    handles = [
+        Line2D([], [], color=f"C{color}", marker="o", label=label)
+        for color, (label, names) in enumerate(named.items())
+        if any(by_name.get(n, {}).get("autoattack") is not None for n in names)
+    ]
+    handles += [Line2D([], [], color="0.4", linestyle=styles[seed], label=f"seed {seed}") for seed in seeds]
+    figure.legend(handles=handles, fontsize=8, loc="lower center", ncols=len(handles))  # clear of every point
+    pending = [n for names in named.values() for n in names if by_name.get(n, {}).get("autoattack") is None]
+    if pending:
+        title += f"\nnot yet measured: {', '.join(pending)}"
+    lines = [wrapped for line in title.split("\n") for wrapped in textwrap.wrap(line, TITLE_WIDTH) or [""]]
+    figure.suptitle("\n".join(lines), fontsize=10)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     for axes, labels in placed:
         place_labels(figure, axes, labels)

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 LOCK_TIMEOUT_SECONDS = 600.0
 
@@ -61,6 +61,26 @@ def locked(path: str | os.PathLike, timeout: float = LOCK_TIMEOUT_SECONDS) -> It
     path = Path(path)
     with FileLock(str(path.parent / f".{path.name}.lock"), timeout=timeout):
         yield
+
+
+@contextlib.contextmanager
+def held_alone(folder: str | os.PathLike, flag: str) -> Iterator[None]:
+    """Hold `folder` (given by the flag `flag`) for one process at a time (`locked` without waiting) while the body
+    runs; the lock goes with the process, so a killed run leaves none behind.
+
+    Raises:
+        BlockingIOError: another process holds it (the message names `flag` and what to do).
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with locked(folder, timeout=0):
+            yield
+    except Timeout:
+        raise BlockingIOError(
+            f"{flag} {folder} is in use by another run (it holds {folder.parent / f'.{folder.name}.lock'}): wait "
+            f"for that run to end, or pass another {flag}."
+        ) from None
 
 
 def replace_marked_block(text: str, block: str, start: str, end: str) -> str | None:

@@ -54,17 +54,22 @@ class RunSettings(TrainerCallback, ExportableState):
         state.stateful_callbacks.setdefault(type(self).__name__, self.state())
 
 
+UNRECORDED = {"from_step": 0, "commit": None, "dirty": None}  # the part before a checkpoint that records its code
+
+
 class CodeHistory(TrainerCallback, ExportableState):
     """The code that trained each part of a run resumed across checkouts: `parts`, one {"from_step", "commit",
     "dirty"} (`provenance.code_commit`) per run whose commit or dirty flag differs from the part before (two dirty
     parts of one commit count as one; saved in checkpoints, restored on resume). A checkpoint written before this
-    record starts its history at the step it resumes from."""
+    record starts its history with the steps before it as unrecorded (`UNRECORDED`, from step 0)."""
 
     def __init__(self) -> None:
         self.parts: list[dict[str, Any]] = []
 
     def on_train_begin(self, args, state, control, **kwargs) -> None:
         code = dict(code_commit())
+        if not self.parts and state.global_step > 0:  # resumed from a checkpoint without the record
+            self.parts.append(dict(UNRECORDED))
         if not self.parts or {key: self.parts[-1].get(key) for key in code} != code:
             self.parts.append({"from_step": state.global_step, **code})
         # a checkpoint without a record has no entry, which `Trainer` needs to save the record

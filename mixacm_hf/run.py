@@ -3,6 +3,7 @@ arguments are in `run_args` (re-exported here)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import torch
 from transformers import PreTrainedModel, TrainerCallback, set_seed
 
 from .data import class_names, collate_image_batch, decode_all, label_order, load_image_dataset, model_class_names
-from .files import atomic_write_text
+from .files import atomic_write_text, held_alone
 from .hub import push_robust_model, write_model_card
 from .provenance import code_commit, package_versions
 from .resume import CodeHistory, RunSettings, resume_checkpoint
@@ -132,7 +133,21 @@ def run_mixacm(
     callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
     """Train a student with `training_args.method`, evaluate its clean and robust accuracy, save it with its model
-    card, push it with `--push_to_hub` (one commit; `HubPushError` when that fails) and return a summary."""
+    card, push it with `--push_to_hub` (one commit; `HubPushError` when that fails) and return a summary. The run
+    holds its --output_dir alone (`files.held_alone`: a second run into it is refused before any work)."""
+    alone = held_alone(training_args.output_dir, "--output_dir") if training_args.process_index == 0 else None
+    with alone or contextlib.nullcontext():
+        return train_and_report(model_args, data_args, training_args, eval_args, callbacks)
+
+
+def train_and_report(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: MixACMTrainingArguments,
+    eval_args: EvaluationArguments | None,
+    callbacks: Sequence[TrainerCallback],
+) -> dict[str, Any]:
+    """`run_mixacm`'s work, once its --output_dir is held."""
     eval_args = eval_args or EvaluationArguments()
     fold_deprecated(data_args, eval_args)
     check_arguments(model_args, data_args, training_args, eval_args, callbacks)

@@ -401,3 +401,20 @@ def test_per_example_records_keep_the_split_rows_when_bad_rows_are_skipped(tmp_p
         expected = [bool(model(dataset[i]["pixel_values"][None]).logits.argmax(1) == dataset[i]["labels"])
                     for i in range(4)]  # fmt: skip
     assert report.per_example["clean"] == expected
+
+
+def test_a_second_run_into_an_output_dir_in_use_is_refused_before_any_work(tmp_path):
+    """Two runs into one --output_dir would overwrite each other's checkpoints: while one holds it (the lock goes with
+    its process), another exits naming the flag, and writes nothing there; once it is free, the run goes ahead."""
+    from mixacm_hf.files import locked
+    from training.run_mixacm import main
+
+    folder = write_dataset(tmp_path / "data", {"train": plain_images(8), "test": plain_images(4)})
+    out = tmp_path / "out"
+    with locked(out, timeout=0):  # as the other run holds it
+        with pytest.raises(SystemExit) as exit_:
+            main(tiny_run_argv(folder, out))
+    assert f"--output_dir {out} is in use by another run" in str(exit_.value.code)
+    assert not out.exists()
+    main(tiny_run_argv(folder, out))
+    assert (out / "model.safetensors").is_file()

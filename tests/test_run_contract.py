@@ -144,8 +144,10 @@ def test_a_checkpoint_without_a_record_resumes_with_a_warning(crashed, caplog):
     assert f"{out / 'checkpoint-2'} records no run settings (written by an older version)" in caplog.text
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())  # its next checkpoint records them
     assert state["stateful_callbacks"]["RunSettings"]["args"]["settings"]["learning_rate"] == 0.5
-    part = {"from_step": 2, **code_commit()}  # the history starts where the recording part resumed
-    assert state["stateful_callbacks"]["CodeHistory"]["attributes"]["parts"] == summary["code"]["history"] == [part]
+    parts = [  # the steps before the recording part are said to be unrecorded, not left out
+        {"from_step": 0, "commit": None, "dirty": None}, {"from_step": 2, **code_commit()}
+    ]  # fmt: skip
+    assert state["stateful_callbacks"]["CodeHistory"]["attributes"]["parts"] == summary["code"]["history"] == parts
 
 
 # -- the evaluation's budgets: those of the run's threat model --------------------------------------------------------

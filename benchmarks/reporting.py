@@ -35,6 +35,7 @@ PAPER_TABLE3 = {
     "mixacm-no-mixup": (90.47, 56.98, 40.69, 36.42),
     "mixacm": (89.93, 59.48, 48.09, 43.64),
 }
+LATER_KEYS = ("shared_machine",)  # written into a run's train_summary.json after it trained, by the reproduction
 SHARED_ALPHA = 0.3  # the opacity of runs trained beside other jobs on the wall-time panel
 METHOD_COLORS = {
     "natural": "C7", "kd": "C3", "mixacm-no-mixup": "C4", "mixacm": "C0", "pgd-at": "C2", "n-fgsm": "C8",
@@ -65,13 +66,22 @@ def measured(run_folder: Path, attack: str) -> RobustnessReport | None:
 
 
 def summary_commit(summary_path: Path) -> str | None:
-    """The git commit that committed `summary_path` as it is (None outside a git checkout or if uncommitted): for a
-    run trained before training summaries recorded their code's commit, its code is this commit's or older."""
-    log = subprocess.run(
-        ["git", "log", "-1", "--format=%H", "--", summary_path.name],
-        cwd=summary_path.parent, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    return log.stdout.strip() or None if log.returncode == 0 else None
+    """The git commit that first committed `summary_path` with its content as it is, the keys added after the run
+    (`LATER_KEYS`) aside (None outside a git checkout or if uncommitted): for a run trained before training summaries
+    recorded their code's commit, its code is this commit's or older."""
+
+    def content(text: str) -> dict:
+        return {key: value for key, value in json.loads(text).items() if key not in LATER_KEYS}
+
+    git = {"cwd": summary_path.parent, "capture_output": True, "text": True, "check": False}
+    log = subprocess.run(["git", "log", "--format=%H", "--", summary_path.name], **git)
+    current, found = content(summary_path.read_text()), None
+    for commit in log.stdout.split() if log.returncode == 0 else []:  # newest first, back while the content holds
+        shown = subprocess.run(["git", "show", f"{commit}:./{summary_path.name}"], **git)
+        if shown.returncode != 0 or content(shown.stdout) != current:
+            break
+        found = commit
+    return found
 
 
 def code_history(summary: dict) -> list[dict] | None:

@@ -341,10 +341,20 @@ def train(stage: Stage, dataset: str, dry_run: bool) -> None:
                     f"[train] {stage.name} failed (exit {returncode}): its log is {log_path}. Rerunning this command "
                     "resumes from the run's newest checkpoint."
                 )
+        mark_shared(stage)
         if not stage.publish:  # the package loads the folder; only published folders are repositories that load alone
             for pattern in MODEL_CODE:
                 for path in stage.output_dir.glob(pattern):
                     path.unlink()
+
+
+def mark_shared(stage: Stage) -> None:
+    """Record in a trained stage's train_summary.json that it shared the machine (`Stage.shared_machine`), so its
+    card says its wall time is no cost measurement and the leaderboard leaves it out."""
+    path = stage.output_dir / "train_summary.json"
+    summary = json.loads(path.read_text())
+    if stage.shared_machine and not summary.get("shared_machine"):
+        atomic_write_text(path, json.dumps({**summary, "shared_machine": True}, indent=2))
 
 
 def evaluation_plan(stage: Stage, key: str, planned: bool = False) -> tuple[list[str], int, bool, str] | None:

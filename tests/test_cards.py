@@ -331,3 +331,19 @@ def test_a_teacher_of_unknown_robustness_is_said_to_be_so_for_its_kind(model_and
         save_robust_model(model, tmp_path / "model", [report], summary)
         text = " ".join(ModelCard.load(tmp_path / "model" / "README.md").text.split())
         assert f"Its own robust accuracy is not known here ({reason})." in text
+
+
+def test_a_run_that_shared_the_machine_says_so_and_gives_the_leaderboard_no_cost(model_and_report, tmp_path):
+    """A wall time measured beside other jobs is no cost: the card says so next to it, and the leaderboard's facts
+    leave it out (its cost column then shows epochs and backward passes only)."""
+    model, report = model_and_report
+    for shared, folder in ((False, tmp_path / "alone"), (True, tmp_path / "shared")):
+        save_robust_model(model, folder, [report], {**SUMMARY, "train_seconds": 5400.0, "shared_machine": shared})
+        card = ModelCard.load(folder / "README.md")
+        wall_time = next(line for line in card.text.splitlines() if line.startswith("| Wall time |"))
+        facts = card.data.to_dict()["mixacm"]
+        if shared:
+            assert wall_time.endswith("(x1); trained beside other jobs: no cost measurement |")
+            assert "train_seconds" not in facts
+        else:
+            assert "no cost measurement" not in wall_time and facts["train_seconds"] == 5400.0

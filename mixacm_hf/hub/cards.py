@@ -161,6 +161,7 @@ def _training(summary: dict[str, Any] | None) -> dict[str, Any] | None:
         "epochs": summary.get("epochs"),
         "steps": summary.get("steps"),
         "wall_time": format_duration(summary["train_seconds"]),
+        "wall_time_note": "; trained beside other jobs: no cost measurement" if summary.get("shared_machine") else "",
         "device": summary.get("device"),
         "world_size": summary.get("world_size", 1),
         "backward_passes": summary.get("backward_passes_per_image"),
@@ -204,7 +205,8 @@ def _card_facts(architecture: str, params: int | None, summary: dict[str, Any] |
     facts = {
         "architecture": architecture, "params": params, "method": summary.get("method"),
         "teacher": summary.get("teacher"), "epochs": summary.get("epochs"),
-        "train_seconds": summary.get("train_seconds"), "device": summary.get("device"),
+        "train_seconds": None if summary.get("shared_machine") else summary.get("train_seconds"),  # no cost then
+        "device": summary.get("device"),
         "backward_passes_per_image": summary.get("backward_passes_per_image"),
     }  # fmt: skip
     return {key: value for key, value in facts.items() if value is not None}

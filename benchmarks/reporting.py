@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -93,9 +93,10 @@ def code_history(summary: dict) -> list[dict] | None:
     return history
 
 
-def result_row(stage: Stage, command: str) -> dict | None:
+def result_row(stage: Stage, command: Callable[[str], str]) -> dict | None:
     """One row of results/cifar10_cpu.json from the stage's run folder (train_summary.json and robustness.json), or
-    None while the stage is untrained or its clean/FGSM/PGD-20 evaluation is missing. `command` reproduces the row."""
+    None while the stage is untrained or its clean/FGSM/PGD-20 evaluation is missing. `command(dataset)` reproduces
+    the row, given the dataset its evaluation recorded (a path or Hub id, as given)."""
     summary_path = stage.output_dir / "train_summary.json"
     report = measured(stage.output_dir, "fgsm") if summary_path.exists() else None
     if report is None:
@@ -130,7 +131,7 @@ def result_row(stage: Stage, command: str) -> dict | None:
         # where the commit was not recorded: the commit that added the summary (its code is this one's or older)
         "summary_commit": None if code_commit else summary_commit(summary_path),
         "shared_machine": stage.shared_machine,  # its train_seconds are no cost measurement
-        "command": command,
+        "command": command(report.dataset["name"]),
         # the training command the run recorded: every flag, including those that are no method hyperparameter
         # (gradient clipping, input pipeline, teacher compilation)
         "train_command": summary.get("command"),

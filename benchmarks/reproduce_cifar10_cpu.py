@@ -27,13 +27,17 @@ import argparse
 import contextlib
 import difflib
 import json
+import os
 import shlex
 import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as `python benchmarks/reproduce_cifar10_cpu.py`: make `benchmarks` importable
@@ -42,6 +46,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/reproduce_cifar10_cpu
 from benchmarks import reporting, seed_statistics, studies  # noqa: E402
 from mixacm_hf.files import atomic_write_text, replace_marked_block  # noqa: E402
 from mixacm_hf.methods import METHODS  # noqa: E402
+from mixacm_hf.resume import resume_checkpoint  # noqa: E402
 from mixacm_hf.robustness import RobustnessReport  # noqa: E402
 
 RUNS = REPO / "benchmarks" / "runs"
@@ -326,10 +331,12 @@ STAGES = [
 def train(stage: Stage, dataset: str, dry_run: bool) -> None:
     if (stage.output_dir / "train_summary.json").exists():
         print(f"[skip] {stage.name}: trained")
+        if not dry_run:
+            mark_shared(stage)  # also a run whose end-of-run evaluation failed after it saved its model
         return
     command = stage.command(dataset)
-    checkpoints = sorted(stage.output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
-    resumes = f" (resumes from {checkpoints[-1].name})" if checkpoints else ""
+    checkpoint = resume_checkpoint(SimpleNamespace(resume_from_checkpoint="last", output_dir=stage.output_dir))
+    resumes = f" (resumes from {Path(checkpoint).name})" if checkpoint else ""
     print(f"[train] {stage.name}{resumes}: {shlex.join(command)}", flush=True)
     if not dry_run:
         stage.output_dir.mkdir(parents=True, exist_ok=True)
@@ -339,7 +346,8 @@ def train(stage: Stage, dataset: str, dry_run: bool) -> None:
             if returncode := subprocess.run(executable, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode:
                 raise SystemExit(
                     f"[train] {stage.name} failed (exit {returncode}): its log is {log_path}. Rerunning this command "
-                    "resumes from the run's newest checkpoint."
+                    "resumes the training from its newest checkpoint, or, once the run has saved its model "
+                    "(train_summary.json), goes on to the evaluations."
                 )
         mark_shared(stage)
         if not stage.publish:  # the package loads the folder; only published folders are repositories that load alone
@@ -349,12 +357,31 @@ def train(stage: Stage, dataset: str, dry_run: bool) -> None:
 
 
 def mark_shared(stage: Stage) -> None:
-    """Record in a trained stage's train_summary.json that it shared the machine (`Stage.shared_machine`), so its
-    card says its wall time is no cost measurement and the leaderboard leaves it out."""
+    """Record in a trained stage's train_summary.json that it shared the machine (`Stage.shared_machine`) and
+    re-render its card, which then says its wall time is no cost measurement (the leaderboard leaves it out)."""
+    from mixacm_hf.hub import load_reports, write_model_card
+
     path = stage.output_dir / "train_summary.json"
     summary = json.loads(path.read_text())
-    if stage.shared_machine and not summary.get("shared_machine"):
-        atomic_write_text(path, json.dumps({**summary, "shared_machine": True}, indent=2))
+    if not stage.shared_machine or summary.get("shared_machine"):
+        return
+    summary["shared_machine"] = True
+    atomic_write_text(path, json.dumps(summary, indent=2))
+    if (stage.output_dir / "README.md").is_file():
+        repo_id = str(stage.output_dir.relative_to(REPO))
+        write_model_card(stage.output_dir, load_reports(stage.output_dir), summary, repo_id=repo_id,
+                         dataset_id=DATASET_ID)  # fmt: skip
+
+
+@contextlib.contextmanager
+def in_repository() -> Iterator[None]:
+    """Run the body with the repository as the working directory (as the trainings run), then return."""
+    before = os.getcwd()
+    os.chdir(REPO)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def evaluation_plan(stage: Stage, key: str, planned: bool = False) -> tuple[list[str], int, bool, str] | None:
@@ -403,7 +430,7 @@ def evaluate(stage: Stage, dataset: str, key: str) -> None:
     announce(stage, plan)
     attacks, n, sweep, _ = plan
     progress = stage.output_dir / f"evaluation-progress-{key}"  # a killed evaluation resumes batch by batch
-    with contextlib.chdir(REPO):  # a relative dataset path means the same folder as in training (run from REPO)
+    with in_repository():  # a relative dataset path means the same folder as in training (run from REPO)
         report = evaluate_robustness(
             str(model_folder(stage.name)), dataset, attacks, n_examples=n, batch_size=250, seed=SEED, device="cpu",
             eps_sweep=EPS_SWEEP if sweep else None, resume_dir=progress,
@@ -570,7 +597,7 @@ COST_QUESTIONS = {
     "mixacm 10 - pgd-7 AT 2": "At equal wall time, is MixACM (10 epochs) more robust than PGD-7 AT (2 epochs)?",
     "mixacm 40 - mixacm 10": "Is MixACM more robust after 40 epochs than after 10?",
     "mixacm 40 - kd 40": "After 40 epochs, is MixACM more robust than soft labels alone?",
-    "mixacm 40 - teacher": "After 40 epochs, is MixACM more robust than its teacher (whose training costs leave out)?",
+    "mixacm 40 - teacher": "After 40 epochs, is MixACM more robust than its teacher (not counted in the costs)?",
 }
 EQUAL_COMPUTE_MARGIN = 0.05  # the claim's "within 5 AutoAttack points of PGD-7 AT"
 COST_STUDY: studies.Study = {
@@ -659,7 +686,8 @@ def teacher_cost_answer(rows: list[dict]) -> str:
         f"- The costs count the student's training only: the teacher (N-FGSM, {teacher['epochs']:g} epochs) took "
         f"{minutes['teacher']:.0f} min and reaches {100 * teacher['autoattack']:.1f} AutoAttack itself; trained for "
         f"this student alone, it brings the recipe's 40 epochs to {with_teacher:.0f} min against PGD-7 AT's "
-        f"{minutes['pgd-7 AT, 10 epochs']:.0f} for 10 (idle-machine wall times, as in the figure)."
+        f"{minutes['pgd-7 AT, 10 epochs']:.0f} for 10 (wall times alone on the machine as each trained, as in the "
+        "figure: measured, or the run's steps at its per-step time measured alone)."
     )
 
 
@@ -672,7 +700,7 @@ def schedules_answer(summary: dict, rows: list[dict]) -> str:
     seed_of = {stage.name: stage.seed for stage in STAGES}
     planned = {(epochs, seed_of[name]): name for epochs, group in SCHEDULES.items() for name in COST_GROUPS[group]}
     longer = sorted({seed for epochs, seed in planned if epochs > min(SCHEDULES)})
-    if sum(name in by_name for name in planned.values()) < 2:
+    if not any(epochs > min(SCHEDULES) and name in by_name for (epochs, _), name in planned.items()):
         return ""
     by_seed = []
     for seed in longer:
@@ -718,13 +746,6 @@ def report_of(name: str, attack: str) -> RobustnessReport | None:
     return reporting.measured(folder, "autoattack" if attack == "autoattack" else "fgsm")
 
 
-def evaluated_dataset(stage: Stage) -> str:
-    """The dataset (path or Hub id, as given) the stage's clean/FGSM/PGD-20 evaluation recorded; DEFAULT_DATASET
-    while it has none."""
-    report = reporting.measured(stage.output_dir, "fgsm")
-    return report.dataset["name"] if report is not None else DEFAULT_DATASET
-
-
 def write_results() -> list[dict]:
     """Rewrite the results table, summary, plot and READMEs' results blocks from every complete stage; returns the
     rows.
@@ -737,7 +758,7 @@ def write_results() -> list[dict]:
     unknown = {name for groups in named for names in groups.values() for name in names} - stages
     if unknown:
         raise ValueError(f"Summary groups name models that are no stage: {sorted(unknown)}.")
-    rows = [reporting.result_row(stage, reproduce_command(stage, evaluated_dataset(stage))) for stage in STAGES]
+    rows = [reporting.result_row(stage, partial(reproduce_command, stage)) for stage in STAGES]
     rows = [row for row in rows if row is not None]
     if not rows:
         return rows
@@ -799,21 +820,24 @@ def write_results() -> list[dict]:
     return rows
 
 
+DATASET_HINT = f"give the CIFAR-10 folder (default {DEFAULT_DATASET}) or a Hub id such as uoft-cs/cifar10"
+
+
 def dataset_problem(dataset: str) -> str | None:
-    """Why `dataset` (--dataset) can be no dataset to train and evaluate on: neither a folder (relative to the
-    repository) nor a valid Hub dataset id; None when it can be."""
+    """Why `dataset` (--dataset) can be no dataset to train and evaluate on, None when it can be: a path (starting
+    with ".", "/" or "~", or naming something that exists; a relative one is read from the repository) must be a
+    folder, anything else a valid Hub dataset id."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
-    if dataset and (REPO / dataset).is_dir():
-        return None
+    where = f"a relative path is read from the repository, {REPO}"
+    folder = REPO / Path(dataset).expanduser()
+    if dataset.startswith((".", "/", "~")) or (dataset and folder.exists()):
+        return None if folder.is_dir() else f"--dataset {dataset!r}: no such folder ({where}); {DATASET_HINT}"
     try:
         validate_repo_id(dataset)
     except HFValidationError:
-        return (
-            f"--dataset {dataset!r} is neither a folder (a relative path is read from the repository, {REPO}) nor a "
-            f"Hub dataset id: give the CIFAR-10 folder (default {DEFAULT_DATASET}) or a Hub id such as uoft-cs/cifar10"
-        )
+        return f"--dataset {dataset!r} is neither a folder ({where}) nor a Hub dataset id; {DATASET_HINT}"
     return None
 
 

@@ -215,7 +215,8 @@ def plot_cost(
 
     by_name = {row["name"]: row for row in rows}
     named = {label: [n for names in points for n in names] for label, points in study.items()}
-    seeds = sorted({by_name[n]["seed"] for names in named.values() for n in names if n in by_name})
+    drawn = [by_name[n] for names in named.values() for n in names if autoattack_interval(by_name.get(n, {}))]
+    seeds = sorted({row["seed"] for row in drawn})
     styles = {seed: LINE_STYLES[index % len(LINE_STYLES)] for index, seed in enumerate(seeds)}
     figure = Figure(figsize=(12, 5.6))
     FigureCanvasAgg(figure)
@@ -276,7 +277,11 @@ def plot_cost(
     pending = [n for names in named.values() for n in names if by_name.get(n, {}).get("autoattack") is None]
     if pending:
         title += f"\nnot yet measured: {', '.join(pending)}"
-    lines = [wrapped for line in title.split("\n") for wrapped in textwrap.wrap(line, TITLE_WIDTH) or [""]]
+    lines = [
+        wrapped
+        for line in title.split("\n")
+        for wrapped in textwrap.wrap(line, TITLE_WIDTH, break_on_hyphens=False) or [""]
+    ]
     figure.suptitle("\n".join(lines), fontsize=10)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     for axes, labels in placed:

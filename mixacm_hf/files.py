@@ -65,22 +65,32 @@ def locked(path: str | os.PathLike, timeout: float = LOCK_TIMEOUT_SECONDS) -> It
 
 @contextlib.contextmanager
 def held_alone(folder: str | os.PathLike, flag: str) -> Iterator[None]:
-    """Hold `folder` (given by the flag `flag`) for one process at a time (`locked` without waiting) while the body
-    runs; the lock goes with the process, so a killed run leaves none behind.
+    """Hold `folder` (given by the flag `flag`) for one process at a time while the body runs: a lock file
+    `.<name>.lock` beside it (inside it when its parent is read-only), taken without waiting; the lock goes with the
+    process, so a killed run leaves none behind. Only taking the lock is refused: errors of the body pass as they are.
 
     Raises:
         BlockingIOError: another process holds it (the message names `flag` and what to do).
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder.parent / f".{folder.name}.lock"))
     try:
-        with locked(folder, timeout=0):
-            yield
+        try:
+            lock.acquire(timeout=0)
+        except PermissionError:  # a writable folder under a read-only parent
+            folder.mkdir(exist_ok=True)
+            lock = FileLock(str(folder / f".{folder.name}.lock"))
+            lock.acquire(timeout=0)
     except Timeout:
         raise BlockingIOError(
-            f"{flag} {folder} is in use by another run (it holds {folder.parent / f'.{folder.name}.lock'}): wait "
-            f"for that run to end, or pass another {flag}."
+            f"{flag} {folder} is in use by another run (it holds {lock.lock_file}): wait for that run to end, or "
+            f"pass another {flag}."
         ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def replace_marked_block(text: str, block: str, start: str, end: str) -> str | None:

@@ -61,7 +61,8 @@ class CodeHistory(TrainerCallback, ExportableState):
     """The code that trained each part of a run resumed across checkouts: `parts`, one {"from_step", "commit",
     "dirty"} (`provenance.code_commit`) per run whose commit or dirty flag differs from the part before (two dirty
     parts of one commit count as one; saved in checkpoints, restored on resume). A checkpoint written before this
-    record starts its history with the steps before it as unrecorded (`UNRECORDED`, from step 0)."""
+    record (or whose record is not restored) starts its history with the steps before it as unrecorded (`UNRECORDED`,
+    from step 0)."""
 
     def __init__(self) -> None:
         self.parts: list[dict[str, Any]] = []

@@ -418,3 +418,20 @@ def test_a_second_run_into_an_output_dir_in_use_is_refused_before_any_work(tmp_p
     assert not out.exists()
     main(tiny_run_argv(folder, out))
     assert (out / "model.safetensors").is_file()
+
+
+def test_holding_an_output_dir_refuses_only_the_second_holder_not_the_bodys_own_errors(tmp_path):
+    """Only taking the lock is refused ("in use"); a lock timeout inside the run (a card lock, say) passes as it is,
+    and the folder is free again afterwards."""
+    from filelock import Timeout
+
+    from mixacm_hf.files import held_alone
+
+    out = tmp_path / "out"
+    with pytest.raises(Timeout):
+        with held_alone(out, "--output_dir"):
+            raise Timeout(str(tmp_path / "card.lock"))
+    with held_alone(out, "--output_dir"):
+        with pytest.raises(BlockingIOError, match=f"--output_dir {out} is in use by another run"):
+            with held_alone(out, "--output_dir"):
+                pass

@@ -6,7 +6,9 @@ import json
 import math
 import statistics
 import subprocess
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -36,17 +38,17 @@ def layout(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _report(accuracies: dict[str, float], n: int) -> dict:
+def _report(accuracies: dict[str, float], n: int, dataset: str = reproduction.DEFAULT_DATASET) -> dict:
     return RobustnessReport(
         clean_accuracy=0.6, robust_accuracy=accuracies, n_examples=n, eps=8 / 255, norm="Linf", attacks={},
-        seconds={}, seed=0,
+        seconds={}, seed=0, dataset={"name": dataset, "split": "test"},
     ).to_dict()  # fmt: skip
 
 
 def test_result_row_has_the_issue_keys_and_measured_values(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduction, "RUNS", tmp_path)
     stage = next(s for s in reproduction.STAGES if s.name == "wrn16-2-mixacm")
-    command = reproduction.reproduce_command(stage, reproduction.DEFAULT_DATASET)
+    command = partial(reproduction.reproduce_command, stage)  # given the dataset the evaluation recorded
     assert reporting.result_row(stage, command) is None  # not trained yet
     folder = tmp_path / stage.name
     folder.mkdir()
@@ -68,6 +70,8 @@ def test_result_row_has_the_issue_keys_and_measured_values(tmp_path, monkeypatch
     assert (row["autoattack"], row["n_eval_autoattack"]) == (0.31, 500)
     assert (row["train_seconds"], row["params"], row["seed"]) == (2400.0, 691674, 0)
     assert row["command"] == "python benchmarks/reproduce_cifar10_cpu.py --only wrn16-2-mixacm"
+    (folder / "robustness.json").write_text(json.dumps([_report({"fgsm": 0.4, "pgd-20": 0.35}, 1000, "org/cifar")]))
+    assert reporting.result_row(stage, command)["command"].endswith("--only wrn16-2-mixacm --dataset org/cifar")
     assert (row["teacher"], row["train_fraction"], row["code_commit"]) == ("teacher-wrn16-2-nfgsm", 1.0, "abc123")
     assert row["hyperparameters"] == {"alpha_acm": 5000.0, "seed": 0}  # as the card records them: no pgd_steps
     table = reporting.markdown_table([row])
@@ -290,6 +294,7 @@ def test_results_table_goes_between_the_readme_markers(tmp_path):
 
 
 def test_stages_train_first_then_quick_evaluations_then_autoattack(monkeypatch):
+    monkeypatch.setattr(reproduction, "dataset_problem", lambda dataset: None)  # no data is read here
     calls = []
     monkeypatch.setattr(reproduction, "train", lambda stage, dataset, dry_run: calls.append(("train", stage.name)))
     monkeypatch.setattr(reproduction, "evaluate", lambda stage, dataset, key: calls.append((key, stage.name)))
@@ -335,6 +340,7 @@ def test_a_dry_run_lists_the_evaluations_it_would_run_and_runs_nothing(layout, m
 
 
 def test_stage_and_evaluation_flags_refuse_empty_or_contradictory_lists_and_run_each_stage_once(monkeypatch, capsys):
+    monkeypatch.setattr(reproduction, "dataset_problem", lambda dataset: None)  # no data is read here
     calls = []
     monkeypatch.setattr(reproduction, "train", lambda stage, dataset, dry_run: calls.append(("train", stage.name)))
     monkeypatch.setattr(reproduction, "evaluate", lambda stage, dataset, key: calls.append((key, stage.name)))
@@ -713,7 +719,7 @@ def test_longer_schedules_are_stated_seed_by_seed(monkeypatch, tmp_path):
         "- Longer schedules of the recipe, AutoAttack (clean) % by training seed: seed 0: 10 epochs 30.0 (70.0), "
         "20 epochs not yet measured, 40 epochs 33.0 (74.0); seed 1: 10 epochs 26.0 (68.0), 40 epochs not yet measured."
     )
-    assert reproduction.schedules_answer(summary, rows[:1]) == ""
+    assert reproduction.schedules_answer(summary, rows[:3]) == ""  # only the 10-epoch seeds measured: nothing to say
     zero = [{**rows[0], "backward_passes_per_image": 0, "epochs": 10, "n_eval_autoattack": 500, "train_seconds": 1,
              "seed": 0}]  # fmt: skip
     from benchmarks import studies  # a cost of 0 has no place on the log axis: left out, not a crash
@@ -806,6 +812,15 @@ def test_the_cost_figure_joins_one_methods_schedules_seed_by_seed(tmp_path):
         assert [text.get_text() for text in axes.texts] == ["10 ep", "40 ep"]  # one label per schedule
     assert figure.texts[0].get_text().endswith("not yet measured: m40-s1")
     assert [text.get_text() for text in figure.legends[0].get_texts()] == ["MixACM", "seed 0", "seed 1"]
+    unmeasured = [row("m10-s0", 10, None, 0), row("m10-s1", 10, 0.26, 1)]  # seed 0 has nothing drawn: not in the key
+    figure = studies.plot_cost(study, unmeasured, tmp_path / "c.png", seconds_of=lambda r: 60, title="t")
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["MixACM", "seed 1"]
+    long = {"MixACM": [[f"wrn16-2-mixacm-t20-mixup02-acm2k-inmem-{k}ep-seed{k}"] for k in range(8)]}
+    figure = studies.plot_cost(long, unmeasured, tmp_path / "c.png", seconds_of=lambda r: 60, title="t")
+    title = figure.texts[0].get_text()  # wrapped at TITLE_WIDTH, each name whole on its line
+    assert max(map(len, title.splitlines())) <= studies.TITLE_WIDTH and title.count("\n") >= 2
+    assert all(name in title.splitlines()[-1] or name in title for (name,) in long["MixACM"])
+    assert all(line.endswith(",") or line == title.splitlines()[-1] for line in title.splitlines()[1:])
 
 
 def test_methods_table_averages_seeds_and_times_only_the_runs_trained_alone(tmp_path):
@@ -943,3 +958,46 @@ def test_a_stage_trained_beside_other_jobs_is_marked_in_its_summary(monkeypatch,
         reproduction.mark_shared(stage)
         summary = json.loads((stage.output_dir / "train_summary.json").read_text())
         assert summary == ({"train_seconds": 60.0, "shared_machine": True} if shared else {"train_seconds": 60.0})
+
+
+def test_a_bad_dataset_or_stage_is_refused_before_any_work_naming_it(layout, monkeypatch, capsys):
+    """--dataset: a path (".", "/", "~" or existing) must be a folder, read from the repository when relative (as the
+    trainings run); anything else must be a Hub id. --only: an unknown stage gets its close matches; repeated --only
+    flags add up. All refused before anything runs."""
+    monkeypatch.setattr(reproduction, "run", lambda *args, **kwargs: pytest.fail("it ran"))
+    (layout / "data").mkdir()
+    (layout / "file.txt").write_text("x")
+    assert reproduction.dataset_problem("data") is None and reproduction.dataset_problem("./data") is None
+    assert reproduction.dataset_problem("uoft-cs/cifar10") is None
+    for dataset, message in [
+        ("../nowhere/cifar10", "no such folder"),
+        ("/nonexistent/cifar", "no such folder"),
+        ("file.txt", "no such folder"),
+        ("", "neither a folder"),
+        ("a b", "neither a folder"),
+    ]:
+        with pytest.raises(SystemExit):
+            reproduction.main(["--dataset", dataset, "--dry_run"])
+        error = capsys.readouterr().err
+        assert f"--dataset {dataset!r}" in error and message in error, dataset
+    monkeypatch.setattr(reproduction, "dataset_problem", lambda dataset: None)
+    with pytest.raises(SystemExit):
+        reproduction.main(["--only", "wrn16-2-mixacm-t2O", "--dry_run"])
+    assert "'wrn16-2-mixacm-t2O' (did you mean wrn16-2-mixacm-t20" in capsys.readouterr().err
+    ran = []
+    monkeypatch.setattr(reproduction, "run", lambda stages, *args: ran.extend(stage.name for stage in stages))
+    reproduction.main(["--only", "wrn16-2-kd", "--only", "wrn16-2-natural", "--dry_run"])
+    assert ran == ["wrn16-2-kd", "wrn16-2-natural"]
+
+
+def test_a_failed_training_names_its_log_and_a_dry_run_its_resume_point(layout, monkeypatch, capsys):
+    stage = reproduction.Stage("s", "student", "kd", "wrn-16-2")
+    for step, complete in ((10, True), (20, False)):  # the newest is half-written: the run resumes the one before
+        (stage.output_dir / f"checkpoint-{step}").mkdir(parents=True)
+        if complete:
+            (stage.output_dir / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    reproduction.train(stage, reproduction.DEFAULT_DATASET, dry_run=True)
+    assert capsys.readouterr().out.startswith("[train] s (resumes from checkpoint-10): accelerate launch")
+    monkeypatch.setattr("subprocess.run", lambda *args, **kwargs: SimpleNamespace(returncode=3))
+    with pytest.raises(SystemExit, match=f"failed \\(exit 3\\): its log is {stage.output_dir / 'train.log'}"):
+        reproduction.train(stage, reproduction.DEFAULT_DATASET, dry_run=False)

@@ -579,6 +579,7 @@ COST_GROUPS = {
     "mixacm, 10 epochs, seeds 0-1": CLAIM_GROUPS["mixacm (recipe)"][:2],  # paired with the 40-epoch seeds
     "mixacm, 20 epochs": [f"{RECIPE}-20ep"],
     "mixacm, 40 epochs": RECIPE_40,
+    "kd, 10 epochs": CLAIM_GROUPS["kd"],
     "kd, 40 epochs": ["wrn16-2-kd-t20-inmem-40ep"],
     "pgd-7 AT, 2 epochs": ["wrn16-2-pgd7-at-inmem-2ep"],
     "pgd-7 AT, 10 epochs": CLAIM_GROUPS["pgd-7 AT"],
@@ -625,7 +626,10 @@ COST_ANSWER_MARKERS = (
 SCHEDULE_MARKERS = (
     "# What longer schedules change (written by benchmarks/reproduce_cifar10_cpu.py):\n", "# (end of longer schedules)"
 )  # fmt: skip
-SCHEDULES = {10: "mixacm, 10 epochs", 20: "mixacm, 20 epochs", 40: "mixacm, 40 epochs"}  # the recipe's, in COST_GROUPS
+SCHEDULES = {  # each method's schedules: epochs -> its group in COST_GROUPS
+    "the recipe": {10: "mixacm, 10 epochs", 20: "mixacm, 20 epochs", 40: "mixacm, 40 epochs"},
+    "soft labels alone (kd)": {10: "kd, 10 epochs", 40: "kd, 40 epochs"},
+}
 SCHEDULE_COMPARISONS = {
     "mixacm 40 - mixacm 10": "40 epochs against 10 (seed by seed)", "mixacm 40 - kd 40": "against soft labels",
 }  # fmt: skip
@@ -692,33 +696,36 @@ def teacher_cost_answer(rows: list[dict]) -> str:
 
 
 def schedules_answer(summary: dict, rows: list[dict]) -> str:
-    """What longer schedules change in the recipe, on the measured numbers only and never mixing seeds: for each
-    training seed a longer schedule has, AutoAttack and clean accuracy (%) after each of its schedules (those planned
-    but not yet measured say so), then the pooled paired AutoAttack differences of 40 epochs against 10 and against
-    soft labels for 40 (points, 95% interval) once measured; "" while only 10 epochs are."""
+    """What longer schedules change, on the measured numbers only and never mixing seeds: for each method of
+    SCHEDULES and each training seed one of its longer schedules has, AutoAttack and clean accuracy (%) after each of
+    its schedules (those planned but not yet measured say so), then the pooled paired AutoAttack differences of the
+    recipe's 40 epochs against its 10 and against soft labels for 40 (points, 95% interval) once measured; "" while no
+    longer schedule is."""
     by_name = {row["name"]: row for row in rows if row.get("autoattack") is not None}
     seed_of = {stage.name: stage.seed for stage in STAGES}
-    planned = {(epochs, seed_of[name]): name for epochs, group in SCHEDULES.items() for name in COST_GROUPS[group]}
-    longer = sorted({seed for epochs, seed in planned if epochs > min(SCHEDULES)})
-    if not any(epochs > min(SCHEDULES) and name in by_name for (epochs, _), name in planned.items()):
+    methods, measured = [], False
+    for method, schedules in SCHEDULES.items():
+        planned = {(epochs, seed_of[name]): name for epochs, group in schedules.items() for name in COST_GROUPS[group]}
+        shortest = min(schedules)
+        measured |= any(epochs > shortest and name in by_name for (epochs, _), name in planned.items())
+        for seed in sorted({seed for epochs, seed in planned if epochs > shortest}):
+            cells = [
+                f"{epochs} epochs {100 * row['autoattack']:.1f} ({100 * row['clean']:.1f})"
+                if (row := by_name.get(planned[epochs, seed])) else f"{epochs} epochs not yet measured"
+                for epochs in schedules if (epochs, seed) in planned
+            ]  # fmt: skip
+            methods.append(f"{method}, seed {seed}: {', '.join(cells)}")
+    if not measured:
         return ""
-    by_seed = []
-    for seed in longer:
-        cells = [
-            f"{epochs} epochs {100 * row['autoattack']:.1f} ({100 * row['clean']:.1f})"
-            if (row := by_name.get(planned[epochs, seed])) else f"{epochs} epochs not yet measured"
-            for epochs in SCHEDULES if (epochs, seed) in planned
-        ]  # fmt: skip
-        by_seed.append(f"seed {seed}: {', '.join(cells)}")
     paired = []
     for label, text in SCHEDULE_COMPARISONS.items():
         pooled = summary["comparisons"][label].get("autoattack", {}).get("pooled")
         if pooled and pooled.get("interval") is not None:
             low, high = (100 * value for value in pooled["interval"])
-            so_far = f" ({partial})" if (partial := seeds_so_far(summary, label)) else ""
+            so_far = f" ({part})" if (part := seeds_so_far(summary, label)) else ""
             paired.append(f"{text} {100 * pooled['difference']:+.1f} points [{low:+.1f}, {high:+.1f}]{so_far}")
-    pairs = f"; paired on the images at 40 epochs: {', '.join(paired)}" if paired else ""
-    return f"- Longer schedules of the recipe, AutoAttack (clean) % by training seed: {'; '.join(by_seed)}{pairs}."
+    pairs = f"; the recipe at 40 epochs, paired on the images: {', '.join(paired)}" if paired else ""
+    return f"- Longer schedules, AutoAttack (clean) % by training seed: {'; '.join(methods)}{pairs}."
 
 
 def equal_compute_markdown(summary: dict, rows: list[dict]) -> str:

@@ -665,24 +665,25 @@ def test_the_longer_schedules_are_stated_from_the_rows_and_records():
     comparisons = results["summary"]["equal_compute"]["comparisons"]
 
     seeds = {stage.name: stage.seed for stage in reproduction.STAGES}
-    schedules = {  # (epochs, training seed) -> its run, for every schedule of the recipe
-        (epochs, seeds[name]): name
-        for epochs, group in reproduction.SCHEDULES.items() for name in reproduction.COST_GROUPS[group]
-    }  # fmt: skip
-    measured = {name for name in schedules.values() if name in rows and rows[name]["autoattack"] is not None}
-    expected = []  # never mixing seeds: each seed that has a longer schedule, through its schedules
-    for seed in sorted({seed for epochs, seed in schedules if epochs > 10}):
-        cells = []
-        for epochs in (10, 20, 40):
-            if (name := schedules.get((epochs, seed))) in measured:
-                cells.append(f"{epochs} epochs {100 * rows[name]['autoattack']:.1f} ({100 * rows[name]['clean']:.1f})")
-            elif name:
-                cells.append(f"{epochs} epochs not yet measured")
-        expected.append(f"seed {seed}: {', '.join(cells)}")
+    expected, longer_measured = [], False  # never mixing seeds: each seed with a longer schedule, through its schedules
+    for method, groups in reproduction.SCHEDULES.items():
+        schedules = {(epochs, seeds[name]): name for epochs, group in groups.items()
+                     for name in reproduction.COST_GROUPS[group]}  # fmt: skip
+        measured = {name for name in schedules.values() if name in rows and rows[name]["autoattack"] is not None}
+        longer_measured |= any(epochs > 10 and name in measured for (epochs, _), name in schedules.items())
+        for seed in sorted({seed for epochs, seed in schedules if epochs > 10}):
+            cells = []
+            for epochs in (10, 20, 40):
+                if (name := schedules.get((epochs, seed))) in measured:
+                    row = rows[name]
+                    cells.append(f"{epochs} epochs {100 * row['autoattack']:.1f} ({100 * row['clean']:.1f})")
+                elif name:
+                    cells.append(f"{epochs} epochs not yet measured")
+            expected.append(f"{method}, seed {seed}: {', '.join(cells)}")
     readme = (REPO / "README.md").read_text()
     block = readme[slice(*(readme.index(marker) for marker in reproduction.COST_ANSWER_MARKERS))]
     config = " ".join(line.removeprefix("# ") for line in CPU_CONFIG.read_text().splitlines())
-    if len(measured) < 2:
+    if not longer_measured:
         assert "Longer schedules" not in block
         pytest.skip("no longer schedule of the recipe is measured yet")
     paired = []
@@ -694,8 +695,8 @@ def test_the_longer_schedules_are_stated_from_the_rows_and_records():
             total = len(reproduction.COST_GROUPS[comparisons[label]["groups"][0]])  # its seeds, trained or not
             so_far = f" ({len(used)} of {total} seeds so far)" if len(used) < total else ""
             paired.append(f"{text} {100 * pooled['difference']:+.1f} points [{low:+.1f}, {high:+.1f}]{so_far}")
-    pairs = f"; paired on the images at 40 epochs: {', '.join(paired)}" if paired else ""
-    sentence = f"Longer schedules of the recipe, AutoAttack (clean) % by training seed: {'; '.join(expected)}{pairs}."
+    pairs = f"; the recipe at 40 epochs, paired on the images: {', '.join(paired)}" if paired else ""
+    sentence = f"Longer schedules, AutoAttack (clean) % by training seed: {'; '.join(expected)}{pairs}."
     assert f"- {sentence}\n" in block
     assert sentence in config
 
@@ -705,8 +706,9 @@ def test_longer_schedules_are_stated_seed_by_seed(monkeypatch, tmp_path):
     length), those planned but not measured say so; nothing is said while only one schedule is measured."""
     from types import SimpleNamespace
 
-    groups = {"mixacm, 10 epochs": ["a", "b", "x"], "mixacm, 20 epochs": ["c"], "mixacm, 40 epochs": ["d", "e"]}
-    seeds = {"a": 0, "b": 1, "x": 2, "c": 0, "d": 0, "e": 1}
+    groups = {"mixacm, 10 epochs": ["a", "b", "x"], "mixacm, 20 epochs": ["c"], "mixacm, 40 epochs": ["d", "e"],
+              "kd, 10 epochs": ["k"], "kd, 40 epochs": ["k40"]}  # fmt: skip
+    seeds = {"a": 0, "b": 1, "x": 2, "c": 0, "d": 0, "e": 1, "k": 0, "k40": 0}
     monkeypatch.setattr(reproduction, "COST_GROUPS", groups)
     monkeypatch.setattr(reproduction, "STAGES", [SimpleNamespace(name=n, seed=seed) for n, seed in seeds.items()])
     summary = {"comparisons": {label: {"autoattack": {}} for label in reproduction.SCHEDULE_COMPARISONS}}
@@ -716,9 +718,14 @@ def test_longer_schedules_are_stated_seed_by_seed(monkeypatch, tmp_path):
         {"name": "e", "clean": 0.90, "autoattack": None},
     ]  # fmt: skip
     assert reproduction.schedules_answer(summary, rows) == (
-        "- Longer schedules of the recipe, AutoAttack (clean) % by training seed: seed 0: 10 epochs 30.0 (70.0), "
-        "20 epochs not yet measured, 40 epochs 33.0 (74.0); seed 1: 10 epochs 26.0 (68.0), 40 epochs not yet measured."
+        "- Longer schedules, AutoAttack (clean) % by training seed: the recipe, seed 0: 10 epochs 30.0 (70.0), "
+        "20 epochs not yet measured, 40 epochs 33.0 (74.0); the recipe, seed 1: 10 epochs 26.0 (68.0), 40 epochs not "
+        "yet measured; soft labels alone (kd), seed 0: 10 epochs not yet measured, 40 epochs not yet measured."
     )
+    soft = [{"name": "k", "clean": 0.7, "autoattack": 0.17}, {"name": "k40", "clean": 0.73, "autoattack": 0.28}]
+    assert reproduction.schedules_answer(summary, rows[:3] + soft).endswith(
+        "soft labels alone (kd), seed 0: 10 epochs 17.0 (70.0), 40 epochs 28.0 (73.0)."
+    )  # a longer schedule of either method is something to say
     assert reproduction.schedules_answer(summary, rows[:3]) == ""  # only the 10-epoch seeds measured: nothing to say
     zero = [{**rows[0], "backward_passes_per_image": 0, "epochs": 10, "n_eval_autoattack": 500, "train_seconds": 1,
              "seed": 0}]  # fmt: skip
@@ -731,8 +738,8 @@ def test_longer_schedules_are_stated_seed_by_seed(monkeypatch, tmp_path):
         "autoattack": {"used": [["d", "a"]], "pooled": {"difference": 0.03, "interval": [0.01, 0.05]}},
     }
     assert reproduction.schedules_answer(summary, rows).endswith(
-        "40 epochs not yet measured; paired on the images at 40 epochs: 40 epochs against 10 (seed by seed) "
-        "+3.0 points [+1.0, +5.0] (1 of 2 seeds so far)."
+        "40 epochs not yet measured; the recipe at 40 epochs, paired on the images: 40 epochs against 10 (seed by "
+        "seed) +3.0 points [+1.0, +5.0] (1 of 2 seeds so far)."
     )
 
 

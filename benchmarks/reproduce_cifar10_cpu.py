@@ -656,7 +656,7 @@ def margin_answer(summary: dict) -> str:
     """MixACM at 40 epochs against PGD-7 AT at 10 (equal compute) on the pooled paired AutoAttack interval: whether
     the difference lies within EQUAL_COMPUTE_MARGIN either way (shown: the interval inside (-margin, +margin); ruled
     out: wholly outside it; else neither), and whether MixACM is above or below (the interval wholly on one side of
-    0); "" while not measured."""
+    0), naming the interval's basis (images, and seeds with their between-seed interval); "" while not measured."""
     pooled = summary["comparisons"]["mixacm 40 - pgd-7 AT 10"].get("autoattack", {}).get("pooled")
     if not pooled or pooled.get("interval") is None:
         return ""
@@ -669,10 +669,15 @@ def margin_answer(summary: dict) -> str:
     )  # fmt: skip
     side = "MixACM above: shown" if low > 0 else "MixACM below: shown" if high < 0 else "above or below: not shown"
     so_far = seeds_so_far(summary, "mixacm 40 - pgd-7 AT 10")
+    seeds = ""  # over several seeds: how many, and the interval between them (the seeds' spread, not in the verdict)
+    if pooled.get("n_seeds", 1) > 1:
+        between = ", ".join(f"{100 * value:+.1f}" for value in pooled["between_seeds"])
+        seeds = f" x {pooled['n_seeds']} seeds; between seeds [{between}]"
     return (
         f"- MixACM 40 epochs against PGD-7 AT 10 epochs (equal compute{', ' + so_far if so_far else ''}), AutoAttack "
         f"{100 * pooled['difference']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}] (paired, 95% interval over "
-        f"the first {N_AUTOATTACK} test images): within {round(100 * margin)} points either way: {within}; {side}."
+        f"the first {N_AUTOATTACK} test images{seeds}): within {round(100 * margin)} points either way: {within}; "
+        f"{side}."
     )
 
 

@@ -629,9 +629,13 @@ def test_the_equal_compute_answer_states_the_recomputed_interval():
         "shown" if -5 < low and high < 5 else "ruled out" if low >= 5 or high <= -5 else "neither shown nor ruled out"
     )
     side = "MixACM above: shown" if low > 0 else "MixACM below: shown" if high < 0 else "above or below: not shown"
+    seeds = ""  # pooled over several training seeds: how many, and the between-seed interval
+    if len(result["autoattack"]["used"]) > 1:
+        between = ", ".join(f"{100 * value:+.1f}" for value in expected["between_seeds"])
+        seeds = f" x {len(result['autoattack']['used'])} seeds; between seeds [{between}]"
     sentence = (
         f"AutoAttack {100 * expected['difference']:+.1f} points [{low:+.1f}, {high:+.1f}] (paired, 95% interval over "
-        f"the first 500 test images): within 5 points either way: {within}; {side}."
+        f"the first 500 test images{seeds}): within 5 points either way: {within}; {side}."
     )
     assert sentence in block
     total = len(reproduction.COST_GROUPS["mixacm, 40 epochs"])  # a partial answer says how many seeds it rests on

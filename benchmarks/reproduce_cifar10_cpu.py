@@ -363,9 +363,9 @@ def mark_shared(stage: Stage) -> None:
 
     path = stage.output_dir / "train_summary.json"
     summary = json.loads(path.read_text())
-    if not stage.shared_machine or summary.get("shared_machine"):
+    if not stage.shared_machine or summary.get(reporting.SHARED_KEY):
         return
-    summary["shared_machine"] = True
+    summary[reporting.SHARED_KEY] = True
     atomic_write_text(path, json.dumps(summary, indent=2))
     if (stage.output_dir / "README.md").is_file():
         repo_id = str(stage.output_dir.relative_to(REPO))

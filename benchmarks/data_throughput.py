@@ -25,6 +25,7 @@ import argparse
 import io
 import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -35,10 +36,14 @@ import datasets
 import numpy as np
 import torch
 from PIL import Image
-from step_overhead import RESULTS, training_step, wrn_16_2
 
-from mixacm_hf import MixACMTrainer, MixACMTrainingArguments
-from mixacm_hf.data import EndlessStream, collate_image_batch, load_image_dataset
+REPO = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as `python benchmarks/data_throughput.py`: make `benchmarks` importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.step_overhead import RESULTS, training_step, wrn_16_2  # noqa: E402
+from mixacm_hf import MixACMTrainer, MixACMTrainingArguments  # noqa: E402
+from mixacm_hf.data import EndlessStream, collate_image_batch, load_image_dataset  # noqa: E402
 
 CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10"
 TARGET = 3.0

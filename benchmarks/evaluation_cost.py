@@ -22,13 +22,16 @@ import time
 from pathlib import Path
 
 import torch
-from method_cost import COMPILED_TEACHER, measure
-from step_overhead import RESULTS
-
-from mixacm_hf.files import atomic_write_text
-from mixacm_hf.robustness import evaluate_robustness
 
 REPO = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as `python benchmarks/evaluation_cost.py`: make `benchmarks` importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.method_cost import COMPILED_TEACHER, measure  # noqa: E402
+from benchmarks.step_overhead import RESULTS  # noqa: E402
+from mixacm_hf.files import atomic_write_text  # noqa: E402
+from mixacm_hf.robustness import evaluate_robustness  # noqa: E402
+
 EPOCHS, TRAIN_IMAGES, BATCH = 10, 50_000, 128
 PGD_IMAGES, AUTOATTACK_IMAGES = 1000, 500  # the card protocol's
 SWEEP = [0, 2 / 255, 4 / 255, 8 / 255, 16 / 255]

@@ -12,7 +12,9 @@ rounds that each run every variant once (interleaved, so slow drift of the machi
 reports the median time per training iteration over all rounds (data loading and Trainer bookkeeping included, the
 first 5 of each run left out) and, for the teacher methods, the median time of the teacher's forward. Prints each
 iteration relative to PGD-7 AT's with the same input pipeline (target for mixacm: <= 0.25, the CPU reproduction's
-acceptance on wall time) and writes benchmarks/results/method_cost.json. Run it on an otherwise idle machine.
+acceptance on wall time) and writes benchmarks/results/method_cost.json (refusing to replace it with fewer timed
+steps: the CPU reproduction's costs read it; `--output` writes elsewhere). Each round is one short training run per
+variant. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -20,20 +22,24 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from step_overhead import RESULTS
 from transformers import TrainerCallback
 
-from mixacm_hf.cli import parse_with_config
-from mixacm_hf.methods import get_method
-from mixacm_hf.run import run_mixacm
-from mixacm_hf.run_args import argument_parser
-from mixacm_hf.trainer import MixACMTrainer, MixACMTrainingArguments
-
 REPO = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as `python benchmarks/method_cost.py`: make `benchmarks` importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.step_overhead import RESULTS  # noqa: E402
+from mixacm_hf.cli import parse_with_config  # noqa: E402
+from mixacm_hf.methods import get_method  # noqa: E402
+from mixacm_hf.run import run_mixacm  # noqa: E402
+from mixacm_hf.run_args import argument_parser  # noqa: E402
+from mixacm_hf.trainer import MixACMTrainer, MixACMTrainingArguments  # noqa: E402
+
 CONFIG = REPO / "training" / "configs" / "cifar10_cpu_wrn16-2.yaml"
 METHODS = ["natural", "kd", "mixacm-no-mixup", "mixacm", "n-fgsm", "pgd-at", "trades", "ard", "rslad"]
 COMPILED_TEACHER = ["--compile_teacher", "true"]
@@ -104,9 +110,14 @@ def measure(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--dataset", default="../shared/datasets/cifar10")
+    parser.add_argument(
+        "--steps", type=int, default=25, help=f"optimiser steps per run (the first {WARMUP + 1} untimed)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help=f"rounds, each running all {len(VARIANTS)} variants once")
+    parser.add_argument(
+        "--dataset", default=str(REPO.parent / "shared" / "datasets" / "cifar10"),
+        help="CIFAR-10 in the Hub's parquet layout (a folder)",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, default=RESULTS / "method_cost.json", help="the results JSON")
     args = parser.parse_args(argv)
     if args.steps < WARMUP + 2 or args.rounds < 1:
@@ -116,30 +127,27 @@ def main(argv: list[str] | None = None) -> None:
         )
     if not Path(args.dataset).is_dir():
         parser.error(f"--dataset {args.dataset}: no such folder (the CIFAR-10 copy in the Hub's parquet layout).")
-    teacher_seconds: list[float] = []
-    time_teacher_forward(teacher_seconds)
-    step_samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    teacher_samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for _ in range(args.rounds):
-        for name, (method, flags) in VARIANTS.items():
-            steps, teacher = measure(method, flags, args.steps, args.dataset, teacher_seconds)
-            step_samples[name] += steps
-            teacher_samples[name] += teacher
-    seconds = {name: statistics.median(samples) for name, samples in step_samples.items()}
-    teacher_forward = {name: statistics.median(samples) for name, samples in teacher_samples.items() if samples}
-    relative = {name: seconds[name] / seconds[pgd7_with_the_pipeline_of(name)] for name in VARIANTS}
-    result = {
-        "config": str(CONFIG.relative_to(REPO)),
-        "steps_timed": args.rounds * (args.steps - 1 - WARMUP),
-        "rounds": args.rounds,
-        "seconds_per_step": {k: round(v, 4) for k, v in seconds.items()},
-        "teacher_forward_seconds": {k: round(v, 4) for k, v in teacher_forward.items()},
-        "backward_passes_per_image": {name: backward_passes(method) for name, (method, _) in VARIANTS.items()},
-        "vs_pgd7_at": {k: round(v, 3) for k, v in relative.items()},
-        "target_mixacm_vs_pgd7_at": TARGET,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+    if args.output.is_dir() or not args.output.parent.is_dir():
+        parser.error(f"--output {args.output}: give a file path in an existing folder.")
+    timed = args.rounds * (args.steps - 1 - WARMUP)
+    if args.output.resolve() == (RESULTS / "method_cost.json").resolve() and args.output.is_file():
+        committed = json.loads(args.output.read_text()).get("steps_timed", 0)
+        if timed < committed:  # the reproduction's cost figure reads this file: keep the finer measurement
+            parser.error(
+                f"--steps {args.steps} --rounds {args.rounds} time {timed} step{'s' if timed != 1 else ''} per "
+                f"variant, fewer than the {committed} of {args.output}, which the CPU reproduction's costs read: pass "
+                "--output elsewhere, or more steps."
+            )
+    try:
+        result = time_variants(args.steps, args.rounds, args.dataset)
+    except (ValueError, OSError) as error:  # an unreadable dataset, say: the message names it
+        sys.exit(f"error: {error}")
     args.output.write_text(json.dumps(result, indent=2) + "\n")
+    seconds, relative, teacher_forward = (
+        result["seconds_per_step"],
+        result["vs_pgd7_at"],
+        result["teacher_forward_seconds"],
+    )
     for name, (method, _) in VARIANTS.items():
         teacher = teacher_forward.get(name)
         teacher_text = f"  (teacher forward {teacher:.4f} s)" if teacher else ""
@@ -152,6 +160,34 @@ def main(argv: list[str] | None = None) -> None:
         f"{relative['mixacm+compiled-teacher']:.3f}; with the per-image PIL pipeline "
         f"{relative['mixacm+compiled-teacher+pil-pipeline']:.3f} (target <= {TARGET})"
     )
+
+
+def time_variants(steps: int, rounds: int, dataset: str) -> dict:
+    """Every variant's median step time, teacher-forward time, backward passes and ratio to PGD-7 AT's step, over
+    `rounds` interleaved rounds of `steps`-step runs: method_cost.json's content."""
+    teacher_seconds: list[float] = []
+    time_teacher_forward(teacher_seconds)
+    step_samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    teacher_samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for round_index in range(rounds):
+        for name, (method, flags) in VARIANTS.items():
+            print(f"round {round_index + 1}/{rounds}: {name}", flush=True)
+            step_times, teacher = measure(method, flags, steps, dataset, teacher_seconds)
+            step_samples[name] += step_times
+            teacher_samples[name] += teacher
+    seconds = {name: statistics.median(samples) for name, samples in step_samples.items()}
+    teacher_forward = {name: statistics.median(samples) for name, samples in teacher_samples.items() if samples}
+    relative = {name: seconds[name] / seconds[pgd7_with_the_pipeline_of(name)] for name in VARIANTS}
+    return {
+        "config": str(CONFIG.relative_to(REPO)),
+        "steps_timed": rounds * (steps - 1 - WARMUP),
+        "rounds": rounds,
+        "seconds_per_step": {k: round(v, 4) for k, v in seconds.items()},
+        "teacher_forward_seconds": {k: round(v, 4) for k, v in teacher_forward.items()},
+        "backward_passes_per_image": {name: backward_passes(method) for name, (method, _) in VARIANTS.items()},
+        "vs_pgd7_at": {k: round(v, 3) for k, v in relative.items()},
+        "target_mixacm_vs_pgd7_at": TARGET,
+    }
 
 
 def pgd7_with_the_pipeline_of(name: str) -> str:

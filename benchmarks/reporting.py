@@ -131,7 +131,7 @@ def result_row(stage: Stage, command: Callable[[str], str]) -> dict | None:
         "code_history": code_history(summary) if stage.commit_recorded else None,
         # where the commit was not recorded: the commit that added the summary (its code is this one's or older)
         "summary_commit": None if code_commit else summary_commit(summary_path),
-        "shared_machine": stage.shared_machine,  # its train_seconds are no cost measurement
+        SHARED_KEY: stage.shared_machine,  # its train_seconds are no cost measurement
         "command": command(report.dataset["name"]),
         # the training command the run recorded: every flag, including those that are no method hyperparameter
         # (gradient clipping, input pipeline, teacher compilation)
@@ -154,13 +154,13 @@ def markdown_table(rows: list[dict]) -> str:
         paper = PAPER_TABLE3.get(row["method"])
         paper_text = f"{paper[0]:.1f} / {paper[2]:.1f} / {paper[3]:.1f}" if paper and row["role"] == "student" else ""
         autoattack = f"{pct(row['autoattack'])} ({row['n_eval_autoattack']})" if row["autoattack"] is not None else "-"
-        minutes = f"{row['train_seconds'] / 60:.0f} min" + ("*" if row.get("shared_machine") else "")
+        minutes = f"{row['train_seconds'] / 60:.0f} min" + ("*" if row.get(SHARED_KEY) else "")
         lines.append(
             f"| {row['name']} ({row['role']}) | {row['method']} | {row['params'] / 1e6:.2f}M | {row['epochs']:g} "
             f"| {minutes} | {pct(row['clean'])} | {pct(row['fgsm'])} | {pct(row['pgd20'])} | {autoattack} "
             f"| {paper_text} |"
         )
-    if any(row.get("shared_machine") for row in rows):
+    if any(row.get(SHARED_KEY) for row in rows):
         lines.append(
             "\n\\* trained while other jobs shared the 2 cores: its wall time is no measure of the method's cost."
         )
@@ -189,7 +189,7 @@ def plot_results(rows: list[dict], path: Path, n_eval: int, n_autoattack: int) -
         marker = "*" if row["role"] == "teacher" else "o"
         pgd20 = 100 * row["pgd20"]
         for axes, x in zip(axes_pair, (100 * row["clean"], row["train_seconds"] / 60)):
-            alpha = SHARED_ALPHA if axes is axes_pair[1] and row.get("shared_machine") else 1.0
+            alpha = SHARED_ALPHA if axes is axes_pair[1] and row.get(SHARED_KEY) else 1.0
             axes.scatter(x, pgd20, marker=marker, s=70, color=color, alpha=alpha)
             text = axes.annotate(str(number), (x, pgd20), xytext=(6, 0), textcoords="offset points", fontsize=7)
             labels[axes].append((text, around((x, pgd20))))

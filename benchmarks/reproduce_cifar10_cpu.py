@@ -44,7 +44,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/reproduce_cifar10_cpu
     sys.path.insert(0, str(REPO))
 
 from benchmarks import reporting, seed_statistics, studies  # noqa: E402
-from mixacm_hf.files import atomic_write_text, replace_marked_block  # noqa: E402
+from mixacm_hf.files import atomic_write_text, held_alone, replace_marked_block  # noqa: E402
 from mixacm_hf.methods import METHODS  # noqa: E402
 from mixacm_hf.resume import resume_checkpoint  # noqa: E402
 from mixacm_hf.robustness import RobustnessReport  # noqa: E402
@@ -334,6 +334,15 @@ def train(stage: Stage, dataset: str, dry_run: bool) -> None:
         if not dry_run:
             mark_shared(stage)  # also a run whose end-of-run evaluation failed after it saved its model
         return
+    if held_elsewhere(stage):
+        message = (
+            f"[train] {stage.name} is being trained by another process now (it holds the lock of {stage.output_dir}): "
+            "wait for it to end, then rerun this command, which goes on from where that run stops."
+        )
+        if not dry_run:
+            raise SystemExit(message)
+        print(message)
+        return
     command = stage.command(dataset)
     checkpoint = resume_checkpoint(SimpleNamespace(resume_from_checkpoint="last", output_dir=stage.output_dir))
     resumes = f" (resumes from {Path(checkpoint).name})" if checkpoint else ""
@@ -354,6 +363,15 @@ def train(stage: Stage, dataset: str, dry_run: bool) -> None:
             for pattern in MODEL_CODE:
                 for path in stage.output_dir.glob(pattern):
                     path.unlink()
+
+
+def held_elsewhere(stage: Stage) -> bool:
+    """Whether another process holds the stage's output folder (a training of it running now, `held_alone`)."""
+    try:
+        with held_alone(stage.output_dir, "--output_dir"):
+            return False
+    except BlockingIOError:
+        return True
 
 
 def mark_shared(stage: Stage) -> None:
@@ -594,7 +612,7 @@ COST_COMPARISONS = {
     "mixacm 40 - teacher": ("mixacm, 40 epochs", "teacher"),
 }
 COST_QUESTIONS = {
-    "mixacm 40 - pgd-7 AT 10": "At equal compute, is MixACM (40 epochs) more robust than PGD-7 AT (10 epochs)?",
+    "mixacm 40 - pgd-7 AT 10": "At about equal wall time, is MixACM (40 epochs) more robust than PGD-7 AT (10 epochs)?",
     "mixacm 10 - pgd-7 AT 2": "At equal wall time, is MixACM (10 epochs) more robust than PGD-7 AT (2 epochs)?",
     "mixacm 40 - mixacm 10": "Is MixACM more robust after 40 epochs than after 10?",
     "mixacm 40 - kd 40": "After 40 epochs, is MixACM more robust than soft labels alone?",
@@ -635,13 +653,28 @@ SCHEDULE_COMPARISONS = {
 }  # fmt: skip
 
 
-def training_seconds(row: dict) -> float:
+# A shared run's wall time alone: the per-step time of a whole run of its configuration (other epochs, seed or copy of
+# the same teacher) that trained alone, where one did (method_cost.py's short runs time a step 4-9% below a whole
+# run's); a test checks each pair's training commands differ in nothing else
+ALONE_REFERENCE = {name: RECIPE for name in [f"{RECIPE}-seed1", f"{RECIPE}-seed2", f"{RECIPE}-20ep", *RECIPE_40]} | {
+    "wrn16-2-pgd7-at-inmem-2ep": "wrn16-2-pgd7-at"
+}  # fmt: skip
+
+
+def training_seconds(row: dict, rows: list[dict]) -> float:
     """A row's training wall time on the idle machine: its measured train_seconds when it trained alone, else its
-    steps at the per-step time `benchmarks/method_cost.py` measured for its method alone on the machine."""
-    if not row.get("shared_machine"):
+    steps at the per-step time of its ALONE_REFERENCE run in `rows` (measured alone over a whole run) where it has
+    one, else at the per-step time `benchmarks/method_cost.py` measured for its method alone on the machine."""
+    if not row.get(reporting.SHARED_KEY):
         return row["train_seconds"]
+    steps = STEPS_PER_EPOCH * row["train_fraction"] * row["epochs"]
+    reference = next((other for other in rows if other["name"] == ALONE_REFERENCE.get(row["name"])), None)
+    if reference is not None and not reference.get(reporting.SHARED_KEY):
+        return (
+            reference["train_seconds"] / (STEPS_PER_EPOCH * reference["train_fraction"] * reference["epochs"]) * steps
+        )
     timed = json.loads((RESULTS / "method_cost.json").read_text())["seconds_per_step"]
-    return timed[COST_KEYS[row["method"]]] * STEPS_PER_EPOCH * row["train_fraction"] * row["epochs"]
+    return timed[COST_KEYS[row["method"]]] * steps
 
 
 def seeds_so_far(summary: dict, label: str) -> str:
@@ -653,31 +686,44 @@ def seeds_so_far(summary: dict, label: str) -> str:
 
 
 def margin_answer(summary: dict) -> str:
-    """MixACM at 40 epochs against PGD-7 AT at 10 (equal compute) on the pooled paired AutoAttack interval: whether
-    the difference lies within EQUAL_COMPUTE_MARGIN either way (shown: the interval inside (-margin, +margin); ruled
-    out: wholly outside it; else neither), and whether MixACM is above or below (the interval wholly on one side of
-    0), naming the interval's basis (images, and seeds with their between-seed interval); "" while not measured."""
-    pooled = summary["comparisons"]["mixacm 40 - pgd-7 AT 10"].get("autoattack", {}).get("pooled")
+    """MixACM at 40 epochs against PGD-7 AT at 10 (equal wall time) on the paired AutoAttack difference, by the rule
+    of the claim's margins: a verdict holds when it holds on the interval over the test images and, over several
+    seeds, on the interval between them. Within EQUAL_COMPUTE_MARGIN either way: shown (the intervals inside (-margin,
+    +margin)), ruled out (wholly outside), else neither; MixACM above or below: the intervals wholly on one side of 0.
+    Names each interval's basis and what neither holds (a single-run baseline's own seed spread); "" while not
+    measured."""
+    label = "mixacm 40 - pgd-7 AT 10"
+    pooled = summary["comparisons"][label].get("autoattack", {}).get("pooled")
     if not pooled or pooled.get("interval") is None:
         return ""
-    low, high = pooled["interval"]
     margin = EQUAL_COMPUTE_MARGIN
-    within = (
-        "shown" if -margin < low and high < margin
-        else "ruled out" if low >= margin or high <= -margin
-        else "neither shown nor ruled out"
-    )  # fmt: skip
-    side = "MixACM above: shown" if low > 0 else "MixACM below: shown" if high < 0 else "above or below: not shown"
-    so_far = seeds_so_far(summary, "mixacm 40 - pgd-7 AT 10")
-    seeds = ""  # over several seeds: how many, and the interval between them (the seeds' spread, not in the verdict)
+    intervals = {f"the first {N_AUTOATTACK} test images": pooled["interval"]}
     if pooled.get("n_seeds", 1) > 1:
-        between = ", ".join(f"{100 * value:+.1f}" for value in pooled["between_seeds"])
-        seeds = f" x {pooled['n_seeds']} seeds; between seeds [{between}]"
+        intervals[f"{pooled['n_seeds']} training seeds"] = pooled["between_seeds"]
+
+    def verdict(holds: dict[str, bool], what: str) -> str:  # "" when it holds on no interval
+        shown = [basis for basis, held in holds.items() if held]
+        if len(shown) == len(holds):
+            return f"{what}: shown"
+        failed = [basis for basis, held in holds.items() if not held]
+        return f"{what}: shown over {shown[0]}, not over {failed[0]}" if shown else ""
+
+    within = verdict({basis: -margin < low and high < margin for basis, (low, high) in intervals.items()},
+                     f"within {round(100 * margin)} points either way")  # fmt: skip
+    ruled_out = verdict({basis: low >= margin or high <= -margin for basis, (low, high) in intervals.items()},
+                        f"more than {round(100 * margin)} points apart")  # fmt: skip
+    above = verdict({basis: low > 0 for basis, (low, _) in intervals.items()}, "MixACM above")
+    below = verdict({basis: high < 0 for basis, (_, high) in intervals.items()}, "MixACM below")
+    side = above or below or "above or below: not shown"
+    margin_text = within or ruled_out or f"within {round(100 * margin)} points either way: neither shown nor ruled out"
+    so_far = seeds_so_far(summary, label)
+    shown = "; ".join(f"{basis} [{100 * low:+.1f}, {100 * high:+.1f}]" for basis, (low, high) in intervals.items())
+    single = len(COST_GROUPS[summary["comparisons"][label]["groups"][1]]) == 1
+    baseline = " (PGD-7 AT is one training run: its own seeds' spread is in neither interval)" if single else ""
     return (
-        f"- MixACM 40 epochs against PGD-7 AT 10 epochs (equal compute{', ' + so_far if so_far else ''}), AutoAttack "
-        f"{100 * pooled['difference']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}] (paired, 95% interval over "
-        f"the first {N_AUTOATTACK} test images{seeds}): within {round(100 * margin)} points either way: {within}; "
-        f"{side}."
+        f"- MixACM 40 epochs against PGD-7 AT 10 epochs (about equal wall time, half the backward passes"
+        f"{', ' + so_far if so_far else ''}), AutoAttack {100 * pooled['difference']:+.1f} points (paired 95% "
+        f"intervals over {shown}): {margin_text}; {side}{baseline}."
     )
 
 
@@ -689,14 +735,16 @@ def teacher_cost_answer(rows: list[dict]) -> str:
     teacher, recipe, adversarial = (by_name.get(COST_GROUPS[group][0]) for group in TEACHER_COST)
     if not (teacher and recipe and adversarial):
         return ""
-    minutes = {name: training_seconds(row) / 60 for name, row in zip(TEACHER_COST, (teacher, recipe, adversarial))}
+    minutes = {
+        name: training_seconds(row, rows) / 60 for name, row in zip(TEACHER_COST, (teacher, recipe, adversarial))
+    }
     with_teacher = minutes["teacher"] + minutes["mixacm, 40 epochs"]
     return (
         f"- The costs count the student's training only: the teacher (N-FGSM, {teacher['epochs']:g} epochs) took "
         f"{minutes['teacher']:.0f} min and reaches {100 * teacher['autoattack']:.1f} AutoAttack itself; trained for "
         f"this student alone, it brings the recipe's 40 epochs to {with_teacher:.0f} min against PGD-7 AT's "
         f"{minutes['pgd-7 AT, 10 epochs']:.0f} for 10 (wall times alone on the machine as each trained, as in the "
-        "figure: measured, or the run's steps at its per-step time measured alone)."
+        "figure: measured, or the run's steps at the per-step time of its configuration measured alone)."
     )
 
 
@@ -800,11 +848,12 @@ def write_results() -> list[dict]:
         tick_label=lambda row: f"{row['params'] / 1e6:.2f}M\n{row['arch'].upper()}",
     )  # fmt: skip
     studies.plot_cost(
-        COST_STUDY, rows, RESULTS / "cifar10_cpu_cost.png", seconds_of=training_seconds,
+        COST_STUDY, rows, RESULTS / "cifar10_cpu_cost.png", seconds_of=partial(training_seconds, rows=rows),
+        estimated=lambda row: bool(row.get(reporting.SHARED_KEY)),
         title=f"AutoAttack against training cost: WRN-16-2 students, CIFAR-10 (JPEG copy), Linf 8/255, first "
         f"{N_AUTOATTACK} test images (95% intervals over the images)\none line per method and training seed; a "
-        "student's cost leaves out its teacher's (drawn as its own point)\nwall time: measured alone, or the run's "
-        "steps at the per-step time measured alone (benchmarks/method_cost.py)",
+        "student's cost leaves out its teacher's (drawn as its own point)\nwall time: measured alone (filled), or "
+        "estimated (hollow): the run's steps at the per-step time of its configuration measured alone",
     )  # fmt: skip
     claim = seed_statistics.claim_markdown(summary, N_EVAL, N_AUTOATTACK)
     methods = studies.methods_markdown(METHODS_COMPARED, rows)
@@ -845,12 +894,24 @@ def dataset_problem(dataset: str) -> str | None:
     where = f"a relative path is read from the repository, {REPO}"
     folder = REPO / Path(dataset).expanduser()
     if dataset.startswith((".", "/", "~")) or (dataset and folder.exists()):
-        return None if folder.is_dir() else f"--dataset {dataset!r}: no such folder ({where}); {DATASET_HINT}"
+        if folder.is_dir():
+            return None
+        return (
+            f"--dataset {dataset!r}: {'a file, not a folder' if folder.exists() else 'no such folder'} ({where}); "
+            + (DATASET_HINT)
+        )
     try:
         validate_repo_id(dataset)
     except HFValidationError:
         return f"--dataset {dataset!r} is neither a folder ({where}) nor a Hub dataset id; {DATASET_HINT}"
     return None
+
+
+def stage_guesses(name: str, names: list[str]) -> list[str]:
+    """Stage names an unknown `name` may mean: those holding each of its dash-separated parts, then close spellings."""
+    parts = name.split("-")
+    holding = [known for known in names if all(part in known.split("-") for part in parts)]
+    return list(dict.fromkeys([*holding, *difflib.get_close_matches(name, names, n=3, cutoff=0.6)]))[:6]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -864,9 +925,9 @@ def main(argv: list[str] | None = None) -> None:
         "--only", nargs="+", action="extend", help="Run only these stages, in this order (names as in STAGES)."
     )
     parser.add_argument(
-        "--evaluations", nargs="+", choices=[*EVALUATIONS, "none"], default=EVALUATIONS,
+        "--evaluations", nargs="+", action="extend", choices=[*EVALUATIONS, "none"],
         help="Which evaluations to run after training: fgsm (clean, FGSM, PGD-20) and/or autoattack (the slow one), "
-        "or none (train only).",
+        f"or none (train only); default: {' '.join(EVALUATIONS)}.",
     )  # fmt: skip
     parser.add_argument(
         "--dry_run", action="store_true", help="Print what would run (trainings, evaluations), run none."
@@ -874,22 +935,22 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if problem := dataset_problem(args.dataset):
         parser.error(problem)
+    dataset = str(Path(args.dataset).expanduser()) if args.dataset.startswith("~") else args.dataset  # as a shell does
     names = [stage.name for stage in STAGES]
     if unknown := [name for name in dict.fromkeys(args.only or []) if name not in names]:
-        guesses = {name: difflib.get_close_matches(name, names, n=3, cutoff=0.6) for name in unknown}
-        said = "; ".join(
-            f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else "") for name, close in guesses.items()
-        )
-        parser.error(f"--only: unknown stage(s) {said}. `--dry_run` without --only lists what a full run does; the "
-                     f"stages are named in STAGES (benchmarks/reproduce_cifar10_cpu.py).")  # fmt: skip
-    if "none" in args.evaluations and len(args.evaluations) > 1:
-        parser.error(f"--evaluations none means no evaluation: give it alone, not with {args.evaluations}")
-    evaluations = [] if args.evaluations == ["none"] else list(dict.fromkeys(args.evaluations))
+        guesses = {name: stage_guesses(name, names) for name in unknown}
+        said = "; ".join(f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else "")
+                         for name, close in guesses.items())  # fmt: skip
+        parser.error(f"--only: unknown stage(s) {said}. `--dry_run` without --only names every stage.")
+    chosen = args.evaluations or EVALUATIONS
+    if "none" in chosen and len(chosen) > 1:
+        parser.error(f"--evaluations none means no evaluation: give it alone, not with {chosen}")
+    evaluations = [] if chosen == ["none"] else list(dict.fromkeys(chosen))
     by_name = {stage.name: stage for stage in STAGES}
     stages = [by_name[name] for name in dict.fromkeys(args.only)] if args.only else STAGES  # each once
     if args.dry_run:
         print("dry run: nothing is trained or evaluated; a run would do this:")
-    run(stages, args.dataset, args.dry_run, evaluations)
+    run(stages, dataset, args.dry_run, evaluations)
 
 
 def run(stages: list[Stage], dataset: str, dry_run: bool, evaluations: list[str] = EVALUATIONS) -> None:

@@ -322,6 +322,24 @@ def paired_verdict(result: dict[str, Any]) -> str | None:
     return "above" if all(significant(entry, 1) for entry in pooled) else "not distinguishable"
 
 
+POOLED_CAPTION = (
+    "Paired on the same test images, pooled over seeds (difference in points; its 95% interval and p from a paired "
+    "t-test over the images, each image's difference averaged over the seeds; the per-seed differences and the "
+    "t interval of their mean, which holds the variation between the first group's training seeds, not that of a "
+    "single-run baseline; with one pair of models, Newcombe's interval and the exact McNemar p):"
+)
+SINGLE_CAPTION = "Paired on the same test images (difference in points, Newcombe's 95% interval, exact McNemar p):"
+
+
+def paired_caption(summary: dict[str, Any]) -> str:
+    """The caption of the paired comparisons' table: the pooled t-test's basis when any comparison pools several
+    seeds, else the single pair's (Newcombe's interval, McNemar p)."""
+    pooled = (
+        result.get(column, {}).get("pooled", {}) for result in summary["comparisons"].values() for column in ATTACK_OF
+    )
+    return POOLED_CAPTION if any(entry.get("n_seeds", 1) > 1 for entry in pooled) else SINGLE_CAPTION
+
+
 def claim_markdown(summary: dict[str, Any], n_eval: int, n_autoattack: int) -> str:
     """The claim's numbers as markdown: each group's mean +- std over its models (seeds), the criteria on the means
     and the pooled paired comparisons. Accuracies in percent."""
@@ -354,10 +372,7 @@ def claim_markdown(summary: dict[str, Any], n_eval: int, n_autoattack: int) -> s
         lines.append(f"| {item['criterion']} | {measured} | {item['target']} | {met} |")
     lines += [
         "",
-        "Paired on the same test images, pooled over seeds (difference in points; its 95% interval and p from a paired "
-        "t-test over the images, each image's difference averaged over the seeds; the per-seed differences and the "
-        "t interval of their mean, which holds the variation between the first group's training seeds, not that of a "
-        "single-run baseline; with one pair of models, Newcombe's interval and the exact McNemar p):",
+        paired_caption(summary),
         "",
         *comparisons_markdown(summary),
     ]
@@ -394,14 +409,13 @@ def questions_markdown(summary: dict[str, Any], questions: dict[str, str], n_eva
             "",
             "No: a paired difference lies significantly below 0 (95% interval wholly below 0, p < 0.05); yes: every "
             "one measured lies significantly above 0; not distinguishable: otherwise, which is no evidence of a match "
-            "(with one training seed per point, these intervals hold the sampling of test images, not the variation "
-            "between seeds). Mean +- std (clean, "
-            f"FGSM, PGD-20 on the first {n_eval} CIFAR-10 test images, AutoAttack on the first {n_autoattack}; Linf "
-            "eps = 8/255):",
+            "(the 95% intervals hold the sampling of test images, not the variation between training seeds). Mean "
+            f"+- std (clean, FGSM, PGD-20 on the first {n_eval} CIFAR-10 test images, AutoAttack on the first "
+            f"{n_autoattack}; Linf eps = 8/255):",
             "",
             *groups_markdown(summary),
             "",
-            "Paired on the same test images (difference in points, Newcombe's 95% interval, exact McNemar p):",
+            paired_caption(summary),
             "",
             *comparisons_markdown(summary),
         ]

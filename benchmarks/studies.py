@@ -200,9 +200,11 @@ def plot_cost(
     *,
     seconds_of: Callable[[dict], float],
     title: str,
+    estimated: Callable[[dict], bool] | None = None,
 ) -> Figure:
     """AutoAttack accuracy against training cost: one panel with the cost in backward passes per image x epochs,
-    one in wall time (`seconds_of(row)`, minutes). Every run is its own point with its 95% interval
+    one in wall time (`seconds_of(row)`, minutes; hollow where `estimated(row)`). Every run is its own point with its
+    95% interval
     (`autoattack_interval`); a line joins one method's (study label's) schedules of one training seed (color: method,
     line style: seed), so a line never mixes seeds. Each method's schedule is labelled with its epochs once. Points at
     the same cost are drawn side by side (`slot`); each label goes beside its point or above or below its interval,
@@ -221,18 +223,18 @@ def plot_cost(
     figure = Figure(figsize=(12, 5.6))
     FigureCanvasAgg(figure)
     panels = [
-        (lambda row: row["backward_passes_per_image"] * row["epochs"], "backward passes per image x epochs"),
-        (lambda row: seconds_of(row) / 60, "training wall time (min)"),
+        (lambda row: row["backward_passes_per_image"] * row["epochs"], "backward passes per image x epochs", None),
+        (lambda row: seconds_of(row) / 60, "training wall time (min)", estimated),
     ]
-    placed = []
-    for axes, (x_of, xlabel) in zip(figure.subplots(1, 2, sharey=True), panels):
+    placed, lined_seeds = [], set()
+    for axes, (x_of, xlabel, hollow_of) in zip(figure.subplots(1, 2, sharey=True), panels):
         series = {}  # (method, seed) -> (color, [(cost, epochs, labelled, (accuracy, low, high))])
         for color, (label, points) in enumerate(study.items()):
             for names in points:
                 found = [by_name[n] for n in names if n in by_name]
                 measured = [(row, value) for row in found if (value := autoattack_interval(row)) and x_of(row) > 0]
                 for index, (row, value) in enumerate(measured):  # a log axis has no place for no cost
-                    point = (x_of(row), row["epochs"], index == 0, value)
+                    point = (x_of(row), row["epochs"], index == 0, value, bool(hollow_of and hollow_of(row)))
                     series.setdefault((label, row["seed"]), (color, []))[1].append(point)
         ties: dict[float, list[tuple[str, int]]] = {}
         for key, (_, measured) in series.items():
@@ -244,10 +246,16 @@ def plot_cost(
         for key, (color, measured) in series.items():
             measured.sort()
             xs = [x * 10 ** (DODGE * span * slot(ties[round(math.log10(x), 3)], key)) for x, *_ in measured]
-            means = [value[0] for *_, value in measured]
-            errors = [[value[0] - value[1] for *_, value in measured], [value[2] - value[0] for *_, value in measured]]
+            values = [value for *_, value, _ in measured]
+            means = [value[0] for value in values]
+            errors = [[value[0] - value[1] for value in values], [value[2] - value[0] for value in values]]
             axes.errorbar(xs, means, yerr=errors, marker="o", capsize=4, color=f"C{color}", linestyle=styles[key[1]])
-            for x, (_, epochs, labelled, value) in zip(xs, measured):
+            if len(measured) > 1:
+                lined_seeds.add(key[1])
+            hollow = [(x, value[0]) for x, (*_, value, empty) in zip(xs, measured) if empty]
+            if hollow:
+                axes.plot(*zip(*hollow), "o", color=f"C{color}", markerfacecolor="white", zorder=3)
+            for x, (_, epochs, labelled, value, _) in zip(xs, measured):
                 if not labelled:
                     continue
                 text = axes.annotate(
@@ -260,7 +268,7 @@ def plot_cost(
                     *(((x, high), (0, 5 + 10 * k), "center", "bottom") for k in range(4)),
                     *(((x, low), (0, -5 - 10 * k), "center", "top") for k in range(4)),
                 ]))  # fmt: skip
-        axes.set(xlabel=xlabel, xscale="log")
+        axes.set(xlabel=f"{xlabel}, log scale", xscale="log")
         axes.margins(x=0.1)  # room for the labels of the rightmost points
         plain_log_ticks(axes.xaxis)
         axes.tick_params(axis="x", which="minor", labelsize=7)
@@ -272,8 +280,11 @@ def plot_cost(
         for color, (label, names) in enumerate(named.items())
         if any(by_name.get(n, {}).get("autoattack") is not None for n in names)
     ]
-    handles += [Line2D([], [], color="0.4", linestyle=styles[seed], label=f"seed {seed}") for seed in seeds]
+    handles += [
+        Line2D([], [], color="0.4", linestyle=styles[seed], label=f"seed {seed}") for seed in sorted(lined_seeds)
+    ]
     figure.legend(handles=handles, fontsize=8, loc="lower center", ncols=len(handles))  # clear of every point
+    title += "\nruns of equal cost are drawn side by side around it"
     pending = [n for names in named.values() for n in names if by_name.get(n, {}).get("autoattack") is None]
     if pending:
         title += f"\nnot yet measured: {', '.join(pending)}"

@@ -185,16 +185,28 @@ def test_unloadable_teacher_folders_end_the_run_with_one_line_naming_the_teacher
 
 @pytest.mark.parametrize(
     ("flags", "message"),
-    [(["--steps", "6"], "give --steps >= 7"), (["--rounds", "1", "--dataset", "nowhere"], "no such folder")],
-)
+    [(["--steps", "6"], "give --steps >= 7"), (["--rounds", "1", "--dataset", "nowhere"], "no such folder"),
+     (["--output", "{tmp}"], "give a file path in an existing folder"),
+     (["--output", "{tmp}/missing/cost.json"], "give a file path in an existing folder"),
+     (["--steps", "7", "--rounds", "1", "--output", str(REPO / "benchmarks" / "results" / "method_cost.json")],
+      "time 1 step per variant, fewer than the")],
+)  # fmt: skip
 def test_method_cost_refuses_a_run_that_could_not_time_anything_before_running(tmp_path, flags, message):
-    """Six steps leave no timed iteration after the warm-up: refused up front, not after the whole run."""
+    """Six steps leave no timed iteration after the warm-up, an output that cannot be written, or a rougher timing
+    over the committed method_cost.json (the reproduction's costs read it): refused up front, not after the whole
+    run, run as a script from another folder or as a module."""
+    committed = (REPO / "benchmarks" / "results" / "method_cost.json").read_bytes()
+    as_module = flags[0] == "--steps" and flags[1] == "6"  # one case as a module, the others as a script elsewhere
+    flags = [flag.format(tmp=tmp_path) for flag in flags]
+    output = [] if "--output" in flags else ["--output", str(tmp_path / "cost.json")]
+    command = ["-m", "benchmarks.method_cost"] if as_module else [str(REPO / "benchmarks" / "method_cost.py")]
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "method_cost.py"), *flags, "--output", str(tmp_path / "cost.json")],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        [sys.executable, *command, *flags, *output], capture_output=True, text=True, timeout=300,
+        cwd=REPO if as_module else tmp_path,
     )  # fmt: skip
-    assert result.returncode == 2 and message in result.stderr
+    assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "cost.json").exists()
+    assert (REPO / "benchmarks" / "results" / "method_cost.json").read_bytes() == committed
 
 
 def test_abbreviated_flags_and_bad_config_files_end_with_one_line(tmp_path):

@@ -4,8 +4,10 @@ results, the layout of model folders (one copy of every artefact), the default t
 import hashlib
 import json
 import math
+import shlex
 import statistics
 import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -352,6 +354,12 @@ def test_stage_and_evaluation_flags_refuse_empty_or_contradictory_lists_and_run_
     calls.clear()
     reproduction.main(["--only", name, "--evaluations", "autoattack", "autoattack"])
     assert calls == [("train", name), ("autoattack", name)]
+    calls.clear()
+    reproduction.main(["--only", name, "--evaluations", "autoattack", "--evaluations", "fgsm"])  # they add up
+    assert calls == [("train", name), ("autoattack", name), ("fgsm", name)]
+    calls.clear()
+    reproduction.main(["--only", name])  # by default both, the quick one first
+    assert calls == [("train", name), ("fgsm", name), ("autoattack", name)]
     for argv, message in (
         (["--only"], "expected at least one argument"),  # would otherwise run every stage
         (["--only", name, "--evaluations"], "expected at least one argument"),
@@ -613,10 +621,29 @@ def test_readme_answers_are_recomputed_from_the_per_example_records(key, groups,
         assert line.startswith(f"- {question} {answer} ({label}, paired:"), line
 
 
+def _margin_verdicts(intervals: dict[str, tuple[float, float]]) -> tuple[str, str]:
+    """The margin and side verdicts (points) by the claim's rule, written out independently of the reproduction: a
+    verdict holds when it holds on every interval (test images, and between seeds when several)."""
+
+    def verdict(holds: dict[str, bool], what: str) -> str:
+        shown = [basis for basis, held in holds.items() if held]
+        if not shown:
+            return ""
+        failed = [basis for basis, held in holds.items() if not held]
+        return f"{what}: shown" + (f" over {shown[0]}, not over {failed[0]}" if failed else "")
+
+    within = verdict({b: -5 < lo and hi < 5 for b, (lo, hi) in intervals.items()}, "within 5 points either way")
+    apart = verdict({b: lo >= 5 or hi <= -5 for b, (lo, hi) in intervals.items()}, "more than 5 points apart")
+    above = verdict({b: lo > 0 for b, (lo, _) in intervals.items()}, "MixACM above")
+    below = verdict({b: hi < 0 for b, (_, hi) in intervals.items()}, "MixACM below")
+    margin = within or apart or "within 5 points either way: neither shown nor ruled out"
+    return margin, above or below or "above or below: not shown"
+
+
 def test_the_equal_compute_answer_states_the_recomputed_interval():
     """The README's equal-compute sentence (MixACM 40 epochs against PGD-7 AT 10: within 5 AutoAttack points either
-    way, above, below?) states the pooled paired AutoAttack difference and interval recomputed from the per-example
-    records, and both verdicts from the interval's two ends."""
+    way, above, below?) states the pooled paired AutoAttack difference and its intervals over the images and between
+    seeds recomputed from the per-example records, and verdicts that hold on both intervals."""
     result = json.loads(RESULTS.read_text())["summary"]["equal_compute"]["comparisons"]["mixacm 40 - pgd-7 AT 10"]
     readme = (REPO / "README.md").read_text()
     block = readme[slice(*(readme.index(marker) for marker in reproduction.COST_ANSWER_MARKERS))]
@@ -624,40 +651,49 @@ def test_the_equal_compute_answer_states_the_recomputed_interval():
         assert "AutoAttack" not in block.split("\n")[1]
         pytest.skip("the equal-compute models are not all evaluated yet")
     expected = _recomputed_pooled(result["autoattack"]["used"], "autoattack")
-    low, high = (100 * value for value in expected["interval"])
-    within = (
-        "shown" if -5 < low and high < 5 else "ruled out" if low >= 5 or high <= -5 else "neither shown nor ruled out"
-    )
-    side = "MixACM above: shown" if low > 0 else "MixACM below: shown" if high < 0 else "above or below: not shown"
-    seeds = ""  # pooled over several training seeds: how many, and the between-seed interval
-    if len(result["autoattack"]["used"]) > 1:
-        between = ", ".join(f"{100 * value:+.1f}" for value in expected["between_seeds"])
-        seeds = f" x {len(result['autoattack']['used'])} seeds; between seeds [{between}]"
+    intervals = {"the first 500 test images": tuple(100 * value for value in expected["interval"])}
+    if (seeds := len(result["autoattack"]["used"])) > 1:
+        intervals[f"{seeds} training seeds"] = tuple(100 * value for value in expected["between_seeds"])
+    margin, side = _margin_verdicts(intervals)
+    shown = "; ".join(f"{basis} [{low:+.1f}, {high:+.1f}]" for basis, (low, high) in intervals.items())
     sentence = (
-        f"AutoAttack {100 * expected['difference']:+.1f} points [{low:+.1f}, {high:+.1f}] (paired, 95% interval over "
-        f"the first 500 test images{seeds}): within 5 points either way: {within}; {side}."
+        f"AutoAttack {100 * expected['difference']:+.1f} points (paired 95% intervals over {shown}): {margin}; {side}"
     )
     assert sentence in block
     total = len(reproduction.COST_GROUPS["mixacm, 40 epochs"])  # a partial answer says how many seeds it rests on
     used = len(result["autoattack"]["used"])
-    assert (f"(equal compute, {used} of {total} seeds so far)" in block) == (used < total)
+    assert (f"half the backward passes, {used} of {total} seeds so far)" in block) == (used < total)
 
 
 @pytest.mark.parametrize(
-    "interval, within, side",
-    [((-0.023, 0.031), "shown", "above or below: not shown"), ((0.06, 0.12), "ruled out", "MixACM above: shown"),
-     ((0.01, 0.07), "neither shown nor ruled out", "MixACM above: shown"),
-     ((-0.09, -0.06), "ruled out", "MixACM below: shown"), ((-0.07, 0.02), "neither shown nor ruled out",
-     "above or below: not shown")],
+    "interval, between, margin, side",
+    [((-0.023, 0.031), None, "within 5 points either way: shown", "above or below: not shown"),
+     ((0.06, 0.12), None, "more than 5 points apart: shown", "MixACM above: shown"),
+     ((0.01, 0.07), None, "within 5 points either way: neither shown nor ruled out", "MixACM above: shown"),
+     ((-0.09, -0.06), None, "more than 5 points apart: shown", "MixACM below: shown"),
+     ((-0.07, 0.02), None, "within 5 points either way: neither shown nor ruled out", "above or below: not shown"),
+     ((-0.025, 0.025), (-0.051, 0.051),
+      "within 5 points either way: shown over the first 500 test images, not over 2 training seeds",
+      "above or below: not shown"),
+     ((-0.025, 0.025), (-0.04, 0.04), "within 5 points either way: shown", "above or below: not shown"),
+     ((0.01, 0.03), (-0.01, 0.045), "within 5 points either way: shown",
+      "MixACM above: shown over the first 500 test images, not over 2 training seeds")],
 )  # fmt: skip
-def test_the_equal_compute_verdict_reads_both_ends_of_the_interval(interval, within, side):
-    """Within 5 points either way is shown only by an interval inside (-5, +5) (an interval wholly above +5 is no
-    'within'), ruled out by one wholly outside; above or below only by one wholly on one side of 0."""
+def test_the_equal_compute_verdict_holds_on_both_intervals(interval, between, margin, side):
+    """Within 5 points either way is shown only by intervals inside (-5, +5) (one wholly above +5 is no 'within'),
+    ruled out by ones wholly outside, above or below only by ones wholly on one side of 0; over several seeds the
+    between-seed interval must agree (the claim's rule for its margins), else the answer says where it fails; a
+    single-run baseline's own seed spread is named as in neither."""
     pooled = {"difference": sum(interval) / 2, "interval": list(interval)}
+    if between is not None:
+        pooled |= {"n_seeds": 2, "between_seeds": list(between)}
     used = [[name, "p"] for name in reproduction.COST_GROUPS["mixacm, 40 epochs"]]
-    comparison = {"groups": ["mixacm, 40 epochs"], "autoattack": {"pooled": pooled, "used": used}}
-    summary = {"comparisons": {"mixacm 40 - pgd-7 AT 10": comparison}}
-    assert reproduction.margin_answer(summary).endswith(f"within 5 points either way: {within}; {side}.")
+    comparison = {
+        "groups": ["mixacm, 40 epochs", "pgd-7 AT, 10 epochs"],
+        "autoattack": {"pooled": pooled, "used": used},
+    }
+    answer = reproduction.margin_answer({"comparisons": {"mixacm 40 - pgd-7 AT 10": comparison}})
+    assert f"): {margin}; {side} (PGD-7 AT is one training run" in answer, answer
 
 
 def test_the_longer_schedules_are_stated_from_the_rows_and_records():
@@ -779,8 +815,16 @@ def test_the_cost_figure_draws_points_at_one_cost_side_by_side_with_separate_lab
     rows = [row("m10", 10, 0.27), row("m40", 40, 0.345), row("k40", 40, 0.35), row("t20", 20, 0.355, 2)]
     study = {"MixACM": [["m10"], ["m40"]], "KD": [["k40"]], "teacher": [["t20"]]}
     path = tmp_path / "cost.png"
-    figure = studies.plot_cost(study, rows, path, seconds_of=lambda r: r["seconds"], title="t")
+    figure = studies.plot_cost(study, rows, path, seconds_of=lambda r: r["seconds"], title="t",
+                               estimated=lambda r: r["name"] == "k40")  # fmt: skip
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    hollow = [
+        [(line.get_xdata()[0], line.get_ydata()[0]) for line in axes.lines if line.get_markerfacecolor() == "white"]
+        for axes in figure.axes
+    ]
+    assert hollow[0] == [] and len(hollow[1]) == 1 and hollow[1][0][1] == pytest.approx(35.0)  # wall time estimated
+    assert all(axes.get_xlabel().endswith(", log scale") for axes in figure.axes)
+    assert "runs of equal cost are drawn side by side around it" in figure.texts[0].get_text()
     renderer = figure.canvas.get_renderer()
     for axes in figure.axes:
         texts = axes.texts
@@ -822,16 +866,18 @@ def test_the_cost_figure_joins_one_methods_schedules_seed_by_seed(tmp_path):
         assert [y for _, y in segment] == pytest.approx([100 * v for v in wilson_interval(130, 500)])
         assert [text.get_text() for text in axes.texts] == ["10 ep", "40 ep"]  # one label per schedule
     assert figure.texts[0].get_text().endswith("not yet measured: m40-s1")
-    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["MixACM", "seed 0", "seed 1"]
+    # the key's line styles: only seeds with a line (seed 1's lone point has none to tell apart)
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["MixACM", "seed 0"]
     unmeasured = [row("m10-s0", 10, None, 0), row("m10-s1", 10, 0.26, 1)]  # seed 0 has nothing drawn: not in the key
     figure = studies.plot_cost(study, unmeasured, tmp_path / "c.png", seconds_of=lambda r: 60, title="t")
-    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["MixACM", "seed 1"]
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["MixACM"]
     long = {"MixACM": [[f"wrn16-2-mixacm-t20-mixup02-acm2k-inmem-{k}ep-seed{k}"] for k in range(8)]}
     figure = studies.plot_cost(long, unmeasured, tmp_path / "c.png", seconds_of=lambda r: 60, title="t")
     title = figure.texts[0].get_text()  # wrapped at TITLE_WIDTH, each name whole on its line
     assert max(map(len, title.splitlines())) <= studies.TITLE_WIDTH and title.count("\n") >= 2
     assert all(name in title.splitlines()[-1] or name in title for (name,) in long["MixACM"])
-    assert all(line.endswith(",") or line == title.splitlines()[-1] for line in title.splitlines()[1:])
+    listed = title[title.index("not yet measured") :].splitlines()  # the list wraps between names
+    assert all(line.endswith(",") for line in listed[:-1])
 
 
 def test_methods_table_averages_seeds_and_times_only_the_runs_trained_alone(tmp_path):
@@ -895,14 +941,44 @@ def test_the_equal_compute_answer_says_what_the_costs_leave_out():
     for name in names:
         row = rows[name]
         assert row["train_fraction"] == 1.0
-        seconds = 391 * row["epochs"] * per_step[reproduction.COST_KEYS[row["method"]]]
-        minutes.append((seconds if row["shared_machine"] else row["train_seconds"]) / 60)
+        reference = rows.get(reproduction.ALONE_REFERENCE.get(name, ""))  # a whole run of its configuration, alone
+        if reference and not reference["shared_machine"]:
+            step_seconds = reference["train_seconds"] / (391 * reference["epochs"] * reference["train_fraction"])
+        else:
+            step_seconds = per_step[reproduction.COST_KEYS[row["method"]]]
+        minutes.append((391 * row["epochs"] * step_seconds if row["shared_machine"] else row["train_seconds"]) / 60)
     teacher = rows[names[0]]
     assert (
         f"the teacher (N-FGSM, {teacher['epochs']:g} epochs) took {minutes[0]:.0f} min and reaches "
         f"{100 * teacher['autoattack']:.1f} AutoAttack itself; trained for this student alone, it brings the recipe's "
         f"40 epochs to {minutes[0] + minutes[1]:.0f} min against PGD-7 AT's {minutes[2]:.0f} for 10"
     ) in block.replace("\n", " ")
+
+
+def test_a_shared_runs_wall_time_comes_from_a_run_of_its_own_configuration_alone():
+    """A shared run's wall time is estimated from the per-step time of its ALONE_REFERENCE run, which must have
+    trained alone with the same training command but for its epochs, seed, output folder, card dataset id and the
+    copy of the same teacher (the published model card of the run folder)."""
+    rows = {row["name"]: row for row in json.loads(RESULTS.read_text())["rows"]}
+    free = {"--num_train_epochs", "--seed", "--output_dir", "--card_dataset_id"}
+
+    def settings(command: str) -> dict[str, str]:
+        words = shlex.split(command)
+        flags = {word: value for word, value in zip(words[1:], [*words[2:], ""]) if word.startswith("--")}
+        flags = {flag: value for flag, value in flags.items() if flag not in free}
+        if "--teacher" in flags:  # the published copy of a run folder is the same teacher
+            flags["--teacher"] = Path(flags["--teacher"]).name
+        return flags
+
+    for name, reference in reproduction.ALONE_REFERENCE.items():
+        if name not in rows:
+            continue
+        assert not rows[reference]["shared_machine"], reference
+        assert settings(rows[name]["train_command"]) == settings(rows[reference]["train_command"]), name
+        expected = rows[reference]["train_seconds"] * rows[name]["epochs"] / rows[reference]["epochs"]
+        assert reproduction.training_seconds(rows[name], list(rows.values())) == pytest.approx(expected)
+    alone = next(row for row in rows.values() if not row["shared_machine"])
+    assert reproduction.training_seconds(alone, []) == alone["train_seconds"]  # measured alone: as measured
 
 
 def test_a_resumed_runs_code_history_says_which_steps_are_unrecorded():
@@ -983,7 +1059,8 @@ def test_a_bad_dataset_or_stage_is_refused_before_any_work_naming_it(layout, mon
     for dataset, message in [
         ("../nowhere/cifar10", "no such folder"),
         ("/nonexistent/cifar", "no such folder"),
-        ("file.txt", "no such folder"),
+        ("file.txt", "a file, not a folder"),
+        ("~/surely-no-such-folder-here", "no such folder"),
         ("", "neither a folder"),
         ("a b", "neither a folder"),
     ]:
@@ -995,10 +1072,17 @@ def test_a_bad_dataset_or_stage_is_refused_before_any_work_naming_it(layout, mon
     with pytest.raises(SystemExit):
         reproduction.main(["--only", "wrn16-2-mixacm-t2O", "--dry_run"])
     assert "'wrn16-2-mixacm-t2O' (did you mean wrn16-2-mixacm-t20" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a shortened name: the stages holding each of its parts come first
+        reproduction.main(["--only", "wrn16-2-mixacm-40ep", "--dry_run"])
+    assert "(did you mean wrn16-2-mixacm-t20-mixup02-acm2k-inmem-40ep or " in capsys.readouterr().err
     ran = []
-    monkeypatch.setattr(reproduction, "run", lambda stages, *args: ran.extend(stage.name for stage in stages))
+    monkeypatch.setattr(reproduction, "run", lambda stages, *args: ran.append(([s.name for s in stages], args[0])))
     reproduction.main(["--only", "wrn16-2-kd", "--only", "wrn16-2-natural", "--dry_run"])
-    assert ran == ["wrn16-2-kd", "wrn16-2-natural"]
+    assert ran == [(["wrn16-2-kd", "wrn16-2-natural"], reproduction.DEFAULT_DATASET)]
+    home = Path.home() / "surely-no-such-folder-here"
+    ran.clear()
+    reproduction.main(["--only", "wrn16-2-kd", "--dataset", "~/surely-no-such-folder-here", "--dry_run"])
+    assert ran == [(["wrn16-2-kd"], str(home))]  # "~" expanded, as a shell would, before the trainings read it
 
 
 def test_a_failed_training_names_its_log_and_a_dry_run_its_resume_point(layout, monkeypatch, capsys):
@@ -1012,3 +1096,30 @@ def test_a_failed_training_names_its_log_and_a_dry_run_its_resume_point(layout, 
     monkeypatch.setattr("subprocess.run", lambda *args, **kwargs: SimpleNamespace(returncode=3))
     with pytest.raises(SystemExit, match=f"failed \\(exit 3\\): its log is {stage.output_dir / 'train.log'}"):
         reproduction.train(stage, reproduction.DEFAULT_DATASET, dry_run=False)
+
+
+def test_a_stage_in_training_elsewhere_is_not_launched_again(layout, monkeypatch, capsys):
+    """While another process trains a stage (it holds the folder's lock), a rerun stops before launching (nothing
+    appended to that run's log) and says to wait; a dry run says the same and lists no training command."""
+    stage = reproduction.Stage("s", "student", "kd", "wrn-16-2")
+    stage.output_dir.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mixacm_hf.files import held_alone\n"
+         f"with held_alone({str(stage.output_dir)!r}, '--output_dir'):\n print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        launched = []
+        monkeypatch.setattr("subprocess.run", lambda *args, **kwargs: launched.append(args))
+        reproduction.train(stage, reproduction.DEFAULT_DATASET, dry_run=True)
+        out = capsys.readouterr().out
+        assert "is being trained by another process now" in out and "accelerate launch" not in out
+        with pytest.raises(SystemExit, match="s is being trained by another process now .*wait for it to end"):
+            reproduction.train(stage, reproduction.DEFAULT_DATASET, dry_run=False)
+        assert not launched and not (stage.output_dir / "train.log").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    reproduction.train(stage, reproduction.DEFAULT_DATASET, dry_run=True)  # released: the command is listed again
+    assert "[train] s: accelerate launch" in capsys.readouterr().out

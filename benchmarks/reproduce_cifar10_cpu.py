@@ -654,11 +654,11 @@ SCHEDULE_COMPARISONS = {
 
 
 # A shared run's wall time alone: the per-step time of a whole run of its configuration (other epochs, seed or copy of
-# the same teacher) that trained alone, where one did (method_cost.py's short runs time a step 4-9% below a whole
-# run's); a test checks each pair's training commands differ in nothing else
-ALONE_REFERENCE = {name: RECIPE for name in [f"{RECIPE}-seed1", f"{RECIPE}-seed2", f"{RECIPE}-20ep", *RECIPE_40]} | {
-    "wrn16-2-pgd7-at-inmem-2ep": "wrn16-2-pgd7-at"
-}  # fmt: skip
+# the same teacher; the same config file at a code commit with the same input pipeline) that trained alone, where one
+# did (method_cost.py's short runs time a step 4-9% below a whole run's); a test checks each pair's training commands
+# differ in nothing else. PGD-7 AT's 10-epoch run read images through the per-image pipeline (before the config's
+# in_memory_images), so it is no reference for the in-memory 2-epoch run.
+ALONE_REFERENCE = {name: RECIPE for name in [f"{RECIPE}-seed1", f"{RECIPE}-seed2", f"{RECIPE}-20ep", *RECIPE_40]}
 
 
 def training_seconds(row: dict, rows: list[dict]) -> float:
@@ -719,11 +719,13 @@ def margin_answer(summary: dict) -> str:
     so_far = seeds_so_far(summary, label)
     shown = "; ".join(f"{basis} [{100 * low:+.1f}, {100 * high:+.1f}]" for basis, (low, high) in intervals.items())
     single = len(COST_GROUPS[summary["comparisons"][label]["groups"][1]]) == 1
-    baseline = " (PGD-7 AT is one training run: its own seeds' spread is in neither interval)" if single else ""
+    several = len(intervals) > 1
+    outside = "either interval" if several else "this interval"
+    baseline = f" (PGD-7 AT is one training run: its own seeds' spread is not in {outside})" if single else ""
     return (
         f"- MixACM 40 epochs against PGD-7 AT 10 epochs (about equal wall time, half the backward passes"
         f"{', ' + so_far if so_far else ''}), AutoAttack {100 * pooled['difference']:+.1f} points (paired 95% "
-        f"intervals over {shown}): {margin_text}; {side}{baseline}."
+        f"interval{'s' if several else ''} over {shown}): {margin_text}; {side}{baseline}."
     )
 
 
@@ -744,7 +746,7 @@ def teacher_cost_answer(rows: list[dict]) -> str:
         f"{minutes['teacher']:.0f} min and reaches {100 * teacher['autoattack']:.1f} AutoAttack itself; trained for "
         f"this student alone, it brings the recipe's 40 epochs to {with_teacher:.0f} min against PGD-7 AT's "
         f"{minutes['pgd-7 AT, 10 epochs']:.0f} for 10 (wall times alone on the machine as each trained, as in the "
-        "figure: measured, or the run's steps at the per-step time of its configuration measured alone)."
+        "figure: measured, or estimated from the per-step time measured alone)."
     )
 
 
@@ -853,7 +855,8 @@ def write_results() -> list[dict]:
         title=f"AutoAttack against training cost: WRN-16-2 students, CIFAR-10 (JPEG copy), Linf 8/255, first "
         f"{N_AUTOATTACK} test images (95% intervals over the images)\none line per method and training seed; a "
         "student's cost leaves out its teacher's (drawn as its own point)\nwall time: measured alone (filled), or "
-        "estimated (hollow): the run's steps at the per-step time of its configuration measured alone",
+        "estimated (hollow): the run's steps at the per-step time of a whole run of its configuration trained alone, "
+        "else of benchmarks/method_cost.py's short runs",
     )  # fmt: skip
     claim = seed_statistics.claim_markdown(summary, N_EVAL, N_AUTOATTACK)
     methods = studies.methods_markdown(METHODS_COMPARED, rows)
@@ -942,10 +945,10 @@ def main(argv: list[str] | None = None) -> None:
         said = "; ".join(f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else "")
                          for name, close in guesses.items())  # fmt: skip
         parser.error(f"--only: unknown stage(s) {said}. `--dry_run` without --only names every stage.")
-    chosen = args.evaluations or EVALUATIONS
+    chosen = list(dict.fromkeys(args.evaluations or EVALUATIONS))
     if "none" in chosen and len(chosen) > 1:
         parser.error(f"--evaluations none means no evaluation: give it alone, not with {chosen}")
-    evaluations = [] if chosen == ["none"] else list(dict.fromkeys(chosen))
+    evaluations = [] if chosen == ["none"] else chosen
     by_name = {stage.name: stage for stage in STAGES}
     stages = [by_name[name] for name in dict.fromkeys(args.only)] if args.only else STAGES  # each once
     if args.dry_run:

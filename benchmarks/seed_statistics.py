@@ -409,7 +409,8 @@ def questions_markdown(summary: dict[str, Any], questions: dict[str, str], n_eva
             "",
             "No: a paired difference lies significantly below 0 (95% interval wholly below 0, p < 0.05); yes: every "
             "one measured lies significantly above 0; not distinguishable: otherwise, which is no evidence of a match "
-            "(the 95% intervals hold the sampling of test images, not the variation between training seeds). Mean "
+            "(the verdicts read the 95% interval over the test images; an interval between training seeds, where "
+            "shown, is not part of them). Mean "
             f"+- std (clean, FGSM, PGD-20 on the first {n_eval} CIFAR-10 test images, AutoAttack on the first "
             f"{n_autoattack}; Linf eps = 8/255):",
             "",

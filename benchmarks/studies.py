@@ -284,7 +284,7 @@ def plot_cost(
         Line2D([], [], color="0.4", linestyle=styles[seed], label=f"seed {seed}") for seed in sorted(lined_seeds)
     ]
     figure.legend(handles=handles, fontsize=8, loc="lower center", ncols=len(handles))  # clear of every point
-    title += "\nruns of equal cost are drawn side by side around it"
+    title += "\nruns of equal cost are drawn side by side around their cost"
     pending = [n for names in named.values() for n in names if by_name.get(n, {}).get("autoattack") is None]
     if pending:
         title += f"\nnot yet measured: {', '.join(pending)}"

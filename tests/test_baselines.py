@@ -199,9 +199,10 @@ def test_method_cost_refuses_a_run_that_could_not_time_anything_before_running(t
     as_module = flags[0] == "--steps" and flags[1] == "6"  # one case as a module, the others as a script elsewhere
     flags = [flag.format(tmp=tmp_path) for flag in flags]
     output = [] if "--output" in flags else ["--output", str(tmp_path / "cost.json")]
+    dataset = [] if "--dataset" in flags else ["--dataset", str(tmp_path)]  # any folder: refused before it is read
     command = ["-m", "benchmarks.method_cost"] if as_module else [str(REPO / "benchmarks" / "method_cost.py")]
     result = subprocess.run(
-        [sys.executable, *command, *flags, *output], capture_output=True, text=True, timeout=300,
+        [sys.executable, *command, *flags, *output, *dataset], capture_output=True, text=True, timeout=300,
         cwd=REPO if as_module else tmp_path,
     )  # fmt: skip
     assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -657,7 +657,8 @@ def test_the_equal_compute_answer_states_the_recomputed_interval():
     margin, side = _margin_verdicts(intervals)
     shown = "; ".join(f"{basis} [{low:+.1f}, {high:+.1f}]" for basis, (low, high) in intervals.items())
     sentence = (
-        f"AutoAttack {100 * expected['difference']:+.1f} points (paired 95% intervals over {shown}): {margin}; {side}"
+        f"AutoAttack {100 * expected['difference']:+.1f} points (paired 95% interval{'s' if seeds > 1 else ''} over "
+        f"{shown}): {margin}; {side}"
     )
     assert sentence in block
     total = len(reproduction.COST_GROUPS["mixacm, 40 epochs"])  # a partial answer says how many seeds it rests on
@@ -694,6 +695,9 @@ def test_the_equal_compute_verdict_holds_on_both_intervals(interval, between, ma
     }
     answer = reproduction.margin_answer({"comparisons": {"mixacm 40 - pgd-7 AT 10": comparison}})
     assert f"): {margin}; {side} (PGD-7 AT is one training run" in answer, answer
+    several = between is not None  # one interval or two: the sentence says which
+    assert ("paired 95% intervals over" in answer) == several and ("paired 95% interval over" in answer) != several
+    assert answer.endswith(f"is not in {'either interval' if several else 'this interval'}).")
 
 
 def test_the_longer_schedules_are_stated_from_the_rows_and_records():
@@ -824,7 +828,7 @@ def test_the_cost_figure_draws_points_at_one_cost_side_by_side_with_separate_lab
     ]
     assert hollow[0] == [] and len(hollow[1]) == 1 and hollow[1][0][1] == pytest.approx(35.0)  # wall time estimated
     assert all(axes.get_xlabel().endswith(", log scale") for axes in figure.axes)
-    assert "runs of equal cost are drawn side by side around it" in figure.texts[0].get_text()
+    assert "runs of equal cost are drawn side by side around their cost" in figure.texts[0].get_text()
     renderer = figure.canvas.get_renderer()
     for axes in figure.axes:
         texts = axes.texts
@@ -958,7 +962,8 @@ def test_the_equal_compute_answer_says_what_the_costs_leave_out():
 def test_a_shared_runs_wall_time_comes_from_a_run_of_its_own_configuration_alone():
     """A shared run's wall time is estimated from the per-step time of its ALONE_REFERENCE run, which must have
     trained alone with the same training command but for its epochs, seed, output folder, card dataset id and the
-    copy of the same teacher (the published model card of the run folder)."""
+    copy of the same teacher (the published model card of the run folder), and the same config file settings at its
+    code commit (the input pipeline, say: in memory or per image), evaluation settings aside."""
     rows = {row["name"]: row for row in json.loads(RESULTS.read_text())["rows"]}
     free = {"--num_train_epochs", "--seed", "--output_dir", "--card_dataset_id"}
 
@@ -970,11 +975,21 @@ def test_a_shared_runs_wall_time_comes_from_a_run_of_its_own_configuration_alone
             flags["--teacher"] = Path(flags["--teacher"]).name
         return flags
 
+    def config_at(row: dict) -> dict | None:  # the config file's training settings at the run's commit, if in history
+        commit = row.get("code_commit") or row.get("summary_commit")
+        path = shlex.split(row["train_command"])[shlex.split(row["train_command"]).index("--config") + 1]
+        shown = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=REPO, capture_output=True, text=True)
+        if shown.returncode:  # a shallow clone: the commands alone are compared
+            return None
+        return {key: value for key, value in yaml.safe_load(shown.stdout).items() if "eval" not in key}
+
     for name, reference in reproduction.ALONE_REFERENCE.items():
         if name not in rows:
             continue
         assert not rows[reference]["shared_machine"], reference
         assert settings(rows[name]["train_command"]) == settings(rows[reference]["train_command"]), name
+        configs = [config_at(rows[name]), config_at(rows[reference])]  # e.g. the same input pipeline
+        assert None in configs or configs[0] == configs[1], name
         expected = rows[reference]["train_seconds"] * rows[name]["epochs"] / rows[reference]["epochs"]
         assert reproduction.training_seconds(rows[name], list(rows.values())) == pytest.approx(expected)
     alone = next(row for row in rows.values() if not row["shared_machine"])

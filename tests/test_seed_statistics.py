@@ -269,3 +269,16 @@ def test_pooling_refuses_copies_other_images_and_claims_no_certainty_it_lacks():
         claim_summary(rows * 2, {"a": ["a"]}, {}, lambda name, attack: None)
     with pytest.raises(ValueError, match="columns must be a tuple"):
         claim_summary(rows, {"a": ["a"], "b": ["a"]}, {"a - b": ("a", "b", "pgd20")}, lambda name, attack: None)
+
+
+def test_the_paired_caption_names_the_test_its_comparisons_used():
+    """A table of single pairs is captioned with Newcombe's interval and McNemar's p; one pooling several seeds with
+    the paired t-test over the images and the between-seed interval."""
+    from benchmarks.seed_statistics import POOLED_CAPTION, SINGLE_CAPTION, paired_caption
+
+    def summary(*n_seeds: int) -> dict:
+        return {"comparisons": {f"c{i}": {"autoattack": {"pooled": {"n_seeds": n}}} for i, n in enumerate(n_seeds)}}
+
+    assert paired_caption(summary(1, 1)) == SINGLE_CAPTION and "McNemar" in SINGLE_CAPTION
+    assert paired_caption(summary(1, 3)) == POOLED_CAPTION and "paired t-test" in POOLED_CAPTION
+    assert paired_caption({"comparisons": {"c": {"pgd20": {}}}}) == SINGLE_CAPTION  # nothing measured yet
